@@ -1,0 +1,47 @@
+"""acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows."""
+
+from .codecs import BloscCodec
+from .errors import (
+    AcqzarrError,
+    BackpressureTimeout,
+    ConfigError,
+    FrameError,
+    StateError,
+    StoreError,
+    WriterError,
+)
+from .formats import ZarrFormat, ZarrV2, ZarrV3
+from .settings import ArraySettings, Blosc, Dimension, StreamSettings
+from .stores import LocalStore, MemoryStore, Store
+from .stream import ArrayStats, Stream, open_stream
+from .writers import ChunkWriter, ShardWriter, Writer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AcqzarrError",
+    "ArraySettings",
+    "ArrayStats",
+    "BackpressureTimeout",
+    "Blosc",
+    "BloscCodec",
+    "ChunkWriter",
+    "ConfigError",
+    "Dimension",
+    "FrameError",
+    "LocalStore",
+    "MemoryStore",
+    "ShardWriter",
+    "StateError",
+    "Store",
+    "StoreError",
+    "Stream",
+    "StreamSettings",
+    "Writer",
+    "WriterError",
+    "ZarrFormat",
+    "ZarrV2",
+    "ZarrV3",
+    "__version__",
+    "open_stream",
+]

@@ -1,0 +1,57 @@
+"""The ``sharding_indexed`` codec's shard layout (Zarr v3 extension spec).
+
+A shard is the encoded inner chunks back to back, followed (index_location
+"end") by the index: for every inner chunk in C order an (offset, nbytes)
+pair of little-endian uint64, both 2**64-1 for a chunk that is absent
+(all fill value), then the crc32c of those index bytes as 4 little-endian
+bytes (index codecs ``bytes`` + ``crc32c``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from ..stores import Buffer
+
+__all__ = ["EMPTY", "ShardLayout", "encode_index"]
+
+EMPTY = np.uint64(2**64 - 1)
+
+
+def encode_index(index: np.ndarray[Any, np.dtype[np.uint64]]) -> bytes:
+    """Serialise an (..., 2) uint64 index and append its crc32c checksum."""
+    body = np.ascontiguousarray(index, dtype="<u8").tobytes()
+    return body + google_crc32c.value(body).to_bytes(4, "little")
+
+
+class ShardLayout:
+    """Packs encoded inner chunks into one shard's byte parts (no copies of chunk data)."""
+
+    def __init__(self, chunks_per_shard: Sequence[int]) -> None:
+        self.chunks_per_shard = tuple(chunks_per_shard)
+        self.n_chunks = math.prod(self.chunks_per_shard)
+
+    def pack(self, chunks: Sequence[Buffer | None]) -> list[Buffer]:
+        """Return [chunk bytes..., index] for ``chunks`` given in C order (None = absent)."""
+        if len(chunks) != self.n_chunks:
+            raise ValueError(f"expected {self.n_chunks} chunks, got {len(chunks)}")
+        index = np.full((self.n_chunks, 2), EMPTY, dtype=np.uint64)
+        parts: list[Buffer] = []
+        offset = 0
+        for i, chunk in enumerate(chunks):
+            if chunk is None:
+                continue
+            n = memoryview(chunk).nbytes
+            index[i] = (offset, n)
+            parts.append(chunk)
+            offset += n
+        parts.append(encode_index(index.reshape(*self.chunks_per_shard, 2)))
+        return parts
+
+    def index_config(self) -> list[dict[str, Any]]:
+        return [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]

@@ -1,0 +1,49 @@
+"""The exceptions acqzarr raises.
+
+One small hierarchy so callers can catch everything from this package with
+``AcqzarrError`` or pick out the kind of failure they can act on.  Each
+message says what was expected and what arrived.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AcqzarrError",
+    "BackpressureTimeout",
+    "ConfigError",
+    "FrameError",
+    "StateError",
+    "StoreError",
+    "WriterError",
+]
+
+
+class AcqzarrError(Exception):
+    """Base class of every error raised by acqzarr."""
+
+
+class ConfigError(AcqzarrError, ValueError):
+    """Settings or a config file are invalid; nothing has been written."""
+
+
+class FrameError(AcqzarrError, ValueError):
+    """A frame was rejected (shape, dtype, key or capacity); earlier frames are intact."""
+
+
+class StateError(AcqzarrError, RuntimeError):
+    """A device or stream call was made in a state that does not allow it."""
+
+
+class StoreError(AcqzarrError, OSError):
+    """The store could not be created, read or written."""
+
+
+class WriterError(AcqzarrError, RuntimeError):
+    """A writer thread failed; the store is valid up to the last good flush."""
+
+
+class BackpressureTimeout(AcqzarrError, TimeoutError):
+    """``append`` waited longer than the configured timeout for buffer space.
+
+    The frame that timed out was not accepted; every earlier frame was.
+    """

@@ -1,0 +1,319 @@
+"""Settings for a stream, as pydantic models.
+
+Every field carries a description: these models are the config-file reference
+(``StreamSettings.from_file``) as well as the Python API, so a typo in a YAML
+key fails with the key path instead of being ignored (``extra="forbid"``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+__all__ = [
+    "DTYPES",
+    "ArraySettings",
+    "Blosc",
+    "Dimension",
+    "StreamSettings",
+]
+
+DTYPES = (
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "float32",
+    "float64",
+)
+
+# UDUNITS-2 names that OME-NGFF 0.4/0.5 lists for space and time axes.
+SPACE_UNITS = frozenset(
+    """angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer inch
+    kilometer megameter meter micrometer mile millimeter nanometer parsec petameter picometer
+    terameter yard yoctometer yottameter zeptometer zettameter""".split()
+)
+TIME_UNITS = frozenset(
+    """attosecond centisecond day decisecond exasecond femtosecond gigasecond hectosecond hour
+    kilosecond megasecond microsecond millisecond minute nanosecond petasecond picosecond second
+    terasecond yoctosecond yottasecond zeptosecond zettasecond""".split()
+)
+_UNIT_HINTS = {
+    "um": "micrometer",
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "nm": "nanometer",
+    "mm": "millimeter",
+    "cm": "centimeter",
+    "m": "meter",
+    "s": "second",
+    "sec": "second",
+    "ms": "millisecond",
+    "us": "microsecond",
+    "µs": "microsecond",
+    "ns": "nanosecond",
+    "min": "minute",
+    "h": "hour",
+}
+
+# Blosc1 refuses buffers above BLOSC_MAX_BUFFERSIZE (INT32_MAX - 16 bytes of overhead).
+MAX_CHUNK_BYTES = 2**31 - 1 - 16
+
+_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Dimension(_Model):
+    """One axis of an array, with its chunking and physical meaning."""
+
+    name: str = Field(description="Axis name, e.g. 't', 'c', 'z', 'y', 'x'; unique in the array.")
+    kind: Literal["space", "channel", "time", "other"] = Field(
+        description="OME-NGFF axis type: space, channel, time or other (written as a custom type)."
+    )
+    size: int = Field(
+        ge=0,
+        description="Extent of the axis. 0 means unbounded, which only the first (append) axis may be.",
+    )
+    chunk: int = Field(ge=1, description="Chunk length along this axis, in samples.")
+    shard: int = Field(
+        default=1,
+        ge=1,
+        description="Chunks per shard along this axis (Zarr v3 only; must be 1 for Zarr v2).",
+    )
+    unit: str | None = Field(
+        default=None,
+        description="UDUNITS-2 unit name as OME-NGFF requires, e.g. 'micrometer' or 'millisecond'.",
+    )
+    scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="Physical size of one sample along this axis, in `unit`.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, v: str) -> str:
+        if not v or not re.fullmatch(r"[A-Za-z0-9_]+", v):
+            raise ValueError(f"axis name must be letters, digits or '_', got {v!r}")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _scale_is_finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError(f"scale must be finite, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _unit_fits_kind(self) -> Dimension:
+        if self.unit is None:
+            return self
+        allowed = {"space": SPACE_UNITS, "time": TIME_UNITS}.get(self.kind)
+        if allowed is None:
+            raise ValueError(f"a {self.kind} axis has no unit in OME-NGFF, got unit={self.unit!r}")
+        if self.unit not in allowed:
+            hint = _UNIT_HINTS.get(self.unit)
+            suggestion = f"; did you mean {hint!r}?" if hint in allowed else ""
+            raise ValueError(
+                f"unit {self.unit!r} is not a UDUNITS-2 {self.kind} unit that OME-NGFF allows{suggestion}"
+            )
+        return self
+
+
+class Blosc(_Model):
+    """Blosc1 compression of each chunk: the Zarr ``blosc`` codec, readable by every Zarr reader."""
+
+    cname: Literal["lz4", "lz4hc", "zstd", "blosclz", "zlib"] = Field(
+        default="lz4", description="Compressor inside Blosc."
+    )
+    clevel: int = Field(default=1, ge=0, le=9, description="Compression level, 0 (none) to 9.")
+    shuffle: Literal["none", "byte", "bit"] = Field(
+        default="byte", description="Shuffle filter applied before compression."
+    )
+
+
+class ArraySettings(_Model):
+    """One array in the stream (typically one camera), written as an OME-NGFF image group."""
+
+    key: str = Field(
+        default="",
+        description="Path of the image group inside the store; '' puts the image at the store root.",
+    )
+    dtype: Literal[DTYPES] = Field(description="Sample type of the frames.")  # type: ignore[valid-type]
+    dimensions: list[Dimension] = Field(
+        min_length=2,
+        max_length=5,
+        description="Axes from slowest to fastest; the first is the append axis.",
+    )
+    compression: Blosc | None = Field(
+        default_factory=Blosc, description="Chunk compression; null stores raw chunks."
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key_is_relative_path(cls, v: str) -> str:
+        if v == "":
+            return v
+        for segment in v.split("/"):
+            if not _KEY_SEGMENT.match(segment) or segment in (".", ".."):
+                raise ValueError(
+                    f"key must be '/'-separated names of letters, digits, '_', '.', '-' "
+                    f"(no leading '.', no empty, '.' or '..' segments), got {v!r}"
+                )
+        return v
+
+    @model_validator(mode="after")
+    def _dimensions_are_ngff(self) -> ArraySettings:
+        dims = self.dimensions
+        names = [d.name for d in dims]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dimension names must be unique, got {names}")
+        for i, d in enumerate(dims[1:], start=1):
+            if d.size == 0:
+                raise ValueError(
+                    f"dimensions[{i}] ({d.name!r}): size 0 (unbounded) is only allowed on the "
+                    "first (append) dimension"
+                )
+        kinds = [d.kind for d in dims]
+        n_space = kinds.count("space")
+        if n_space not in (2, 3):
+            raise ValueError(f"OME-NGFF needs 2 or 3 space dimensions, got {n_space} in {kinds}")
+        if kinds.count("time") > 1:
+            raise ValueError(f"at most one time dimension, got {kinds}")
+        if kinds.count("channel") + kinds.count("other") > 1:
+            raise ValueError(f"at most one channel or other dimension, got {kinds}")
+        order = {"time": 0, "channel": 1, "other": 1, "space": 2}
+        ranks = [order[k] for k in kinds]
+        if ranks != sorted(ranks):
+            raise ValueError(
+                f"OME-NGFF orders axes time, then channel/other, then space; got {kinds}"
+            )
+        itemsize = np.dtype(self.dtype).itemsize
+        chunk_bytes = itemsize * math.prod(d.chunk for d in dims)
+        if chunk_bytes > MAX_CHUNK_BYTES:
+            raise ValueError(
+                f"a chunk of {chunk_bytes} bytes exceeds Blosc's limit of {MAX_CHUNK_BYTES} bytes"
+            )
+        return self
+
+
+class StreamSettings(_Model):
+    """Everything needed to open a stream: where it goes, which format, which arrays."""
+
+    store: str = Field(description="Path of the Zarr store (a directory) to create.")
+    version: Literal[2, 3] = Field(
+        default=3,
+        description="Zarr format: 2 writes one file per chunk, 3 packs chunks into shards.",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="Replace an existing store at `store`; without it an existing store is an error.",
+    )
+    arrays: list[ArraySettings] = Field(min_length=1, description="The arrays (cameras) of the stream.")
+    dimension_separator: Literal[".", "/"] = Field(
+        default=".",
+        description="Zarr v2 chunk key separator ('.' gives '0.0.0', '/' gives '0/0/0'). "
+        "Zarr v3 always uses the default 'c/0/0/0' encoding.",
+    )
+    max_inflight_bytes: int = Field(
+        default=1 << 30,
+        ge=1,
+        description="Cap on memory held by frames not yet written (layer buffers plus compressed "
+        "data waiting for I/O); `append` blocks when it is reached. At least two layer buffers "
+        "per array are always allowed.",
+    )
+    append_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds `append` may block on a full pipeline before raising "
+        "BackpressureTimeout; null waits indefinitely.",
+    )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Compression threads; null uses one per CPU core.",
+    )
+    fsync: bool = Field(
+        default=False,
+        description="fsync each chunk/shard file and metadata document after writing it. Off, a "
+        "killed process loses nothing (the page cache survives it) but a power cut may.",
+    )
+
+    @model_validator(mode="after")
+    def _arrays_are_consistent(self) -> StreamSettings:
+        keys = [a.key for a in self.arrays]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"array keys must be unique, got {keys}")
+        if "" in keys and len(keys) > 1:
+            raise ValueError("key '' (the store root) is only allowed for a single array")
+        for a in keys:
+            for b in keys:
+                if a != b and b.startswith(a + "/"):
+                    raise ValueError(f"array key {b!r} would nest inside image group {a!r}")
+        if self.version == 2:
+            for i, arr in enumerate(self.arrays):
+                for j, d in enumerate(arr.dimensions):
+                    if d.shard != 1:
+                        raise ValueError(
+                            f"arrays[{i}].dimensions[{j}].shard: Zarr v2 has no shards, "
+                            f"shard must be 1, got {d.shard}"
+                        )
+        return self
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> StreamSettings:
+        """Load settings from a YAML or JSON file, naming the offending key on error."""
+        return cls.from_mapping(load_mapping(path), source=str(path))
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "settings") -> StreamSettings:
+        """Validate a mapping, turning pydantic's error into a ConfigError with key paths."""
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, source)) from None
+
+
+def load_mapping(path: str | Path) -> Any:
+    """Read a YAML (.yaml/.yml) or JSON file into plain Python data."""
+    import yaml
+
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read config file: {exc.strerror or exc}") from None
+    try:
+        if p.suffix.lower() == ".json":
+            return json.loads(text)
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+
+
+def format_validation_error(exc: ValidationError, source: str) -> str:
+    """One line per problem, each starting with the dotted key path."""
+    lines = [f"{source}: invalid settings"]
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+

@@ -1,0 +1,71 @@
+"""The storage interface the writers and metadata code talk to.
+
+Writers only ever need five things from storage: put a whole object
+atomically, read one back, delete, list, and say where it lives.  Keeping the
+interface that small is what lets object storage slot in beside the local
+filesystem without the writers knowing.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+
+from ..errors import StoreError
+
+__all__ = ["Buffer", "Store"]
+
+# Anything exposing the buffer protocol: bytes, memoryview, a contiguous ndarray.
+Buffer = bytes | bytearray | memoryview
+
+
+class Store(ABC):
+    """A flat key -> bytes namespace with atomic whole-object writes.
+
+    Keys are '/'-separated relative paths ("cam0/0/zarr.json").  ``put`` must be
+    atomic: a concurrent reader (or a reader after a crash) sees either the old
+    object or the complete new one, never a prefix.  That single guarantee is
+    what makes a live, kill-safe Zarr store possible.
+    """
+
+    @abstractmethod
+    def put(self, key: str, parts: Sequence[Buffer]) -> None:
+        """Atomically store the concatenation of ``parts`` under ``key``."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Return the object at ``key``; raise KeyError when there is none."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if it exists."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[str]:
+        """Yield every key starting with ``prefix``, in no particular order."""
+
+    @abstractmethod
+    def describe(self, key: str = "") -> str:
+        """A human-readable location of ``key`` (a path or URL) for error messages."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.get(key)
+        except KeyError:
+            return False
+        return True
+
+    def is_empty(self) -> bool:
+        return next(iter(self.list()), None) is None
+
+    def clear(self) -> None:
+        """Delete everything in the store (used for ``overwrite=True``)."""
+        for key in list(self.list()):
+            self.delete(key)
+
+    def check_key(self, key: str) -> str:
+        """Reject keys that could escape the store root."""
+        parts = key.split("/")
+        if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise StoreError(f"invalid store key {key!r}")
+        return key
