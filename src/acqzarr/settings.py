@@ -305,7 +305,8 @@ def load_mapping(path: str | Path) -> Any:
             return json.loads(text)
         return yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{p}: not valid {p.suffix.lstrip('.') or 'YAML'}: {exc}") from None
+        kind = "JSON" if p.suffix.lower() == ".json" else "YAML"
+        raise ConfigError(f"{p}: not valid {kind}: {exc}") from None
 
 
 def format_validation_error(exc: ValidationError, source: str) -> str:

@@ -1,0 +1,143 @@
+"""ZarrStorage: the StorageInterface-style device over the streaming engine.
+
+Acquisition frameworks drive storage as a device with a small state machine
+(configure, arm, run, stop, run again into a new path).  This class is that
+device; all the work is done by the same ``Stream`` the Python API uses.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import ConfigError, StateError
+from .settings import DTYPES, StreamSettings
+from .stream import ArrayStats, Stream
+
+__all__ = ["State", "StorageCapabilities", "ZarrStorage"]
+
+
+class State(enum.Enum):
+    UNCONFIGURED = "unconfigured"
+    ARMED = "armed"
+    RUNNING = "running"
+
+
+class StorageCapabilities(BaseModel):
+    """What this storage device can do, for frameworks that negotiate before configuring."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    versions: tuple[int, ...] = Field(description="Zarr format versions that can be written.")
+    sharding: bool = Field(description="Whether shards (Zarr v3 sharding_indexed) are supported.")
+    multiscale: bool = Field(description="Whether a downsampled pyramid can be written while streaming.")
+    codecs: tuple[str, ...] = Field(description="Blosc inner compressors available for chunks.")
+    dtypes: tuple[str, ...] = Field(description="Sample types accepted.")
+    max_dims: int = Field(description="Most dimensions an array may have.")
+    unbounded_append: bool = Field(description="Whether the first axis may grow without a known end.")
+
+
+_CAPABILITIES = StorageCapabilities(
+    versions=(2, 3),
+    sharding=True,
+    multiscale=False,
+    codecs=("lz4", "lz4hc", "zstd", "blosclz", "zlib"),
+    dtypes=DTYPES,
+    max_dims=5,
+    unbounded_append=True,
+)
+
+
+class ZarrStorage:
+    """unconfigured --set--> armed --start--> running --stop--> armed (--set/start again)."""
+
+    def __init__(self) -> None:
+        self._state = State.UNCONFIGURED
+        self._settings: StreamSettings | None = None
+        self._stream: Stream | None = None
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    def _require(self, *states: State, action: str) -> None:
+        if self._state not in states:
+            allowed = " or ".join(s.value for s in states)
+            raise StateError(f"cannot {action} while {self._state.value}; the device must be {allowed}")
+
+    def set(self, settings: StreamSettings | Mapping[str, Any]) -> None:
+        """Configure (or reconfigure) the device; validation errors leave the state unchanged."""
+        self._require(State.UNCONFIGURED, State.ARMED, action="set settings")
+        if not isinstance(settings, StreamSettings):
+            settings = StreamSettings.from_mapping(dict(settings))
+        self._settings = settings
+        self._state = State.ARMED
+
+    def get(self) -> StreamSettings:
+        self._require(State.ARMED, State.RUNNING, action="get settings")
+        assert self._settings is not None
+        return self._settings
+
+    def get_meta(self) -> StorageCapabilities:
+        return _CAPABILITIES
+
+    def reserve_image_shape(self, shape: tuple[int, ...], dtype: Any, key: str | None = None) -> None:
+        """Adopt the camera's frame shape and dtype into the settings before ``start``.
+
+        ``shape`` is one frame (e.g. (y, x)); it replaces the sizes of the
+        array's frame axes, and ``dtype`` its sample type.
+        """
+        self._require(State.ARMED, action="reserve an image shape")
+        settings = self.get()
+        index = _array_index(settings, key)
+        data = settings.model_dump()
+        arr = data["arrays"][index]
+        n = len(shape)
+        dims = arr["dimensions"]
+        if n not in (1, 2) or n > len(dims) - 1:
+            raise ConfigError(
+                f"reserve_image_shape: a frame has 1 or 2 axes (at most {len(dims) - 1} here), got {shape}"
+            )
+        for dim, size in zip(dims[-n:], shape, strict=True):
+            dim["size"] = int(size)
+        arr["dtype"] = np.dtype(dtype).name
+        self._settings = StreamSettings.from_mapping(data, source="reserve_image_shape")
+
+    def start(self) -> None:
+        """Create the store and start the writer threads; on failure the device stays armed."""
+        self._require(State.ARMED, action="start")
+        self._stream = Stream(self.get())
+        self._state = State.RUNNING
+
+    def append(self, frames: Any, key: str | None = None) -> None:
+        self._require(State.RUNNING, action="append")
+        assert self._stream is not None
+        self._stream.append(frames, key=key)
+
+    def stats(self, key: str | None = None) -> ArrayStats:
+        self._require(State.RUNNING, action="read stats")
+        assert self._stream is not None
+        return self._stream.stats(key)
+
+    def stop(self) -> None:
+        """Flush and finalize; the device is armed afterwards even if a write failed (which raises)."""
+        self._require(State.RUNNING, action="stop")
+        stream, self._stream = self._stream, None
+        self._state = State.ARMED
+        assert stream is not None
+        stream.close()
+
+
+def _array_index(settings: StreamSettings, key: str | None) -> int:
+    keys = [a.key for a in settings.arrays]
+    if key is None:
+        if len(keys) != 1:
+            raise ConfigError(f"several arrays are configured; pass key= one of {keys}")
+        return 0
+    if key not in keys:
+        raise ConfigError(f"unknown array key {key!r}; expected one of {keys}")
+    return keys.index(key)

@@ -1,0 +1,147 @@
+"""Invalid settings fail with the key path and the reason, before anything touches disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+import acqzarr as az
+
+
+def _data(**array_overrides: Any) -> dict[str, Any]:
+    array: dict[str, Any] = {
+        "key": "cam0",
+        "dtype": "uint16",
+        "dimensions": [
+            {"name": "t", "kind": "time", "size": 0, "chunk": 32},
+            {"name": "y", "kind": "space", "size": 64, "chunk": 32, "unit": "micrometer", "scale": 0.65},
+            {"name": "x", "kind": "space", "size": 64, "chunk": 32},
+        ],
+        "compression": {"cname": "zstd", "clevel": 3, "shuffle": "bit"},
+    }
+    array.update(array_overrides)
+    return {"store": "out.zarr", "version": 3, "arrays": [array]}
+
+
+def _error(data: dict[str, Any]) -> str:
+    with pytest.raises(az.ConfigError) as info:
+        az.StreamSettings.from_mapping(data)
+    return str(info.value)
+
+
+def test_valid_settings_round_trip_through_yaml_and_json(tmp_path: Path) -> None:
+    import yaml
+
+    data = _data()
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    (tmp_path / "s.json").write_text(json.dumps(data))
+    a = az.StreamSettings.from_file(tmp_path / "s.yaml")
+    b = az.StreamSettings.from_file(tmp_path / "s.json")
+    assert a == b
+    assert a.arrays[0].compression == az.Blosc(cname="zstd", clevel=3, shuffle="bit")
+    assert a.arrays[0].dimensions[1].unit == "micrometer"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where", "reason"),
+    [
+        (lambda d: d["arrays"][0].update(dtype="float16"), "arrays.0.dtype", "Input should be"),
+        (lambda d: d["arrays"][0].update(colour="red"), "arrays.0.colour", "Extra inputs"),
+        (lambda d: d["arrays"][0]["dimensions"][1].update(unit="um"), "arrays.0.dimensions.1",
+         "did you mean 'micrometer'"),
+        (lambda d: d["arrays"][0]["dimensions"][0].update(unit="meter"), "arrays.0.dimensions.0",
+         "not a UDUNITS-2 time unit"),
+        (lambda d: d["arrays"][0]["dimensions"][1].update(size=0), "arrays.0", "only allowed on the first"),
+        (lambda d: d["arrays"][0]["dimensions"][1].update(chunk=0), "arrays.0.dimensions.1.chunk",
+         "greater than or equal to 1"),
+        (lambda d: d["arrays"][0]["dimensions"][2].update(name="y"), "arrays.0", "unique"),
+        (lambda d: d["arrays"][0]["dimensions"].append({"name": "c", "kind": "channel", "size": 2, "chunk": 1}),
+         "arrays.0", "then channel/other, then space"),
+        (lambda d: d["arrays"][0]["dimensions"].insert(1, {"name": "u", "kind": "time", "size": 2, "chunk": 1}),
+         "arrays.0", "at most one time"),
+        (lambda d: d["arrays"][0]["dimensions"][2].update(kind="channel"), "arrays.0", "2 or 3 space"),
+        (lambda d: d["arrays"][0]["dimensions"][1].update(scale=-1), "arrays.0.dimensions.1.scale",
+         "greater than 0"),
+        (lambda d: d["arrays"][0]["dimensions"].pop(), "arrays.0", "2 or 3 space"),
+        (lambda d: d["arrays"][0].update(dimensions=d["arrays"][0]["dimensions"][:1]),
+         "arrays.0.dimensions", "at least 2"),
+        (lambda d: d["arrays"][0]["compression"].update(clevel=10), "arrays.0.compression.clevel",
+         "less than or equal to 9"),
+        (lambda d: d["arrays"][0]["compression"].update(cname="snappy"), "arrays.0.compression.cname",
+         "Input should be"),
+        (lambda d: d["arrays"][0]["compression"].update(shuffle="auto"), "arrays.0.compression.shuffle",
+         "Input should be"),
+        (lambda d: d["arrays"][0].update(key="../escape"), "arrays.0.key", "'..'"),
+        (lambda d: d["arrays"][0].update(key="/abs"), "arrays.0.key", "empty"),
+        (lambda d: d["arrays"].append(dict(d["arrays"][0])), "(root)", "unique"),
+        (lambda d: d.update(version=4), "version", "Input should be 2 or 3"),
+        (lambda d: d.update(max_inflight_bytes=0), "max_inflight_bytes", "greater than or equal to 1"),
+        (lambda d: d.update(append_timeout=0), "append_timeout", "greater than 0"),
+        (lambda d: d.pop("store"), "store", "Field required"),
+        (lambda d: d.update(arrays=[]), "arrays", "at least 1"),
+    ],
+)
+def test_each_invalid_field_names_its_key(mutate: Any, where: str, reason: str) -> None:
+    data = _data()
+    mutate(data)
+    message = _error(data)
+    line = next((ln for ln in message.splitlines() if ln.strip().startswith(where)), None)
+    assert line is not None, message
+    assert reason in line, message
+
+
+def test_v2_rejects_shards_naming_the_dimension() -> None:
+    data = _data()
+    data["version"] = 2
+    data["arrays"][0]["dimensions"][2]["shard"] = 4
+    assert "arrays[0].dimensions[2].shard: Zarr v2 has no shards" in _error(data)
+
+
+def test_nested_keys_and_root_key_conflicts() -> None:
+    data = _data()
+    data["arrays"].append({**data["arrays"][0], "key": "cam0/sub"})
+    assert "would nest inside image group 'cam0'" in _error(data)
+    data = _data(key="")
+    data["arrays"].append({**data["arrays"][0], "key": "cam1"})
+    assert "only allowed for a single array" in _error(data)
+
+
+def test_chunk_larger_than_blosc_can_take() -> None:
+    data = _data()
+    data["arrays"][0]["dimensions"] = [
+        {"name": "t", "kind": "time", "size": 0, "chunk": 1024},
+        {"name": "y", "kind": "space", "size": 2048, "chunk": 2048},
+        {"name": "x", "kind": "space", "size": 2048, "chunk": 2048},
+    ]
+    assert "exceeds Blosc's limit" in _error(data)
+
+
+def test_models_reject_unknown_keys_and_are_frozen() -> None:
+    with pytest.raises(ValidationError):
+        az.Dimension(name="x", kind="space", size=1, chunk=1, colour="red")  # type: ignore[call-arg]
+    dim = az.Dimension(name="x", kind="space", size=1, chunk=1)
+    with pytest.raises(ValidationError):
+        dim.size = 5  # type: ignore[misc]
+
+
+def test_every_field_has_a_description() -> None:
+    for model in (az.Dimension, az.Blosc, az.ArraySettings, az.StreamSettings):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(az.ConfigError, match="cannot read config file"):
+        az.StreamSettings.from_file(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("store: [unclosed\n")
+    with pytest.raises(az.ConfigError, match="not valid YAML"):
+        az.StreamSettings.from_file(bad)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({**_data(), "version": "three"}))
+    with pytest.raises(az.ConfigError, match=r"wrong\.json: invalid settings\n  version: Input should be"):
+        az.StreamSettings.from_file(wrong)

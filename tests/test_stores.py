@@ -1,0 +1,98 @@
+"""One generic contract, run against every Store backend (as zarr-python's StoreTests do)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import acqzarr as az
+from acqzarr.stores import open_store
+
+
+class StoreContract:
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> az.Store:
+        raise NotImplementedError
+
+    def test_put_get_round_trip_from_several_parts(self, store: az.Store) -> None:
+        arr = np.arange(10, dtype=np.uint16)
+        store.put("a/b/c", [b"head", memoryview(arr), bytearray(b"tail")])
+        assert store.get("a/b/c") == b"head" + arr.tobytes() + b"tail"
+
+    def test_missing_key_raises_key_error(self, store: az.Store) -> None:
+        with pytest.raises(KeyError):
+            store.get("nope")
+        assert not store.exists("nope")
+
+    def test_replace_delete_and_list(self, store: az.Store) -> None:
+        store.put("x/1", [b"one"])
+        store.put("x/1", [b"uno"])
+        store.put("x/2", [b""])
+        store.put("y", [b"why"])
+        assert store.get("x/1") == b"uno"
+        assert store.get("x/2") == b""
+        assert sorted(store.list()) == ["x/1", "x/2", "y"]
+        assert sorted(store.list("x/")) == ["x/1", "x/2"]
+        store.delete("x/1")
+        store.delete("x/1")  # idempotent
+        assert sorted(store.list()) == ["x/2", "y"]
+        assert not store.is_empty()
+        store.clear()
+        assert store.is_empty()
+
+    @pytest.mark.parametrize("key", ["../up", "/abs", "a//b", "a/./b", ""])
+    def test_keys_cannot_escape(self, store: az.Store, key: str) -> None:
+        with pytest.raises(az.StoreError, match="invalid store key"):
+            store.put(key, [b"x"])
+
+    def test_concurrent_readers_never_see_a_partial_object(self, store: az.Store) -> None:
+        big_a, big_b = b"a" * (1 << 20), b"b" * (1 << 20)
+        store.put("k", [big_a])
+        stop = threading.Event()
+        seen: set[bytes] = set()
+
+        def read() -> None:
+            while not stop.is_set():
+                blob = store.get("k")
+                seen.add(blob[:1] + blob[-1:] + bytes([len(blob) == len(big_a)]))
+
+        t = threading.Thread(target=read)
+        t.start()
+        for i in range(50):
+            store.put("k", [big_a if i % 2 else big_b])
+        stop.set()
+        t.join()
+        assert seen <= {b"aa\x01", b"bb\x01"}
+
+
+class TestLocalStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> az.Store:
+        return az.LocalStore(tmp_path / "root")
+
+    def test_fsync_mode_writes_the_same_bytes(self, tmp_path: Path) -> None:
+        store = az.LocalStore(tmp_path / "r", fsync=True)
+        store.put("a/b", [b"x", b"y"])
+        assert (tmp_path / "r" / "a" / "b").read_bytes() == b"xy"
+
+    def test_failed_put_leaves_no_file(self, tmp_path: Path) -> None:
+        store = az.LocalStore(tmp_path / "r")
+        (tmp_path / "r").mkdir()
+        (tmp_path / "r" / "blocker").write_text("a file where a directory is needed")
+        with pytest.raises(az.StoreError, match=r"blocker/k: write failed"):
+            store.put("blocker/k", [b"data"])
+        assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["blocker"]
+
+
+class TestMemoryStore(StoreContract):
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> az.Store:
+        return az.MemoryStore()
+
+
+def test_open_store_rejects_unknown_schemes() -> None:
+    with pytest.raises(az.ConfigError, match="unsupported scheme 'ftp'"):
+        open_store("ftp://host/x")
