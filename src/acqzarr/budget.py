@@ -65,6 +65,11 @@ class InflightBudget:
             self.used -= nbytes
             self._cond.notify_all()
 
+    def notify(self) -> None:
+        """Wake waiters whose exemption may have changed."""
+        with self._cond:
+            self._cond.notify_all()
+
     def fail(self, exc: BaseException) -> None:
         with self._cond:
             self._failure = exc

@@ -236,8 +236,8 @@ class StreamSettings(_Model):
         default=1 << 30,
         ge=1,
         description="Cap on memory held by frames not yet written (layer buffers plus compressed "
-        "data waiting for I/O); `append` blocks when it is reached. At least two layer buffers "
-        "per array are always allowed.",
+        "data waiting for I/O); `append` blocks when it is reached. An array with nothing in "
+        "flight may always start one layer, so a small cap slows the stream but never deadlocks it.",
     )
     append_timeout: float | None = Field(
         default=None,

@@ -213,10 +213,12 @@ class Stream:
         with self._close_lock:
             if self._closed:
                 return
+            # Closed first: an append waiting on a writer lock then sees it and
+            # raises instead of landing in a finished writer.
+            self._closed = True
             for array in self._arrays.values():
                 with array.writer.lock:
                     array.writer.finish()
-            self._closed = True
             self.pipeline.drain()
             self.pipeline.close()
             for array in self._arrays.values():

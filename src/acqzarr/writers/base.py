@@ -74,6 +74,8 @@ class Writer(ABC):
         self._slot = 0
         self._layer_index = 0
         self._finished = False
+        self._layers_in_flight = 0  # submitted, I/O job not yet finished
+        self._count_lock = threading.Lock()
         self.lock = threading.RLock()
         self.frames_appended = 0
         self.frames_flushed = 0  # written and published; updated on the I/O thread
@@ -136,7 +138,9 @@ class Writer(ABC):
         self.budget.acquire(
             self.layout.layer_nbytes,
             timeout=self.append_timeout,
-            exempt=lambda: self._pool.outstanding < 2,
+            # With nothing of ours in flight, waiting could only deadlock (an open
+            # shard needs more layers to close): one layer per array always proceeds.
+            exempt=lambda: self._layers_in_flight == 0,
         )
         return self._pool.take()
 
@@ -146,6 +150,8 @@ class Writer(ABC):
         for k in range(self._slot, self.layout.layer_frames):
             self.layout.copy_frame(buf, k, 0)  # a reused buffer: clear what this layer did not fill
         layer = Layer(self._layer_index, buf, self.frames_appended, final)
+        with self._count_lock:
+            self._layers_in_flight += 1
         groups = self._task_groups()
         layer.pending_tasks = len(groups)
         futures: list[Future[Encoded]] = [
@@ -210,19 +216,25 @@ class Writer(ABC):
                 return
             visible = self._write(layer, results)
             if visible is not None:
-                self.frames_flushed = visible
-                self._on_flushed(self, visible)
+                self._published(visible)
         finally:
             if self._holds_buffer:
                 self._return_buffer(layer)
+            with self._count_lock:
+                self._layers_in_flight -= 1
+            self.budget.notify()
 
     def _flush_pending_job(self, failed: bool) -> None:
         if failed:
             return
         visible = self._flush_pending()
         if visible is not None:
-            self.frames_flushed = visible
-            self._on_flushed(self, visible)
+            self._published(visible)
+
+    def _published(self, frames: int) -> None:
+        # Metadata first: a caller told "n frames flushed" must find them if killed right after.
+        self._on_flushed(self, frames)
+        self.frames_flushed = frames
 
     def _put(self, key: str, parts: list[Buffer]) -> None:
         self.store.put(key, parts)
