@@ -15,9 +15,7 @@ from hypothesis import HealthCheck, settings
 
 import acqzarr as az
 
-settings.register_profile(
-    "ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+settings.register_profile("ci", max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", max_examples=10, deadline=None)
 settings.register_profile("thorough", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
@@ -33,8 +31,12 @@ def dims(
     """Dimensions from shapes; default kinds put time/channel first and space last (NGFF order)."""
     n = len(shape)
     if kinds is None:
-        kinds = {2: ["space"] * 2, 3: ["time", "space", "space"], 4: ["time", "channel", "space", "space"],
-                 5: ["time", "channel", "space", "space", "space"]}[n]
+        kinds = {
+            2: ["space"] * 2,
+            3: ["time", "space", "space"],
+            4: ["time", "channel", "space", "space"],
+            5: ["time", "channel", "space", "space", "space"],
+        }[n]
     if names is None:
         names = {2: "yx", 3: "tyx", 4: "tcyx", 5: "tczyx"}[n]
     shards = shards or [1] * n
@@ -52,7 +54,7 @@ def stream_settings(
     shape: Sequence[int] = (0, 37, 50),
     chunks: Sequence[int] = (3, 16, 16),
     shards: Sequence[int] | None = None,
-    compression: az.Blosc | None = az.Blosc(),  # noqa: B008 - frozen model
+    compression: az.Blosc | None = az.Blosc(),
     key: str = "cam0",
     **kwargs: Any,
 ) -> az.StreamSettings:

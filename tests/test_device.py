@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_reads_back, frames_for, stream_settings
 
 import acqzarr as az
 from acqzarr.device import State, ZarrStorage
+from conftest import assert_reads_back, frames_for, stream_settings
 
 
 def test_lifecycle_and_restart_into_a_new_store(tmp_path: Path) -> None:
@@ -40,9 +40,13 @@ def test_lifecycle_and_restart_into_a_new_store(tmp_path: Path) -> None:
 
 def test_calls_in_the_wrong_state_raise_state_error(tmp_path: Path) -> None:
     dev = ZarrStorage()
-    for call, action in [(dev.start, "start"), (dev.stop, "stop"), (dev.get, "get settings"),
-                         (lambda: dev.append(np.zeros((2, 2), np.uint16)), "append"),
-                         (lambda: dev.reserve_image_shape((2, 2), "uint16"), "reserve an image shape")]:
+    for call, action in [
+        (dev.start, "start"),
+        (dev.stop, "stop"),
+        (dev.get, "get settings"),
+        (lambda: dev.append(np.zeros((2, 2), np.uint16)), "append"),
+        (lambda: dev.reserve_image_shape((2, 2), "uint16"), "reserve an image shape"),
+    ]:
         with pytest.raises(az.StateError, match=f"cannot {action} while unconfigured"):
             call()
     dev.set(stream_settings(tmp_path / "s.zarr", 2))

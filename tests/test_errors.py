@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pytest
 import zarr
-from conftest import assert_reads_back, frames_for, stream_settings
 
 import acqzarr as az
 import acqzarr.stores.local as local_store
+from conftest import assert_reads_back, frames_for, stream_settings
 
 FRAME = (37, 50)
 
@@ -37,8 +37,11 @@ def _close_and_check(stream: az.Stream, data: np.ndarray[Any, Any], path: Path, 
 @pytest.mark.parametrize(
     ("bad", "match"),
     [
-        (np.zeros((37, 51), np.uint16), r"expected a frame of shape \(37, 50\) or a stack \(n, 37, 50\), "
-         r"got shape \(37, 51\)"),
+        (
+            np.zeros((37, 51), np.uint16),
+            r"expected a frame of shape \(37, 50\) or a stack \(n, 37, 50\), "
+            r"got shape \(37, 51\)",
+        ),
         (np.zeros((2, 3, 37, 50), np.uint16), r"got shape \(2, 3, 37, 50\)"),
         (np.zeros((50,), np.uint16), r"got shape \(50,\)"),
         (np.zeros((37, 50), np.uint8), "expected dtype uint16, got uint8"),
@@ -56,7 +59,9 @@ def test_bad_frames_raise_frame_error_and_keep_earlier_frames(
     _close_and_check(stream, data, path, version)
 
 
-def test_unknown_and_missing_keys(written: tuple[az.Stream, np.ndarray[Any, Any], Path], version: int) -> None:
+def test_unknown_and_missing_keys(
+    written: tuple[az.Stream, np.ndarray[Any, Any], Path], version: int
+) -> None:
     stream, data, path = written
     with pytest.raises(az.FrameError, match=r"unknown array key 'cam9'; expected one of \['cam0'\]"):
         stream.append(data[0], key="cam9")
@@ -85,8 +90,9 @@ def test_frames_past_a_bounded_append_axis_are_rejected(tmp_path: Path, version:
     assert_reads_back(path / "cam0" / "0", version, data)
 
 
-def test_append_after_close_is_a_state_error(written: tuple[az.Stream, np.ndarray[Any, Any], Path],
-                                             version: int) -> None:
+def test_append_after_close_is_a_state_error(
+    written: tuple[az.Stream, np.ndarray[Any, Any], Path], version: int
+) -> None:
     stream, data, path = written
     stream.close()
     stream.close()  # idempotent
@@ -174,7 +180,7 @@ def test_backpressure_blocks_then_times_out_without_losing_frames(tmp_path: Path
                 accepted.append(i)
         # The pipeline drains; the frame that timed out can be appended again.
         stream.pipeline.drain()
-        for frame in data[len(accepted):]:
+        for frame in data[len(accepted) :]:
             stream.append(frame)
             stream.pipeline.drain()
     assert len(accepted) == 3  # one layer (3 frames) always proceeds; the next must wait
@@ -183,8 +189,14 @@ def test_backpressure_blocks_then_times_out_without_losing_frames(tmp_path: Path
 
 def test_in_flight_bytes_stay_under_the_cap(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
-    settings = stream_settings(path, 3, shape=(0, 64, 64), chunks=(4, 32, 32), compression=None,
-                               max_inflight_bytes=3 * 4 * 64 * 64 * 2)
+    settings = stream_settings(
+        path,
+        3,
+        shape=(0, 64, 64),
+        chunks=(4, 32, 32),
+        compression=None,
+        max_inflight_bytes=3 * 4 * 64 * 64 * 2,
+    )
     SlowStore.delay = 0.02
     data = frames_for((64, 64), 40, "uint16")
     with az.open_stream(settings, store=SlowStore(path)) as stream:

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import tensorstore as ts
 import zarr
-from conftest import read_tensorstore
 
 import acqzarr as az
+from conftest import read_tensorstore
 
 FRAME = (40, 48)
 
@@ -44,11 +44,17 @@ def settings(path: Path, version: int) -> az.StreamSettings:
     return az.StreamSettings(
         store=str(path),
         version=version,
-        arrays=[az.ArraySettings(key="cam0", dtype="uint16", dimensions=[
-            az.Dimension(name="t", kind="time", size=0, chunk=4, shard=shards[0]),
-            az.Dimension(name="y", kind="space", size=FRAME[0], chunk=16, shard=shards[1]),
-            az.Dimension(name="x", kind="space", size=FRAME[1], chunk=16, shard=shards[2]),
-        ])],
+        arrays=[
+            az.ArraySettings(
+                key="cam0",
+                dtype="uint16",
+                dimensions=[
+                    az.Dimension(name="t", kind="time", size=0, chunk=4, shard=shards[0]),
+                    az.Dimension(name="y", kind="space", size=FRAME[0], chunk=16, shard=shards[1]),
+                    az.Dimension(name="x", kind="space", size=FRAME[1], chunk=16, shard=shards[2]),
+                ],
+            )
+        ],
     )
 
 
@@ -83,7 +89,8 @@ def test_reader_in_another_process_sees_consistent_prefixes(tmp_path: Path, vers
     with az.open_stream(settings(path, version)) as stream:
         reader = subprocess.Popen(
             [sys.executable, "-c", READER, str(path / "cam0" / "0"), "4"],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         for i in range(120):
             stream.append(frame(i))
@@ -119,7 +126,8 @@ def test_sigkill_keeps_every_flushed_frame(tmp_path: Path, version: int, kill_af
     path = tmp_path / "s.zarr"
     proc = subprocess.Popen(
         [sys.executable, "-c", WRITER, settings(path, version).model_dump_json()],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     reported = 0

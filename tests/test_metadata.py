@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import zarr
-from conftest import dims, frames_for
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
+from conftest import dims, frames_for
 
 
 def _settings(path: Path, version: int) -> az.StreamSettings:
@@ -28,8 +28,11 @@ def _settings(path: Path, version: int) -> az.StreamSettings:
         version=version,
         arrays=[
             az.ArraySettings(key="cam0", dtype="uint16", dimensions=d),
-            az.ArraySettings(key="cam1", dtype="uint8", dimensions=dims((0, 20, 20), (2, 8, 8),
-                                                                         [1, 2, 2] if version == 3 else None)),
+            az.ArraySettings(
+                key="cam1",
+                dtype="uint8",
+                dimensions=dims((0, 20, 20), (2, 8, 8), [1, 2, 2] if version == 3 else None),
+            ),
         ],
     )
 
@@ -78,11 +81,22 @@ def test_zarr_v3_array_document(tmp_path: Path) -> None:
     cfg = sharding["configuration"]
     assert cfg["chunk_shape"] == [4, 1, 16, 16]
     assert cfg["index_location"] == "end"
-    assert cfg["index_codecs"] == [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
+    assert cfg["index_codecs"] == [
+        {"name": "bytes", "configuration": {"endian": "little"}},
+        {"name": "crc32c"},
+    ]
     assert cfg["codecs"] == [
         {"name": "bytes", "configuration": {"endian": "little"}},
-        {"name": "blosc", "configuration": {"cname": "lz4", "clevel": 1, "shuffle": "shuffle",
-                                            "typesize": 2, "blocksize": 0}},
+        {
+            "name": "blosc",
+            "configuration": {
+                "cname": "lz4",
+                "clevel": 1,
+                "shuffle": "shuffle",
+                "typesize": 2,
+                "blocksize": 0,
+            },
+        },
     ]
     root = json.loads((path / "zarr.json").read_text())
     assert root == {"zarr_format": 3, "node_type": "group", "attributes": {}}

@@ -6,16 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_reads_back, dims, frames_for, stream_settings
 
 import acqzarr as az
+from conftest import assert_reads_back, dims, frames_for, stream_settings
 
 DTYPES = list(az.settings.DTYPES)
 
 
 @pytest.mark.parametrize("compression", [az.Blosc(), None], ids=["blosc", "raw"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_dtype_round_trips(tmp_path: Path, version: int, dtype: str, compression: az.Blosc | None) -> None:
+def test_every_dtype_round_trips(
+    tmp_path: Path, version: int, dtype: str, compression: az.Blosc | None
+) -> None:
     # 37x50 frames with 16x16 chunks and 2x2-chunk shards: nothing divides evenly.
     settings = stream_settings(tmp_path / "s.zarr", version, dtype=dtype, compression=compression)
     data = frames_for((37, 50), 8, dtype)
@@ -64,13 +66,20 @@ def test_two_dimensional_array_appends_lines(tmp_path: Path, version: int) -> No
     ids=["tcyx", "zyx-append-z", "tczyx", "t-other-yx"],
 )
 def test_higher_dimensional_arrays_fill_inner_axes_in_c_order(
-    tmp_path: Path, version: int, shape: tuple[int, ...], chunks: tuple[int, ...], kinds: list[str], names: str
+    tmp_path: Path,
+    version: int,
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    kinds: list[str],
+    names: str,
 ) -> None:
     shards = [1] + [2] * (len(shape) - 1) if version == 3 else None
     settings = az.StreamSettings(
         store=str(tmp_path / "s.zarr"),
         version=version,
-        arrays=[az.ArraySettings(key="img", dtype="uint16", dimensions=dims(shape, chunks, shards, kinds, names))],
+        arrays=[
+            az.ArraySettings(key="img", dtype="uint16", dimensions=dims(shape, chunks, shards, kinds, names))
+        ],
     )
     inner = shape[1:-2]
     steps = 5  # append-axis steps, not a multiple of the append chunk
@@ -92,7 +101,10 @@ def test_several_arrays_with_their_own_settings(tmp_path: Path, version: int) ->
         arrays=[
             az.ArraySettings(key="cam0", dtype="uint16", dimensions=dims((0, 30, 40), (4, 16, 16), shards_a)),
             az.ArraySettings(
-                key="rig/cam1", dtype="uint8", dimensions=dims((0, 17, 9), (3, 8, 8), shards_b), compression=None
+                key="rig/cam1",
+                dtype="uint8",
+                dimensions=dims((0, 17, 9), (3, 8, 8), shards_b),
+                compression=None,
             ),
         ],
     )
@@ -159,8 +171,13 @@ def test_shards_spanning_several_layers(tmp_path: Path, shard_t: int) -> None:
 
 
 def test_fill_value_chunks_are_not_written(tmp_path: Path, version: int) -> None:
-    settings = stream_settings(tmp_path / "s.zarr", version, shape=(0, 32, 32), chunks=(2, 16, 16),
-                               shards=[1, 1, 1] if version == 3 else None)
+    settings = stream_settings(
+        tmp_path / "s.zarr",
+        version,
+        shape=(0, 32, 32),
+        chunks=(2, 16, 16),
+        shards=[1, 1, 1] if version == 3 else None,
+    )
     data = np.zeros((4, 32, 32), np.uint16)
     data[0, 20, 20] = 7  # only chunk (0, 1, 1) holds data
     data[3, 0, 0] = 1  # only chunk (1, 0, 0) holds data
@@ -168,8 +185,9 @@ def test_fill_value_chunks_are_not_written(tmp_path: Path, version: int) -> None
         stream.append(data)
     array_dir = tmp_path / "s.zarr" / "cam0" / "0"
     objects = sorted(
-        p.relative_to(array_dir).as_posix() for p in array_dir.rglob("*") if p.is_file() and "json" not in p.name
-        and not p.name.startswith(".z")
+        p.relative_to(array_dir).as_posix()
+        for p in array_dir.rglob("*")
+        if p.is_file() and "json" not in p.name and not p.name.startswith(".z")
     )
     expected = ["0.1.1", "1.0.0"] if version == 2 else ["c/0/1/1", "c/1/0/0"]
     assert objects == expected

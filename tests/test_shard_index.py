@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 from pathlib import Path
 
 import numpy as np
 import zarr
-from conftest import frames_for, stream_settings
 
 import acqzarr as az
 from acqzarr.codecs import ShardLayout
+from conftest import frames_for, stream_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMPTY = 2**64 - 1
@@ -61,13 +62,13 @@ def test_written_shard_matches_its_index(tmp_path: Path) -> None:
     index = np.frombuffer(index_bytes, "<u8").reshape(2, 2, 2)
     assert tuple(index[0, 1]) == (EMPTY, EMPTY)
     codec = Blosc()
-    for (y, x) in [(0, 0), (1, 0), (1, 1)]:
+    for y, x in [(0, 0), (1, 0), (1, 1)]:
         off, n = (int(v) for v in index[y, x])
         chunk = np.frombuffer(codec.decode(shard[off : off + n]), np.uint16).reshape(4, 16, 16)
         np.testing.assert_array_equal(chunk, data[:, y * 16 : (y + 1) * 16, x * 16 : (x + 1) * 16])
     # Chunks are packed back to back from offset 0, index directly after them.
     used = sorted((int(o), int(n)) for o, n in index.reshape(-1, 2) if o != EMPTY)
     assert used[0][0] == 0
-    assert all(a[0] + a[1] == b[0] for a, b in zip(used, used[1:], strict=False))
+    assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(used))
     assert used[-1][0] + used[-1][1] == len(shard) - 68
     np.testing.assert_array_equal(zarr.open_array(str(path / "cam0" / "0"), mode="r")[:], data)

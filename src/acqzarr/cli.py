@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .errors import AcqzarrError
+from .errors import AcqzarrError, ConfigError
 from .settings import ArraySettings, Blosc, Dimension, StreamSettings
 from .stream import open_stream
 from .synthetic import camera_frames
@@ -31,10 +31,24 @@ def _demo(args: argparse.Namespace) -> int:
                 dtype="uint16",
                 dimensions=[
                     Dimension(name="t", kind="time", size=0, chunk=32, unit="millisecond", scale=10.0),
-                    Dimension(name="y", kind="space", size=size, chunk=256, shard=shard,
-                              unit="micrometer", scale=0.65),
-                    Dimension(name="x", kind="space", size=size, chunk=256, shard=shard,
-                              unit="micrometer", scale=0.65),
+                    Dimension(
+                        name="y",
+                        kind="space",
+                        size=size,
+                        chunk=256,
+                        shard=shard,
+                        unit="micrometer",
+                        scale=0.65,
+                    ),
+                    Dimension(
+                        name="x",
+                        kind="space",
+                        size=size,
+                        chunk=256,
+                        shard=shard,
+                        unit="micrometer",
+                        scale=0.65,
+                    ),
                 ],
                 compression=Blosc(cname="lz4", clevel=1, shuffle="byte"),
             )
@@ -76,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except AcqzarrError as exc:
         print(f"acqzarr: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG if isinstance(exc, ValueError) and not hasattr(exc, "frame") else EXIT_RUNTIME
+        return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_RUNTIME
     return code
 
 

@@ -59,7 +59,7 @@ class ArrayLayout:
 
         # Chunk grid of the non-append axes; the layer buffer is (grid..., chunk...).
         self.grid_rest = tuple(-(-s // c) for s, c in zip(self.shape_rest, self.chunks[1:], strict=True))
-        self.layer_shape = self.grid_rest + self.chunks
+        self.layer_shape = (*self.grid_rest, *self.chunks)
         self.layer_nbytes = math.prod(self.layer_shape) * self.dtype.itemsize
         self.chunk_nbytes = math.prod(self.chunks) * self.dtype.itemsize
         self.shard_grid_rest = tuple(
@@ -75,7 +75,7 @@ class ArrayLayout:
     # -- shapes -----------------------------------------------------------
     def shape_for(self, frames: int) -> tuple[int, ...]:
         """Array shape once ``frames`` frames are in (partial append steps round up)."""
-        return (-(-frames // self.frames_per_index),) + self.shape_rest
+        return (-(-frames // self.frames_per_index), *self.shape_rest)
 
     def max_frames(self) -> int | None:
         return None if self.append_size == 0 else self.append_size * self.frames_per_index
@@ -118,7 +118,8 @@ class ArrayLayout:
         """
         tiles, lead = self.slot_index(slot)
         for r in self.regions:
-            dest = layer[(*tiles, *r.grid, *lead, *r.within)]
+            index: tuple[int | slice, ...] = (*tiles, *r.grid, *lead, *r.within)
+            dest = layer[index]
             dest = dest.transpose(self._interleave)
             if isinstance(frame, np.ndarray):
                 dest[...] = frame[r.source].reshape(r.tiled_shape)

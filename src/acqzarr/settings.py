@@ -41,14 +41,61 @@ DTYPES = (
 
 # UDUNITS-2 names that OME-NGFF 0.4/0.5 lists for space and time axes.
 SPACE_UNITS = frozenset(
-    """angstrom attometer centimeter decimeter exameter femtometer foot gigameter hectometer inch
-    kilometer megameter meter micrometer mile millimeter nanometer parsec petameter picometer
-    terameter yard yoctometer yottameter zeptometer zettameter""".split()
+    [
+        "angstrom",
+        "attometer",
+        "centimeter",
+        "decimeter",
+        "exameter",
+        "femtometer",
+        "foot",
+        "gigameter",
+        "hectometer",
+        "inch",
+        "kilometer",
+        "megameter",
+        "meter",
+        "micrometer",
+        "mile",
+        "millimeter",
+        "nanometer",
+        "parsec",
+        "petameter",
+        "picometer",
+        "terameter",
+        "yard",
+        "yoctometer",
+        "yottameter",
+        "zeptometer",
+        "zettameter",
+    ]
 )
 TIME_UNITS = frozenset(
-    """attosecond centisecond day decisecond exasecond femtosecond gigasecond hectosecond hour
-    kilosecond megasecond microsecond millisecond minute nanosecond petasecond picosecond second
-    terasecond yoctosecond yottasecond zeptosecond zettasecond""".split()
+    [
+        "attosecond",
+        "centisecond",
+        "day",
+        "decisecond",
+        "exasecond",
+        "femtosecond",
+        "gigasecond",
+        "hectosecond",
+        "hour",
+        "kilosecond",
+        "megasecond",
+        "microsecond",
+        "millisecond",
+        "minute",
+        "nanosecond",
+        "petasecond",
+        "picosecond",
+        "second",
+        "terasecond",
+        "yoctosecond",
+        "yottasecond",
+        "zeptosecond",
+        "zettasecond",
+    ]
 )
 _UNIT_HINTS = {
     "um": "micrometer",
@@ -202,9 +249,7 @@ class ArraySettings(_Model):
         order = {"time": 0, "channel": 1, "other": 1, "space": 2}
         ranks = [order[k] for k in kinds]
         if ranks != sorted(ranks):
-            raise ValueError(
-                f"OME-NGFF orders axes time, then channel/other, then space; got {kinds}"
-            )
+            raise ValueError(f"OME-NGFF orders axes time, then channel/other, then space; got {kinds}")
         itemsize = np.dtype(self.dtype).itemsize
         chunk_bytes = itemsize * math.prod(d.chunk for d in dims)
         if chunk_bytes > MAX_CHUNK_BYTES:
@@ -317,4 +362,3 @@ def format_validation_error(exc: ValidationError, source: str) -> str:
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
-

@@ -124,9 +124,7 @@ class Stream:
 
     def _write_array_meta(self, array: _Array, frames: int) -> None:
         shape = array.layout.shape_for(frames)
-        self._put_docs(
-            self.format.array_documents(array.array_path, array.layout, shape, array.writer.codec)
-        )
+        self._put_docs(self.format.array_documents(array.array_path, array.layout, shape, array.writer.codec))
 
     def _put_docs(self, docs: dict[str, dict[str, Any]]) -> None:
         for key, doc in docs.items():

@@ -15,7 +15,7 @@ from numcodecs import blosc as _blosc
 
 from ..settings import Blosc
 
-__all__ = ["BloscCodec", "SHUFFLE_CODES"]
+__all__ = ["SHUFFLE_CODES", "BloscCodec"]
 
 # Never let numcodecs use blosc's global context from the main thread: the
 # context path is thread-safe and GIL-free, which is what the writer pool needs.

@@ -26,7 +26,8 @@ EMPTY = np.uint64(2**64 - 1)
 def encode_index(index: np.ndarray[Any, np.dtype[np.uint64]]) -> bytes:
     """Serialise an (..., 2) uint64 index and append its crc32c checksum."""
     body = np.ascontiguousarray(index, dtype="<u8").tobytes()
-    return body + google_crc32c.value(body).to_bytes(4, "little")
+    checksum: int = google_crc32c.value(body)
+    return body + checksum.to_bytes(4, "little")
 
 
 class ShardLayout:

@@ -30,12 +30,8 @@ def multiscale(settings: ArraySettings, paths: list[str]) -> dict[str, Any]:
     """One multiscale entry; level ``i`` (path ``paths[i]``) is downsampled 2**i in space."""
     datasets = []
     for level, path in enumerate(paths):
-        scale = [
-            d.scale * (2**level if d.kind == "space" and level else 1) for d in settings.dimensions
-        ]
-        datasets.append(
-            {"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]}
-        )
+        scale = [d.scale * (2**level if d.kind == "space" and level else 1) for d in settings.dimensions]
+        datasets.append({"path": path, "coordinateTransformations": [{"type": "scale", "scale": scale}]})
     return {"name": settings.key or "image", "axes": axes(settings), "datasets": datasets}
 
 

@@ -7,6 +7,7 @@ POSIX) and starts with a dot so Zarr readers never mistake it for a chunk.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import os
@@ -61,9 +62,7 @@ class LocalStore(Store):
             if fd >= 0:
                 os.close(fd)
             _unlink_quietly(tmp)
-            raise StoreError(
-                exc.errno or errno.EIO, f"{path}: write failed: {exc.strerror or exc}"
-            ) from exc
+            raise StoreError(exc.errno or errno.EIO, f"{path}: write failed: {exc.strerror or exc}") from exc
         if self.fsync:
             _fsync_dir(directory)
 
@@ -79,10 +78,8 @@ class LocalStore(Store):
             raise StoreError(exc.errno or errno.EIO, f"{path}: read failed: {exc.strerror}") from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self.root / self.check_key(key))
-        except FileNotFoundError:
-            pass
 
     def list(self, prefix: str = "") -> Iterator[str]:
         if not self.root.is_dir():
@@ -122,10 +119,8 @@ def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
 
 
 def _unlink_quietly(path: str) -> None:
-    try:
+    with contextlib.suppress(OSError):
         os.unlink(path)
-    except OSError:
-        pass
 
 
 def _fsync_dir(directory: str) -> None:

@@ -154,9 +154,7 @@ class Writer(ABC):
             self._layers_in_flight += 1
         groups = self._task_groups()
         layer.pending_tasks = len(groups)
-        futures: list[Future[Encoded]] = [
-            self.pipeline.compress(self._encode, layer, g) for g in groups
-        ]
+        futures: list[Future[Encoded]] = [self.pipeline.compress(self._encode, layer, g) for g in groups]
         self.pipeline.submit_io(lambda failed: self._io_job(layer, futures, failed))
         self._layer = None
         self._slot = 0

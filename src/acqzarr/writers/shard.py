@@ -78,4 +78,3 @@ class ShardWriter(Writer):
         self.budget.release(self._open_bytes)
         self._open_bytes = 0
         return self._open_frames
-
