@@ -87,6 +87,41 @@ class TestLocalStore(StoreContract):
         assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["blocker"]
 
 
+    @pytest.mark.parametrize("sizes", [[256 << 10], [(1 << 20) + 3], [5, (300 << 10) + 1, 7], [4096] * 70])
+    @pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
+    def test_large_objects_keep_their_exact_length(self, tmp_path: Path, sizes: list[int], direct: bool) -> None:
+        rng = np.random.default_rng(len(sizes))
+        parts = [rng.integers(0, 255, n, dtype=np.uint8) for n in sizes]
+        store = az.LocalStore(tmp_path / "r", direct_io=direct)
+        store.put("a/big", parts)
+        store.put("a/big2", parts[::-1])  # the staging buffer is reused (and grown) across puts
+        assert store.get("a/big") == b"".join(p.tobytes() for p in parts)
+        assert store.get("a/big2") == b"".join(p.tobytes() for p in parts[::-1])
+        assert sorted(store.list()) == ["a/big", "a/big2"]
+
+    def test_direct_io_falls_back_where_the_filesystem_refuses_it(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import errno
+        import os
+
+        import acqzarr.stores.local as local
+
+        real_open = os.open
+
+        def no_direct(path: str, flags: int, *args: int) -> int:
+            if flags & local._O_DIRECT:
+                raise OSError(errno.EINVAL, "Invalid argument")
+            return real_open(path, flags, *args)
+
+        monkeypatch.setattr(local.os, "open", no_direct)
+        store = az.LocalStore(tmp_path / "r", direct_io=True)
+        blob = bytes(range(256)) * 4096
+        store.put("k", [blob])
+        assert store.get("k") == blob
+        assert store.direct_io is False
+
+
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> az.Store:

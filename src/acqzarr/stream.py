@@ -64,7 +64,11 @@ class Stream:
 
     def __init__(self, settings: StreamSettings, store: Store | None = None) -> None:
         self.settings = settings
-        self.store = store if store is not None else open_store(settings.store, fsync=settings.fsync)
+        self.store = (
+            store
+            if store is not None
+            else open_store(settings.store, fsync=settings.fsync, direct_io=settings.direct_io)
+        )
         self.format = format_for(settings)
         self._prepare_store()
         self._closed = False

@@ -3,6 +3,14 @@
 Atomicity comes from the classic write-to-temp-then-rename: the temporary
 file lives in the same directory (so ``os.replace`` is a rename, atomic on
 POSIX) and starts with a dot so Zarr readers never mistake it for a chunk.
+
+Large objects are written with O_DIRECT where the filesystem allows it.  On
+these VMs writing through a cold page cache runs at ~0.45 GB/s (every page of
+cache is a fresh host page fault) while O_DIRECT from a reused, page-aligned
+staging buffer runs at ~1.7 GB/s (PERF-NOTES; re-measured here).  The data
+is copied into the staging buffer (warm memory, ~10 GB/s), written padded to
+the block size, and the file is truncated back to its real length before the
+rename.  Filesystems that refuse O_DIRECT (tmpfs) fall back to plain writes.
 """
 
 from __future__ import annotations
@@ -10,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import mmap
 import os
 import shutil
 import threading
@@ -22,14 +31,19 @@ from .base import Buffer, Store
 __all__ = ["LocalStore"]
 
 _IOV_MAX = 1024
+_ALIGN = 4096  # covers 512-byte and 4 KiB logical blocks
+DIRECT_MIN_BYTES = 256 << 10  # below this the page cache is cheaper than a staging copy
+_O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
 class LocalStore(Store):
     """Files under ``root``.  ``fsync`` makes each put durable against power loss."""
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False, direct_io: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.direct_io = direct_io and bool(_O_DIRECT)
+        self._staging = threading.local()
         self._made_dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
         self._counter = itertools.count()
@@ -51,8 +65,14 @@ class LocalStore(Store):
         fd = -1
         try:
             self._ensure_dir(directory)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            _write_all(fd, parts)
+            total = sum(memoryview(p).nbytes for p in parts)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            fd = self._open_direct(tmp, flags) if self.direct_io and total >= DIRECT_MIN_BYTES else -1
+            if fd >= 0:
+                self._write_direct(fd, parts, total)
+            else:
+                fd = os.open(tmp, flags, 0o644)
+                _write_all(fd, parts)
             if self.fsync:
                 os.fsync(fd)
             os.close(fd)
@@ -65,6 +85,40 @@ class LocalStore(Store):
             raise StoreError(exc.errno or errno.EIO, f"{path}: write failed: {exc.strerror or exc}") from exc
         if self.fsync:
             _fsync_dir(directory)
+
+    def _open_direct(self, path: str, flags: int) -> int:
+        """Open with O_DIRECT, or return -1 (and stop trying) where the filesystem refuses it."""
+        try:
+            return os.open(path, flags | _O_DIRECT, 0o644)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            self.direct_io = False
+            return -1
+
+    def _write_direct(self, fd: int, parts: Sequence[Buffer], total: int) -> None:
+        padded = -(-total // _ALIGN) * _ALIGN
+        stage = self._staging_buffer(padded)
+        offset = 0
+        for p in parts:
+            view = memoryview(p).cast("B")
+            stage[offset : offset + view.nbytes] = view
+            offset += view.nbytes
+        stage[total:padded] = bytes(padded - total)
+        done = 0
+        while done < padded:
+            done += os.pwrite(fd, stage[done:padded], done)
+        os.ftruncate(fd, total)
+
+    def _staging_buffer(self, nbytes: int) -> memoryview:
+        """A page-aligned, pre-faulted buffer per writing thread, grown as needed and reused."""
+        current: mmap.mmap | None = getattr(self._staging, "buf", None)
+        if current is None or len(current) < nbytes:
+            size = -(-nbytes // (1 << 20)) * (1 << 20)
+            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+            current = mmap.mmap(-1, size, flags=flags)
+            self._staging.buf = current
+        return memoryview(current)
 
     def get(self, key: str) -> bytes:
         path = self.root / self.check_key(key)

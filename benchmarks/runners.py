@@ -1,0 +1,275 @@
+"""One function per writer or machine limit; each runs inside its own worker process.
+
+Every writer run returns the same figures (wall time including close, append
+latencies, bytes on disk) and leaves a store that ``verify`` reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Workload = dict[str, Any]
+
+
+def frame_pool(w: Workload) -> np.ndarray:
+    from acqzarr.synthetic import camera_frames
+
+    return camera_frames(w["pool"], (w["size"], w["size"]))
+
+
+def disk_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _timed_appends(n: int, pool: np.ndarray, append: Callable[[np.ndarray], Any]) -> list[float]:
+    lat = []
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        append(pool[i % len(pool)])
+        lat.append((time.perf_counter_ns() - t0) / 1e6)
+    return lat
+
+
+# -- writers -------------------------------------------------------------------
+def run_acqzarr(w: Workload, path: Path, version: int) -> dict[str, Any]:
+    import acqzarr as az
+
+    shard = 4 if version == 3 else 1
+    c, s = w["chunk_xy"], w["size"]
+    settings = az.StreamSettings(
+        store=str(path), version=version, overwrite=True,  # type: ignore[arg-type]
+        arrays=[az.ArraySettings(key="cam0", dtype="uint16", dimensions=[
+            az.Dimension(name="t", kind="time", size=0, chunk=w["chunk_t"]),
+            az.Dimension(name="y", kind="space", size=s, chunk=c, shard=shard),
+            az.Dimension(name="x", kind="space", size=s, chunk=c, shard=shard)],
+            compression=az.Blosc(cname="lz4", clevel=1, shuffle="byte") if w["compress"] else None)],
+    )
+    pool = w["_pool"]
+    t0 = time.perf_counter()
+    stream = az.open_stream(settings)
+    lat = _timed_appends(w["frames"], pool, stream.append)
+    stream.close()
+    return {"wall": time.perf_counter() - t0, "lat": lat, "array": str(path / "cam0" / "0"),
+            "driver": "zarr3" if version == 3 else "zarr"}
+
+
+def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:
+    import acquire_zarr as aqz
+
+    c, s = w["chunk_xy"], w["size"]
+    comp = None
+    if w["compress"]:
+        comp = aqz.CompressionSettings(compressor=aqz.Compressor.BLOSC1, codec=aqz.CompressionCodec.BLOSC_LZ4,
+                                       level=1, shuffle=1)
+    dims = [aqz.Dimension(name="t", kind=aqz.DimensionType.TIME, array_size_px=0, chunk_size_px=w["chunk_t"],
+                          shard_size_chunks=1),
+            aqz.Dimension(name="y", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c,
+                          shard_size_chunks=4),
+            aqz.Dimension(name="x", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c,
+                          shard_size_chunks=4)]
+    settings = aqz.StreamSettings(
+        store_path=str(path), overwrite=True, version=aqz.ZarrVersion.V3,
+        arrays=[aqz.ArraySettings(output_key="cam0", data_type=np.uint16, compression=comp, dimensions=dims)])
+    pool = w["_pool"]
+    t0 = time.perf_counter()
+    stream = aqz.ZarrStream(settings)
+    lat = _timed_appends(w["frames"], pool, stream.append)
+    stream.close()
+    array = path / "cam0" / "0" if (path / "cam0" / "0").exists() else path / "cam0"
+    return {"wall": time.perf_counter() - t0, "lat": lat, "array": str(array), "driver": "zarr3"}
+
+
+def _tensorstore_spec(w: Workload, path: Path) -> dict[str, Any]:
+    c, s = w["chunk_xy"], w["size"]
+    inner = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    if w["compress"]:
+        inner.append({"name": "blosc", "configuration": {"cname": "lz4", "clevel": 1, "shuffle": "shuffle",
+                                                         "typesize": 2, "blocksize": 0}})
+    return {
+        "driver": "zarr3",
+        "kvstore": {"driver": "file", "path": str(path / "cam0" / "0")},
+        "create": True, "delete_existing": True,
+        "metadata": {
+            "shape": [w["frames"], s, s], "data_type": "uint16",
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [w["chunk_t"], 4 * c, 4 * c]}},
+            "codecs": [{"name": "sharding_indexed", "configuration": {
+                "chunk_shape": [w["chunk_t"], c, c], "codecs": inner,
+                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]}}],
+        },
+    }
+
+
+def run_tensorstore(w: Workload, path: Path, per: str) -> dict[str, Any]:
+    """per="frame": a write per frame inside one transaction per 32-frame layer (its best per-frame
+    pattern); per="layer": one write of a stacked 32-frame layer."""
+    import tensorstore as ts
+
+    pool = w["_pool"]
+    n, ct = w["frames"], w["chunk_t"]
+    t0 = time.perf_counter()
+    store = ts.open(_tensorstore_spec(w, path)).result()
+    lat: list[float] = []
+    if per == "frame":
+        for start in range(0, n, ct):
+            txn = ts.Transaction()
+            for i in range(start, min(n, start + ct)):
+                t1 = time.perf_counter_ns()
+                store.with_transaction(txn)[i].write(pool[i % len(pool)]).result()
+                lat.append((time.perf_counter_ns() - t1) / 1e6)
+            t1 = time.perf_counter_ns()
+            txn.commit_async().result()
+            lat[-1] += (time.perf_counter_ns() - t1) / 1e6  # the commit blocks the frame that closed the layer
+    else:
+        layer = np.empty((ct, w["size"], w["size"]), np.uint16)
+        for start in range(0, n, ct):
+            t1 = time.perf_counter_ns()
+            m = min(n, start + ct) - start
+            for k in range(m):
+                layer[k] = pool[(start + k) % len(pool)]
+            store[start : start + m].write(layer[:m]).result()
+            lat.append((time.perf_counter_ns() - t1) / 1e6 / m)
+    return {"wall": time.perf_counter() - t0, "lat": lat, "array": str(path / "cam0" / "0"), "driver": "zarr3"}
+
+
+WRITERS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
+    "acqzarr-v3": lambda w, p: run_acqzarr(w, p, 3),
+    "acqzarr-v2": lambda w, p: run_acqzarr(w, p, 2),
+    "acquire-zarr": run_acquire_zarr,
+    "tensorstore-frame": lambda w, p: run_tensorstore(w, p, "frame"),
+    "tensorstore-layer": lambda w, p: run_tensorstore(w, p, "layer"),
+}
+
+
+def verify(result: dict[str, Any], w: Workload) -> bool:
+    """Read every frame back with tensorstore and compare with what was appended."""
+    import tensorstore as ts
+
+    arr = ts.open({"driver": result["driver"], "kvstore": {"driver": "file", "path": result["array"]}},
+                  read=True).result()
+    if tuple(arr.shape) != (w["frames"], w["size"], w["size"]):
+        return False
+    pool = w["_pool"]
+    for start in range(0, w["frames"], 64):
+        got = arr[start : start + 64].read().result()
+        want = pool[np.arange(start, start + got.shape[0]) % len(pool)]
+        if not np.array_equal(got, want):
+            return False
+    return True
+
+
+# -- machine limits --------------------------------------------------------------
+def limit_memcpy(w: Workload, path: Path) -> dict[str, Any]:
+    src = np.ones(256 << 20, np.uint8)
+    dst = np.zeros_like(src)
+    np.copyto(dst, src)
+    t0 = time.perf_counter()
+    for _ in range(8):
+        np.copyto(dst, src)
+    return {"rate": 8 * src.nbytes / (time.perf_counter() - t0)}
+
+
+def limit_disk(w: Workload, path: Path, how: str) -> dict[str, Any]:
+    """Sequential write of the workload's compressed size (raw size when uncompressed) from a reused,
+    page-aligned 8 MiB buffer: through the page cache with fsync at the end ("fsync"), through the
+    page cache without ("cache"), or with O_DIRECT ("direct")."""
+    import mmap
+
+    path.mkdir(parents=True, exist_ok=True)
+    block = mmap.mmap(-1, 8 << 20)
+    block.write(os.urandom(8 << 20))
+    total = w["frames"] * w["size"] * w["size"] * 2
+    if w["compress"]:
+        total = int(total / 1.6)
+    total -= total % 4096
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if how == "direct" else 0)
+    t0 = time.perf_counter()
+    fd = os.open(path / "raw.bin", flags)
+    written = 0
+    while written < total:
+        written += os.write(fd, memoryview(block)[: min(len(block), total - written)])
+    if how == "fsync":
+        os.fsync(fd)
+    os.close(fd)
+    return {"rate": total / (time.perf_counter() - t0)}
+
+
+def limit_blosc(w: Workload, path: Path, threads: int) -> dict[str, Any]:
+    from numcodecs import blosc
+
+    blosc.use_threads = False
+    pool = w["_pool"]
+    c = w["chunk_xy"]
+    chunks = [np.ascontiguousarray(pool[np.arange(w["chunk_t"]) % len(pool), y : y + c, x : x + c])
+              for y in range(0, min(w["size"], 4 * c), c) for x in range(0, min(w["size"], 4 * c), c)]
+    reps = 6
+    out_bytes = [0]
+
+    def work() -> None:
+        for _ in range(reps):
+            for ch in chunks:
+                out_bytes[0] += len(blosc.compress(ch, b"lz4", 1, 1, 0))
+
+    work()  # warm
+    t0 = time.perf_counter()
+    ts_ = [threading.Thread(target=work) for _ in range(threads)]
+    for t in ts_:
+        t.start()
+    for t in ts_:
+        t.join()
+    total = threads * reps * sum(ch.nbytes for ch in chunks)
+    return {"rate": total / (time.perf_counter() - t0)}
+
+
+LIMITS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
+    "memcpy": limit_memcpy,
+    "disk-write+fsync": lambda w, p: limit_disk(w, p, "fsync"),
+    "disk-write-cache": lambda w, p: limit_disk(w, p, "cache"),
+    "disk-write-direct": lambda w, p: limit_disk(w, p, "direct"),
+    "blosc-1-thread": lambda w, p: limit_blosc(w, p, 1),
+    "blosc-2-threads": lambda w, p: limit_blosc(w, p, 2),
+}
+
+
+def run_worker(name: str, w: Workload, base: Path) -> dict[str, Any]:
+    """Entry point inside the worker process: cold run, then (optionally) a warm run of the same writer."""
+    import resource
+
+    w["_pool"] = frame_pool(w)
+    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if name in LIMITS:
+        out = LIMITS[name](w, base / name)
+        shutil.rmtree(base / name, ignore_errors=True)
+        return out
+    runs = []
+    for attempt in ("cold", "warm")[: 1 + int(w["warm"])]:
+        path = base / f"{name}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        os.sync()
+        r = WRITERS[name](w, path)
+        lat = np.asarray(r.pop("lat"))
+        r.update(
+            attempt=attempt,
+            p50=float(np.percentile(lat, 50)), p99=float(np.percentile(lat, 99)), max=float(lat.max()),
+            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            peak_rss_above_pool=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) * 1024,
+            disk=disk_bytes(path), ok=verify(r, w),
+        )
+        shutil.rmtree(path, ignore_errors=True)
+        runs.append(r)
+    return {"runs": runs}
+
+
+if __name__ == "__main__":  # pragma: no cover - invoked by stream.py
+    import sys
+
+    name, workload, base = sys.argv[1], json.loads(sys.argv[2]), Path(sys.argv[3])
+    print(json.dumps(run_worker(name, workload, base)))
