@@ -86,10 +86,11 @@ class TestLocalStore(StoreContract):
             store.put("blocker/k", [b"data"])
         assert sorted(p.name for p in (tmp_path / "r").iterdir()) == ["blocker"]
 
-
     @pytest.mark.parametrize("sizes", [[256 << 10], [(1 << 20) + 3], [5, (300 << 10) + 1, 7], [4096] * 70])
     @pytest.mark.parametrize("direct", [True, False], ids=["direct", "buffered"])
-    def test_large_objects_keep_their_exact_length(self, tmp_path: Path, sizes: list[int], direct: bool) -> None:
+    def test_large_objects_keep_their_exact_length(
+        self, tmp_path: Path, sizes: list[int], direct: bool
+    ) -> None:
         rng = np.random.default_rng(len(sizes))
         parts = [rng.integers(0, 255, n, dtype=np.uint8) for n in sizes]
         store = az.LocalStore(tmp_path / "r", direct_io=direct)

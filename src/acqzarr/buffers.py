@@ -15,30 +15,38 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LayerPool", "populated_array"]
+__all__ = ["LayerPool", "mapped_array"]
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 
-def populated_array(shape: tuple[int, ...], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
-    """A zeroed array in its own populated mapping (falls back to np.zeros off Linux)."""
+def mapped_array(
+    shape: tuple[int, ...], dtype: np.dtype[Any], *, populate: bool = True
+) -> np.ndarray[Any, Any]:
+    """A zeroed, page-aligned array in its own anonymous mapping.
+
+    ``populate`` faults every page in now (MAP_POPULATE); without it pages are
+    faulted on first touch, so resident memory follows what is actually used.
+    """
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if nbytes == 0 or not _POPULATE:
+    if nbytes == 0:
         return np.zeros(shape, dtype)
-    mem = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | _POPULATE)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | (_POPULATE if populate else 0)
+    mem = mmap.mmap(-1, nbytes, flags=flags)
     return np.frombuffer(mem, dtype=dtype).reshape(shape)
 
 
 class LayerPool:
-    """Hands out layer buffers of one shape, reusing returned ones before mapping new ones.
+    """Hands out buffers of one shape (layers or encoded output), reusing returned ones first.
 
     The pool does not bound itself: the stream's in-flight budget decides how
     many buffers may be out at once.
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any]) -> None:
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any], *, populate: bool = True) -> None:
         self.shape = shape
         self.dtype = dtype
+        self.populate = populate
         self._free: list[np.ndarray[Any, Any]] = []
         self._lock = threading.Lock()
         self.outstanding = 0
@@ -50,7 +58,7 @@ class LayerPool:
             if self._free:
                 return self._free.pop()
             self.allocated += 1
-        return populated_array(self.shape, self.dtype)
+        return mapped_array(self.shape, self.dtype, populate=self.populate)
 
     def give(self, buf: np.ndarray[Any, Any]) -> None:
         with self._lock:
@@ -59,7 +67,7 @@ class LayerPool:
 
     def prefill(self, n: int) -> None:
         """Map ``n`` buffers now, so the acquisition loop never pays for it."""
-        bufs = [populated_array(self.shape, self.dtype) for _ in range(n)]
+        bufs = [mapped_array(self.shape, self.dtype, populate=self.populate) for _ in range(n)]
         with self._lock:
             self.allocated += n
             self._free.extend(bufs)

@@ -37,22 +37,26 @@ class ShardLayout:
         self.chunks_per_shard = tuple(chunks_per_shard)
         self.n_chunks = math.prod(self.chunks_per_shard)
 
+    @property
+    def index_nbytes(self) -> int:
+        return self.n_chunks * 16 + 4
+
+    def index(self, sizes: Sequence[int | None]) -> bytes:
+        """The encoded index for chunks of these sizes stored back to back in C order (None = absent)."""
+        if len(sizes) != self.n_chunks:
+            raise ValueError(f"expected {self.n_chunks} chunks, got {len(sizes)}")
+        index = np.full((self.n_chunks, 2), EMPTY, dtype=np.uint64)
+        offset = 0
+        for i, n in enumerate(sizes):
+            if n is not None:
+                index[i] = (offset, n)
+                offset += n
+        return encode_index(index.reshape(*self.chunks_per_shard, 2))
+
     def pack(self, chunks: Sequence[Buffer | None]) -> list[Buffer]:
         """Return [chunk bytes..., index] for ``chunks`` given in C order (None = absent)."""
-        if len(chunks) != self.n_chunks:
-            raise ValueError(f"expected {self.n_chunks} chunks, got {len(chunks)}")
-        index = np.full((self.n_chunks, 2), EMPTY, dtype=np.uint64)
-        parts: list[Buffer] = []
-        offset = 0
-        for i, chunk in enumerate(chunks):
-            if chunk is None:
-                continue
-            n = memoryview(chunk).nbytes
-            index[i] = (offset, n)
-            parts.append(chunk)
-            offset += n
-        parts.append(encode_index(index.reshape(*self.chunks_per_shard, 2)))
-        return parts
+        sizes = [None if c is None else memoryview(c).nbytes for c in chunks]
+        return [c for c in chunks if c is not None] + [self.index(sizes)]
 
     def index_config(self) -> list[dict[str, Any]]:
         return [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]

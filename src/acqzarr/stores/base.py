@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
 
 from ..errors import StoreError
 
@@ -31,6 +34,15 @@ class Store(ABC):
     @abstractmethod
     def put(self, key: str, parts: Sequence[Buffer]) -> None:
         """Atomically store the concatenation of ``parts`` under ``key``."""
+
+    def put_padded(self, key: str, buffer: np.ndarray[Any, Any], nbytes: int) -> None:
+        """Atomically store ``buffer[:nbytes]``.
+
+        ``buffer`` is a page-aligned uint8 array the caller owns; bytes past
+        ``nbytes`` are scratch, so a backend may write whole blocks from it
+        (LocalStore's O_DIRECT path) without copying.
+        """
+        self.put(key, [buffer.data[:nbytes]])
 
     @abstractmethod
     def get(self, key: str) -> bytes:

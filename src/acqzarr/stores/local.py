@@ -22,8 +22,11 @@ import mmap
 import os
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from ..errors import StoreError
 from .base import Buffer, Store
@@ -59,20 +62,26 @@ class LocalStore(Store):
             self._made_dirs.add(directory)
 
     def put(self, key: str, parts: Sequence[Buffer]) -> None:
+        total = sum(memoryview(p).nbytes for p in parts)
+        if self.direct_io and total >= DIRECT_MIN_BYTES:
+            self._atomic_write(key, lambda fd: self._write_staged(fd, parts, total), direct=True)
+        else:
+            self._atomic_write(key, lambda fd: _write_all(fd, parts), direct=False)
+
+    def _atomic_write(self, key: str, write: Callable[[int], None], *, direct: bool) -> None:
+        """Write a hidden temporary file with ``write(fd)``, then rename it over ``key``."""
         path = os.path.join(self.root, self.check_key(key))
         directory, name = os.path.split(path)
         tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(self._counter)}.tmp")
         fd = -1
         try:
             self._ensure_dir(directory)
-            total = sum(memoryview(p).nbytes for p in parts)
             flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
-            fd = self._open_direct(tmp, flags) if self.direct_io and total >= DIRECT_MIN_BYTES else -1
-            if fd >= 0:
-                self._write_direct(fd, parts, total)
-            else:
+            if direct:
+                fd = self._open_direct(tmp, flags)
+            if fd < 0:  # not asked for, or the filesystem refused O_DIRECT: same bytes, plain fd
                 fd = os.open(tmp, flags, 0o644)
-                _write_all(fd, parts)
+            write(fd)
             if self.fsync:
                 os.fsync(fd)
             os.close(fd)
@@ -86,6 +95,15 @@ class LocalStore(Store):
         if self.fsync:
             _fsync_dir(directory)
 
+    def put_padded(self, key: str, buffer: np.ndarray[Any, Any], nbytes: int) -> None:
+        padded = -(-nbytes // _ALIGN) * _ALIGN
+        aligned = buffer.ctypes.data % _ALIGN == 0 and buffer.nbytes >= padded
+        if not (self.direct_io and aligned and nbytes >= DIRECT_MIN_BYTES):
+            self.put(key, [buffer.data[:nbytes]])
+            return
+        view = buffer.data.cast("B")
+        self._atomic_write(key, lambda fd: _pwrite_all(fd, view[:padded], nbytes), direct=True)
+
     def _open_direct(self, path: str, flags: int) -> int:
         """Open with O_DIRECT, or return -1 (and stop trying) where the filesystem refuses it."""
         try:
@@ -96,7 +114,8 @@ class LocalStore(Store):
             self.direct_io = False
             return -1
 
-    def _write_direct(self, fd: int, parts: Sequence[Buffer], total: int) -> None:
+    def _write_staged(self, fd: int, parts: Sequence[Buffer], total: int) -> None:
+        """Gather ``parts`` into the aligned staging buffer, then write it whole."""
         padded = -(-total // _ALIGN) * _ALIGN
         stage = self._staging_buffer(padded)
         offset = 0
@@ -104,11 +123,7 @@ class LocalStore(Store):
             view = memoryview(p).cast("B")
             stage[offset : offset + view.nbytes] = view
             offset += view.nbytes
-        stage[total:padded] = bytes(padded - total)
-        done = 0
-        while done < padded:
-            done += os.pwrite(fd, stage[done:padded], done)
-        os.ftruncate(fd, total)
+        _pwrite_all(fd, stage[:padded], total)
 
     def _staging_buffer(self, nbytes: int) -> memoryview:
         """A page-aligned, pre-faulted buffer per writing thread, grown as needed and reused."""
@@ -170,6 +185,15 @@ def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
             else:
                 views[0] = head[written:]
                 written = 0
+
+
+def _pwrite_all(fd: int, view: memoryview, nbytes: int) -> None:
+    """Write all of ``view`` (block-padded), then cut the file to its real length ``nbytes``."""
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], done)
+    if len(view) != nbytes:
+        os.ftruncate(fd, nbytes)
 
 
 def _unlink_quietly(path: str) -> None:

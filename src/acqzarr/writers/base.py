@@ -1,11 +1,13 @@
 """What every writer does: tile frames into layers and move layers through the pipeline.
 
 The appending thread only copies frames into a preallocated layer buffer (one
-strided numpy copy per frame).  A full layer is cut into tasks that the
-compression pool encodes in parallel; a job on the ordered I/O thread then
-hands the encoded chunks to the concrete writer (`ChunkWriter`, one object per
-chunk; `ShardWriter`, one object per shard), and reports how many frames are
-now readable so the stream can publish the new shape.
+strided numpy copy per frame).  A full layer is cut into tasks (the chunks of
+one object: a chunk in v2, a shard's slice of the layer in v3).  Each task
+encodes its chunks back to back into a reused, page-aligned output buffer
+that has room for the worst case; then the layer buffer goes back to its pool
+at once.  A job on the ordered I/O thread hands the encoded groups to the
+concrete writer, which stores them and reports how many frames are readable,
+so the stream can publish the new shape.
 """
 
 from __future__ import annotations
@@ -22,16 +24,39 @@ import numpy as np
 from ..budget import InflightBudget
 from ..buffers import LayerPool
 from ..codecs import BloscCodec
+from ..codecs.blosc import BLOSC_MAX_OVERHEAD
 from ..errors import BackpressureTimeout
 from ..layout import ArrayLayout
 from ..pipeline import Pipeline
-from ..stores import Buffer, Store
+from ..stores import Store
 
 __all__ = ["Encoded", "Layer", "Writer"]
 
-# One task's output: an encoded chunk per requested position, None where the
-# chunk is all fill value (or outside the array) and so is not stored.
-Encoded = list[Buffer | None]
+_ALIGN = 4096
+
+
+@dataclass
+class Encoded:
+    """One task's output: its chunks stored back to back from the start of ``buffer``.
+
+    ``sizes[i]`` is chunk i's encoded size, None where the chunk is all fill
+    value (or outside the array) and so is not stored.
+    """
+
+    buffer: np.ndarray[Any, Any]
+    sizes: list[int | None]
+    used: int
+
+    def chunk(self, i: int) -> memoryview | None:
+        n = self.sizes[i]
+        if n is None:
+            return None
+        start = sum(s for s in self.sizes[:i] if s is not None)
+        return self.buffer.data[start : start + n]
+
+    @property
+    def empty(self) -> bool:
+        return self.used == 0
 
 
 @dataclass
@@ -47,7 +72,7 @@ class Layer:
 
 
 class Writer(ABC):
-    """Streams one array into a store.  Subclasses decide how encoded chunks become objects."""
+    """Streams one array into a store.  Subclasses decide how encoded groups become objects."""
 
     def __init__(
         self,
@@ -69,7 +94,12 @@ class Writer(ABC):
         self.append_timeout = append_timeout
         self._on_flushed = on_flushed
         self._pool = LayerPool(layout.layer_shape, layout.dtype)
-        self._pool.prefill(2)
+        self._pool.prefill(1)
+        capacity = self._group_chunks() * (layout.chunk_nbytes + BLOSC_MAX_OVERHEAD) + self._trailer_nbytes()
+        # Output buffers fault in lazily: resident memory follows the compressed size.
+        self._out_pool = LayerPool((-(-capacity // _ALIGN) * _ALIGN,), np.dtype(np.uint8), populate=False)
+        # What one layer may hold at worst: its buffer plus every task's output buffer.
+        self._layer_output_nbytes = len(self._task_groups()) * self._out_pool.shape[0]
         self._layer: np.ndarray[Any, Any] | None = None
         self._slot = 0
         self._layer_index = 0
@@ -80,11 +110,7 @@ class Writer(ABC):
         self.frames_appended = 0
         self.frames_flushed = 0  # written and published; updated on the I/O thread
         self.bytes_written = 0
-        # Zero-fill views must stay backed by their layer until written;
-        # otherwise encoded bytes are copies and the buffer returns right after encoding.
-        self._holds_buffer = codec is None and not self._keeps_encoded_across_layers()
-        uint = np.dtype(f"u{layout.dtype.itemsize}")
-        self._bits_dtype = uint
+        self._bits_dtype = np.dtype(f"u{layout.dtype.itemsize}")
 
     # -- hooks -------------------------------------------------------------
     @abstractmethod
@@ -92,11 +118,19 @@ class Writer(ABC):
         """Chunk grid coordinates (non-append axes) per encoding task; None = outside the array."""
 
     @abstractmethod
-    def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
-        """Store one layer's encoded chunks; return the frames now readable, or None if unchanged."""
+    def _group_chunks(self) -> int:
+        """Most chunks in one task group (sizes the output buffers)."""
 
-    def _keeps_encoded_across_layers(self) -> bool:
-        return False
+    def _trailer_nbytes(self) -> int:
+        """Room to leave after a group's chunks (a shard index)."""
+        return 0
+
+    @abstractmethod
+    def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
+        """Store one layer's groups; return the frames now readable, or None if unchanged.
+
+        Must hand every Encoded back with ``_release`` once stored (or kept).
+        """
 
     def _flush_pending(self) -> int | None:
         """Write anything held back across layers (shards still open at the end)."""
@@ -106,6 +140,7 @@ class Writer(ABC):
     def append(self, frames: np.ndarray[Any, Any]) -> None:
         """Copy validated frames (n, *frame_shape) into layers, submitting each full layer."""
         layout = self.layout
+        limit = layout.max_frames()
         for i in range(frames.shape[0]):
             if self._layer is None:
                 try:
@@ -117,8 +152,8 @@ class Writer(ABC):
             layout.copy_frame(self._layer, self._slot, frames[i])
             self._slot += 1
             self.frames_appended += 1
-            if self._slot == layout.layer_frames or self.frames_appended == layout.max_frames():
-                self._submit(final=self.frames_appended == layout.max_frames())
+            if self._slot == layout.layer_frames or self.frames_appended == limit:
+                self._submit(final=self.frames_appended == limit)
 
     def finish(self) -> None:
         """Submit the partial last layer (or anything held back); idempotent."""
@@ -132,11 +167,13 @@ class Writer(ABC):
 
     def release_buffers(self) -> None:
         self._pool.clear()
+        self._out_pool.clear()
         self._layer = None
 
     def _take_buffer(self) -> np.ndarray[Any, Any]:
+        """Reserve a layer and its worst-case encoded output at once, so the cap is a true bound."""
         self.budget.acquire(
-            self.layout.layer_nbytes,
+            self.layout.layer_nbytes + self._layer_output_nbytes,
             timeout=self.append_timeout,
             # With nothing of ours in flight, waiting could only deadlock (an open
             # shard needs more layers to close): one layer per array always proceeds.
@@ -164,31 +201,25 @@ class Writer(ABC):
 
     # -- compression threads -------------------------------------------------
     def _encode(self, layer: Layer, coords: Sequence[tuple[int, ...] | None]) -> Encoded:
-        out: Encoded = []
-        copied = 0
         try:
+            out = self._out_pool.take()  # reserved with the layer in _take_buffer
+            sizes: list[int | None] = []
+            offset = 0
             for c in coords:
-                if c is None:
-                    out.append(None)
+                chunk = None if c is None else layer.buffer[c]
+                if chunk is None or self._is_fill(chunk):
+                    sizes.append(None)
                     continue
-                chunk = layer.buffer[c]
-                if self._is_fill(chunk):
-                    out.append(None)
-                elif self.codec is not None:
-                    enc = self.codec.encode(chunk)
-                    copied += len(enc)
-                    out.append(enc)
-                elif self._holds_buffer:
-                    out.append(memoryview(chunk).cast("B"))
+                if self.codec is not None:
+                    n = self.codec.encode_into(chunk, out, offset)
                 else:
-                    enc = chunk.tobytes()
-                    copied += len(enc)
-                    out.append(enc)
-            self.budget.add(copied)
-            return out
+                    n = chunk.nbytes
+                    out[offset : offset + n] = chunk.reshape(-1).view(np.uint8)
+                sizes.append(n)
+                offset += n
+            return Encoded(out, sizes, offset)
         finally:
-            if not self._holds_buffer:
-                self._task_done(layer)
+            self._task_done(layer)
 
     def _is_fill(self, chunk: np.ndarray[Any, Any]) -> bool:
         """All-zero bits?  Checks the ends first so real data costs almost nothing."""
@@ -200,24 +231,25 @@ class Writer(ABC):
             layer.pending_tasks -= 1
             last = layer.pending_tasks == 0
         if last:
-            self._return_buffer(layer)
+            self._pool.give(layer.buffer)
+            self.budget.release(self.layout.layer_nbytes)
 
-    def _return_buffer(self, layer: Layer) -> None:
-        self._pool.give(layer.buffer)
-        self.budget.release(self.layout.layer_nbytes)
+    def _release(self, encoded: Encoded) -> None:
+        self._out_pool.give(encoded.buffer)
+        self.budget.release(encoded.buffer.nbytes)
 
     # -- I/O thread ----------------------------------------------------------
     def _io_job(self, layer: Layer, futures: list[Future[Encoded]], failed: bool) -> None:
         try:
             results = [f.result() for f in futures]
             if failed:
+                for r in results:
+                    self._release(r)
                 return
             visible = self._write(layer, results)
             if visible is not None:
                 self._published(visible)
         finally:
-            if self._holds_buffer:
-                self._return_buffer(layer)
             with self._count_lock:
                 self._layers_in_flight -= 1
             self.budget.notify()
@@ -234,6 +266,6 @@ class Writer(ABC):
         self._on_flushed(self, frames)
         self.frames_flushed = frames
 
-    def _put(self, key: str, parts: list[Buffer]) -> None:
-        self.store.put(key, parts)
-        self.bytes_written += sum(memoryview(p).nbytes for p in parts)
+    def _put_padded(self, key: str, buffer: np.ndarray[Any, Any], nbytes: int) -> None:
+        self.store.put_padded(key, buffer, nbytes)
+        self.bytes_written += nbytes

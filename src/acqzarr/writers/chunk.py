@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..stores import Buffer
 from .base import Encoded, Layer, Writer
 
 __all__ = ["ChunkWriter"]
@@ -16,21 +15,24 @@ class ChunkWriter(Writer):
 
     def __init__(self, *, separator: str = ".", **kwargs: Any) -> None:
         self.separator = separator
+        self._coords = kwargs["layout"].chunk_grid_coords()
         super().__init__(**kwargs)
-        self._coords = self.layout.chunk_grid_coords()
 
     def _task_groups(self) -> Sequence[Sequence[tuple[int, ...] | None]]:
         return [[c] for c in self._coords]
+
+    def _group_chunks(self) -> int:
+        return 1
 
     def chunk_key(self, coords: tuple[int, ...]) -> str:
         return f"{self.array_path}/{self.separator.join(map(str, coords))}"
 
     def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
-        for coord, (enc,) in zip(self._coords, results, strict=True):
-            if enc is None:
-                continue
-            parts: list[Buffer] = [enc]
-            self._put(self.chunk_key((layer.index, *coord)), parts)
-            if not self._holds_buffer:
-                self.budget.release(len(enc))
+        try:
+            for coord, enc in zip(self._coords, results, strict=True):
+                if not enc.empty:
+                    self._put_padded(self.chunk_key((layer.index, *coord)), enc.buffer, enc.used)
+        finally:
+            for enc in results:
+                self._release(enc)
         return layer.frames_end

@@ -15,18 +15,21 @@ __all__ = ["ShardWriter"]
 
 
 class ShardWriter(Writer):
-    """Packs a layer's chunks into shards; a shard spanning several layers waits for all of them.
+    """Packs a layer's chunks into shards.
 
-    While a shard is open along the append axis its encoded chunks stay in
-    memory (counted in the in-flight budget) and its frames are not yet
-    published: readers only ever see complete shards.
+    A shard one layer thick (``shard: 1`` on the append axis, the usual case)
+    is written straight from the task's output buffer: the chunks already lie
+    back to back there, the index goes in the room left after them, and the
+    store writes the whole aligned buffer without another copy.  A shard
+    spanning several layers keeps its encoded groups (counted in the in-flight
+    budget) until the last layer arrives; its frames are published only then,
+    so readers only ever see complete shards.
     """
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        lay = self.layout
+        lay = kwargs["layout"]
+        self.shard_layout = ShardLayout(lay.chunks_per_shard)
         self._shard_t = lay.chunks_per_shard[0]
-        self._shard_layout = ShardLayout(lay.chunks_per_shard)
         self._per_layer = int(np.prod(lay.chunks_per_shard[1:], dtype=np.int64))
         self._shard_coords = list(np.ndindex(*lay.shard_grid_rest))
         groups: list[list[tuple[int, ...] | None]] = []
@@ -38,13 +41,16 @@ class ShardWriter(Writer):
                 group.append(c if inside else None)
             groups.append(group)
         self._groups = groups
-        self._open: dict[tuple[int, ...], list[Buffer | None]] = {}
-        self._open_bytes = 0
+        super().__init__(**kwargs)
+        self._open: dict[tuple[int, ...], list[Encoded | None]] = {}
         self._open_row = 0
         self._open_frames = 0
 
-    def _keeps_encoded_across_layers(self) -> bool:
-        return self.layout.chunks_per_shard[0] > 1
+    def _group_chunks(self) -> int:
+        return self._per_layer
+
+    def _trailer_nbytes(self) -> int:
+        return self.shard_layout.index_nbytes
 
     def _task_groups(self) -> Sequence[Sequence[tuple[int, ...] | None]]:
         return self._groups
@@ -53,28 +59,50 @@ class ShardWriter(Writer):
         return f"{self.array_path}/c/{'/'.join(map(str, coords))}"
 
     def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
+        if self._shard_t == 1:
+            try:
+                for s, enc in zip(self._shard_coords, results, strict=True):
+                    if not enc.empty:
+                        self._write_whole(self.shard_key((layer.index, *s)), enc)
+            finally:
+                for enc in results:
+                    self._release(enc)
+            return layer.frames_end
         t_in = layer.index % self._shard_t
         self._open_row = layer.index // self._shard_t
-        base = t_in * self._per_layer
-        for s, encoded in zip(self._shard_coords, results, strict=True):
-            slots = self._open.get(s)
-            if slots is None:
-                slots = self._open[s] = [None] * self._shard_layout.n_chunks
-            slots[base : base + self._per_layer] = encoded
-            if not self._holds_buffer:
-                self._open_bytes += sum(len(e) for e in encoded if e is not None)
+        for s, enc in zip(self._shard_coords, results, strict=True):
+            self._open.setdefault(s, [None] * self._shard_t)[t_in] = enc
         self._open_frames = layer.frames_end
         if t_in == self._shard_t - 1 or layer.final:
             return self._flush_pending()
         return None
 
+    def _write_whole(self, key: str, enc: Encoded) -> None:
+        """A one-layer shard: index into the buffer's spare room, then one aligned write."""
+        index = self.shard_layout.index(enc.sizes)
+        end = enc.used + len(index)
+        enc.buffer[enc.used : end] = np.frombuffer(index, np.uint8)
+        self._put_padded(key, enc.buffer, end)
+
     def _flush_pending(self) -> int | None:
         if not self._open:
             return None
-        for s, slots in self._open.items():
-            if any(e is not None for e in slots):
-                self._put(self.shard_key((self._open_row, *s)), self._shard_layout.pack(slots))
-        self._open.clear()
-        self.budget.release(self._open_bytes)
-        self._open_bytes = 0
+        try:
+            for s, layers in self._open.items():
+                chunks: list[Buffer | None] = []
+                for enc in layers:
+                    if enc is None:
+                        chunks.extend([None] * self._per_layer)
+                    else:
+                        chunks.extend(enc.chunk(i) for i in range(self._per_layer))
+                if any(c is not None for c in chunks):
+                    parts = self.shard_layout.pack(chunks)
+                    self.store.put(self.shard_key((self._open_row, *s)), parts)
+                    self.bytes_written += sum(memoryview(p).nbytes for p in parts)
+        finally:
+            for layers in self._open.values():
+                for enc in layers:
+                    if enc is not None:
+                        self._release(enc)
+            self._open.clear()
         return self._open_frames
