@@ -30,9 +30,25 @@ def disk_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _timed_appends(n: int, pool: np.ndarray, append: Callable[[np.ndarray], Any]) -> list[float]:
+class Pacer:
+    """Sleeps until frame i's slot at ``fps`` (a camera's frame clock); free-running when fps is 0."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps if fps else 0.0
+        self.start = time.perf_counter()
+
+    def wait(self, i: int) -> None:
+        if self.period:
+            delay = self.start + i * self.period - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+
+
+def _timed_appends(w: Workload, pool: np.ndarray, append: Callable[[np.ndarray], Any]) -> list[float]:
     lat = []
-    for i in range(n):
+    pacer = Pacer(w.get("fps", 0))
+    for i in range(w["frames"]):
+        pacer.wait(i)
         t0 = time.perf_counter_ns()
         append(pool[i % len(pool)])
         lat.append((time.perf_counter_ns() - t0) / 1e6)
@@ -46,20 +62,33 @@ def run_acqzarr(w: Workload, path: Path, version: int) -> dict[str, Any]:
     shard = 4 if version == 3 else 1
     c, s = w["chunk_xy"], w["size"]
     settings = az.StreamSettings(
-        store=str(path), version=version, overwrite=True,  # type: ignore[arg-type]
-        arrays=[az.ArraySettings(key="cam0", dtype="uint16", dimensions=[
-            az.Dimension(name="t", kind="time", size=0, chunk=w["chunk_t"]),
-            az.Dimension(name="y", kind="space", size=s, chunk=c, shard=shard),
-            az.Dimension(name="x", kind="space", size=s, chunk=c, shard=shard)],
-            compression=az.Blosc(cname="lz4", clevel=1, shuffle="byte") if w["compress"] else None)],
+        store=str(path),
+        version=version,
+        overwrite=True,  # type: ignore[arg-type]
+        arrays=[
+            az.ArraySettings(
+                key="cam0",
+                dtype="uint16",
+                dimensions=[
+                    az.Dimension(name="t", kind="time", size=0, chunk=w["chunk_t"]),
+                    az.Dimension(name="y", kind="space", size=s, chunk=c, shard=shard),
+                    az.Dimension(name="x", kind="space", size=s, chunk=c, shard=shard),
+                ],
+                compression=az.Blosc(cname="lz4", clevel=1, shuffle="byte") if w["compress"] else None,
+            )
+        ],
     )
     pool = w["_pool"]
     t0 = time.perf_counter()
     stream = az.open_stream(settings)
-    lat = _timed_appends(w["frames"], pool, stream.append)
+    lat = _timed_appends(w, pool, stream.append)
     stream.close()
-    return {"wall": time.perf_counter() - t0, "lat": lat, "array": str(path / "cam0" / "0"),
-            "driver": "zarr3" if version == 3 else "zarr"}
+    return {
+        "wall": time.perf_counter() - t0,
+        "lat": lat,
+        "array": str(path / "cam0" / "0"),
+        "driver": "zarr3" if version == 3 else "zarr",
+    }
 
 
 def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:
@@ -68,21 +97,34 @@ def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:
     c, s = w["chunk_xy"], w["size"]
     comp = None
     if w["compress"]:
-        comp = aqz.CompressionSettings(compressor=aqz.Compressor.BLOSC1, codec=aqz.CompressionCodec.BLOSC_LZ4,
-                                       level=1, shuffle=1)
-    dims = [aqz.Dimension(name="t", kind=aqz.DimensionType.TIME, array_size_px=0, chunk_size_px=w["chunk_t"],
-                          shard_size_chunks=1),
-            aqz.Dimension(name="y", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c,
-                          shard_size_chunks=4),
-            aqz.Dimension(name="x", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c,
-                          shard_size_chunks=4)]
+        comp = aqz.CompressionSettings(
+            compressor=aqz.Compressor.BLOSC1, codec=aqz.CompressionCodec.BLOSC_LZ4, level=1, shuffle=1
+        )
+    dims = [
+        aqz.Dimension(
+            name="t",
+            kind=aqz.DimensionType.TIME,
+            array_size_px=0,
+            chunk_size_px=w["chunk_t"],
+            shard_size_chunks=1,
+        ),
+        aqz.Dimension(
+            name="y", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c, shard_size_chunks=4
+        ),
+        aqz.Dimension(
+            name="x", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c, shard_size_chunks=4
+        ),
+    ]
     settings = aqz.StreamSettings(
-        store_path=str(path), overwrite=True, version=aqz.ZarrVersion.V3,
-        arrays=[aqz.ArraySettings(output_key="cam0", data_type=np.uint16, compression=comp, dimensions=dims)])
+        store_path=str(path),
+        overwrite=True,
+        version=aqz.ZarrVersion.V3,
+        arrays=[aqz.ArraySettings(output_key="cam0", data_type=np.uint16, compression=comp, dimensions=dims)],
+    )
     pool = w["_pool"]
     t0 = time.perf_counter()
     stream = aqz.ZarrStream(settings)
-    lat = _timed_appends(w["frames"], pool, stream.append)
+    lat = _timed_appends(w, pool, stream.append)
     stream.close()
     array = path / "cam0" / "0" if (path / "cam0" / "0").exists() else path / "cam0"
     return {"wall": time.perf_counter() - t0, "lat": lat, "array": str(array), "driver": "zarr3"}
@@ -92,18 +134,40 @@ def _tensorstore_spec(w: Workload, path: Path) -> dict[str, Any]:
     c, s = w["chunk_xy"], w["size"]
     inner = [{"name": "bytes", "configuration": {"endian": "little"}}]
     if w["compress"]:
-        inner.append({"name": "blosc", "configuration": {"cname": "lz4", "clevel": 1, "shuffle": "shuffle",
-                                                         "typesize": 2, "blocksize": 0}})
+        inner.append(
+            {
+                "name": "blosc",
+                "configuration": {
+                    "cname": "lz4",
+                    "clevel": 1,
+                    "shuffle": "shuffle",
+                    "typesize": 2,
+                    "blocksize": 0,
+                },
+            }
+        )
     return {
         "driver": "zarr3",
         "kvstore": {"driver": "file", "path": str(path / "cam0" / "0")},
-        "create": True, "delete_existing": True,
+        "create": True,
+        "delete_existing": True,
         "metadata": {
-            "shape": [w["frames"], s, s], "data_type": "uint16",
+            "shape": [w["frames"], s, s],
+            "data_type": "uint16",
             "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [w["chunk_t"], 4 * c, 4 * c]}},
-            "codecs": [{"name": "sharding_indexed", "configuration": {
-                "chunk_shape": [w["chunk_t"], c, c], "codecs": inner,
-                "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]}}],
+            "codecs": [
+                {
+                    "name": "sharding_indexed",
+                    "configuration": {
+                        "chunk_shape": [w["chunk_t"], c, c],
+                        "codecs": inner,
+                        "index_codecs": [
+                            {"name": "bytes", "configuration": {"endian": "little"}},
+                            {"name": "crc32c"},
+                        ],
+                    },
+                }
+            ],
         },
     }
 
@@ -118,26 +182,38 @@ def run_tensorstore(w: Workload, path: Path, per: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     store = ts.open(_tensorstore_spec(w, path)).result()
     lat: list[float] = []
+    pacer = Pacer(w.get("fps", 0))
     if per == "frame":
         for start in range(0, n, ct):
             txn = ts.Transaction()
             for i in range(start, min(n, start + ct)):
+                pacer.wait(i)
                 t1 = time.perf_counter_ns()
                 store.with_transaction(txn)[i].write(pool[i % len(pool)]).result()
                 lat.append((time.perf_counter_ns() - t1) / 1e6)
             t1 = time.perf_counter_ns()
             txn.commit_async().result()
-            lat[-1] += (time.perf_counter_ns() - t1) / 1e6  # the commit blocks the frame that closed the layer
+            lat[-1] += (
+                time.perf_counter_ns() - t1
+            ) / 1e6  # the commit blocks the frame that closed the layer
     else:
         layer = np.empty((ct, w["size"], w["size"]), np.uint16)
         for start in range(0, n, ct):
-            t1 = time.perf_counter_ns()
             m = min(n, start + ct) - start
             for k in range(m):
+                pacer.wait(start + k)
                 layer[k] = pool[(start + k) % len(pool)]
+            t1 = time.perf_counter_ns()
             store[start : start + m].write(layer[:m]).result()
-            lat.append((time.perf_counter_ns() - t1) / 1e6 / m)
-    return {"wall": time.perf_counter() - t0, "lat": lat, "array": str(path / "cam0" / "0"), "driver": "zarr3"}
+            lat.extend(
+                [0.0] * (m - 1) + [(time.perf_counter_ns() - t1) / 1e6]
+            )  # the layer write blocks one frame
+    return {
+        "wall": time.perf_counter() - t0,
+        "lat": lat,
+        "array": str(path / "cam0" / "0"),
+        "driver": "zarr3",
+    }
 
 
 WRITERS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
@@ -153,8 +229,9 @@ def verify(result: dict[str, Any], w: Workload) -> bool:
     """Read every frame back with tensorstore and compare with what was appended."""
     import tensorstore as ts
 
-    arr = ts.open({"driver": result["driver"], "kvstore": {"driver": "file", "path": result["array"]}},
-                  read=True).result()
+    arr = ts.open(
+        {"driver": result["driver"], "kvstore": {"driver": "file", "path": result["array"]}}, read=True
+    ).result()
     if tuple(arr.shape) != (w["frames"], w["size"], w["size"]):
         return False
     pool = w["_pool"]
@@ -208,8 +285,11 @@ def limit_blosc(w: Workload, path: Path, threads: int) -> dict[str, Any]:
     blosc.use_threads = False
     pool = w["_pool"]
     c = w["chunk_xy"]
-    chunks = [np.ascontiguousarray(pool[np.arange(w["chunk_t"]) % len(pool), y : y + c, x : x + c])
-              for y in range(0, min(w["size"], 4 * c), c) for x in range(0, min(w["size"], 4 * c), c)]
+    chunks = [
+        np.ascontiguousarray(pool[np.arange(w["chunk_t"]) % len(pool), y : y + c, x : x + c])
+        for y in range(0, min(w["size"], 4 * c), c)
+        for x in range(0, min(w["size"], 4 * c), c)
+    ]
     reps = 6
     out_bytes = [0]
 
@@ -239,12 +319,27 @@ LIMITS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
 }
 
 
+def _reset_peak_rss() -> None:
+    """Reset the kernel's high-water mark of resident memory (Linux >= 4.0), so each run has its own."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def run_worker(name: str, w: Workload, base: Path) -> dict[str, Any]:
-    """Entry point inside the worker process: cold run, then (optionally) a warm run of the same writer."""
-    import resource
+    """Entry point inside the worker process: cold run, then (optionally) a warm run of the same writer.
+
+    Peak RSS is per run (high-water mark reset before each) and includes the frame pool the
+    benchmark holds (reported separately as ``pool_bytes``)."""
+    import gc
 
     w["_pool"] = frame_pool(w)
-    baseline_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if name in LIMITS:
         out = LIMITS[name](w, base / name)
         shutil.rmtree(base / name, ignore_errors=True)
@@ -254,14 +349,20 @@ def run_worker(name: str, w: Workload, base: Path) -> dict[str, Any]:
         path = base / f"{name}.zarr"
         shutil.rmtree(path, ignore_errors=True)
         os.sync()
+        gc.collect()
+        _reset_peak_rss()
         r = WRITERS[name](w, path)
+        peak = _peak_rss()
         lat = np.asarray(r.pop("lat"))
         r.update(
             attempt=attempt,
-            p50=float(np.percentile(lat, 50)), p99=float(np.percentile(lat, 99)), max=float(lat.max()),
-            peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-            peak_rss_above_pool=(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - baseline_kib) * 1024,
-            disk=disk_bytes(path), ok=verify(r, w),
+            p50=float(np.percentile(lat, 50)),
+            p99=float(np.percentile(lat, 99)),
+            max=float(lat.max()),
+            peak_rss=peak,
+            pool_bytes=int(w["_pool"].nbytes),
+            disk=disk_bytes(path),
+            ok=verify(r, w),
         )
         shutil.rmtree(path, ignore_errors=True)
         runs.append(r)

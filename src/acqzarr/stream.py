@@ -74,11 +74,14 @@ class Stream:
         self._closed = False
         self._close_lock = threading.Lock()
         self._meta_lock = threading.Lock()
-        self.pipeline = Pipeline(settings.threads, InflightBudget(settings.max_inflight_bytes))
+        # Sized once the writers know their worst-case layer reservation (below).
+        self.pipeline = Pipeline(settings.threads, InflightBudget(settings.max_inflight_bytes or 0))
         self._arrays: dict[str, _Array] = {}
         try:
             for arr in settings.arrays:
                 self._arrays[arr.key] = self._create_array(arr)
+            if settings.max_inflight_bytes is None:
+                self.pipeline.budget.cap = sum(2 * a.writer.layer_reservation for a in self._arrays.values())
             self._write_groups()
         except BaseException:
             self.pipeline.close()

@@ -170,10 +170,15 @@ class Writer(ABC):
         self._out_pool.clear()
         self._layer = None
 
+    @property
+    def layer_reservation(self) -> int:
+        """Bytes one layer may hold at worst: its buffer plus every task's output buffer."""
+        return int(self.layout.layer_nbytes + self._layer_output_nbytes)
+
     def _take_buffer(self) -> np.ndarray[Any, Any]:
         """Reserve a layer and its worst-case encoded output at once, so the cap is a true bound."""
         self.budget.acquire(
-            self.layout.layer_nbytes + self._layer_output_nbytes,
+            self.layer_reservation,
             timeout=self.append_timeout,
             # With nothing of ours in flight, waiting could only deadlock (an open
             # shard needs more layers to close): one layer per array always proceeds.
