@@ -66,7 +66,8 @@ def machine() -> str:
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} vCPU {cpu}, {mem:.0f} GiB RAM, Python {platform.python_version()}, {platform.system()}"
+    py = platform.python_version()
+    return f"{os.cpu_count()} vCPU {cpu}, {mem:.0f} GiB RAM, Python {py}, {platform.system()}"
 
 
 def variant_report(

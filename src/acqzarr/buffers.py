@@ -48,30 +48,55 @@ class LayerPool:
         self.dtype = dtype
         self.populate = populate
         self._free: list[np.ndarray[Any, Any]] = []
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._mapping = 0  # buffers being mapped in the background
         self.outstanding = 0
         self.allocated = 0
 
     def take(self) -> np.ndarray[Any, Any]:
-        with self._lock:
+        with self._cond:
             self.outstanding += 1
+            while not self._free and self._mapping:
+                self._cond.wait()  # one is on its way: cheaper than mapping another
             if self._free:
                 return self._free.pop()
             self.allocated += 1
         return mapped_array(self.shape, self.dtype, populate=self.populate)
 
     def give(self, buf: np.ndarray[Any, Any]) -> None:
-        with self._lock:
+        with self._cond:
             self.outstanding -= 1
             self._free.append(buf)
+            self._cond.notify_all()
 
-    def prefill(self, n: int) -> None:
-        """Map ``n`` buffers now, so the acquisition loop never pays for it."""
-        bufs = [mapped_array(self.shape, self.dtype, populate=self.populate) for _ in range(n)]
-        with self._lock:
+    def prefill(self, n: int, *, background: bool = False) -> None:
+        """Map ``n`` buffers now (or on a helper thread), so the acquisition loop never pays for it."""
+        if n <= 0:
+            return
+        with self._cond:
+            self._mapping += n
             self.allocated += n
-            self._free.extend(bufs)
+
+        def fill() -> None:
+            for _ in range(n):
+                try:
+                    buf = mapped_array(self.shape, self.dtype, populate=self.populate)
+                except BaseException:
+                    with self._cond:
+                        self._mapping -= 1
+                        self.allocated -= 1
+                        self._cond.notify_all()
+                    raise
+                with self._cond:
+                    self._mapping -= 1
+                    self._free.append(buf)
+                    self._cond.notify_all()
+
+        if background:
+            threading.Thread(target=fill, name="acqzarr-prefill", daemon=True).start()
+        else:
+            fill()
 
     def clear(self) -> None:
-        with self._lock:
+        with self._cond:
             self._free.clear()

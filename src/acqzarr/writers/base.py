@@ -94,7 +94,9 @@ class Writer(ABC):
         self.append_timeout = append_timeout
         self._on_flushed = on_flushed
         self._pool = LayerPool(layout.layer_shape, layout.dtype)
+        # The first layer buffer now; the second (the default budget's depth) while the first fills.
         self._pool.prefill(1)
+        self._pool.prefill(1, background=True)
         capacity = self._group_chunks() * (layout.chunk_nbytes + BLOSC_MAX_OVERHEAD) + self._trailer_nbytes()
         # Output buffers fault in lazily: resident memory follows the compressed size.
         self._out_pool = LayerPool((-(-capacity // _ALIGN) * _ALIGN,), np.dtype(np.uint8), populate=False)
