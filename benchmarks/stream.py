@@ -121,7 +121,7 @@ def markdown(report: dict[str, Any]) -> str:
     head += f"Machine limits: {lim}; limit used: {report['limit'] / 1e9:.2f} GB/s of raw frames"
     head += " (min of 2-thread Blosc and disk x compression ratio)" if w["compress"] else " (disk)"
     pacing = f"Paced at {w['fps']:g} fps." if w.get("fps") else "Free-running (as fast as accepted)."
-    head += f". {pacing}\n\n"
+    head += f". {pacing} Median of {report['repeat']} run(s) per row.\n\n"
     cols = (
         "| writer | run | wall s | GB/s | frames/s | x acquire-zarr | x limit | append p50/p99/max ms "
         "| peak RSS MiB | disk MB | ratio | read back |"
@@ -162,7 +162,7 @@ def main() -> int:
             w = dict(VARIANTS[name], warm=not args.no_warm, fps=args.fps)
             if args.frames:
                 w["frames"] = args.frames
-            report = variant_report(name, w, Path(tmp), args.writer or WRITERS, args.pause)
+            report = variant_report(name, w, Path(tmp), args.writer or WRITERS, args.pause, args.repeat)
             out["variants"].append(report)
             print(markdown(report), flush=True)
     if args.json:

@@ -179,3 +179,26 @@ def test_config_file_errors(tmp_path: Path) -> None:
     wrong.write_text(json.dumps({**_data(), "version": "three"}))
     with pytest.raises(az.ConfigError, match=r"wrong\.json: invalid settings\n  version: Input should be"):
         az.StreamSettings.from_file(wrong)
+
+
+def test_docs_settings_reference_is_up_to_date() -> None:
+    from acqzarr.settings_doc import render
+
+    path = Path(__file__).parent.parent / "docs" / "settings.md"
+    assert path.read_text() == render(), "regenerate with: python -m acqzarr.settings_doc > docs/settings.md"
+
+
+@pytest.mark.parametrize(
+    "config", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")), ids=lambda p: p.name
+)
+def test_shipped_configs_are_valid_and_record(tmp_path: Path, config: Path) -> None:
+    import numpy as np
+
+    settings = az.StreamSettings.from_file(config)
+    settings = settings.model_copy(update={"store": str(tmp_path / "out.zarr")})
+    with az.open_stream(settings) as stream:
+        for arr in settings.arrays:
+            frame_shape = [d.size for d in arr.dimensions][-2:]
+            stream.append(np.ones(frame_shape, arr.dtype), key=arr.key)
+    for arr in settings.arrays:
+        assert stream.stats(arr.key).frames_flushed == 1

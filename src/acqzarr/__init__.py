@@ -1,6 +1,7 @@
 """acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows."""
 
 from .codecs import BloscCodec
+from .device import State, StorageCapabilities, ZarrStorage
 from .errors import (
     AcqzarrError,
     BackpressureTimeout,
@@ -32,7 +33,9 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "ShardWriter",
+    "State",
     "StateError",
+    "StorageCapabilities",
     "Store",
     "StoreError",
     "Stream",
@@ -40,6 +43,7 @@ __all__ = [
     "Writer",
     "WriterError",
     "ZarrFormat",
+    "ZarrStorage",
     "ZarrV2",
     "ZarrV3",
     "__version__",

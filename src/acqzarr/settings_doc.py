@@ -1,0 +1,55 @@
+"""Render the settings models as the Markdown config reference (docs/settings.md).
+
+    python -m acqzarr.settings_doc > docs/settings.md
+
+The field descriptions are the documentation; a test keeps the file in step.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+from .settings import ArraySettings, Blosc, Dimension, StreamSettings
+
+__all__ = ["render"]
+
+MODELS: list[type[BaseModel]] = [StreamSettings, ArraySettings, Dimension, Blosc]
+
+
+def _type_name(annotation: object) -> str:
+    if typing.get_origin(annotation):
+        text = repr(annotation)
+    else:
+        text = getattr(annotation, "__name__", str(annotation))
+    return text.replace("typing.", "").replace("acqzarr.settings.", "")
+
+
+def render() -> str:
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated from the pydantic models by `python -m acqzarr.settings_doc`; the same field names",
+        "work in Python, YAML and JSON (`StreamSettings.from_file`). Unknown keys are errors.",
+    ]
+    for model in MODELS:
+        doc = (model.__doc__ or "").strip().splitlines()[0]
+        lines += ["", f"## {model.__name__}", "", doc, ""]
+        lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
+        for name, field in model.model_fields.items():
+            if field.default is not PydanticUndefined:
+                default = f"`{field.default!r}`"
+            elif field.default_factory is not None:
+                default = f"`{field.default_factory.__name__}()`"
+            else:
+                default = "required"
+            desc = (field.description or "").replace("|", "\\|")
+            kind = _type_name(field.annotation).replace("|", "\\|")
+            lines.append(f"| `{name}` | `{kind}` | {default} | {desc} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(render(), end="")
