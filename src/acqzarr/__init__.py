@@ -12,7 +12,7 @@ from .errors import (
     WriterError,
 )
 from .formats import ZarrFormat, ZarrV2, ZarrV3
-from .settings import ArraySettings, Blosc, Dimension, StreamSettings
+from .settings import ArraySettings, Blosc, Dimension, Multiscale, StreamSettings
 from .stores import LocalStore, MemoryStore, Store
 from .stream import ArrayStats, Stream, open_stream
 from .writers import ChunkWriter, ShardWriter, Writer
@@ -32,6 +32,7 @@ __all__ = [
     "FrameError",
     "LocalStore",
     "MemoryStore",
+    "Multiscale",
     "ShardWriter",
     "State",
     "StateError",

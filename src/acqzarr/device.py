@@ -44,7 +44,7 @@ class StorageCapabilities(BaseModel):
 _CAPABILITIES = StorageCapabilities(
     versions=(2, 3),
     sharding=True,
-    multiscale=False,
+    multiscale=True,
     codecs=("lz4", "lz4hc", "zstd", "blosclz", "zlib"),
     dtypes=DTYPES,
     max_dims=5,

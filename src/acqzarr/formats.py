@@ -42,8 +42,8 @@ class ZarrFormat(ABC):
         """Documents that describe the array at ``path`` with the given shape."""
 
     @abstractmethod
-    def image_attributes(self, settings: ArraySettings, paths: list[str]) -> dict[str, Any]:
-        """OME-NGFF attributes of an image group with levels at ``paths``."""
+    def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
+        """OME-NGFF attributes of an image group with ``levels`` levels at paths "0", "1", ..."""
 
     @abstractmethod
     def make_writer(self, **kwargs: Any) -> Writer:
@@ -74,8 +74,8 @@ class ZarrV2(ZarrFormat):
         )
         return {_join(path, ".zarray"): doc}
 
-    def image_attributes(self, settings: ArraySettings, paths: list[str]) -> dict[str, Any]:
-        return ngff.ngff_04_attrs(settings, paths)
+    def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
+        return ngff.ngff_04_attrs(settings, levels, windows)
 
     def make_writer(self, **kwargs: Any) -> Writer:
         return ChunkWriter(separator=self.settings.dimension_separator, **kwargs)
@@ -104,8 +104,8 @@ class ZarrV3(ZarrFormat):
         )
         return {_join(path, "zarr.json"): doc}
 
-    def image_attributes(self, settings: ArraySettings, paths: list[str]) -> dict[str, Any]:
-        return ngff.ngff_05_attrs(settings, paths)
+    def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
+        return ngff.ngff_05_attrs(settings, levels, windows)
 
     def make_writer(self, **kwargs: Any) -> Writer:
         return ShardWriter(**kwargs)

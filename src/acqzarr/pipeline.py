@@ -28,15 +28,49 @@ T = TypeVar("T")
 IOJob = Callable[[bool], None]
 
 
+class _OrderedThread:
+    """Runs jobs one at a time in submission order; a job is told whether anything failed before it."""
+
+    def __init__(
+        self, name: str, record: Callable[[BaseException], None], failed: Callable[[], bool]
+    ) -> None:
+        self._jobs: queue.Queue[IOJob | None] = queue.Queue()
+        self._record = record
+        self._failed = failed
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, job: IOJob) -> None:
+        self._jobs.put(job)
+
+    def drain(self) -> None:
+        done = threading.Event()
+        self._jobs.put(lambda failed: done.set())
+        done.wait()
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                job(self._failed())
+            except BaseException as exc:
+                self._record(exc)
+
+
 class Pipeline:
     def __init__(self, threads: int | None, budget: InflightBudget) -> None:
         self.budget = budget
         self.threads = threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="acqzarr-compress")
-        self._jobs: queue.Queue[IOJob | None] = queue.Queue()
         self._failure: BaseException | None = None
-        self._io = threading.Thread(target=self._io_loop, name="acqzarr-io", daemon=True)
-        self._io.start()
+        self._io = _OrderedThread("acqzarr-io", self._record, lambda: self._failure is not None)
+        self._side: _OrderedThread | None = None  # downsampling, started on first use
         self._closed = False
 
     @property
@@ -47,36 +81,36 @@ class Pipeline:
         return self._pool.submit(fn, *args)
 
     def submit_io(self, job: IOJob) -> None:
-        self._jobs.put(job)
+        self._io.submit(job)
+
+    def submit_side(self, job: IOJob) -> None:
+        """Run ``job`` on the downsampling thread (ordered, off the appending thread)."""
+        if self._side is None:
+            self._side = _OrderedThread("acqzarr-downsample", self._record, lambda: self._failure is not None)
+        self._side.submit(job)
 
     def check(self) -> None:
         """Raise the first failure of any writer thread, if there was one."""
         if self._failure is not None:
             raise self._failure
 
+    def drain_side(self) -> None:
+        if self._side is not None:
+            self._side.drain()
+
     def drain(self) -> None:
-        """Block until every I/O job submitted so far has run."""
-        done = threading.Event()
-        self._jobs.put(lambda failed: done.set())
-        done.wait()
+        """Block until every job submitted so far (downsampling, then I/O) has run."""
+        self.drain_side()
+        self._io.drain()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._jobs.put(None)
-        self._io.join()
+        if self._side is not None:
+            self._side.stop()
+        self._io.stop()
         self._pool.shutdown(wait=True)
-
-    def _io_loop(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            try:
-                job(self._failure is not None)
-            except BaseException as exc:
-                self._record(exc)
 
     def _record(self, exc: BaseException) -> None:
         if self._failure is None:

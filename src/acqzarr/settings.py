@@ -23,6 +23,7 @@ __all__ = [
     "ArraySettings",
     "Blosc",
     "Dimension",
+    "Multiscale",
     "StreamSettings",
 ]
 
@@ -196,6 +197,28 @@ class Blosc(_Model):
     )
 
 
+class Multiscale(_Model):
+    """A downsampled pyramid written while streaming (every space axis halves per level)."""
+
+    levels: int | Literal["auto"] = Field(
+        default="auto",
+        description="Number of levels including full resolution (1 = none), or 'auto': add levels "
+        "until one fits a single chunk along every downsampled axis.",
+    )
+    method: Literal["decimate", "mean", "min", "max"] = Field(
+        default="mean",
+        description="How 2x2(x2) blocks reduce: decimate (first sample), mean (integers round half "
+        "up, exactly), min or max. Odd sizes replicate the edge sample.",
+    )
+
+    @field_validator("levels")
+    @classmethod
+    def _levels_in_range(cls, v: int | str) -> int | str:
+        if isinstance(v, int) and not 1 <= v <= 16:
+            raise ValueError(f"levels must be 1 to 16 or 'auto', got {v}")
+        return v
+
+
 class ArraySettings(_Model):
     """One array in the stream (typically one camera), written as an OME-NGFF image group."""
 
@@ -211,6 +234,10 @@ class ArraySettings(_Model):
     )
     compression: Blosc | None = Field(
         default_factory=Blosc, description="Chunk compression; null stores raw chunks."
+    )
+    multiscale: Multiscale | None = Field(
+        default=None,
+        description="Write a resolution pyramid beside full resolution; null writes level 0 only.",
     )
 
     @field_validator("key")

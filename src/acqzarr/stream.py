@@ -20,10 +20,13 @@ import numpy as np
 
 from .budget import InflightBudget
 from .codecs import BloscCodec
-from .errors import FrameError, StateError, StoreError
+from .errors import ConfigError, FrameError, StateError, StoreError
 from .formats import format_for
 from .layout import ArrayLayout
+from .metadata.ngff import RESERVED_KEYS
+from .multiscale import level_count, level_settings
 from .pipeline import Pipeline
+from .pyramid import Pyramid
 from .settings import ArraySettings, StreamSettings
 from .stores import Store, open_store
 from .writers import Writer
@@ -31,7 +34,6 @@ from .writers import Writer
 __all__ = ["ArrayStats", "Stream", "open_stream"]
 
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
-LEVEL0 = "0"
 
 
 @dataclass(frozen=True)
@@ -45,14 +47,17 @@ class ArrayStats:
 
 
 class _Array:
-    """A writer plus what the stream needs to publish its metadata."""
+    """An image: its level writers (level 0 takes the frames), the pyramid feeding the rest,
+    and the user attributes of its group."""
 
-    def __init__(self, settings: ArraySettings, layout: ArrayLayout, writer: Writer) -> None:
+    def __init__(self, settings: ArraySettings, writers: list[Writer], pyramid: Pyramid | None) -> None:
         self.settings = settings
-        self.layout = layout
-        self.writer = writer
+        self.writers = writers
+        self.writer = writers[0]
+        self.layout = self.writer.layout
+        self.pyramid = pyramid
         self.group_path = settings.key
-        self.array_path = writer.array_path
+        self.user_attrs: dict[str, Any] = {}
 
 
 class Stream:
@@ -81,7 +86,9 @@ class Stream:
             for arr in settings.arrays:
                 self._arrays[arr.key] = self._create_array(arr)
             if settings.max_inflight_bytes is None:
-                self.pipeline.budget.cap = sum(2 * a.writer.layer_reservation for a in self._arrays.values())
+                self.pipeline.budget.cap = sum(
+                    2 * w.layer_reservation for a in self._arrays.values() for w in a.writers
+                )
             self._write_groups()
         except BaseException:
             self.pipeline.close()
@@ -101,21 +108,32 @@ class Stream:
         self.store.clear()
 
     def _create_array(self, settings: ArraySettings) -> _Array:
-        layout = ArrayLayout(settings, sharded=self.format.sharded)
-        codec = None if settings.compression is None else BloscCodec(settings.compression, layout.dtype)
-        path = "/".join(p for p in (settings.key, LEVEL0) if p)
-        writer = self.format.make_writer(
-            layout=layout,
-            codec=codec,
-            store=self.store,
-            array_path=path,
-            pipeline=self.pipeline,
-            append_timeout=self.settings.append_timeout,
-            on_flushed=functools.partial(self._publish, settings.key),
+        levels = level_settings(settings, level_count(settings))
+        codec = (
+            None
+            if settings.compression is None
+            else BloscCodec(settings.compression, np.dtype(settings.dtype))
         )
-        array = _Array(settings, layout, writer)
-        self._write_array_meta(array, 0)
-        return array
+        writers = []
+        for level, level_settings_ in enumerate(levels):
+            layout = ArrayLayout(level_settings_, sharded=self.format.sharded)
+            writer = self.format.make_writer(
+                layout=layout,
+                codec=codec,
+                store=self.store,
+                array_path="/".join(p for p in (settings.key, str(level)) if p),
+                pipeline=self.pipeline,
+                append_timeout=self.settings.append_timeout,
+                on_flushed=functools.partial(self._publish, settings.key),
+                track_window=level == 0,
+            )
+            self._write_array_meta(writer, 0)
+            writers.append(writer)
+        pyramid = None
+        if len(writers) > 1:
+            assert settings.multiscale is not None
+            pyramid = Pyramid(writers, settings.multiscale.method, self.pipeline)
+        return _Array(settings, writers, pyramid)
 
     def _write_groups(self) -> None:
         """Root and intermediate groups first, then each image group with its NGFF block."""
@@ -126,21 +144,46 @@ class Stream:
         for path in sorted(plain - set(self._arrays)):
             self._put_docs(self.format.group_documents(path, {}))
         for array in self._arrays.values():
-            attrs = self.format.image_attributes(array.settings, [LEVEL0])
-            self._put_docs(self.format.group_documents(array.group_path, attrs))
+            self._write_image_group(array)
 
-    def _write_array_meta(self, array: _Array, frames: int) -> None:
-        shape = array.layout.shape_for(frames)
-        self._put_docs(self.format.array_documents(array.array_path, array.layout, shape, array.writer.codec))
+    def _write_image_group(self, array: _Array) -> None:
+        attrs = self.format.image_attributes(array.settings, len(array.writers), array.writer.windows)
+        with self._meta_lock:
+            self._put_docs(self.format.group_documents(array.group_path, {**array.user_attrs, **attrs}))
+
+    def _write_array_meta(self, writer: Writer, frames: int) -> None:
+        shape = writer.layout.shape_for(frames)
+        self._put_docs(self.format.array_documents(writer.array_path, writer.layout, shape, writer.codec))
 
     def _put_docs(self, docs: dict[str, dict[str, Any]]) -> None:
         for key, doc in docs.items():
             self.store.put(key, [json.dumps(doc, indent=2).encode()])
 
     def _publish(self, key: str, writer: Writer, frames: int) -> None:
-        """Called on the I/O thread once ``frames`` frames of array ``key`` are on storage."""
+        """Called on the I/O thread once ``frames`` frames of ``writer`` (a level of ``key``) are stored."""
         with self._meta_lock:
-            self._write_array_meta(self._arrays[key], frames)
+            self._write_array_meta(writer, frames)
+
+    def write_metadata(self, attributes: dict[str, Any], key: str | None = None) -> None:
+        """Merge user attributes into an image group, beside (never over) the OME-NGFF block.
+
+        Raises ConfigError for values that are not JSON (NaN, infinities,
+        arbitrary objects) or for keys acqzarr owns; nothing is written then.
+        """
+        if self._closed:
+            raise StateError("write_metadata on a closed stream")
+        array = self._route(key)
+        if not isinstance(attributes, dict):
+            raise ConfigError(f"attributes must be a dict, got {type(attributes).__name__}")
+        clash = sorted(RESERVED_KEYS.intersection(attributes))
+        if clash:
+            raise ConfigError(f"attributes {clash} are written by acqzarr and cannot be set")
+        try:
+            json.dumps(attributes, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"attributes are not valid JSON: {exc}") from None
+        array.user_attrs.update(attributes)
+        self._write_image_group(array)
 
     # -- appending ----------------------------------------------------------
     @property
@@ -210,7 +253,8 @@ class Stream:
         return self._closed
 
     def close(self) -> None:
-        """Flush every partial layer, publish exact final shapes, stop the threads.
+        """Flush every partial layer and pyramid level, publish exact final shapes and the
+        final OME-NGFF block, stop the threads.
 
         Raises the first writer failure, if any; the store is then valid up to
         the last good flush.
@@ -224,11 +268,16 @@ class Stream:
             for array in self._arrays.values():
                 with array.writer.lock:
                     array.writer.finish()
+                if array.pyramid is not None:
+                    array.pyramid.finish()
             self.pipeline.drain()
             self.pipeline.close()
             for array in self._arrays.values():
-                array.writer.release_buffers()
+                for writer in array.writers:
+                    writer.release_buffers()
             self.pipeline.check()
+            for array in self._arrays.values():
+                self._write_image_group(array)  # the contrast windows of everything seen
 
     def __enter__(self) -> Stream:
         return self

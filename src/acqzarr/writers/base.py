@@ -32,6 +32,13 @@ from ..stores import Store
 
 __all__ = ["Encoded", "Layer", "Writer"]
 
+
+def _channel_axis(layout: ArrayLayout) -> int | None:
+    """Index of the channel axis among the array's axes, if it has one after the append axis."""
+    kinds = [d.kind for d in layout.settings.dimensions]
+    return kinds.index("channel") if "channel" in kinds[1:] else None
+
+
 _ALIGN = 4096
 
 
@@ -67,6 +74,7 @@ class Layer:
     buffer: np.ndarray[Any, Any]
     frames_end: int  # frames appended up to and including this layer
     final: bool
+    slots: int  # frame slots filled (the rest of the buffer was cleared to fill value)
     pending_tasks: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,6 +92,8 @@ class Writer(ABC):
         pipeline: Pipeline,
         append_timeout: float | None,
         on_flushed: Callable[[Writer, int], None],
+        on_layer: Callable[[Layer], None] | None = None,
+        track_window: bool = False,
     ) -> None:
         self.layout = layout
         self.codec = codec
@@ -93,6 +103,12 @@ class Writer(ABC):
         self.budget: InflightBudget = pipeline.budget
         self.append_timeout = append_timeout
         self._on_flushed = on_flushed
+        self.on_layer = on_layer  # sees each layer before its buffer may be reused (the pyramid)
+        # Contrast window per channel, from a 1/256 subsample of every chunk (for the omero block).
+        self._window_axis = _channel_axis(layout) if track_window else None
+        self._track_window = track_window
+        self.windows: dict[int, tuple[float, float]] = {}
+        self._window_lock = threading.Lock()
         self._pool = LayerPool(layout.layer_shape, layout.dtype)
         # The first layer buffer now; the second (the default budget's depth) while the first fills.
         self._pool.prefill(1)
@@ -193,11 +209,13 @@ class Writer(ABC):
         assert buf is not None
         for k in range(self._slot, self.layout.layer_frames):
             self.layout.copy_frame(buf, k, 0)  # a reused buffer: clear what this layer did not fill
-        layer = Layer(self._layer_index, buf, self.frames_appended, final)
+        layer = Layer(self._layer_index, buf, self.frames_appended, final, self._slot)
         with self._count_lock:
             self._layers_in_flight += 1
         groups = self._task_groups()
-        layer.pending_tasks = len(groups)
+        layer.pending_tasks = len(groups) + (self.on_layer is not None)
+        if self.on_layer is not None:
+            self.on_layer(layer)  # it calls layer_done(layer) when it no longer reads the buffer
         futures: list[Future[Encoded]] = [self.pipeline.compress(self._encode, layer, g) for g in groups]
         self.pipeline.submit_io(lambda failed: self._io_job(layer, futures, failed))
         self._layer = None
@@ -217,6 +235,8 @@ class Writer(ABC):
                 if chunk is None or self._is_fill(chunk):
                     sizes.append(None)
                     continue
+                if self._track_window:
+                    self._observe(c, chunk)
                 if self.codec is not None:
                     n = self.codec.encode_into(chunk, out, offset)
                 else:
@@ -226,14 +246,32 @@ class Writer(ABC):
                 offset += n
             return Encoded(out, sizes, offset)
         finally:
-            self._task_done(layer)
+            self.layer_done(layer)
+
+    def _observe(self, coords: tuple[int, ...] | None, chunk: np.ndarray[Any, Any]) -> None:
+        """Fold a subsample of ``chunk`` into the per-channel (min, max) window."""
+        assert coords is not None
+        sub = chunk[..., ::16, ::16]
+        ax = self._window_axis
+        if ax is None:
+            parts = {0: sub}
+        else:
+            base = coords[ax - 1] * self.layout.chunks[ax]
+            limit = self.layout.shape_rest[ax - 1]
+            parts = {base + i: sub.take(i, axis=ax) for i in range(min(sub.shape[ax], limit - base))}
+        found = {c: (float(p.min()), float(p.max())) for c, p in parts.items() if p.size}
+        with self._window_lock:
+            for c, (lo, hi) in found.items():
+                old = self.windows.get(c)
+                self.windows[c] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
 
     def _is_fill(self, chunk: np.ndarray[Any, Any]) -> bool:
         """All-zero bits?  Checks the ends first so real data costs almost nothing."""
         bits = chunk.reshape(-1).view(self._bits_dtype)
         return bool(bits[0] == 0 and bits[-1] == 0 and not bits.any())
 
-    def _task_done(self, layer: Layer) -> None:
+    def layer_done(self, layer: Layer) -> None:
+        """One reader of ``layer``'s buffer is done; the last one returns it to the pool."""
         with layer.lock:
             layer.pending_tasks -= 1
             last = layer.pending_tasks == 0
