@@ -348,3 +348,38 @@ def test_sigkill_mid_stream_leaves_a_valid_pyramid_prefix(tmp_path: Path, versio
         got = np.asarray(zarr.open_array(str(path / "img" / str(level)), mode="r")[:])
         assert got.shape[0] <= n0
         np.testing.assert_array_equal(got, expected[level][: got.shape[0]])
+
+
+def test_every_array_of_a_multi_array_stream(tmp_path: Path, version: int) -> None:
+    a = sample_data((5, 30, 26), "uint16", seed=1)
+    b = sample_data((6, 17, 9), "uint8", seed=2)
+    shards = [1, 2, 2] if version == 3 else None
+    settings = az.StreamSettings(
+        store=str(tmp_path / "s.zarr"),
+        version=version,
+        arrays=[
+            az.ArraySettings(
+                key="a",
+                dtype="uint16",
+                dimensions=dims((0, 30, 26), (2, 8, 8), shards),
+                multiscale=az.Multiscale(levels=3, method="min"),
+            ),
+            az.ArraySettings(
+                key="b",
+                dtype="uint8",
+                dimensions=dims((0, 17, 9), (4, 8, 8), shards),
+                multiscale=az.Multiscale(levels=2, method="decimate"),
+                compression=None,
+            ),
+        ],
+    )
+    with az.open_stream(settings) as stream:
+        for i in range(6):
+            if i < 5:
+                stream.append(a[i], key="a")
+            stream.append(b[i], key="b")
+    kinds = ["time", "space", "space"]
+    for level, expected in enumerate(reference_pyramid(a, kinds, 3, "min")):
+        assert_reads_back(tmp_path / "s.zarr" / "a" / str(level), version, expected)
+    for level, expected in enumerate(reference_pyramid(b, kinds, 2, "decimate")):
+        assert_reads_back(tmp_path / "s.zarr" / "b" / str(level), version, expected)

@@ -25,6 +25,7 @@ from the origin: the metadata records that as a translation.
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -81,47 +82,64 @@ def _pad_edge(block: np.ndarray[Any, Any], axes: tuple[int, ...]) -> np.ndarray[
 
 
 def reduce_block(block: np.ndarray[Any, Any], axes: tuple[int, ...], method: str) -> np.ndarray[Any, Any]:
-    """Halve ``block`` along ``axes`` with ``method`` (see the module docstring)."""
+    """Halve ``block`` along ``axes`` with ``method`` (see the module docstring).
+
+    Works on the 2**k strided views ``block[d0::2, d1::2, ...]`` with
+    elementwise ufuncs: numpy is several times faster at that than at
+    reducing over size-2 axes of a reshaped array.
+    """
     if not axes:
         return block
     if method == "decimate":
-        index = tuple(slice(None, None, 2) if i in axes else slice(None) for i in range(block.ndim))
-        return np.ascontiguousarray(block[index])
+        every_other = tuple(slice(None, None, 2) if i in axes else slice(None) for i in range(block.ndim))
+        return np.ascontiguousarray(block[every_other])
     block = _pad_edge(block, axes)
-    shape: list[int] = []
-    pair_axes = []
-    for i, n in enumerate(block.shape):
-        if i in axes:
-            shape += [n // 2, 2]
-            pair_axes.append(len(shape) - 1)
-        else:
-            shape.append(n)
-    grouped = block.reshape(shape)
-    red = tuple(pair_axes)
-    if method == "min":
-        return np.asarray(grouped.min(axis=red))
-    if method == "max":
-        return np.asarray(grouped.max(axis=red))
-    return _mean(grouped, red)
+    views = []
+    for offsets in itertools.product((0, 1), repeat=len(axes)):
+        index: list[slice] = [slice(None)] * block.ndim
+        for ax, d in zip(axes, offsets, strict=True):
+            index[ax] = slice(d, None, 2)
+        views.append(block[tuple(index)])
+    if method in ("min", "max"):
+        ufunc = np.minimum if method == "min" else np.maximum
+        out = views[0].copy()
+        for v in views[1:]:
+            ufunc(out, v, out=out)
+        return out
+    return _mean(views)
 
 
-def _mean(grouped: np.ndarray[Any, Any], axes: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    dtype = grouped.dtype
-    n = 2 ** len(axes)
+def _mean(views: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
+    dtype = views[0].dtype
+    n = len(views)
     if dtype.kind == "f":
-        return np.asarray(grouped.mean(axis=axes, dtype=np.float64)).astype(dtype)
+        acc = views[0].astype(np.float64)
+        for v in views[1:]:
+            np.add(acc, v, out=acc)
+        acc /= n
+        return acc.astype(dtype)
     if dtype.itemsize <= 4:
-        # Sums of at most 8 values of a 32-bit type fit a 64-bit accumulator exactly.
-        wide = np.int64 if dtype.kind == "i" else np.uint64
-        total = grouped.sum(axis=axes, dtype=wide)
-        return np.asarray((total + n // 2) // n).astype(dtype)
+        # Sums of at most 8 values fit exactly in twice the width (32 bits for 8/16-bit types,
+        # 64 for 32-bit ones); the narrowest that fits keeps memory traffic down.
+        bits = 32 if dtype.itemsize <= 2 else 64
+        wide = np.dtype(f"{'i' if dtype.kind == 'i' else 'u'}{bits // 8}")
+        acc = views[0].astype(wide)
+        for v in views[1:]:
+            np.add(acc, v, out=acc, casting="unsafe")
+        acc += n // 2
+        acc //= n
+        return acc.astype(dtype)
     # 64-bit: x = q*n + r, so floor((sum x + n/2) / n) = sum q + floor((sum r + n/2) / n) with no
     # intermediate larger than the type (q <= max / n, and there are n of them).
-    q = grouped // n
-    r = (grouped - q * n).astype(np.int64)
-    return np.asarray(
-        q.sum(axis=axes, dtype=dtype) + np.asarray((r.sum(axis=axes) + n // 2) // n).astype(dtype)
-    )
+    q_sum = np.zeros(views[0].shape, dtype)
+    r_sum = np.zeros(views[0].shape, np.int64)
+    for v in views:
+        q = v // n
+        np.add(q_sum, q, out=q_sum)
+        np.add(r_sum, (v - q * n).astype(np.int64), out=r_sum)
+    r_sum += n // 2
+    r_sum //= n
+    return np.asarray(q_sum + r_sum.astype(dtype))
 
 
 class Downsampler:
