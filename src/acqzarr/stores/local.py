@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import itertools
 import mmap
 import os
@@ -188,12 +189,33 @@ def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
 
 
 def _pwrite_all(fd: int, view: memoryview, nbytes: int) -> None:
-    """Write all of ``view`` (block-padded), then cut the file to its real length ``nbytes``."""
+    """Write all of ``view`` (block-padded), then cut the file to its real length ``nbytes``.
+
+    When the kernel clips a write (a file-size limit, a nearly full disk), O_DIRECT
+    refuses the clipped, unaligned remainder with a misleading EINVAL, or leaves
+    an unaligned offset after a short write.  Either way, continue without
+    O_DIRECT: the kernel then reports the real cause (EFBIG, ENOSPC) or completes.
+    """
     done = 0
     while done < len(view):
-        done += os.pwrite(fd, view[done:], done)
+        if done % _ALIGN:
+            _drop_direct(fd)
+        try:
+            done += os.pwrite(fd, view[done:], done)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL or not _drop_direct(fd):
+                raise
     if len(view) != nbytes:
         os.ftruncate(fd, nbytes)
+
+
+def _drop_direct(fd: int) -> bool:
+    """Turn O_DIRECT off on ``fd``; False if it was not on (nothing to retry)."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    if not flags & _O_DIRECT:
+        return False
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+    return True
 
 
 def _unlink_quietly(path: str) -> None:

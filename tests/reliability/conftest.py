@@ -1,0 +1,38 @@
+"""The reliability suite records its figures for RELIABILITY.md (see report.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+RESULTS = Path(os.environ.get("ACQZARR_RELIABILITY_RESULTS", Path(__file__).parent / ".results"))
+
+
+@pytest.fixture
+def record_figures(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    """A dict the test fills with its figures; written to .results/<test id>.json when it passes."""
+    figures: dict[str, Any] = {}
+    yield figures
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.passed and figures:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        name = request.node.nodeid.split("::", 1)[1].replace("/", "_")
+        (RESULTS / f"{name}.json").write_text(json.dumps(figures, indent=2))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    rep = yield
+    if rep.when == "call":
+        item.rep_call = rep  # type: ignore[attr-defined]
+    return rep
+
+
+def scale(name: str, default: int) -> int:
+    """Sizes come from the environment so report.py can run the suite longer than CI does."""
+    return int(os.environ.get(f"ACQZARR_{name}", default))

@@ -1,0 +1,148 @@
+"""SIGKILL at many random moments: the store always opens, validates and holds every flushed frame."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tensorstore as ts
+import zarr
+from ome_zarr_models.v04.image import Image as Image04
+from ome_zarr_models.v05.image import Image as Image05
+
+from .conftest import scale
+
+pytestmark = pytest.mark.reliability
+
+FRAME = (48, 40)
+
+WRITER = """
+import sys, time, numpy as np, acqzarr as az
+settings = az.StreamSettings.model_validate_json(sys.argv[1])
+stop_after = int(sys.argv[2])
+yy, xx = np.mgrid[0:48, 0:40]
+stream = az.open_stream(settings)
+print("ready", flush=True)
+last = -1
+for i in range(stop_after):
+    time.sleep(0.001)  # ~500-900 fps: kills land while appending, compressing, writing, publishing
+    stream.append(((yy * 40 + xx + i * 977) % 4093).astype(np.uint16))
+    flushed = stream.stats().frames_flushed
+    if flushed != last:
+        print(f"flushed {flushed}", flush=True)
+        last = flushed
+print("closing", flush=True)
+stream.close()
+print(f"closed {stream.stats().frames_flushed}", flush=True)
+"""
+
+
+def frame(i: int) -> np.ndarray[Any, Any]:
+    yy, xx = np.mgrid[0 : FRAME[0], 0 : FRAME[1]]
+    return ((yy * 40 + xx + i * 977) % 4093).astype(np.uint16)
+
+
+def _settings(path: Path, version: int, pyramid: bool) -> str:
+    import acqzarr as az
+
+    shard = 2 if version == 3 else 1
+    return az.StreamSettings(
+        store=str(path),
+        version=version,
+        arrays=[
+            az.ArraySettings(
+                key="cam",
+                dtype="uint16",
+                dimensions=[
+                    az.Dimension(name="t", kind="time", size=0, chunk=3),
+                    az.Dimension(name="y", kind="space", size=FRAME[0], chunk=16, shard=shard),
+                    az.Dimension(name="x", kind="space", size=FRAME[1], chunk=16, shard=shard),
+                ],
+                multiscale=az.Multiscale(levels=3) if pyramid else None,
+            )
+        ],
+    ).model_dump_json()
+
+
+def _calibrate(path: Path, version: int, frames: int = 300) -> float:
+    """Seconds per frame of the writer child, from "ready" to "closed", so kills can be aimed."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, _settings(path, version, True), str(frames)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()
+    start = time.monotonic()
+    proc.stdout.read()
+    proc.wait()
+    proc.stdout.close()
+    return (time.monotonic() - start) / frames
+
+
+def _check_store(path: Path, version: int, reported: int, levels: int) -> int:
+    """Open with three independent readers; every reported frame (and only whole layers) must be there."""
+    group = zarr.open_group(str(path / "cam"), mode="r", zarr_format=version)
+    (Image04 if version == 2 else Image05).from_zarr(group)
+    level0 = np.asarray(zarr.open_array(str(path / "cam" / "0"), mode="r")[:])
+    n = level0.shape[0]
+    assert n >= reported, f"{reported} frames were reported flushed but only {n} are readable"
+    expected = np.stack([frame(i) for i in range(n)]) if n else np.zeros((0, *FRAME), np.uint16)
+    np.testing.assert_array_equal(level0, expected)
+    spec = {
+        "driver": "zarr3" if version == 3 else "zarr",
+        "kvstore": {"driver": "file", "path": str(path / "cam" / "0")},
+    }
+    np.testing.assert_array_equal(ts.open(spec, read=True).result().read().result(), expected)
+    for level in range(1, levels):
+        arr = zarr.open_array(str(path / "cam" / str(level)), mode="r")
+        assert arr.shape[0] <= n  # a level never claims frames level 0 does not have
+    assert not [p for p in path.rglob("*.tmp") if not p.name.startswith(".")], "a temp file is visible"
+    return n
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[str, Any]) -> None:
+    rng = random.Random(1234 + version)
+    kills = scale("KILL_POINTS", 12)
+    phases: dict[str, int] = {"appending": 0, "closing": 0, "closed": 0}
+    frames_checked = 0
+    per_frame = _calibrate(tmp_path / "calibration.zarr", version)
+    for k in range(kills):
+        path = tmp_path / f"s{k}.zarr"
+        pyramid = k % 2 == 1
+        stop_after = rng.choice([rng.randint(1, 100), rng.randint(100, 1500)])
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, _settings(path, version, pyramid), str(stop_after)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline().strip()]  # "ready": the store exists, frames start now
+        # Anywhere from the first frame to a little after close.
+        time.sleep(rng.uniform(0.0, 1.15) * stop_after * per_frame)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        lines += proc.stdout.read().splitlines()
+        proc.stdout.close()
+        reported = max(
+            [int(ln.split()[1]) for ln in lines if ln.startswith(("flushed", "closed"))], default=0
+        )
+        phase = (
+            "closed"
+            if any(ln.startswith("closed") for ln in lines)
+            else ("closing" if "closing" in lines else "appending")
+        )
+        phases[phase] += 1
+        if not path.exists() or not any(path.iterdir()):
+            continue  # killed before the store was created: nothing to check
+        frames_checked += _check_store(path, version, reported, 3 if pyramid else 1)
+    record_figures.update(version=version, kill_points=kills, phases=phases, frames_verified=frames_checked)
