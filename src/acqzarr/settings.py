@@ -390,11 +390,17 @@ def load_mapping(path: str | Path) -> Any:
         raise ConfigError(f"{p}: not valid {kind}: {exc}") from None
 
 
+def _key_text(part: object) -> str:
+    """A key as written, or its repr when it holds anything but plain printable characters."""
+    text = str(part)
+    return text if text.isprintable() and text.strip() == text and text else repr(text)
+
+
 def format_validation_error(exc: ValidationError, source: str) -> str:
     """One line per problem, each starting with the dotted key path."""
     lines = [f"{source}: invalid settings"]
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        loc = ".".join(_key_text(p) for p in err["loc"]) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
