@@ -124,15 +124,17 @@ def render(figs: dict[str, dict], summary: str, seconds: float, quick: bool) -> 
         "the first (+64 MiB allocator slack) and no file descriptor leaks. Throughput per quarter is",
         "reported, not asserted (timings are the benchmark's job).",
         "",
-        "| run | frames | MB/s | MB/s by quarter | RSS max 1st / 2nd half MiB | in-flight cap MiB | fds before / after |",
+        "| run | frames | MB/s | MB/s by quarter | RSS max 1st / 2nd half MiB | in-flight cap MiB "
+        "| fds before / after |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in soaks:
-        shape = "x".join(map(str, s["frame_shape"]))
+        shape = "x".join(map(str, s["frame_shape"])) + (", pyramid" if s["pyramid"] else "")
+        quarters = " / ".join(map(str, s["mb_per_s_by_quarter"]))
         lines.append(
-            f"| {s['name']} ({shape}{', pyramid' if s['pyramid'] else ''}) | {s['frames']} | {s['mb_per_s']} | "
-            f"{' / '.join(map(str, s['mb_per_s_by_quarter']))} | {s['rss_first_half_max_mib']} / "
-            f"{s['rss_second_half_max_mib']} | {s['inflight_cap_mib']} | {s['fds_before']} / {s['fds_after']} |"
+            f"| {s['name']} ({shape}) | {s['frames']} | {s['mb_per_s']} | {quarters} "
+            f"| {s['rss_first_half_max_mib']} / {s['rss_second_half_max_mib']} | {s['inflight_cap_mib']} "
+            f"| {s['fds_before']} / {s['fds_after']} |"
         )
     lines += [
         "",
