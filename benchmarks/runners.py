@@ -56,7 +56,7 @@ def _timed_appends(w: Workload, pool: np.ndarray, append: Callable[[np.ndarray],
 
 
 # -- writers -------------------------------------------------------------------
-def run_acqzarr(w: Workload, path: Path, version: int) -> dict[str, Any]:
+def run_acqzarr(w: Workload, path: Path, version: int, pyramid: bool = False) -> dict[str, Any]:
     import acqzarr as az
 
     shard = 4 if version == 3 else 1
@@ -75,6 +75,8 @@ def run_acqzarr(w: Workload, path: Path, version: int) -> dict[str, Any]:
                     az.Dimension(name="x", kind="space", size=s, chunk=c, shard=shard),
                 ],
                 compression=az.Blosc(cname="lz4", clevel=1, shuffle="byte") if w["compress"] else None,
+                # The pyramid row: mean, levels "auto" (2048 -> 256: 4 levels); its disk bytes include them.
+                multiscale=az.Multiscale(levels="auto", method="mean") if pyramid else None,
             )
         ],
     )
@@ -219,6 +221,7 @@ def run_tensorstore(w: Workload, path: Path, per: str) -> dict[str, Any]:
 WRITERS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
     "acqzarr-v3": lambda w, p: run_acqzarr(w, p, 3),
     "acqzarr-v2": lambda w, p: run_acqzarr(w, p, 2),
+    "acqzarr-v3-pyramid": lambda w, p: run_acqzarr(w, p, 3, pyramid=True),
     "acquire-zarr": run_acquire_zarr,
     "tensorstore-frame": lambda w, p: run_tensorstore(w, p, "frame"),
     "tensorstore-layer": lambda w, p: run_tensorstore(w, p, "layer"),
