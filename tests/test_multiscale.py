@@ -383,3 +383,25 @@ def test_every_array_of_a_multi_array_stream(tmp_path: Path, version: int) -> No
         assert_reads_back(tmp_path / "s.zarr" / "a" / str(level), version, expected)
     for level, expected in enumerate(reference_pyramid(b, kinds, 2, "decimate")):
         assert_reads_back(tmp_path / "s.zarr" / "b" / str(level), version, expected)
+
+
+def test_levels_never_publish_ahead_of_level_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every time a level's shape is published, level 0 already shows at least as many frames."""
+    from acqzarr.stream import Stream
+
+    seen: list[tuple[int, int, int]] = []
+    original = Stream._publish
+
+    def spy(self: Stream, key: str, writer: Any, frames: int) -> None:
+        original(self, key, writer, frames)
+        level = int(writer.array_path.rsplit("/", 1)[-1])
+        level0 = zarr.open_array(str(tmp_path / "s.zarr" / "img" / "0"), mode="r").shape[0]
+        seen.append((level, writer.layout.shape_for(frames)[0], level0))
+
+    monkeypatch.setattr(Stream, "_publish", spy)
+    data = sample_data((40, 24, 24), "uint16")
+    record(
+        tmp_path / "s.zarr", 3, data, ["time", "space", "space"], "tyx", (2, 8, 8), az.Multiscale(levels=3)
+    )
+    assert {lvl for lvl, _, _ in seen} == {0, 1, 2}
+    assert all(shape <= level0 for _, shape, level0 in seen), seen

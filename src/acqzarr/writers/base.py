@@ -214,10 +214,12 @@ class Writer(ABC):
             self._layers_in_flight += 1
         groups = self._task_groups()
         layer.pending_tasks = len(groups) + (self.on_layer is not None)
-        if self.on_layer is not None:
-            self.on_layer(layer)  # it calls layer_done(layer) when it no longer reads the buffer
         futures: list[Future[Encoded]] = [self.pipeline.compress(self._encode, layer, g) for g in groups]
         self.pipeline.submit_io(lambda failed: self._io_job(layer, futures, failed))
+        if self.on_layer is not None:
+            # Only after this layer's write is queued: the pyramid's writes for it then queue behind
+            # it, so no level ever publishes frames level 0 has not.  It calls layer_done(layer).
+            self.on_layer(layer)
         self._layer = None
         self._slot = 0
         self._layer_index += 1
