@@ -31,23 +31,17 @@ def _demo(args: argparse.Namespace) -> int:
                 dtype="uint16",
                 dimensions=[
                     Dimension(name="t", kind="time", size=0, chunk=32, unit="millisecond", scale=10.0),
-                    Dimension(
-                        name="y",
-                        kind="space",
-                        size=size,
-                        chunk=256,
-                        shard=shard,
-                        unit="micrometer",
-                        scale=0.65,
-                    ),
-                    Dimension(
-                        name="x",
-                        kind="space",
-                        size=size,
-                        chunk=256,
-                        shard=shard,
-                        unit="micrometer",
-                        scale=0.65,
+                    *(
+                        Dimension(
+                            name=axis,
+                            kind="space",
+                            size=size,
+                            chunk=256,
+                            shard=shard,
+                            unit="micrometer",
+                            scale=0.65,
+                        )
+                        for axis in "yx"
                     ),
                 ],
                 compression=Blosc(cname="lz4", clevel=1, shuffle="byte"),
