@@ -112,6 +112,21 @@ def test_valid_settings_round_trip_through_yaml_and_json(tmp_path: Path) -> None
         (lambda d: d["arrays"][0].update(key="../escape"), "arrays.0.key", "'..'"),
         (lambda d: d["arrays"][0].update(key="/abs"), "arrays.0.key", "empty"),
         (lambda d: d["arrays"].append(dict(d["arrays"][0])), "(root)", "unique"),
+        (
+            lambda d: d["arrays"][0].update(multiscale={"levels": 0}),
+            "arrays.0.multiscale.levels",
+            "levels must be 1 to 16 or 'auto'",
+        ),
+        (
+            lambda d: d["arrays"][0].update(multiscale={"levels": "many"}),
+            "arrays.0.multiscale.levels",
+            "Input should be",
+        ),
+        (
+            lambda d: d["arrays"][0].update(multiscale={"method": "median"}),
+            "arrays.0.multiscale.method",
+            "Input should be",
+        ),
         (lambda d: d.update(version=4), "version", "Input should be 2 or 3"),
         (lambda d: d.update(max_inflight_bytes=0), "max_inflight_bytes", "greater than or equal to 1"),
         (lambda d: d.update(append_timeout=0), "append_timeout", "greater than 0"),
