@@ -1,0 +1,170 @@
+"""Simulated cameras that behave like real ones where it matters to a sink.
+
+A producer thread fills a bounded ring buffer at the configured frame rate
+(or as fast as it can when free-running).  When the reader falls behind, the
+oldest unread frame is overwritten, as a camera's on-board buffer does, and
+the loss is counted and reported with the next frame read: a slow sink
+produces counted drops, never silent ones.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from acqzarr.camera import FrameInfo
+
+__all__ = ["EmptySimulator", "NoiseSimulator", "RadialSineSimulator", "RandomSimulator", "SimulatorOptions"]
+
+
+class SimulatorOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    height: int = Field(default=512, ge=1, description="Frame height in pixels.")
+    width: int = Field(default=512, ge=1, description="Frame width in pixels.")
+    dtype: str = Field(default="uint16", pattern="^(uint8|uint16)$", description="Sample type.")
+    fps: float | None = Field(
+        default=None, gt=0, description="Frame rate; null runs free (as fast as possible)."
+    )
+    frames: int | None = Field(
+        default=None, ge=0, description="Frames to produce, then end; null runs until stop."
+    )
+    ring: int = Field(
+        default=16, ge=1, description="On-board buffer in frames; unread frames beyond it are lost."
+    )
+    seed: int = Field(default=0, description="Seed of the deterministic pattern.")
+
+
+class Simulator:
+    """Base of the simulated cameras: subclasses only say how frame ``i`` looks."""
+
+    Options: ClassVar[type[SimulatorOptions]] = SimulatorOptions
+
+    def __init__(self, options: SimulatorOptions) -> None:
+        self.options = options
+        self._dtype = np.dtype(options.dtype)
+        self._ring = np.zeros((options.ring, options.height, options.width), self._dtype)
+        self._stamps = np.zeros(options.ring, np.int64)
+        self._cond = threading.Condition()
+        self._written = 0  # frames produced
+        self._read = 0  # frames consumed or dropped
+        self._dropped = 0
+        self._dropped_reported = 0
+        self._running = False
+        self._ended = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.options.height, self.options.width)
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return self._dtype
+
+    @property
+    def fps(self) -> float | None:
+        return self.options.fps
+
+    @property
+    def dropped(self) -> int:
+        return self._dropped
+
+    def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._running = True
+        self._thread = threading.Thread(target=self._produce, name="simulated-camera", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._running = False
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _produce(self) -> None:
+        period = 1.0 / self.options.fps if self.options.fps else 0.0
+        start = time.perf_counter()
+        i = 0
+        while self._running and (self.options.frames is None or i < self.options.frames):
+            if period:
+                delay = start + i * period - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+            slot = i % self.options.ring
+            with self._cond:
+                if self._written - self._read >= self.options.ring:  # overwrite the oldest unread
+                    self._read += 1
+                    self._dropped += 1
+            self.pattern(i, self._ring[slot])
+            with self._cond:
+                self._stamps[slot] = time.monotonic_ns()
+                self._written += 1
+                self._cond.notify_all()
+            i += 1
+        with self._cond:
+            self._ended = True
+            self._cond.notify_all()
+
+    def read_into(self, out: np.ndarray[Any, Any]) -> FrameInfo | None:
+        with self._cond:
+            while self._read >= self._written and not self._ended and self._running:
+                self._cond.wait()
+            if self._read >= self._written:
+                return None
+            frame_id = self._read
+            slot = frame_id % self.options.ring
+            out[...] = self._ring[slot]
+            self._read += 1
+            dropped = self._dropped - self._dropped_reported
+            self._dropped_reported = self._dropped
+            return FrameInfo(frame_id=frame_id, timestamp_ns=int(self._stamps[slot]), dropped_before=dropped)
+
+
+class EmptySimulator(Simulator):
+    """All-zero frames: measures the sink's overhead without compressible content."""
+
+    def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
+        out[...] = 0
+
+
+class RandomSimulator(Simulator):
+    """Uniform random frames (incompressible): a worst case for compression."""
+
+    def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
+        rng = np.random.default_rng((self.options.seed, i))
+        out[...] = rng.integers(0, np.iinfo(out.dtype).max, out.shape, dtype=out.dtype, endpoint=True)
+
+
+class RadialSineSimulator(Simulator):
+    """A radial sine pattern that moves outward frame by frame."""
+
+    def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
+        h, w = out.shape
+        yy, xx = np.ogrid[0:h, 0:w]
+        r = np.hypot(yy - h / 2, xx - w / 2)
+        peak = float(np.iinfo(out.dtype).max)
+        out[...] = (peak / 2 * (1 + np.sin(r / 8.0 - i * 0.5))).astype(out.dtype)
+
+
+class NoiseSimulator(Simulator):
+    """A 12-bit camera: smooth background plus shot noise, deterministic for a seed."""
+
+    _POOL = 8
+
+    def __init__(self, options: SimulatorOptions) -> None:
+        super().__init__(options)
+        from acqzarr.synthetic import camera_frames
+
+        # A pool generated once: drawing Poisson noise per 2048^2 frame would cap the frame rate.
+        self._pool = camera_frames(self._POOL, self.shape, self._dtype, seed=options.seed)
+
+    def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
+        out[...] = self._pool[i % self._POOL]

@@ -1,0 +1,54 @@
+"""The camera driver protocol: the one seam drivers (in ``drivers/``) implement.
+
+Drivers import only this module from acqzarr.  A driver fills buffers the
+caller owns (no copy per frame beyond the sensor readout) and says, per
+frame, what a real camera would: its frame id, hardware timestamp and how
+many frames were lost before it because nobody read them in time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["Camera", "FrameInfo"]
+
+
+@dataclass(frozen=True)
+class FrameInfo:
+    """What a camera reports with a frame (version 1 of the per-frame metadata)."""
+
+    frame_id: int  # counts every frame the sensor produced, read or not
+    timestamp_ns: int  # hardware (or simulated hardware) clock, nanoseconds
+    dropped_before: int  # frames overwritten unread since the previous frame returned
+
+
+@runtime_checkable
+class Camera(Protocol):
+    """A source of frames.  ``read_into`` blocks until a frame is ready (or the source ends)."""
+
+    @property
+    def shape(self) -> tuple[int, int]: ...
+
+    @property
+    def dtype(self) -> np.dtype[Any]: ...
+
+    @property
+    def fps(self) -> float | None:
+        """Frame rate the camera paces itself at; None when free-running."""
+        ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def read_into(self, out: np.ndarray[Any, Any]) -> FrameInfo | None:
+        """Fill ``out`` (shape and dtype as above) with the next frame; None when the source has ended."""
+        ...
+
+    @property
+    def dropped(self) -> int:
+        """Frames overwritten unread so far."""
+        ...
