@@ -14,7 +14,27 @@ from .synthetic import camera_frames
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG = 0, 1, 2
+EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _record(args: argparse.Namespace) -> int:
+    """Run a recording session from a config file (see configs/)."""
+    import json
+
+    from .session import estimate, load_session, record
+
+    config, camera = load_session(args.config, args.set, frames=args.frames, output=args.output)
+    if args.dry_run:
+        resolved = json.loads(config.model_dump_json())
+        print(json.dumps({"config": resolved, "estimate": estimate(config, camera)}, indent=2))
+        return EXIT_OK
+    session = record(config, camera)
+    print(
+        f"recorded {session['frames']} frames from {session['driver']} into {config.store} "
+        f"(dropped by the source: {session['dropped']})"
+        + (f"; interrupted by {session['interrupted']}" if session["interrupted"] else "")
+    )
+    return EXIT_INTERRUPTED if session["interrupted"] else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -75,6 +95,21 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--version", type=int, choices=(2, 3), default=3, help="Zarr format (default: 3)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing store")
     demo.set_defaults(func=_demo)
+    rec = sub.add_parser("record", help="record a session described by a YAML/JSON config file")
+    rec.add_argument("config", help="session config: StreamSettings fields plus a source: section")
+    rec.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config value (YAML syntax), e.g. --set source.frames=100",
+    )
+    rec.add_argument(
+        "--dry-run", action="store_true", help="print the resolved config and estimates, then exit"
+    )
+    rec.add_argument("--frames", type=int, help="frames to record (overrides source.frames)")
+    rec.add_argument("--output", help="store path (overrides store)")
+    rec.set_defaults(func=_record)
     return p
 
 

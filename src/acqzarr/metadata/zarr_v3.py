@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["array_doc", "group_doc"]
+__all__ = ["array_doc", "group_doc", "plain_array_doc"]
 
 
 def group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -45,4 +45,21 @@ def array_doc(
         ],
         "attributes": {},
         "dimension_names": list(dimension_names),
+    }
+
+
+def plain_array_doc(
+    *, shape: tuple[int, ...], chunk: tuple[int, ...], dtype: np.dtype[Any]
+) -> dict[str, Any]:
+    """A small unsharded, uncompressed array (per-frame metadata beside an image)."""
+    return {
+        "zarr_format": 3,
+        "node_type": "array",
+        "shape": list(shape),
+        "data_type": dtype.name,
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk)}},
+        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "fill_value": 0,
+        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "attributes": {},
     }

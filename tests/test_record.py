@@ -1,0 +1,167 @@
+"""`acqzarr record`: config in, validated OME-Zarr with per-frame metadata and a session record out."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import acqzarr_drivers as drivers
+import numpy as np
+import pytest
+import yaml
+import zarr
+from ome_zarr_models.v05.image import Image as Image05
+
+CONFIG: dict[str, Any] = {
+    "store": "out.zarr",
+    "version": 3,
+    "arrays": [
+        {
+            "key": "cam0",
+            "dtype": "uint16",
+            "dimensions": [
+                {"name": "t", "kind": "time", "size": 0, "chunk": 8},
+                {"name": "y", "kind": "space", "size": 64, "chunk": 32, "shard": 2},
+                {"name": "x", "kind": "space", "size": 48, "chunk": 16, "shard": 2},
+            ],
+            "multiscale": {"levels": 2},
+        }
+    ],
+    "source": {"driver": "simulated.noise", "frames": 20, "options": {"height": 64, "width": 48, "ring": 64}},
+}
+
+
+def _write(tmp_path: Path, **changes: Any) -> Path:
+    data = json.loads(json.dumps(CONFIG))
+    data["store"] = str(tmp_path / "out.zarr")
+    for key, value in changes.items():
+        data[key] = value
+    path = tmp_path / "session.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "acqzarr", "record", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+
+
+def test_record_writes_frames_metadata_and_session(tmp_path: Path) -> None:
+    result = _run(str(_write(tmp_path)))
+    assert result.returncode == 0, result.stderr
+    assert "recorded 20 frames from simulated.noise" in result.stdout
+    store = tmp_path / "out.zarr"
+    Image05.from_zarr(zarr.open_group(str(store / "cam0"), mode="r", zarr_format=3))
+    cam = drivers.create("simulated.noise", {"height": 64, "width": 48, "frames": 20})
+    pool = cam._pool  # the simulator's deterministic frames
+    data = np.asarray(zarr.open_array(str(store / "cam0" / "0"), mode="r")[:])
+    np.testing.assert_array_equal(data, pool[np.arange(20) % len(pool)])
+    frames = zarr.open_group(str(store / "cam0" / "acqzarr_frames"), mode="r")
+    np.testing.assert_array_equal(frames["frame_id"][:], np.arange(20))  # type: ignore[index]
+    assert (np.diff(frames["timestamp_ns"][:]) >= 0).all()  # type: ignore[index]
+    assert frames["dropped_before"][:].sum() == 0  # type: ignore[index]
+    attrs = json.loads((store / "cam0" / "zarr.json").read_text())["attributes"]
+    session = attrs["acqzarr_session"]
+    assert session["driver"] == "simulated.noise" and session["frames"] == 20
+    assert session["completed"] is True and session["interrupted"] is None
+    assert session["software"].startswith("acqzarr ")
+
+
+def test_set_env_frames_and_output_overrides(tmp_path: Path) -> None:
+    config = _write(tmp_path)
+    out = tmp_path / "elsewhere.zarr"
+    result = _run(
+        str(config),
+        "--set",
+        "arrays.0.dtype=uint8",
+        "--set",
+        "source.options.dtype=uint8",
+        "--output",
+        str(out),
+        env={"ACQZARR_SOURCE__FRAMES": "7"},
+    )
+    assert result.returncode == 0, result.stderr
+    array = zarr.open_array(str(out / "cam0" / "0"), mode="r")
+    assert array.shape == (7, 64, 48) and array.dtype == np.uint8
+    result = _run(str(config), "--frames", "3", "--output", str(tmp_path / "three.zarr"))
+    assert zarr.open_array(str(tmp_path / "three.zarr" / "cam0" / "0"), mode="r").shape[0] == 3
+
+
+def test_dry_run_prints_the_resolved_config_and_creates_nothing(tmp_path: Path) -> None:
+    result = _run(str(_write(tmp_path)), "--dry-run", "--set", "source.options.fps=25")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["config"]["source"]["options"]["fps"] == 25
+    assert report["estimate"]["data_rate_bytes_per_s"] == 25 * 64 * 48 * 2
+    assert report["estimate"]["memory_reserved_bytes"] > 0
+    assert not (tmp_path / "out.zarr").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            {
+                "source": {
+                    "driver": "simulated.noise",
+                    "options": {"colour": "red", "height": 64, "width": 48},
+                }
+            },
+            "source.options.colour: Extra inputs are not permitted",
+        ),
+        ({"source": {"driver": "nope"}}, "source.driver: unknown driver 'nope'"),
+        (
+            {"source": {"driver": "simulated.noise", "options": {"height": 32, "width": 48}}},
+            "the driver delivers (32, 48) uint16 frames but array 'cam0' takes (64, 48) uint16",
+        ),
+        ({"version": 7}, "version: Input should be 2 or 3"),
+    ],
+)
+def test_invalid_configs_exit_2_before_touching_disk(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    result = _run(str(_write(tmp_path, **change)))
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "out.zarr").exists()
+
+
+def test_bad_set_syntax_is_a_config_error(tmp_path: Path) -> None:
+    result = _run(str(_write(tmp_path)), "--set", "novalue")
+    assert result.returncode == 2
+    assert "expected key.path=value" in result.stderr
+
+
+def test_sigterm_finalizes_the_store_and_exits_130(tmp_path: Path) -> None:
+    config = _write(
+        tmp_path,
+        source={"driver": "simulated.noise", "options": {"height": 64, "width": 48, "fps": 200, "ring": 64}},
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acqzarr", "record", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted by SIGTERM" in out
+    store = tmp_path / "out.zarr"
+    n = zarr.open_array(str(store / "cam0" / "0"), mode="r").shape[0]
+    frames = zarr.open_group(str(store / "cam0" / "acqzarr_frames"), mode="r")
+    assert n > 0 and frames["frame_id"].shape == (n,)  # type: ignore[union-attr]
+    session = json.loads((store / "cam0" / "zarr.json").read_text())["attributes"]["acqzarr_session"]
+    assert session["interrupted"] == "SIGTERM" and session["frames"] == n and session["completed"] is False
