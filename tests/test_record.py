@@ -169,3 +169,32 @@ def test_sigterm_finalizes_the_store_and_exits_130(tmp_path: Path) -> None:
     assert n > 0 and frames["frame_id"].shape == (n,)  # type: ignore[union-attr]
     session = json.loads((store / "cam0" / "zarr.json").read_text())["attributes"]["acqzarr_session"]
     assert session["interrupted"] == "SIGTERM" and session["frames"] == n and session["completed"] is False
+
+
+@pytest.mark.parametrize("kind", ["npy", "tiff", "zarr"])
+def test_replay_rerecords_a_file_exactly(tmp_path: Path, kind: str) -> None:
+    import tifffile
+
+    data = np.random.default_rng(5).integers(0, 4096, (11, 64, 48), dtype=np.uint16)
+    if kind == "npy":
+        src = tmp_path / "in.npy"
+        np.save(src, data)
+    elif kind == "tiff":
+        src = tmp_path / "in.tif"
+        tifffile.imwrite(src, data)
+    else:
+        src = tmp_path / "in.zarr"
+        zarr.create_array(str(src), shape=data.shape, chunks=(4, 64, 48), dtype=data.dtype)[:] = data
+    config = _write(tmp_path, source={"driver": "replay", "options": {"path": str(src)}})
+    result = _run(str(config))
+    assert result.returncode == 0, result.stderr
+    np.testing.assert_array_equal(
+        zarr.open_array(str(tmp_path / "out.zarr" / "cam0" / "0"), mode="r")[:], data
+    )
+
+
+def test_replay_of_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
+    config = _write(tmp_path, source={"driver": "replay", "options": {"path": str(tmp_path / "nope.npy")}})
+    result = _run(str(config))
+    assert result.returncode == 2
+    assert "source.options.path: no such file or directory" in result.stderr

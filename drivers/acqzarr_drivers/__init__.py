@@ -17,6 +17,7 @@ _BUILTIN = {
     "simulated.random": "acqzarr_drivers.simulated:RandomSimulator",
     "simulated.radial_sine": "acqzarr_drivers.simulated:RadialSineSimulator",
     "simulated.noise": "acqzarr_drivers.simulated:NoiseSimulator",
+    "replay": "acqzarr_drivers.replay:Replay",
 }
 GROUP = "acqzarr.drivers"
 
