@@ -112,3 +112,16 @@ def test_a_driver_feeds_a_stream(tmp_path: Path) -> None:
     np.testing.assert_array_equal(
         zarr.open_array(str(tmp_path / "s.zarr" / "cam" / "0"), mode="r")[:], np.stack(seen)
     )
+
+
+def test_third_party_drivers_register_through_entry_points(monkeypatch: pytest.MonkeyPatch) -> None:
+    from importlib.metadata import EntryPoint
+
+    fake = EntryPoint(
+        name="vendor.cam", value="acqzarr_drivers.simulated:RadialSineSimulator", group=drivers.GROUP
+    )
+    monkeypatch.setattr(drivers, "entry_points", lambda group: [fake] if group == drivers.GROUP else [])
+    assert "vendor.cam" in drivers.available()
+    cam = drivers.create("vendor.cam", {"height": 8, "width": 8, "frames": 2})
+    frames, ids, _ = _read_all(cam)
+    assert ids == [0, 1]
