@@ -125,3 +125,4 @@ def test_third_party_drivers_register_through_entry_points(monkeypatch: pytest.M
     cam = drivers.create("vendor.cam", {"height": 8, "width": 8, "frames": 2})
     frames, ids, _ = _read_all(cam)
     assert ids == [0, 1]
+    assert frames[0].shape == (8, 8)
