@@ -26,7 +26,6 @@ from the origin: the metadata records that as a translation.
 from __future__ import annotations
 
 import itertools
-import math
 from typing import Any
 
 import numpy as np
@@ -189,10 +188,3 @@ def gather_step(layout: ArrayLayout, layer: np.ndarray[Any, Any], t_in: int) -> 
     )
     crop = tuple(slice(0, s) for s in layout.shape_rest)
     return np.asarray(padded[crop])
-
-
-def window(sample: np.ndarray[Any, Any]) -> tuple[float, float]:
-    """(min, max) of a sample, as floats for JSON."""
-    if sample.size == 0:
-        return (math.inf, -math.inf)
-    return (float(sample.min()), float(sample.max()))
