@@ -108,7 +108,11 @@ def test_dry_run_prints_the_resolved_config_and_creates_nothing(tmp_path: Path) 
     report = json.loads(result.stdout)
     assert report["config"]["source"]["options"]["fps"] == 25
     assert report["estimate"]["data_rate_bytes_per_s"] == 25 * 64 * 48 * 2
-    assert report["estimate"]["memory_reserved_bytes"] > 0
+    import acqzarr as az
+
+    settings = az.StreamSettings.model_validate({k: v for k, v in report["config"].items() if k != "source"})
+    with az.open_stream(settings, store=az.MemoryStore()) as stream:  # the cap a real stream uses
+        assert report["estimate"]["memory_reserved_bytes"] == stream.pipeline.budget.cap
     assert not (tmp_path / "out.zarr").exists()
 
 

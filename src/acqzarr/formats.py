@@ -9,9 +9,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+import numpy as np
+
 from .codecs import BloscCodec, ShardLayout
 from .layout import ArrayLayout
 from .metadata import ngff, zarr_v2, zarr_v3
+from .multiscale import level_count, level_settings
 from .settings import ArraySettings, StreamSettings
 from .writers import ChunkWriter, ShardWriter, Writer
 
@@ -27,6 +30,7 @@ def _join(*parts: str) -> str:
 class ZarrFormat(ABC):
     version: ClassVar[int]
     sharded: ClassVar[bool]
+    writer_class: ClassVar[type[Writer]]
 
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = settings
@@ -49,12 +53,30 @@ class ZarrFormat(ABC):
     def make_writer(self, **kwargs: Any) -> Writer:
         """The writer kind of this format."""
 
+    @abstractmethod
+    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any]) -> Documents:
+        """Documents of a small uncompressed 1-D array stored as one chunk (per-frame metadata)."""
+
+    @abstractmethod
+    def vector_chunk_key(self, path: str) -> str:
+        """Key of that array's single chunk."""
+
+    def default_inflight_bytes(self) -> int:
+        """The default in-flight cap: two worst-case layers per array level (one filling while the
+        other is compressed and written), measured fastest on 2 cores, cold and warm."""
+        total = 0
+        for arr in self.settings.arrays:
+            for level in level_settings(arr, level_count(arr)):
+                total += 2 * self.writer_class.reservation_for(ArrayLayout(level, sharded=self.sharded))
+        return total
+
 
 class ZarrV2(ZarrFormat):
     """Zarr v2 + OME-NGFF 0.4; one object per chunk (ChunkWriter)."""
 
     version = 2
     sharded = False
+    writer_class = ChunkWriter
 
     def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
         docs = {_join(path, ".zgroup"): zarr_v2.group_doc()}
@@ -80,12 +102,26 @@ class ZarrV2(ZarrFormat):
     def make_writer(self, **kwargs: Any) -> Writer:
         return ChunkWriter(separator=self.settings.dimension_separator, **kwargs)
 
+    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any]) -> Documents:
+        doc = zarr_v2.array_doc(
+            shape=(length,),
+            chunks=(max(length, 1),),
+            dtype=dtype,
+            compressor=None,
+            separator=self.settings.dimension_separator,
+        )
+        return {_join(path, ".zarray"): doc}
+
+    def vector_chunk_key(self, path: str) -> str:
+        return _join(path, "0")
+
 
 class ZarrV3(ZarrFormat):
     """Zarr v3 + OME-NGFF 0.5; chunks packed into shards (ShardWriter)."""
 
     version = 3
     sharded = True
+    writer_class = ShardWriter
 
     def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
         return {_join(path, "zarr.json"): zarr_v3.group_doc(attributes)}
@@ -109,6 +145,13 @@ class ZarrV3(ZarrFormat):
 
     def make_writer(self, **kwargs: Any) -> Writer:
         return ShardWriter(**kwargs)
+
+    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any]) -> Documents:
+        doc = zarr_v3.plain_array_doc(shape=(length,), chunk=(max(length, 1),), dtype=dtype)
+        return {_join(path, "zarr.json"): doc}
+
+    def vector_chunk_key(self, path: str) -> str:
+        return _join(path, "c/0")
 
 
 def format_for(settings: StreamSettings) -> ZarrFormat:

@@ -60,8 +60,8 @@ class ArrayLayout:
         # Chunk grid of the non-append axes; the layer buffer is (grid..., chunk...).
         self.grid_rest = tuple(-(-s // c) for s, c in zip(self.shape_rest, self.chunks[1:], strict=True))
         self.layer_shape = (*self.grid_rest, *self.chunks)
-        self.layer_nbytes = math.prod(self.layer_shape) * self.dtype.itemsize
-        self.chunk_nbytes = math.prod(self.chunks) * self.dtype.itemsize
+        self.layer_nbytes: int = math.prod(self.layer_shape) * int(self.dtype.itemsize)
+        self.chunk_nbytes: int = math.prod(self.chunks) * int(self.dtype.itemsize)
         self.shard_grid_rest = tuple(
             -(-g // s) for g, s in zip(self.grid_rest, self.chunks_per_shard[1:], strict=True)
         )

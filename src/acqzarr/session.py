@@ -28,7 +28,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import __version__
 from .errors import ConfigError
-from .metadata import zarr_v2, zarr_v3
 from .settings import StreamSettings, format_validation_error, load_mapping
 from .stream import Stream, open_stream
 
@@ -157,19 +156,11 @@ def _make_camera(config: SessionConfig, origin: str) -> Any:
 def estimate(config: SessionConfig, camera: Any) -> dict[str, Any]:
     """What --dry-run reports: memory the stream may reserve, and the raw data rate."""
     from .formats import format_for
-    from .layout import ArrayLayout
-    from .multiscale import level_count, level_settings
 
-    sharded = format_for(config).sharded
-    reserve = 0
-    for arr in config.arrays:
-        for lvl in level_settings(arr, level_count(arr)):
-            lay = ArrayLayout(lvl, sharded)
-            reserve += 2 * (lay.layer_nbytes + lay.layer_nbytes + 16 * len(lay.chunk_grid_coords()))
     frame_bytes = int(np.prod(camera.shape)) * np.dtype(camera.dtype).itemsize
     fps = camera.fps
     return {
-        "memory_reserved_bytes": config.max_inflight_bytes or reserve,
+        "memory_reserved_bytes": config.max_inflight_bytes or format_for(config).default_inflight_bytes(),
         "frame_bytes": frame_bytes,
         "data_rate_bytes_per_s": None if fps is None else frame_bytes * fps,
         "frames": config.source.frames,
@@ -274,30 +265,13 @@ def _progress(out: Any, stream: Stream, key: str, meta: dict[str, list[int]], el
 
 def _write_frame_metadata(stream: Stream, key: str, meta: dict[str, list[int]]) -> None:
     """Per-frame metadata as 1-D int64 arrays at <key>/acqzarr_frames/<field> (uncompressed, one chunk)."""
+    fmt = stream.format
     base = "/".join(p for p in (key, FRAMES_GROUP) if p)
-    v3 = stream.settings.version == 3
-    docs: dict[str, Any] = {}
-    chunks: dict[str, bytes] = {}
-    if v3:
-        docs[f"{base}/zarr.json"] = zarr_v3.group_doc({"fields": list(FRAME_FIELDS), "version": 1})
-    else:
-        docs[f"{base}/.zgroup"] = zarr_v2.group_doc()
-        docs[f"{base}/.zattrs"] = {"fields": list(FRAME_FIELDS), "version": 1}
+    docs = fmt.group_documents(base, {"fields": list(FRAME_FIELDS), "version": 1})
     for name, values in meta.items():
         arr = np.asarray(values, dtype="<i8")
-        n = max(len(arr), 1)
-        if v3:
-            docs[f"{base}/{name}/zarr.json"] = zarr_v3.plain_array_doc(
-                shape=(len(arr),), chunk=(n,), dtype=arr.dtype
-            )
-            chunks[f"{base}/{name}/c/0"] = arr.tobytes()
-        else:
-            docs[f"{base}/{name}/.zarray"] = zarr_v2.array_doc(
-                shape=(len(arr),), chunks=(n,), dtype=arr.dtype, compressor=None, separator="."
-            )
-            chunks[f"{base}/{name}/0"] = arr.tobytes()
-    for k, data in chunks.items():
-        if data:
-            stream.store.put(k, [data])
-    for k, doc in docs.items():
-        stream.store.put(k, [json.dumps(doc, indent=2).encode()])
+        path = f"{base}/{name}"
+        if arr.size:
+            stream.store.put(fmt.vector_chunk_key(path), [arr.tobytes()])
+        docs.update(fmt.vector_documents(path, arr.size, arr.dtype))
+    stream.put_documents(docs)

@@ -79,16 +79,12 @@ class Stream:
         self._closed = False
         self._close_lock = threading.Lock()
         self._meta_lock = threading.Lock()
-        # Sized once the writers know their worst-case layer reservation (below).
-        self.pipeline = Pipeline(settings.threads, InflightBudget(settings.max_inflight_bytes or 0))
+        cap = settings.max_inflight_bytes or self.format.default_inflight_bytes()
+        self.pipeline = Pipeline(settings.threads, InflightBudget(cap))
         self._arrays: dict[str, _Array] = {}
         try:
             for arr in settings.arrays:
                 self._arrays[arr.key] = self._create_array(arr)
-            if settings.max_inflight_bytes is None:
-                self.pipeline.budget.cap = sum(
-                    2 * w.layer_reservation for a in self._arrays.values() for w in a.writers
-                )
             self._write_groups()
         except BaseException:
             self.pipeline.close()
@@ -142,20 +138,21 @@ class Stream:
             parts = key.split("/")[:-1] if key else []
             plain.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         for path in sorted(plain - set(self._arrays)):
-            self._put_docs(self.format.group_documents(path, {}))
+            self.put_documents(self.format.group_documents(path, {}))
         for array in self._arrays.values():
             self._write_image_group(array)
 
     def _write_image_group(self, array: _Array) -> None:
         attrs = self.format.image_attributes(array.settings, len(array.writers), array.writer.windows)
         with self._meta_lock:
-            self._put_docs(self.format.group_documents(array.group_path, {**array.user_attrs, **attrs}))
+            self.put_documents(self.format.group_documents(array.group_path, {**array.user_attrs, **attrs}))
 
     def _write_array_meta(self, writer: Writer, frames: int) -> None:
         shape = writer.layout.shape_for(frames)
-        self._put_docs(self.format.array_documents(writer.array_path, writer.layout, shape, writer.codec))
+        self.put_documents(self.format.array_documents(writer.array_path, writer.layout, shape, writer.codec))
 
-    def _put_docs(self, docs: dict[str, dict[str, Any]]) -> None:
+    def put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
+        """Write JSON documents (each atomically) into the stream's store."""
         for key, doc in docs.items():
             self.store.put(key, [json.dumps(doc, indent=2).encode()])
 

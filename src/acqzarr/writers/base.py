@@ -113,11 +113,8 @@ class Writer(ABC):
         # The first layer buffer now; the second (the default budget's depth) while the first fills.
         self._pool.prefill(1)
         self._pool.prefill(1, background=True)
-        capacity = self._group_chunks() * (layout.chunk_nbytes + BLOSC_MAX_OVERHEAD) + self._trailer_nbytes()
         # Output buffers fault in lazily: resident memory follows the compressed size.
-        self._out_pool = LayerPool((-(-capacity // _ALIGN) * _ALIGN,), np.dtype(np.uint8), populate=False)
-        # What one layer may hold at worst: its buffer plus every task's output buffer.
-        self._layer_output_nbytes = len(self._task_groups()) * self._out_pool.shape[0]
+        self._out_pool = LayerPool((self.output_buffer_nbytes(layout),), np.dtype(np.uint8), populate=False)
         self._layer: np.ndarray[Any, Any] | None = None
         self._slot = 0
         self._layer_index = 0
@@ -135,13 +132,23 @@ class Writer(ABC):
     def _task_groups(self) -> Sequence[Sequence[tuple[int, ...] | None]]:
         """Chunk grid coordinates (non-append axes) per encoding task; None = outside the array."""
 
+    @classmethod
     @abstractmethod
-    def _group_chunks(self) -> int:
-        """Most chunks in one task group (sizes the output buffers)."""
+    def output_geometry(cls, layout: ArrayLayout) -> tuple[int, int, int]:
+        """(encoding tasks per layer, most chunks in one task, bytes to leave after a task's chunks)."""
 
-    def _trailer_nbytes(self) -> int:
-        """Room to leave after a group's chunks (a shard index)."""
-        return 0
+    @classmethod
+    def output_buffer_nbytes(cls, layout: ArrayLayout) -> int:
+        """One task's output buffer: room for its chunks at worst (incompressible) plus the trailer."""
+        _tasks, chunks, trailer = cls.output_geometry(layout)
+        nbytes = chunks * (layout.chunk_nbytes + BLOSC_MAX_OVERHEAD) + trailer
+        return -(-nbytes // _ALIGN) * _ALIGN
+
+    @classmethod
+    def reservation_for(cls, layout: ArrayLayout) -> int:
+        """Bytes one layer may hold at worst: its buffer plus every task's output buffer."""
+        tasks, _chunks, _trailer = cls.output_geometry(layout)
+        return layout.layer_nbytes + tasks * cls.output_buffer_nbytes(layout)
 
     @abstractmethod
     def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
@@ -190,8 +197,7 @@ class Writer(ABC):
 
     @property
     def layer_reservation(self) -> int:
-        """Bytes one layer may hold at worst: its buffer plus every task's output buffer."""
-        return int(self.layout.layer_nbytes + self._layer_output_nbytes)
+        return self.reservation_for(self.layout)
 
     def _take_buffer(self) -> np.ndarray[Any, Any]:
         """Reserve a layer and its worst-case encoded output at once, so the cap is a true bound."""

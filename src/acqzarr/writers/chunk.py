@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..layout import ArrayLayout
 from .base import Encoded, Layer, Writer
 
 __all__ = ["ChunkWriter"]
@@ -21,8 +22,9 @@ class ChunkWriter(Writer):
     def _task_groups(self) -> Sequence[Sequence[tuple[int, ...] | None]]:
         return [[c] for c in self._coords]
 
-    def _group_chunks(self) -> int:
-        return 1
+    @classmethod
+    def output_geometry(cls, layout: ArrayLayout) -> tuple[int, int, int]:
+        return len(layout.chunk_grid_coords()), 1, 0
 
     def chunk_key(self, coords: tuple[int, ...]) -> str:
         return f"{self.array_path}/{self.separator.join(map(str, coords))}"

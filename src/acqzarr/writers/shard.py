@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..codecs import ShardLayout
+from ..layout import ArrayLayout
 from ..stores import Buffer
 from .base import Encoded, Layer, Writer
 
@@ -46,11 +47,11 @@ class ShardWriter(Writer):
         self._open_row = 0
         self._open_frames = 0
 
-    def _group_chunks(self) -> int:
-        return self._per_layer
-
-    def _trailer_nbytes(self) -> int:
-        return self.shard_layout.index_nbytes
+    @classmethod
+    def output_geometry(cls, layout: ArrayLayout) -> tuple[int, int, int]:
+        tasks = int(np.prod(layout.shard_grid_rest, dtype=np.int64))
+        per_layer = int(np.prod(layout.chunks_per_shard[1:], dtype=np.int64))
+        return tasks, per_layer, ShardLayout(layout.chunks_per_shard).index_nbytes
 
     def _task_groups(self) -> Sequence[Sequence[tuple[int, ...] | None]]:
         return self._groups
