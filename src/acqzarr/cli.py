@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 
 from .errors import AcqzarrError, ConfigError
+from .ingest.commands import add_subcommands as add_ingest_subcommands
 from .settings import ArraySettings, Blosc, Dimension, StreamSettings
 from .stream import open_stream
 from .synthetic import camera_frames
@@ -110,6 +111,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--frames", type=int, help="frames to record (overrides source.frames)")
     rec.add_argument("--output", help="store path (overrides store)")
     rec.set_defaults(func=_record)
+    add_ingest_subcommands(sub)  # serve, send, status
     return p
 
 

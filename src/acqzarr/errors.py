@@ -12,6 +12,7 @@ __all__ = [
     "BackpressureTimeout",
     "ConfigError",
     "FrameError",
+    "ProtocolError",
     "StateError",
     "StoreError",
     "WriterError",
@@ -28,6 +29,18 @@ class ConfigError(AcqzarrError, ValueError):
 
 class FrameError(AcqzarrError, ValueError):
     """A frame was rejected (shape, dtype, key or capacity); earlier frames are intact."""
+
+
+class ProtocolError(AcqzarrError, ValueError):
+    """A wire message (acqzarr ingest protocol) was malformed or out of place.
+
+    ``reason`` is the short, stable name the server counts it under
+    (``json``, ``header``, ``payload_size``, ...; see docs/protocol.md).
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
 
 
 class StateError(AcqzarrError, RuntimeError):

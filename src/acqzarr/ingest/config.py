@@ -1,0 +1,228 @@
+"""The server's config (``acqzarr serve CONFIG``): where to listen, where to write, how much to trust.
+
+Validated like session configs (pydantic, ``extra="forbid"``, ConfigError
+naming the key path) before a socket is bound.  Network exposure is opt-in:
+every endpoint is loopback or ipc unless ``allow_remote`` is set or CURVE
+authentication is configured.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ..errors import ConfigError
+from ..settings import StreamSettings, format_validation_error, load_mapping
+
+__all__ = ["CurveServer", "ServeConfig", "endpoint_is_local", "load_serve_config", "series_settings"]
+
+_TCP = re.compile(r"tcp://(?P<host>\[[^\]]*\]|[^:/]*):(?P<port>\d+|\*)")
+
+
+def endpoint_is_local(endpoint: str) -> bool:
+    """True for ipc endpoints and tcp endpoints on a loopback address (``localhost``, 127.0.0.0/8, ::1)."""
+    if endpoint.startswith("ipc://"):
+        return True
+    m = _TCP.fullmatch(endpoint)
+    if m is None:
+        return False
+    host = m["host"].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # '*', an interface name or a host name: not provably loopback
+
+
+def _check_endpoint(value: str) -> str:
+    if value.startswith("ipc://"):
+        if len(value) <= len("ipc://"):
+            raise ValueError("ipc endpoint needs a path, e.g. ipc:///tmp/acqzarr.sock")
+        return value
+    if not _TCP.fullmatch(value):
+        raise ValueError(f"expected tcp://HOST:PORT or ipc://PATH, got {value!r}")
+    return value
+
+
+def series_settings(data: Mapping[str, Any], store: str, overwrite: bool, origin: str) -> StreamSettings:
+    """StreamSettings for one series: the sender's or a preset's fields plus the server's store path.
+
+    ``store`` and ``overwrite`` are the server's decisions; carrying them is
+    an error, so a sender cannot point a series elsewhere.
+    """
+    forbidden = sorted({"store", "overwrite"}.intersection(data))
+    if forbidden:
+        raise ConfigError(f"{origin}: invalid settings\n  {forbidden[0]}: set by the server, not the series")
+    try:
+        return StreamSettings.model_validate({**data, "store": store, "overwrite": overwrite})
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+class CurveServer(BaseModel):
+    """CURVE authentication and encryption of the data sockets (ZeroMQ's ZAP, with key files)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    secret_key_file: str = Field(
+        description="The server's certificate with its secret key (a '.key_secret' file written by "
+        "zmq.auth.create_certificates)."
+    )
+    authorized_keys_dir: str = Field(
+        description="Directory of the public certificates ('.key' files) of the senders allowed in; "
+        "any other sender fails the handshake and none of its messages arrive."
+    )
+
+    @model_validator(mode="after")
+    def _files_exist(self) -> CurveServer:
+        if not Path(self.secret_key_file).is_file():
+            raise ValueError(f"secret_key_file {self.secret_key_file!r}: no such file")
+        if not Path(self.authorized_keys_dir).is_dir():
+            raise ValueError(f"authorized_keys_dir {self.authorized_keys_dir!r}: no such directory")
+        return self
+
+
+class ServeConfig(BaseModel):
+    """`acqzarr serve` settings: endpoints, socket pattern, store root, limits, security, status."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: str = Field(description="Directory the series' stores are created in, one per series_id.")
+    endpoints: list[str] = Field(
+        default_factory=lambda: ["tcp://127.0.0.1:5555"],
+        min_length=1,
+        description="Where the data socket binds: tcp://HOST:PORT and/or ipc://PATH. Loopback by "
+        "default; other addresses need allow_remote or curve.",
+    )
+    socket: Literal["pull", "sub"] = Field(
+        default="pull",
+        description="pull: senders PUSH and block when the writer is behind (lossless). sub: senders "
+        "PUB; a slow writer makes them drop, and the holes in msg_number are counted as gaps.",
+    )
+    rcvhwm: int = Field(
+        default=4,
+        ge=1,
+        description="Receive high-water mark in messages. Small on purpose: 4 frames of 2048x2048 "
+        "uint16 is 32 MiB (ZeroMQ's default of 1000 would be 8 GiB).",
+    )
+    presets: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Named stream settings (StreamSettings fields without store/overwrite) a "
+        "series_start may name instead of carrying its own.",
+    )
+    allow_sender_settings: bool = Field(
+        default=True,
+        description="Accept settings carried in series_start; false allows presets only (the server "
+        "then decides every array size and memory budget).",
+    )
+    overwrite: bool = Field(
+        default=False,
+        description="Replace a series' existing store; without it a repeated series_id is rejected.",
+    )
+    idle_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds without a message for an open series before it is finalized with what "
+        "arrived and marked incomplete (the sender vanished).",
+    )
+    max_open_series: int = Field(
+        default=1,
+        ge=1,
+        description="Series open at once; each holds a stream and its layer buffers. Another "
+        "series_start is rejected ('busy') until one ends.",
+    )
+    max_header_bytes: int = Field(default=65536, ge=256, description="Longest header accepted, in bytes.")
+    max_message_bytes: int = Field(
+        default=2**30,
+        ge=1024,
+        description="ZeroMQ's MAXMSGSIZE: a peer sending a larger message part is disconnected.",
+    )
+    max_user_data_bytes: int = Field(
+        default=2**20,
+        ge=0,
+        description="Per-frame user_data kept per series (JSON bytes); beyond it, frames still land "
+        "and the user_data left out is counted in the session record.",
+    )
+    allow_remote: bool = Field(
+        default=False,
+        description="Allow binding non-loopback tcp addresses without CURVE (anyone who can reach the "
+        "port can write series).",
+    )
+    curve: CurveServer | None = Field(
+        default=None, description="CURVE authentication and encryption of the data socket."
+    )
+    status_endpoint: str | None = Field(
+        default=None,
+        description="REP socket answering any request with the live counters as JSON "
+        "(`acqzarr status ENDPOINT`); never CURVE, so loopback or ipc unless allow_remote.",
+    )
+    status_interval: float = Field(
+        default=1.0, gt=0, description="Seconds between console status lines (and fps averaging)."
+    )
+    drain_timeout: float = Field(
+        default=2.0,
+        ge=0,
+        description="On SIGTERM/SIGINT, seconds to keep taking frames already queued before the open "
+        "series are finalized.",
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_parse(cls, v: list[str]) -> list[str]:
+        for e in v:
+            _check_endpoint(e)
+        return v
+
+    @field_validator("status_endpoint")
+    @classmethod
+    def _status_parses(cls, v: str | None) -> str | None:
+        return None if v is None else _check_endpoint(v)
+
+    @field_validator("presets")
+    @classmethod
+    def _presets_are_settings(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, data in v.items():
+            try:
+                series_settings(data, "preset-check", False, f"presets.{name}")
+            except ConfigError as exc:
+                raise ValueError(str(exc).replace("\n ", "")) from None
+        return v
+
+    @model_validator(mode="after")
+    def _exposure_is_explicit(self) -> ServeConfig:
+        if self.allow_remote:
+            return self
+        remote = [e for e in self.endpoints if not endpoint_is_local(e)]
+        if remote and self.curve is None:
+            raise ValueError(
+                f"endpoints {remote} are not loopback: set curve (authenticated senders only) or "
+                "allow_remote: true (anyone who reaches the port)"
+            )
+        if self.status_endpoint is not None and not endpoint_is_local(self.status_endpoint):
+            raise ValueError(
+                f"status_endpoint {self.status_endpoint!r} is not loopback (and never CURVE): "
+                "set allow_remote: true"
+            )
+        return self
+
+
+def load_serve_config(
+    path: str | Path, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None
+) -> ServeConfig:
+    """Read and validate a server config; --set overrides apply first. Raises ConfigError naming the key."""
+    from ..session import apply_overrides
+
+    data = load_mapping(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    data = apply_overrides(data, sets, {} if environ is None else environ)
+    try:
+        return ServeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, str(path))) from None

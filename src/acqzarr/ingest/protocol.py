@@ -1,0 +1,243 @@
+"""The acqzarr ingest wire protocol, version 1 (docs/protocol.md is the prose version).
+
+Every message is two ZeroMQ frames, ``[header, payload]``: a small JSON
+header validated here, then the bytes.  The design follows the DECTRIS
+Stream and slsDetector formats (a typed header per message, start and end
+of series messages around the data), with a per-series message counter
+(``msg_number``) so a receiver can count what a lossy transport dropped.
+
+Parsing never trusts the sender: every failure is a ``ProtocolError`` whose
+``reason`` is one of ``REASONS``, the names the server counts rejections
+under.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Annotated, Any, Literal
+
+import blosc2
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+from ..errors import ProtocolError
+from ..settings import DTYPES
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "REASONS",
+    "Frame",
+    "Header",
+    "SeriesEnd",
+    "SeriesStart",
+    "decode_payload",
+    "encode_header",
+    "encode_payload",
+    "frame_nbytes",
+    "parse_header",
+    "valid_key",
+    "valid_series_id",
+]
+
+PROTOCOL_VERSION = 1
+
+# Why a message was rejected; the server counts each under exactly one of these.
+REASONS: dict[str, str] = {
+    "parts": "not exactly two message parts [header, payload]",
+    "header_size": "header longer than the server's max_header_bytes",
+    "json": "header is not a UTF-8 JSON object",
+    "version": "unsupported protocol version",
+    "header": "header does not match its schema (unknown htype, missing or unknown field, wrong type)",
+    "bad_path": "series_id or key is not a safe relative name (path traversal, separators, odd characters)",
+    "unknown_series": "frame or series_end for a series that was never started",
+    "series_ended": "message for a series that is already finalized",
+    "series_open": "series_start for a series that is already open",
+    "busy": "series_start while the server already has max_open_series open",
+    "series_exists": "series_start whose store already exists (and the server does not overwrite)",
+    "settings": "series_start with invalid, forbidden or unknown (preset) stream settings",
+    "store": "the series' store could not be created",
+    "out_of_order": "msg_number not above the last one seen in the series (duplicate or reordered)",
+    "unknown_key": "frame for an array key the series does not have",
+    "frame_mismatch": "frame shape or dtype differs from the array's frame",
+    "payload_size": "payload length differs from what the header implies",
+    "decode": "blosc2 payload that does not decompress",
+    "append": "the stream refused the frame (e.g. past a bounded append axis) or its writer failed",
+    "internal": "an unexpected error while handling the message (a bug; logged with its traceback)",
+}
+
+# One path segment: series_id names a directory under the server's root.
+_SERIES_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+# The rule ArraySettings.key applies: '/'-separated segments like the above ('' is the store root).
+_KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+def valid_series_id(value: str) -> bool:
+    """A single, plain directory name: no separators, no '..', no leading '.', 1-128 characters."""
+    return bool(_SERIES_ID.fullmatch(value)) and ".." not in value
+
+
+def valid_key(value: str) -> bool:
+    """An array key as ArraySettings allows it: '' or '/'-joined plain names, never '.' or '..'."""
+    return value == "" or all(
+        _KEY_SEGMENT.fullmatch(seg) and seg not in (".", "..") for seg in value.split("/")
+    )
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version: Literal[1] = Field(description="Protocol version; this document describes 1.")
+    series_id: str = Field(
+        description="Names the series and its store directory under the server's root: 1-128 of "
+        "letters, digits, '_', '.', '-', not starting with '.', no '..'."
+    )
+    msg_number: int = Field(
+        ge=0,
+        description="The sender's counter over every message of the series (0 is series_start), "
+        "incremented also for messages it had to drop: the receiver counts the holes as gaps.",
+    )
+
+
+class SeriesStart(_Header):
+    """Opens a series: the stream settings its store is written with (carried, or a named preset)."""
+
+    htype: Literal["series_start"] = Field(description="Message type.")
+    settings: dict[str, Any] | None = Field(
+        default=None,
+        description="StreamSettings fields except `store` and `overwrite` (the server decides "
+        "where and whether to replace); exactly one of settings and preset.",
+    )
+    preset: str | None = Field(default=None, description="Name of settings in the server's config `presets`.")
+    timestamp_ns: int | None = Field(default=None, description="Sender clock, nanoseconds.")
+    user_data: Any = Field(default=None, description="Any JSON; stored in the session record.")
+
+    @model_validator(mode="after")
+    def _settings_or_preset(self) -> SeriesStart:
+        if (self.settings is None) == (self.preset is None):
+            raise ValueError("exactly one of settings and preset is required")
+        return self
+
+
+class Frame(_Header):
+    """One frame for array ``key``: its identity, geometry and encoding; the payload holds the samples."""
+
+    htype: Literal["frame"] = Field(description="Message type.")
+    key: str = Field(description="Array (camera) the frame belongs to, one of the series' array keys.")
+    frame_id: int = Field(ge=0, description="The camera's frame counter (stored per frame).")
+    shape: tuple[int, ...] = Field(
+        min_length=1, max_length=4, description="Frame shape, the array's last axes (usually (y, x))."
+    )
+    dtype: Literal[DTYPES] = Field(description="Sample type; samples are little-endian, C order.")  # type: ignore[valid-type]
+    encoding: Literal["raw", "blosc2"] = Field(
+        default="raw",
+        description="Payload encoding: raw samples, or one blosc2 chunk (transport compression only).",
+    )
+    timestamp_ns: int = Field(description="Acquisition time on the sender's clock, nanoseconds.")
+    dropped_before: int = Field(
+        default=0, ge=0, description="Frames the camera lost before this one (stored per frame)."
+    )
+    user_data: Any = Field(default=None, description="Any JSON; kept per frame, within the server's cap.")
+
+
+class SeriesEnd(_Header):
+    """Closes a series: the server flushes, writes the session record and finalizes the store."""
+
+    htype: Literal["series_end"] = Field(description="Message type.")
+    timestamp_ns: int | None = Field(default=None, description="Sender clock, nanoseconds.")
+    user_data: Any = Field(default=None, description="Any JSON; stored in the session record.")
+
+
+Header = Annotated[SeriesStart | Frame | SeriesEnd, Field(discriminator="htype")]
+_HEADER: TypeAdapter[SeriesStart | Frame | SeriesEnd] = TypeAdapter(Header)
+
+
+def encode_header(header: SeriesStart | Frame | SeriesEnd) -> bytes:
+    return header.model_dump_json(exclude_none=True).encode()
+
+
+def parse_header(raw: bytes, max_bytes: int) -> SeriesStart | Frame | SeriesEnd:
+    """Validate a header; raises ProtocolError with the reason the server counts it under."""
+    if len(raw) > max_bytes:
+        raise ProtocolError("header_size", f"{len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError("json", f"not UTF-8 JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError("json", f"expected a JSON object, got {type(doc).__name__}")
+    version = doc.get("version")
+    if isinstance(version, int) and not isinstance(version, bool) and version != PROTOCOL_VERSION:
+        raise ProtocolError("version", f"this server speaks version {PROTOCOL_VERSION}, got {version}")
+    series_id = doc.get("series_id")
+    if isinstance(series_id, str) and not valid_series_id(series_id):
+        raise ProtocolError("bad_path", f"series_id {series_id!r} is not a plain directory name")
+    key = doc.get("key")
+    if doc.get("htype") == "frame" and isinstance(key, str) and not valid_key(key):
+        raise ProtocolError("bad_path", f"key {key!r} is not a relative array path")
+    try:
+        return _HEADER.validate_python(doc)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:3]
+        )
+        raise ProtocolError("header", problems) from None
+
+
+def frame_nbytes(header: Frame) -> int:
+    return int(math.prod(header.shape) * np.dtype(header.dtype).itemsize)
+
+
+def decode_payload(
+    header: Frame, payload: memoryview, out: np.ndarray[Any, Any] | None
+) -> np.ndarray[Any, Any]:
+    """The frame's samples: a view of ``payload`` (raw), or decompressed into ``out`` (blosc2).
+
+    Sizes are checked against the header before anything is read, so a
+    short, long or lying payload is a ProtocolError, never a crash.
+    """
+    expected = frame_nbytes(header)
+    dtype = np.dtype(header.dtype).newbyteorder("<")
+    if header.encoding == "raw":
+        if payload.nbytes != expected:
+            raise ProtocolError(
+                "payload_size",
+                f"{payload.nbytes} bytes for {header.shape} {header.dtype}, expected {expected}",
+            )
+        return np.frombuffer(payload, dtype=dtype).reshape(header.shape)
+    try:
+        nbytes, cbytes, _ = blosc2.get_cbuffer_sizes(payload)
+    except Exception as exc:  # blosc2 raises several types for garbage
+        raise ProtocolError("decode", f"not a blosc2 chunk ({exc})") from None
+    if nbytes != expected or cbytes != payload.nbytes:
+        raise ProtocolError(
+            "payload_size",
+            f"blosc2 chunk of {cbytes} bytes ({payload.nbytes} received) decoding to {nbytes}, "
+            f"expected {expected} for {header.shape} {header.dtype}",
+        )
+    if out is None or out.nbytes != expected:
+        out = np.empty(header.shape, dtype)
+    try:
+        blosc2.decompress(payload, dst=out)
+    except Exception as exc:
+        raise ProtocolError("decode", f"blosc2 chunk does not decompress ({exc})") from None
+    decoded: np.ndarray[Any, Any] = out.view(dtype).reshape(header.shape)
+    return decoded
+
+
+def encode_payload(frame: np.ndarray[Any, Any], encoding: str, clevel: int = 1) -> Any:
+    """The payload for ``frame``: the array itself (raw, sent without a copy) or a blosc2 chunk.
+
+    blosc2 (lz4, byte shuffle) is transport compression only: the server
+    stores frames with the series' own chunk codec.
+    """
+    if encoding == "raw":
+        return frame
+    return blosc2.compress(
+        frame,
+        typesize=frame.dtype.itemsize,
+        clevel=clevel,
+        filter=blosc2.Filter.SHUFFLE,
+        codec=blosc2.Codec.LZ4,
+    )

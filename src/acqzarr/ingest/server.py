@@ -1,0 +1,371 @@
+"""The ingest server: a PULL (or SUB) socket in, one Zarr store per series out.
+
+One thread receives, validates and appends; the stream's own pool
+compresses and writes, so while ``append`` blocks on a full pipeline the
+socket is not read, the receive high-water mark fills, and PUSH senders
+block (backpressure, nothing lost) while PUB senders drop (counted as gaps).
+
+Nothing a sender does can stop the server: every message that fails a check
+is rejected with a reason from ``protocol.REASONS``, counted, logged (rate
+limited), and the series goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import threading
+import time
+from collections import Counter, OrderedDict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
+from .config import ServeConfig, series_settings
+from .protocol import Frame, SeriesEnd, SeriesStart, decode_payload, parse_header
+from .series import Series
+from .status import Counters, format_line
+
+__all__ = ["IngestServer", "serve"]
+
+log = logging.getLogger("acqzarr.ingest")
+
+_BATCH = 64  # messages handled per poll before timers and the status socket get a turn
+_LOGGED_PER_REASON = 5  # rejection log lines per reason per status interval; the rest are summarised
+_REMEMBER_ENDED = 4096  # finalized series ids kept, so late frames are "series_ended", not "unknown"
+
+
+class IngestServer:
+    """Bind the sockets of ``config``; ``run(stop)`` serves until ``stop`` is set, then finalizes."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        self.config = config
+        self.root = Path(config.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.counters = Counters()
+        self.series: dict[str, Series] = {}
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        self._logged: Counter[str] = Counter()
+        self._last_line: tuple[int, int, int, int] | None = None
+        self._ctx = zmq.Context()
+        self._auth: ThreadAuthenticator | None = None
+        self._status: zmq.Socket[bytes] | None = None
+        try:
+            self._data = self._bind_data()
+            if config.status_endpoint is not None:
+                self._status = self._ctx.socket(zmq.REP)
+                self._status.linger = 0
+                self._bind(self._status, config.status_endpoint, "status_endpoint")
+        except BaseException:
+            self.close()
+            raise
+
+    # -- sockets ----------------------------------------------------------------
+    def _bind_data(self) -> zmq.Socket[bytes]:
+        cfg = self.config
+        sock: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL if cfg.socket == "pull" else zmq.SUB)
+        self._data = sock
+        sock.linger = 0
+        sock.rcvhwm = cfg.rcvhwm
+        sock.maxmsgsize = cfg.max_message_bytes
+        if cfg.socket == "sub":
+            sock.subscribe(b"")
+        if cfg.curve is not None:
+            self._auth = ThreadAuthenticator(self._ctx, log=logging.getLogger("acqzarr.ingest.auth"))
+            self._auth.start()
+            self._auth.configure_curve(domain="*", location=cfg.curve.authorized_keys_dir)
+            public, secret = zmq.auth.load_certificate(cfg.curve.secret_key_file)
+            if secret is None:
+                raise ConfigError(f"curve.secret_key_file {cfg.curve.secret_key_file!r} holds no secret key")
+            sock.curve_secretkey = secret
+            sock.curve_publickey = public
+            sock.curve_server = True
+        for i, endpoint in enumerate(cfg.endpoints):
+            self._bind(sock, endpoint, f"endpoints.{i}")
+        return sock
+
+    @staticmethod
+    def _bind(sock: zmq.Socket[bytes], endpoint: str, where: str) -> None:
+        try:
+            sock.bind(endpoint)
+        except zmq.ZMQError as exc:
+            raise ConfigError(f"{where}: cannot bind {endpoint}: {exc}") from None
+
+    def close(self) -> None:
+        for sock in (getattr(self, "_data", None), self._status):
+            if sock is not None:
+                sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        self._ctx.term()
+
+    # -- the loop ---------------------------------------------------------------
+    def run(self, stop: threading.Event) -> None:
+        """Serve until ``stop`` is set; then take what is already queued (up to drain_timeout) and
+        finalize every open series as incomplete ('shutdown')."""
+        poller = zmq.Poller()
+        poller.register(self._data, zmq.POLLIN)
+        if self._status is not None:
+            poller.register(self._status, zmq.POLLIN)
+        interval = self.config.status_interval
+        next_tick = time.monotonic() + interval
+        log.info("serving %s on %s, writing under %s", self.config.socket, self.config.endpoints, self.root)
+        while not stop.is_set():
+            timeout = max(0.0, min(0.1, next_tick - time.monotonic()))
+            events = dict(poller.poll(int(timeout * 1000)))
+            if self._data in events:
+                self._receive(_BATCH)
+            if self._status is not None and self._status in events:
+                self._answer_status()
+            self._expire_idle()
+            if time.monotonic() >= next_tick:
+                self._tick()
+                next_tick = time.monotonic() + interval
+        self._drain(poller)
+        for series in list(self.series.values()):
+            self._finalize(series, "shutdown", None)
+        self._tick(force=True)
+
+    def _drain(self, poller: zmq.Poller) -> None:
+        deadline = time.monotonic() + self.config.drain_timeout
+        while time.monotonic() < deadline:
+            events = dict(poller.poll(50))
+            if self._data not in events:
+                break
+            self._receive(_BATCH)
+
+    def _receive(self, limit: int) -> None:
+        for _ in range(limit):
+            try:
+                parts = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            self.handle(parts)
+
+    def _answer_status(self) -> None:
+        assert self._status is not None
+        self._status.recv_multipart()
+        self._status.send(json.dumps(self.snapshot()).encode())
+
+    def snapshot(self) -> dict[str, Any]:
+        c = self.counters
+        c.bytes_written_open = sum(s.bytes_written() for s in self.series.values())
+        c.open_series = {
+            sid: {
+                "frames": s.frames,
+                "gaps": s.gaps,
+                "rejected": sum(s.rejected.values()),
+                "idle_s": round(time.monotonic() - s.last_activity, 3),
+            }
+            for sid, s in self.series.items()
+        }
+        return c.snapshot()
+
+    def _tick(self, force: bool = False) -> None:
+        c = self.counters
+        c.tick()
+        suppressed = {r: n - _LOGGED_PER_REASON for r, n in self._logged.items() if n > _LOGGED_PER_REASON}
+        if suppressed:
+            log.warning("rejections not logged individually in the last interval: %s", suppressed)
+        self._logged.clear()
+        state = (c.frames, sum(c.rejected.values()), c.gaps, c.series_finished)
+        if force or self.series or state != self._last_line:
+            log.info("%s", format_line(self.snapshot()))
+            self._last_line = state
+
+    def _expire_idle(self) -> None:
+        now = time.monotonic()
+        for series in list(self.series.values()):
+            if now - series.last_activity > self.config.idle_timeout:
+                log.warning(
+                    "series %r: no message for %.1f s; finalizing as incomplete",
+                    series.id,
+                    now - series.last_activity,
+                )
+                self._finalize(series, "idle_timeout", None)
+
+    # -- messages ---------------------------------------------------------------
+    def handle(self, parts: list[zmq.Frame]) -> None:
+        """Validate and act on one multipart message; never raises."""
+        receive_ns = time.monotonic_ns()
+        series: Series | None = None
+        try:
+            if len(parts) != 2:
+                raise ProtocolError("parts", f"{len(parts)} parts, expected 2 [header, payload]")
+            header = parse_header(parts[0].bytes, self.config.max_header_bytes)
+            payload = parts[1].buffer
+            if isinstance(header, SeriesStart):
+                self._start(header, payload)
+                return
+            series = self._open(header.series_id)
+            before = series.gaps
+            series.sequence(header.msg_number)
+            self.counters.gaps += series.gaps - before
+            series.touch()
+            if isinstance(header, Frame):
+                self._frame(series, header, payload, receive_ns)
+            else:
+                if payload.nbytes:
+                    raise ProtocolError("payload_size", f"series_end carries {payload.nbytes} payload bytes")
+                self._finalize(series, "series_end", header)
+        except ProtocolError as exc:
+            self._reject(exc.reason, str(exc), series)
+        except Exception as exc:  # a bug must not take the server down; it is counted and shown
+            log.exception("unexpected error handling a message")
+            self._reject("internal", repr(exc), series)
+
+    def _reject(self, reason: str, message: str, series: Series | None) -> None:
+        self.counters.rejected[reason] += 1
+        if series is not None:
+            series.rejected[reason] += 1
+        self._logged[reason] += 1
+        if self._logged[reason] <= _LOGGED_PER_REASON:
+            log.warning("rejected (%s)", message if message.startswith(reason) else f"{reason}: {message}")
+
+    def _open(self, series_id: str) -> Series:
+        series = self.series.get(series_id)
+        if series is not None:
+            return series
+        if series_id in self._ended:
+            raise ProtocolError("series_ended", f"series {series_id!r} is already finalized")
+        raise ProtocolError("unknown_series", f"series {series_id!r} was never started")
+
+    def _start(self, header: SeriesStart, payload: memoryview) -> None:
+        sid = header.series_id
+        cfg = self.config
+        if payload.nbytes:
+            raise ProtocolError("payload_size", f"series_start carries {payload.nbytes} payload bytes")
+        if sid in self.series:
+            raise ProtocolError("series_open", f"series {sid!r} is already open")
+        if len(self.series) >= cfg.max_open_series:
+            raise ProtocolError("busy", f"{len(self.series)} series open ({sorted(self.series)}), the limit")
+        path = self.root / sid
+        if (
+            path.resolve().parent != self.root.resolve()
+        ):  # valid_series_id already ensures it; belt and braces
+            raise ProtocolError("bad_path", f"series {sid!r} resolves outside the root")
+        if header.preset is not None:
+            if header.preset not in cfg.presets:
+                raise ProtocolError(
+                    "settings", f"unknown preset {header.preset!r}; known: {sorted(cfg.presets)}"
+                )
+            data = cfg.presets[header.preset]
+        else:
+            if not cfg.allow_sender_settings:
+                raise ProtocolError(
+                    "settings", "this server accepts presets only (allow_sender_settings: false)"
+                )
+            assert header.settings is not None
+            data = header.settings
+        try:
+            settings = series_settings(data, str(path), cfg.overwrite, f"series {sid!r}")
+        except ConfigError as exc:
+            raise ProtocolError("settings", str(exc).replace("\n ", "")) from None
+        if path.exists() and not cfg.overwrite:
+            raise ProtocolError("series_exists", f"{path} already exists (the server does not overwrite)")
+        try:
+            series = Series(header, settings, cfg.max_user_data_bytes)
+        except (AcqzarrError, OSError, MemoryError) as exc:
+            raise ProtocolError("store", f"series {sid!r}: cannot create {path}: {exc}") from None
+        self.series[sid] = series
+        self._ended.pop(sid, None)
+        self.counters.series_started += 1
+        log.info(
+            "series %r started: %s into %s",
+            sid,
+            ", ".join(f"{a.key or '(root)'} {a.dtype}" for a in settings.arrays),
+            path,
+        )
+
+    def _frame(self, series: Series, header: Frame, payload: memoryview, receive_ns: int) -> None:
+        state = series.key(header)
+        frame = decode_payload(header, payload, state.decode_buffer)
+        if header.encoding == "blosc2":
+            state.decode_buffer = frame  # reused: the stream copies every frame it accepts
+        try:
+            series.append(header, state, frame, receive_ns)
+        except FrameError as exc:
+            raise ProtocolError("append", str(exc)) from None
+        except AcqzarrError as exc:  # the writer failed: the series cannot go on
+            log.error("series %r: %s; finalizing with what is stored", series.id, exc)
+            self._finalize(series, "write_error", None)
+            raise ProtocolError("append", f"series {series.id!r} failed: {exc}") from None
+        c = self.counters
+        c.frames += 1
+        c.bytes_received += payload.nbytes
+        c.bytes_raw += frame.nbytes
+
+    def _finalize(self, series: Series, end: str, header: SeriesEnd | None) -> None:
+        del self.series[series.id]
+        self._ended[series.id] = None
+        while len(self._ended) > _REMEMBER_ENDED:
+            self._ended.popitem(last=False)
+        summary = series.finalize(end, header)
+        c = self.counters
+        c.series_finished += 1
+        c.bytes_written_finished += summary["bytes_written"]
+        c.recent.append(
+            {
+                k: summary[k]
+                for k in (
+                    "series_id",
+                    "store",
+                    "end",
+                    "completed",
+                    "frames_total",
+                    "gaps",
+                    "rejected",
+                    "bytes_written",
+                    "start",
+                    "stop",
+                    "sender_start_ns",
+                )
+            }
+            | ({"error": summary["error"]} if "error" in summary else {})
+        )
+        level = logging.INFO if summary["completed"] else logging.WARNING
+        log.log(
+            level,
+            "series %r finalized (%s): %d frames, %d gaps, rejected %s, %s",
+            series.id,
+            end,
+            summary["frames_total"],
+            summary["gaps"],
+            summary["rejected"] or "none",
+            "complete" if summary["completed"] else "INCOMPLETE",
+        )
+
+
+class _Stop:
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: str | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.signal = signal.Signals(signum).name
+        self.event.set()
+
+
+def serve(config: ServeConfig) -> str | None:
+    """Run a server in this (main) thread until SIGINT/SIGTERM; returns the signal's name."""
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        server = IngestServer(config)
+        try:
+            server.run(stop.event)
+        finally:
+            server.close()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if stop.signal:
+        log.info("stopped by %s; every open series was finalized", stop.signal)
+    return stop.signal
