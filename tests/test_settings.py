@@ -211,6 +211,12 @@ def test_shipped_configs_are_valid_and_record(tmp_path: Path, config: Path) -> N
     import numpy as np
 
     data = load_mapping(config)
+    if "root" in data:  # an `acqzarr serve` config (tests/test_ingest.py runs it): its presets are settings
+        from acqzarr.ingest import load_serve_config
+
+        presets = load_serve_config(config).presets
+        assert presets
+        data = dict(next(iter(presets.values())))
     if "source" in data:  # a recording session: validated with its driver, then as plain settings
         from acqzarr.session import load_session
 

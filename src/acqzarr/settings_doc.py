@@ -14,7 +14,7 @@ from pydantic_core import PydanticUndefined
 
 from .settings import ArraySettings, Blosc, Dimension, StreamSettings
 
-__all__ = ["render"]
+__all__ = ["model_section", "render"]
 
 MODELS: list[type[BaseModel]] = [StreamSettings, ArraySettings, Dimension, Blosc]
 
@@ -35,20 +35,26 @@ def render() -> str:
         "work in Python, YAML and JSON (`StreamSettings.from_file`). Unknown keys are errors.",
     ]
     for model in MODELS:
-        doc = (model.__doc__ or "").strip().splitlines()[0]
-        lines += ["", f"## {model.__name__}", "", doc, ""]
-        lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
-        for name, field in model.model_fields.items():
-            if field.default is not PydanticUndefined:
-                default = f"`{field.default!r}`"
-            elif field.default_factory is not None:
-                default = f"`{field.default_factory.__name__}()`"
-            else:
-                default = "required"
-            desc = (field.description or "").replace("|", "\\|")
-            kind = _type_name(field.annotation).replace("|", "\\|")
-            lines.append(f"| `{name}` | `{kind}` | {default} | {desc} |")
+        lines += ["", *model_section(model)]
     return "\n".join(lines) + "\n"
+
+
+def model_section(model: type[BaseModel], level: str = "##") -> list[str]:
+    """A model's heading, the first line of its docstring, and one table row per field."""
+    doc = (model.__doc__ or "").strip().splitlines()[0]
+    lines = [f"{level} {model.__name__}", "", doc, ""]
+    lines += ["| field | type | default | meaning |", "|---|---|---|---|"]
+    for name, field in model.model_fields.items():
+        if field.default is not PydanticUndefined:
+            default = f"`{field.default!r}`"
+        elif field.default_factory is not None:
+            default = f"`{field.default_factory.__name__}()`"
+        else:
+            default = "required"
+        desc = (field.description or "").replace("|", "\\|")
+        kind = _type_name(field.annotation).replace("|", "\\|")
+        lines.append(f"| `{name}` | `{kind}` | {default} | {desc} |")
+    return lines
 
 
 if __name__ == "__main__":

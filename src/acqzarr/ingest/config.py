@@ -95,7 +95,7 @@ class ServeConfig(BaseModel):
 
     root: str = Field(description="Directory the series' stores are created in, one per series_id.")
     endpoints: list[str] = Field(
-        default_factory=lambda: ["tcp://127.0.0.1:5555"],
+        default=["tcp://127.0.0.1:5555"],
         min_length=1,
         description="Where the data socket binds: tcp://HOST:PORT and/or ipc://PATH. Loopback by "
         "default; other addresses need allow_remote or curve.",

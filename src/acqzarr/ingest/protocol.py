@@ -20,7 +20,15 @@ from typing import Annotated, Any, Literal
 
 import blosc2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ..errors import ProtocolError
 from ..settings import DTYPES
@@ -127,7 +135,9 @@ class Frame(_Header):
     key: str = Field(description="Array (camera) the frame belongs to, one of the series' array keys.")
     frame_id: int = Field(ge=0, description="The camera's frame counter (stored per frame).")
     shape: tuple[int, ...] = Field(
-        min_length=1, max_length=4, description="Frame shape, the array's last axes (usually (y, x))."
+        min_length=1,
+        max_length=4,
+        description="Frame shape, the array's last axes (usually (y, x)), each >= 1.",
     )
     dtype: Literal[DTYPES] = Field(description="Sample type; samples are little-endian, C order.")  # type: ignore[valid-type]
     encoding: Literal["raw", "blosc2"] = Field(
@@ -139,6 +149,13 @@ class Frame(_Header):
         default=0, ge=0, description="Frames the camera lost before this one (stored per frame)."
     )
     user_data: Any = Field(default=None, description="Any JSON; kept per frame, within the server's cap.")
+
+    @field_validator("shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if any(n < 1 for n in v):
+            raise ValueError(f"every frame axis must be >= 1, got {v}")
+        return v
 
 
 class SeriesEnd(_Header):

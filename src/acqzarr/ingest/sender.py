@@ -29,7 +29,7 @@ import numpy as np
 import zmq
 import zmq.auth
 
-from ..errors import BackpressureTimeout, StateError
+from ..errors import BackpressureTimeout, ConfigError, StateError
 from ..settings import StreamSettings
 from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart, encode_header, encode_payload
 from .status import StatusUnavailable, query
@@ -91,9 +91,9 @@ class Sender:
         status_endpoint: str | None = None,
     ) -> None:
         if socket not in ("push", "pub"):
-            raise ValueError(f"socket must be 'push' or 'pub', got {socket!r}")
+            raise ConfigError(f"socket must be 'push' or 'pub', got {socket!r}")
         if encoding not in ("raw", "blosc2"):
-            raise ValueError(f"encoding must be 'raw' or 'blosc2', got {encoding!r}")
+            raise ConfigError(f"encoding must be 'raw' or 'blosc2', got {encoding!r}")
         self.endpoint = endpoint
         self.pattern = socket
         self.encoding = encoding
@@ -136,7 +136,7 @@ class Sender:
                 public, secret = zmq.auth.load_certificate(curve.secret_key_file)
                 server_public, _ = zmq.auth.load_certificate(curve.server_key_file)
                 if secret is None:
-                    raise ValueError(f"{curve.secret_key_file}: holds no secret key")
+                    raise ConfigError(f"{curve.secret_key_file}: holds no secret key")
                 sock.curve_secretkey = secret
                 sock.curve_publickey = public
                 sock.curve_serverkey = server_public

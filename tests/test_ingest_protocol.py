@@ -1,0 +1,193 @@
+"""The ingest protocol and server config without sockets: header parsing, payload checks, config
+validation, and the generated reference in docs/protocol.md."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import blosc2
+import numpy as np
+import pytest
+import yaml
+import zmq.auth
+
+import acqzarr as az
+from acqzarr.ingest import ServeConfig, load_serve_config
+from acqzarr.ingest.config import endpoint_is_local
+from acqzarr.ingest.doc import BEGIN, END, render
+from acqzarr.ingest.protocol import (
+    REASONS,
+    Frame,
+    SeriesEnd,
+    SeriesStart,
+    decode_payload,
+    encode_header,
+    encode_payload,
+    parse_header,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+FRAME: dict[str, Any] = {
+    "htype": "frame",
+    "version": 1,
+    "series_id": "run-1",
+    "msg_number": 3,
+    "key": "cam0",
+    "frame_id": 7,
+    "shape": [4, 6],
+    "dtype": "uint16",
+    "timestamp_ns": 12,
+}
+
+
+def test_headers_round_trip() -> None:
+    start = SeriesStart(htype="series_start", version=1, series_id="a", msg_number=0, preset="p")
+    frame = Frame.model_validate(FRAME)
+    end = SeriesEnd(htype="series_end", version=1, series_id="a", msg_number=9, user_data={"x": [1]})
+    for header in (start, frame, end):
+        assert parse_header(encode_header(header), 65536) == header
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff{", "json"),
+        (b"[1]", "json"),
+        (b"", "json"),
+        (json.dumps({**FRAME, "version": 2}).encode(), "version"),
+        (json.dumps({**FRAME, "extra": 1}).encode(), "header"),
+        (json.dumps({**FRAME, "htype": "frames"}).encode(), "header"),
+        (json.dumps({k: v for k, v in FRAME.items() if k != "dtype"}).encode(), "header"),
+        (json.dumps({**FRAME, "shape": [4, 0]}).encode(), "header"),
+        (json.dumps({**FRAME, "dtype": "complex64"}).encode(), "header"),
+        (json.dumps({**FRAME, "series_id": "../up"}).encode(), "bad_path"),
+        (json.dumps({**FRAME, "key": "cam0/../../up"}).encode(), "bad_path"),
+        (
+            json.dumps({"htype": "series_start", "version": 1, "series_id": "a", "msg_number": 0}).encode(),
+            "header",
+        ),
+        (json.dumps({**FRAME, "user_data": "x" * 70000}).encode(), "header_size"),
+    ],
+)
+def test_bad_headers_name_their_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(az.ProtocolError) as info:
+        parse_header(raw, 65536)
+    assert info.value.reason == reason and reason in REASONS
+
+
+def test_payloads_are_checked_against_the_header() -> None:
+    frame = Frame.model_validate(FRAME)
+    data = np.arange(24, dtype=np.uint16).reshape(4, 6)
+    np.testing.assert_array_equal(decode_payload(frame, memoryview(data.tobytes()), None), data)
+    with pytest.raises(az.ProtocolError, match="payload_size"):
+        decode_payload(frame, memoryview(data.tobytes()[:-2]), None)
+    packed = Frame.model_validate({**FRAME, "encoding": "blosc2"})
+    chunk = encode_payload(data, "blosc2")
+    out = np.empty((4, 6), np.uint16)
+    assert decode_payload(packed, memoryview(chunk), out) is not None
+    np.testing.assert_array_equal(out, data)
+    for bad in (chunk[:-1], encode_payload(data[:, :3].copy(), "blosc2"), bytes(32), b"x"):
+        with pytest.raises(az.ProtocolError) as info:
+            decode_payload(packed, memoryview(bad), out)
+        assert info.value.reason in ("payload_size", "decode")
+    big = (np.arange(9600) % 50).astype(np.uint16).reshape(96, 100)
+    corrupt = bytearray(blosc2.compress(big, typesize=2, codec=blosc2.Codec.LZ4))
+    corrupt[32:40] = b"\xff" * 8  # sizes intact, compressed stream broken
+    header = Frame.model_validate({**FRAME, "shape": [96, 100], "encoding": "blosc2"})
+    with pytest.raises(az.ProtocolError) as info:
+        decode_payload(header, memoryview(bytes(corrupt)), None)
+    assert info.value.reason == "decode"
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "local"),
+    [
+        ("tcp://127.0.0.1:5555", True),
+        ("tcp://127.9.0.1:5555", True),
+        ("tcp://localhost:5555", True),
+        ("tcp://[::1]:5555", True),
+        ("ipc:///tmp/x.sock", True),
+        ("tcp://0.0.0.0:5555", False),
+        ("tcp://*:5555", False),
+        ("tcp://192.168.1.2:5555", False),
+        ("tcp://eth0:5555", False),
+    ],
+)
+def test_loopback_detection(endpoint: str, local: bool) -> None:
+    assert endpoint_is_local(endpoint) is local
+
+
+def _config(tmp_path: Path, **data: Any) -> Path:
+    path = tmp_path / "serve.yaml"
+    path.write_text(yaml.safe_dump({"root": str(tmp_path / "root"), **data}))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"endpoints": ["tcp://0.0.0.0:5555"]},
+            "(root): endpoints ['tcp://0.0.0.0:5555'] are not loopback",
+        ),
+        ({"status_endpoint": "tcp://*:5556"}, "status_endpoint 'tcp://*:5556' is not loopback"),
+        (
+            {"endpoints": ["udp://127.0.0.1:1"]},
+            "endpoints: expected tcp://HOST:PORT or ipc://PATH",
+        ),
+        ({"socket": "req"}, "socket: Input should be 'pull' or 'sub'"),
+        ({"rcvhwm": 0}, "rcvhwm: Input should be greater than or equal to 1"),
+        ({"colour": 1}, "colour: Extra inputs are not permitted"),
+        ({"presets": {"p": {"arrays": []}}}, "presets.p: invalid settings"),
+        ({"presets": {"p": {"store": "x", "arrays": []}}}, "store: set by the server"),
+        (
+            {"curve": {"secret_key_file": "nope", "authorized_keys_dir": "."}},
+            "secret_key_file 'nope': no such file",
+        ),
+    ],
+)
+def test_invalid_server_configs_name_the_key(tmp_path: Path, data: dict[str, Any], message: str) -> None:
+    with pytest.raises(az.ConfigError) as info:
+        load_serve_config(_config(tmp_path, **data))
+    assert message in str(info.value)
+
+
+def test_remote_binding_needs_allow_remote_or_curve(tmp_path: Path) -> None:
+    remote = ["tcp://0.0.0.0:5555"]
+    assert load_serve_config(_config(tmp_path, endpoints=remote, allow_remote=True)).allow_remote
+    zmq.auth.create_certificates(str(tmp_path), "server")
+    curve = {"secret_key_file": str(tmp_path / "server.key_secret"), "authorized_keys_dir": str(tmp_path)}
+    assert load_serve_config(_config(tmp_path, endpoints=remote, curve=curve)).curve is not None
+
+
+def test_shipped_config_and_set_overrides(tmp_path: Path) -> None:
+    config = load_serve_config(REPO / "configs" / "serve-loopback.yaml", ["idle_timeout=3", "root=elsewhere"])
+    assert config.idle_timeout == 3 and config.root == "elsewhere" and "camera-2048" in config.presets
+    assert all(endpoint_is_local(e) for e in config.endpoints)
+    assert ServeConfig(root="r").endpoints == ["tcp://127.0.0.1:5555"]
+
+
+def test_serve_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "acqzarr", "serve", str(_config(tmp_path, endpoints=["tcp://0.0.0.0:1"]))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "are not loopback" in result.stderr and not (tmp_path / "root").exists()
+
+
+def test_sender_rejects_unknown_patterns() -> None:
+    with pytest.raises(az.ConfigError, match="socket must be"):
+        az.ingest.Sender("tcp://127.0.0.1:1", socket="req")  # type: ignore[arg-type]
+
+
+def test_protocol_doc_is_generated_from_the_models() -> None:
+    text = (REPO / "docs" / "protocol.md").read_text()
+    generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
+    assert generated.strip() == render().strip(), "regenerate: see docs/protocol.md's GENERATED markers"
