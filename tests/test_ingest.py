@@ -631,3 +631,26 @@ def test_fuzz_bad_messages_are_counted_and_good_frames_land(
     assert summary["completed"] is (not on_series) and summary["frames_total"] == len(good)
     assert_reads_back(server.root / sid / "cam0" / "0", 3, np.stack(good))
     assert server.proc.poll() is None
+
+
+def test_a_series_asking_for_more_memory_than_allowed_is_rejected(server: ServerProcess) -> None:
+    """A sender's settings choose layer sizes; max_series_memory (8 GiB here) bounds what it may reserve."""
+    before = server.status()["rejected"].get("settings", 0)
+    huge = {
+        "arrays": [
+            {
+                "key": "cam0",
+                "dtype": "uint16",
+                "dimensions": [d.model_dump() for d in dims((0, 20000, 20000), (32, 1000, 1000))],
+            }
+        ]
+    }
+    ctx, sock = _raw_socket(server.tcp)
+    try:
+        start = {"htype": "series_start", "series_id": "greedy", "msg_number": 0, "settings": huge}
+        sock.send_multipart([_header(**start), b""])
+    finally:
+        sock.close()
+        ctx.term()
+    server.wait_for(lambda s: s["rejected"].get("settings", 0) == before + 1)
+    assert not (server.root / "greedy").exists() and server.proc.poll() is None

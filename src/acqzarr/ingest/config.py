@@ -17,9 +17,17 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..formats import format_for
 from ..settings import StreamSettings, format_validation_error, load_mapping
 
-__all__ = ["CurveServer", "ServeConfig", "endpoint_is_local", "load_serve_config", "series_settings"]
+__all__ = [
+    "CurveServer",
+    "ServeConfig",
+    "endpoint_is_local",
+    "load_serve_config",
+    "series_memory",
+    "series_settings",
+]
 
 _TCP = re.compile(r"tcp://(?P<host>\[[^\]]*\]|[^:/]*):(?P<port>\d+|\*)")
 
@@ -63,6 +71,13 @@ def series_settings(data: Mapping[str, Any], store: str, overwrite: bool, origin
         return StreamSettings.model_validate({**data, "store": store, "overwrite": overwrite})
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def series_memory(settings: StreamSettings) -> int:
+    """Bytes a series' stream may reserve: its in-flight cap, and never less than the one layer per
+    array level it always allocates (the default cap is two)."""
+    default = format_for(settings).default_inflight_bytes()
+    return max(settings.max_inflight_bytes or default, default // 2)
 
 
 class CurveServer(BaseModel):
@@ -136,6 +151,13 @@ class ServeConfig(BaseModel):
         ge=1,
         description="Series open at once; each holds a stream and its layer buffers. Another "
         "series_start is rejected ('busy') until one ends.",
+    )
+    max_series_memory: int = Field(
+        default=8 * 2**30,
+        ge=1,
+        description="Largest memory reservation a series may ask for (its max_inflight_bytes, or two "
+        "layers per array by default), in bytes; a series_start needing more is rejected ('settings'), "
+        "so a sender cannot make the server allocate what the machine does not have.",
     )
     max_header_bytes: int = Field(default=65536, ge=256, description="Longest header accepted, in bytes.")
     max_message_bytes: int = Field(
