@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import signal
 import socket
 import subprocess
@@ -60,11 +59,12 @@ def child_in_process(w: dict[str, Any], store: str) -> dict[str, Any]:
 
     pool = camera_frames(w["pool"], (w["size"], w["size"]))
     settings = az.StreamSettings.model_validate({**series_settings(w), "store": store, "overwrite": True})
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with az.open_stream(settings) as stream:
         for i in range(w["frames"]):
             stream.append(pool[i % len(pool)])
-    return {"wall": time.perf_counter() - t0, "bytes_written": stream.stats().bytes_written}
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return {"wall": wall, "cpu": cpu, "bytes_written": stream.stats().bytes_written}
 
 
 def child_send(w: dict[str, Any], endpoint: str, status: str, encoding: str) -> dict[str, Any]:
@@ -76,17 +76,18 @@ def child_send(w: dict[str, Any], endpoint: str, status: str, encoding: str) -> 
     pool = camera_frames(w["pool"], (w["size"], w["size"]))
     shape = (w["size"], w["size"])
     with Sender(endpoint, encoding=encoding, timeout=120, status_endpoint=status) as sender:  # type: ignore[arg-type]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         sender.start_series("bench", series_settings(w))
         for i in range(w["frames"]):
             buf = sender.acquire(shape, "uint16")
             np.copyto(buf, pool[i % len(pool)])  # what a camera's read_into would do
             sender.send(buf, key="cam0")
         summary = sender.end_series()
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert summary is not None
     return {
         "wall": wall,
+        "cpu_sender": cpu,
         "bytes_written": summary["bytes_written"],
         "completed": summary["completed"],
         "frames": summary["frames_total"],
@@ -108,22 +109,17 @@ def _child(args: list[str]) -> dict[str, Any]:
     return result
 
 
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
+def _process_cpu(pid: int) -> float:
+    """User + system seconds of a running process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_mode(mode: str, w: dict[str, Any], base: Path, pause: float) -> dict[str, Any]:
-    """One timed run; ``cpu`` is the user+system time of every process it started (all reaped)."""
+    """One timed run. ``cpu`` is the CPU time of the timed part only: the in-process child's, or the
+    sender's plus the server's over the same interval (start-up and frame generation excluded)."""
     os.sync()
     time.sleep(pause)
-    cpu = _cpu_seconds()
-    result = _run_mode(mode, w, base, pause)
-    result["cpu"] = _cpu_seconds() - cpu
-    return result
-
-
-def _run_mode(mode: str, w: dict[str, Any], base: Path, pause: float) -> dict[str, Any]:
     if mode == "in-process":
         return _child(["_in_process", json.dumps(w), str(base / "inproc.zarr")])
     _, transport, encoding = mode.split("-")
@@ -155,7 +151,12 @@ def _run_mode(mode: str, w: dict[str, Any], base: Path, pause: float) -> dict[st
                 if server.poll() is not None or time.monotonic() > deadline:
                     return {"error": "server did not start"}
         time.sleep(pause)  # the server's start-up settles before the timed part
-        return _child(["_send", json.dumps(w), tcp if transport == "tcp" else ipc, status, encoding])
+        server_cpu = _process_cpu(server.pid)
+        result = _child(["_send", json.dumps(w), tcp if transport == "tcp" else ipc, status, encoding])
+        if "wall" in result:
+            result["cpu_server"] = _process_cpu(server.pid) - server_cpu
+            result["cpu"] = result["cpu_server"] + result["cpu_sender"]
+        return result
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(60)
@@ -220,7 +221,7 @@ def main() -> int:
         f"4x4-chunk shards, Blosc lz4 clevel 1 byte shuffle; median of {args.repeat}; {os.cpu_count()} vCPU, "
         f"Python {platform.python_version()}\n"
     )
-    print("| mode | GB/s (raw frames, to disk) | x in-process | walls s | CPU s (all processes) | complete |")
+    print("| mode | GB/s (raw frames, to disk) | x in-process | walls s | CPU s (timed part) | complete |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(

@@ -370,20 +370,21 @@ def test_pub_sub_gaps_are_counted_exactly(tmp_path: Path) -> None:
     assert_reads_back(store / "cam0" / "0", 3, data[meta["frame_id"]])
 
 
-def test_sigterm_finalizes_open_series_and_exits_0(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_finalizes_open_series_and_exits_0(tmp_path: Path, signum: signal.Signals) -> None:
     data = frames_for((40, 48), 6, "uint16", seed=7)
     with running_server(tmp_path, idle_timeout=60) as server, Sender(server.tcp, timeout=30) as sender:
         sender.start_series("interrupted", two_camera_settings(2))
         for frame in data:
             sender.send(frame, key="cam0")
         server.wait_for(lambda s: s["open_series"].get("interrupted", {}).get("frames") == 6)
-        server.proc.send_signal(signal.SIGTERM)
+        server.proc.send_signal(signum)
         assert server.proc.wait(timeout=60) == 0
     store = server.root / "interrupted"
     assert_reads_back(store / "cam0" / "0", 2, data)
     record = session(store, "cam0", 2)
     assert record["end"] == "shutdown" and record["completed"] is False and record["frames"] == 6
-    assert "stopped by SIGTERM" in (tmp_path / "serve.log").read_text()
+    assert f"stopped by {signum.name}" in (tmp_path / "serve.log").read_text()
 
 
 def test_curve_lets_only_authorized_senders_in(tmp_path: Path) -> None:

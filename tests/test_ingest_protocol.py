@@ -13,6 +13,8 @@ import blosc2
 import numpy as np
 import pytest
 import yaml
+import zarr
+import zmq
 import zmq.auth
 
 import acqzarr as az
@@ -191,3 +193,60 @@ def test_protocol_doc_is_generated_from_the_models() -> None:
     text = (REPO / "docs" / "protocol.md").read_text()
     generated = text.split(BEGIN, 1)[1].split(END, 1)[0]
     assert generated.strip() == render().strip(), "regenerate: see docs/protocol.md's GENERATED markers"
+
+
+def test_a_failing_writer_finalizes_only_its_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server's message handling in-process (no sender): a writer error ends that series as
+    write_error, counts the frame, and the server takes the next series."""
+    from acqzarr.ingest import IngestServer
+
+    server = IngestServer(ServeConfig(root=str(tmp_path / "root"), endpoints=["tcp://127.0.0.1:*"]))
+    settings = {
+        "arrays": [
+            {
+                "key": "cam0",
+                "dtype": "uint16",
+                "dimensions": [
+                    {"name": "t", "kind": "time", "size": 0, "chunk": 2},
+                    {"name": "y", "kind": "space", "size": 4, "chunk": 4},
+                    {"name": "x", "kind": "space", "size": 6, "chunk": 6},
+                ],
+            }
+        ]
+    }
+    frame = np.arange(24, dtype=np.uint16).reshape(4, 6)
+
+    def send(sid: str, n: int, header: dict[str, Any], payload: bytes = b"") -> None:
+        doc = {"version": 1, "series_id": sid, "msg_number": n, **header}
+        server.handle([zmq.Frame(json.dumps(doc).encode()), zmq.Frame(payload)])
+
+    def series(sid: str, frames: int) -> None:
+        send(sid, 0, {"htype": "series_start", "settings": settings})
+        for i in range(frames):
+            send(sid, i + 1, {**FRAME, "series_id": sid, "msg_number": i + 1}, frame.tobytes())
+        send(sid, frames + 1, {"htype": "series_end"})
+
+    try:
+        real_append = az.Stream.append
+        calls = {"n": 0}
+
+        def failing_append(self: az.Stream, frames: Any, key: str | None = None) -> None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise az.WriterError("disk full (injected)")
+            real_append(self, frames, key)
+
+        monkeypatch.setattr(az.Stream, "append", failing_append)
+        series("broken", 5)
+        monkeypatch.setattr(az.Stream, "append", real_append)
+        series("fine", 3)
+        recent = {r["series_id"]: r for r in server.counters.recent}
+        assert recent["broken"]["end"] == "write_error" and recent["broken"]["completed"] is False
+        assert recent["broken"]["frames_total"] == 2
+        # the failing frame counts as "append"; the two after it and the end find the series finalized
+        assert dict(server.counters.rejected) == {"append": 1, "series_ended": 3}
+        assert recent["fine"]["completed"] is True and recent["fine"]["frames_total"] == 3
+    finally:
+        server.close()
+    data = np.asarray(zarr.open_array(str(tmp_path / "root" / "broken" / "cam0" / "0"), mode="r")[:])
+    np.testing.assert_array_equal(data, np.stack([frame, frame]))

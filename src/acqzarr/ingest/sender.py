@@ -29,8 +29,8 @@ import numpy as np
 import zmq
 import zmq.auth
 
-from ..errors import BackpressureTimeout, ConfigError, StateError
-from ..settings import StreamSettings
+from ..errors import BackpressureTimeout, ConfigError, FrameError, StateError
+from ..settings import DTYPES, StreamSettings
 from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart, encode_header, encode_payload
 from .status import StatusUnavailable, query
 
@@ -297,6 +297,8 @@ class Sender:
         """
         series = self._require_series()
         frame = np.asarray(frame)
+        if frame.dtype.name not in DTYPES:
+            raise FrameError(f"frames of dtype {frame.dtype} cannot be sent; expected one of {DTYPES}")
         slot = self._pool_ids.get(id(frame))
         if slot is not None and slot.array is not frame:
             slot = None

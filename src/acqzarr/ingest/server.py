@@ -309,6 +309,7 @@ class IngestServer:
         c.frames += 1
         c.bytes_received += payload.nbytes
         c.bytes_raw += frame.nbytes
+        c.camera_dropped += header.dropped_before
 
     def _finalize(self, series: Series, end: str, header: SeriesEnd | None) -> None:
         del self.series[series.id]

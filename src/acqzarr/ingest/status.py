@@ -35,7 +35,8 @@ class Counters:
         self.frames = 0
         self.bytes_received = 0  # payload bytes on the wire (compressed for blosc2)
         self.bytes_raw = 0  # frame bytes after decoding
-        self.gaps = 0
+        self.gaps = 0  # messages lost in transport (holes in msg_number)
+        self.camera_dropped = 0  # frames the senders' cameras lost (their dropped_before)
         self.rejected: Counter[str] = Counter()
         self.series_started = 0
         self.series_finished = 0
@@ -67,6 +68,7 @@ class Counters:
             "fps": round(self.fps, 2),
             "raw_bytes_per_s": round(self.raw_bytes_per_s),
             "gaps": self.gaps,
+            "camera_dropped": self.camera_dropped,
             "rejected": dict(sorted(self.rejected.items())),
             "rejected_total": sum(self.rejected.values()),
             "series_started": self.series_started,
@@ -83,6 +85,7 @@ def format_line(snap: dict[str, Any]) -> str:
         f"frames {snap['frames']} ({snap['fps']:.1f} fps)"
         f" | in {snap['raw_bytes_per_s'] / 1e6:.0f} MB/s | wire {snap['bytes_received'] / 1e6:.0f} MB"
         f" | written {snap['bytes_written'] / 1e6:.0f} MB | gaps {snap['gaps']}"
+        f" | camera drops {snap['camera_dropped']}"
         f" | rejected {snap['rejected_total']} ({rejected})"
         f" | open {sorted(snap['open_series']) or '-'} | finished {snap['series_finished']}"
     )
