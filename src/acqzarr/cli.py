@@ -23,18 +23,19 @@ def _record(args: argparse.Namespace) -> int:
 
     from .session import estimate, load_session, record
 
-    config, camera = load_session(args.config, args.set, frames=args.frames, output=args.output)
+    config, cameras = load_session(args.config, args.set, frames=args.frames, output=args.output)
     if args.dry_run:
         resolved = json.loads(config.model_dump_json())
-        print(json.dumps({"config": resolved, "estimate": estimate(config, camera)}, indent=2))
+        print(json.dumps({"config": resolved, "estimate": estimate(config, cameras)}, indent=2))
         return EXIT_OK
-    session = record(config, camera)
-    print(
-        f"recorded {session['frames']} frames from {session['driver']} into {config.store} "
-        f"(dropped by the source: {session['dropped']})"
-        + (f"; interrupted by {session['interrupted']}" if session["interrupted"] else "")
-    )
-    return EXIT_INTERRUPTED if session["interrupted"] else EXIT_OK
+    sessions = record(config, cameras)
+    for src, session in zip(config.sources, sessions, strict=True):
+        print(
+            f"recorded {session['frames']} frames from {session['driver']} into "
+            f"{config.store}{'/' + src.key if src.key else ''} (dropped by the source: {session['dropped']})"
+            + (f"; interrupted by {session['interrupted']}" if session["interrupted"] else "")
+        )
+    return EXIT_INTERRUPTED if sessions and sessions[0]["interrupted"] else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
