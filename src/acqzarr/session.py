@@ -301,24 +301,23 @@ def record(
     """
     out = log or sys.stdout
     stop = _Stop()
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    stream = open_stream(config.stream_settings(), store)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
-    stream = open_stream(config.stream_settings(), store)
     runs = [
         _Acquisition(stream, src, config.key_of(src), cam, stop)
         for src, cam in zip(config.sources, cameras, strict=True)
     ]
     display: Display = make_display(out)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         for run in runs:
             run.thread.start()
-        while any(run.thread.is_alive() for run in runs):
-            stop.event.wait(refresh)
-            display.update([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
-        for run in runs:
-            run.thread.join()
+        while alive := [run for run in runs if run.thread.is_alive()]:
+            alive[0].thread.join(refresh)  # returns as soon as a source ends, at the latest after refresh
+            if any(run.thread.is_alive() for run in runs):  # the final figures come from close()
+                display.update([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
     finally:
         stop.event.set()
         for run in runs:
