@@ -126,3 +126,44 @@ def test_third_party_drivers_register_through_entry_points(monkeypatch: pytest.M
     frames, ids, _ = _read_all(cam)
     assert ids == [0, 1]
     assert frames[0].shape == (8, 8)
+
+
+@pytest.mark.parametrize("name", ["simulated.noise", "simulated.radial_sine", "simulated.empty"])
+def test_an_roi_delivers_that_region_of_the_full_sensor(name: str) -> None:
+    sensor = {"height": 40, "width": 56, "frames": 3, "ring": 8, "seed": 5}
+    full, _, _ = _read_all(drivers.create(name, sensor))
+    cam = drivers.create(name, {**sensor, "roi": {"x": 8, "y": 12, "width": 24, "height": 16}})
+    assert cam.shape == (16, 24)
+    assert cam.roi == az.ROI(x=8, y=12, width=24, height=16)
+    cropped, _, _ = _read_all(cam)
+    for a, b in zip(full, cropped, strict=True):
+        np.testing.assert_array_equal(a[12:28, 8:32], b)
+
+
+def test_roi_and_exposure_are_validated_against_the_sensor_and_frame_rate() -> None:
+    with pytest.raises(ValidationError, match=r"roi \(30, 0, 40x10\) does not fit the 64x64 sensor"):
+        drivers.create(
+            "simulated.noise", {"height": 64, "width": 64, "roi": {"x": 30, "width": 40, "height": 10}}
+        )
+    with pytest.raises(ValidationError, match=r"exposure_ms 30.0 is longer than the frame period at fps 50"):
+        drivers.create("simulated.noise", {"fps": 50, "exposure_ms": 30})
+    assert drivers.create("simulated.noise", {"fps": 50}).exposure_ms == 20.0
+    assert drivers.create("simulated.noise", {}).exposure_ms is None
+    assert drivers.create("simulated.noise", {"height": 8, "width": 6}).roi == az.ROI(0, 0, 6, 8)
+
+
+def test_exposure_bounds_a_free_running_camera() -> None:
+    cam = drivers.create(
+        "simulated.empty", {"height": 8, "width": 8, "frames": 6, "ring": 8, "exposure_ms": 25}
+    )
+    assert cam.exposure_ms == 25.0
+    out = np.empty(cam.shape, cam.dtype)
+    cam.start()
+    try:
+        stamps = []
+        while (info := cam.read_into(out)) is not None:
+            stamps.append(info.timestamp_ns)
+    finally:
+        cam.stop()
+    # Frames cannot come faster than one exposure apart (a lower bound only: the machine may be slower).
+    assert len(stamps) == 6 and (stamps[-1] - stamps[0]) >= 5 * 25e6 * 0.99

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from acqzarr.camera import FrameInfo
+from acqzarr.camera import ROI, FrameInfo
 
 __all__ = ["Replay", "ReplayOptions"]
 
@@ -86,6 +86,14 @@ class Replay:
     @property
     def dropped(self) -> int:
         return 0
+
+    @property
+    def exposure_ms(self) -> float | None:
+        return None  # a file has no exposure
+
+    @property
+    def roi(self) -> ROI:
+        return ROI(0, 0, self.shape[1], self.shape[0])
 
     def start(self) -> None:
         self._start = time.perf_counter()

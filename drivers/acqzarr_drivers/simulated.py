@@ -14,18 +14,45 @@ import time
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acqzarr.camera import FrameInfo
+from acqzarr.camera import ROI, FrameInfo
 
-__all__ = ["EmptySimulator", "NoiseSimulator", "RadialSineSimulator", "RandomSimulator", "SimulatorOptions"]
+__all__ = [
+    "EmptySimulator",
+    "NoiseSimulator",
+    "RadialSineSimulator",
+    "RandomSimulator",
+    "RegionOptions",
+    "SimulatorOptions",
+]
+
+
+class RegionOptions(BaseModel):
+    """A sensor region of interest: only these pixels are read out and delivered."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    x: int = Field(default=0, ge=0, description="Left edge on the sensor, pixels.")
+    y: int = Field(default=0, ge=0, description="Top edge on the sensor, pixels.")
+    width: int = Field(ge=1, description="Width of the delivered frames, pixels.")
+    height: int = Field(ge=1, description="Height of the delivered frames, pixels.")
 
 
 class SimulatorOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    height: int = Field(default=512, ge=1, description="Frame height in pixels.")
-    width: int = Field(default=512, ge=1, description="Frame width in pixels.")
+    height: int = Field(default=512, ge=1, description="Sensor height in pixels.")
+    width: int = Field(default=512, ge=1, description="Sensor width in pixels.")
+    roi: RegionOptions | None = Field(
+        default=None, description="Deliver only this sensor region; null delivers the whole sensor."
+    )
+    exposure_ms: float | None = Field(
+        default=None,
+        gt=0,
+        description="Exposure per frame; it bounds the frame rate (fps <= 1000/exposure_ms). "
+        "Null: the full frame period at `fps`, or no limit when free-running.",
+    )
     dtype: str = Field(default="uint16", pattern="^(uint8|uint16)$", description="Sample type.")
     fps: float | None = Field(
         default=None, gt=0, description="Frame rate; null runs free (as fast as possible)."
@@ -38,6 +65,25 @@ class SimulatorOptions(BaseModel):
     )
     seed: int = Field(default=0, description="Seed of the deterministic pattern.")
 
+    @model_validator(mode="after")
+    def _fits(self) -> SimulatorOptions:
+        r = self.roi
+        if r is not None and (r.x + r.width > self.width or r.y + r.height > self.height):
+            raise ValueError(
+                f"roi ({r.x}, {r.y}, {r.width}x{r.height}) does not fit the {self.width}x{self.height} sensor"
+            )
+        if self.fps is not None and self.exposure_ms is not None and self.exposure_ms > 1000.0 / self.fps:
+            raise ValueError(
+                f"exposure_ms {self.exposure_ms} is longer than the frame period at fps {self.fps} "
+                f"({1000.0 / self.fps:g} ms)"
+            )
+        return self
+
+    @property
+    def region(self) -> ROI:
+        r = self.roi
+        return ROI(0, 0, self.width, self.height) if r is None else ROI(r.x, r.y, r.width, r.height)
+
 
 class Simulator:
     """Base of the simulated cameras: subclasses only say how frame ``i`` looks."""
@@ -47,7 +93,8 @@ class Simulator:
     def __init__(self, options: SimulatorOptions) -> None:
         self.options = options
         self._dtype = np.dtype(options.dtype)
-        self._ring = np.zeros((options.ring, options.height, options.width), self._dtype)
+        self._region = options.region
+        self._ring = np.zeros((options.ring, *self.shape), self._dtype)
         self._stamps = np.zeros(options.ring, np.int64)
         self._cond = threading.Condition()
         self._written = 0  # frames produced
@@ -60,7 +107,17 @@ class Simulator:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (self.options.height, self.options.width)
+        return (self._region.height, self._region.width)
+
+    @property
+    def roi(self) -> ROI:
+        return self._region
+
+    @property
+    def exposure_ms(self) -> float | None:
+        if self.options.exposure_ms is not None:
+            return self.options.exposure_ms
+        return None if self.options.fps is None else 1000.0 / self.options.fps
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -75,6 +132,7 @@ class Simulator:
         return self._dropped
 
     def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
+        """Fill ``out`` (the ROI's shape) with frame ``i`` as the ROI sees it."""
         raise NotImplementedError
 
     def start(self) -> None:
@@ -90,7 +148,8 @@ class Simulator:
             self._thread.join()
 
     def _produce(self) -> None:
-        period = 1.0 / self.options.fps if self.options.fps else 0.0
+        # A sensor cannot start the next frame before the exposure ends.
+        period = 1.0 / self.options.fps if self.options.fps else (self.options.exposure_ms or 0.0) / 1000.0
         start = time.perf_counter()
         i = 0
         while self._running and (self.options.frames is None or i < self.options.frames):
@@ -136,7 +195,10 @@ class EmptySimulator(Simulator):
 
 
 class RandomSimulator(Simulator):
-    """Uniform random frames (incompressible): a worst case for compression."""
+    """Uniform random frames (incompressible): a worst case for compression.
+
+    Drawn at the ROI's size, so an ROI's values are not a crop of the full frame's.
+    """
 
     def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
         rng = np.random.default_rng((self.options.seed, i))
@@ -147,8 +209,9 @@ class RadialSineSimulator(Simulator):
     """A radial sine pattern that moves outward frame by frame."""
 
     def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
-        h, w = out.shape
-        yy, xx = np.ogrid[0:h, 0:w]
+        h, w = self.options.height, self.options.width  # the pattern is centred on the sensor
+        r0 = self._region
+        yy, xx = np.ogrid[r0.y : r0.y + r0.height, r0.x : r0.x + r0.width]
         r = np.hypot(yy - h / 2, xx - w / 2)
         peak = float(np.iinfo(out.dtype).max)
         out[...] = (peak / 2 * (1 + np.sin(r / 8.0 - i * 0.5))).astype(out.dtype)
@@ -164,7 +227,10 @@ class NoiseSimulator(Simulator):
         from acqzarr.synthetic import camera_frames
 
         # A pool generated once: drawing Poisson noise per 2048^2 frame would cap the frame rate.
-        self._pool = camera_frames(self._POOL, self.shape, self._dtype, seed=options.seed)
+        # Generated for the whole sensor and cropped, so an ROI sees the same pixels as a full frame.
+        sensor = camera_frames(self._POOL, (options.height, options.width), self._dtype, seed=options.seed)
+        r = self._region
+        self._pool = np.ascontiguousarray(sensor[:, r.y : r.y + r.height, r.x : r.x + r.width])
 
     def pattern(self, i: int, out: np.ndarray[Any, Any]) -> None:
         out[...] = self._pool[i % self._POOL]

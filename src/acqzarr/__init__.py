@@ -1,5 +1,6 @@
 """acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows."""
 
+from .camera import ROI, Camera, FrameInfo
 from .codecs import BloscCodec
 from .device import State, StorageCapabilities, ZarrStorage
 from .errors import (
@@ -21,16 +22,19 @@ from .writers import ChunkWriter, ShardWriter, Writer
 __version__ = "0.1.0"
 
 __all__ = [
+    "ROI",
     "AcqzarrError",
     "ArraySettings",
     "ArrayStats",
     "BackpressureTimeout",
     "Blosc",
     "BloscCodec",
+    "Camera",
     "ChunkWriter",
     "ConfigError",
     "Dimension",
     "FrameError",
+    "FrameInfo",
     "LocalStore",
     "MemoryStore",
     "Multiscale",

@@ -13,7 +13,21 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-__all__ = ["Camera", "FrameInfo"]
+__all__ = ["ROI", "Camera", "FrameInfo"]
+
+
+@dataclass(frozen=True)
+class ROI:
+    """The sensor region a camera delivers, in sensor pixels (origin top-left).
+
+    Recorded in the session record so a frame's pixels can be placed on the
+    sensor again (flat-field and dark-frame corrections are per sensor pixel).
+    """
+
+    x: int
+    y: int
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -38,6 +52,16 @@ class Camera(Protocol):
     @property
     def fps(self) -> float | None:
         """Frame rate the camera paces itself at; None when free-running."""
+        ...
+
+    @property
+    def exposure_ms(self) -> float | None:
+        """Exposure time per frame in milliseconds; None when the source has none (a file)."""
+        ...
+
+    @property
+    def roi(self) -> ROI:
+        """The sensor region of the delivered frames; its size equals ``shape``."""
         ...
 
     def start(self) -> None: ...

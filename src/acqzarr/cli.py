@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import time
 from collections.abc import Sequence
 
-from .errors import AcqzarrError, ConfigError
+from .errors import AcqzarrError, ConfigError, StoreError
 from .ingest.commands import add_subcommands as add_ingest_subcommands
 from .settings import ArraySettings, Blosc, Dimension, StreamSettings
+from .stores import Store, open_store
 from .stream import open_stream
 from .synthetic import camera_frames
 
@@ -24,18 +26,59 @@ def _record(args: argparse.Namespace) -> int:
 
     from .session import estimate, load_session, record
 
-    config, camera = load_session(args.config, args.set, frames=args.frames, output=args.output)
+    config, cameras = load_session(args.config, args.set, frames=args.frames, output=args.output)
     if args.dry_run:
         resolved = json.loads(config.model_dump_json())
-        print(json.dumps({"config": resolved, "estimate": estimate(config, camera)}, indent=2))
+        print(json.dumps({"config": resolved, "estimate": estimate(config, cameras)}, indent=2))
         return EXIT_OK
-    session = record(config, camera)
-    print(
-        f"recorded {session['frames']} frames from {session['driver']} into {config.store} "
-        f"(dropped by the source: {session['dropped']})"
-        + (f"; interrupted by {session['interrupted']}" if session["interrupted"] else "")
-    )
-    return EXIT_INTERRUPTED if session["interrupted"] else EXIT_OK
+    sessions = record(config, cameras)
+    for src, session in zip(config.sources, sessions, strict=True):
+        print(
+            f"recorded {session['frames']} frames from {session['driver']} into "
+            f"{config.store}{'/' + src.key if src.key else ''} (dropped by the source: {session['dropped']})"
+            + (f"; interrupted by {session['interrupted']}" if session["interrupted"] else "")
+        )
+    return EXIT_INTERRUPTED if sessions and sessions[0]["interrupted"] else EXIT_OK
+
+
+def _open_existing(location: str) -> Store:
+    store = open_store(location, direct_io=False)
+    if store.is_empty():
+        raise StoreError(errno.ENOENT, f"no Zarr store at {store.describe()}")
+    return store
+
+
+def _info(args: argparse.Namespace) -> int:
+    """Print the arrays, images, codecs, sizes and session records of a store."""
+    import json
+
+    from .store_info import describe, render
+
+    info = describe(_open_existing(args.store))
+    if info["zarr_format"] is None:
+        raise StoreError(errno.EINVAL, f"{args.store}: no Zarr metadata (zarr.json, .zgroup or .zarray)")
+    print(json.dumps(info, indent=2) if args.json else render(info))
+    return EXIT_OK
+
+
+def _validate(args: argparse.Namespace) -> int:
+    """Check structure, shard indexes and OME-NGFF metadata; exit 1 if anything is wrong."""
+    import json
+
+    from .validation import validate
+
+    problems = validate(_open_existing(args.store), deep=args.deep)
+    errors = [p for p in problems if p.severity == "error"]
+    if args.json:
+        print(json.dumps([p.__dict__ for p in problems], indent=2))
+    else:
+        for p in problems:
+            print(p)
+        print(
+            f"{args.store}: {'valid' if not errors else 'INVALID'} ({len(errors)} errors, "
+            f"{len(problems) - len(errors)} warnings{', every chunk decoded' if args.deep else ''})"
+        )
+    return EXIT_RUNTIME if errors else EXIT_OK
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -111,6 +154,15 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--frames", type=int, help="frames to record (overrides source.frames)")
     rec.add_argument("--output", help="store path (overrides store)")
     rec.set_defaults(func=_record)
+    info = sub.add_parser("info", help="arrays, shapes, chunks, codecs, ratio, frames and session record")
+    info.add_argument("store", help="the store (a path)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.set_defaults(func=_info)
+    val = sub.add_parser("validate", help="check a store's structure, shard indexes and OME-NGFF metadata")
+    val.add_argument("store", help="the store (a path)")
+    val.add_argument("--deep", action="store_true", help="also decode every chunk (reads the whole store)")
+    val.add_argument("--json", action="store_true", help="print the problems as JSON")
+    val.set_defaults(func=_validate)
     add_ingest_subcommands(sub)  # serve, send, status
     return p
 

@@ -54,12 +54,12 @@ class ZarrFormat(ABC):
         """The writer kind of this format."""
 
     @abstractmethod
-    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any]) -> Documents:
-        """Documents of a small uncompressed 1-D array stored as one chunk (per-frame metadata)."""
+    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
+        """Documents of a small uncompressed 1-D array in chunks of ``chunk`` (per-frame metadata)."""
 
     @abstractmethod
-    def vector_chunk_key(self, path: str) -> str:
-        """Key of that array's single chunk."""
+    def vector_chunk_key(self, path: str, index: int) -> str:
+        """Key of that array's chunk ``index``."""
 
     def default_inflight_bytes(self) -> int:
         """The default in-flight cap: two worst-case layers per array level (one filling while the
@@ -102,18 +102,18 @@ class ZarrV2(ZarrFormat):
     def make_writer(self, **kwargs: Any) -> Writer:
         return ChunkWriter(separator=self.settings.dimension_separator, **kwargs)
 
-    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any]) -> Documents:
+    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
         doc = zarr_v2.array_doc(
             shape=(length,),
-            chunks=(max(length, 1),),
+            chunks=(chunk,),
             dtype=dtype,
             compressor=None,
             separator=self.settings.dimension_separator,
         )
         return {_join(path, ".zarray"): doc}
 
-    def vector_chunk_key(self, path: str) -> str:
-        return _join(path, "0")
+    def vector_chunk_key(self, path: str, index: int) -> str:
+        return _join(path, str(index))
 
 
 class ZarrV3(ZarrFormat):
@@ -146,12 +146,12 @@ class ZarrV3(ZarrFormat):
     def make_writer(self, **kwargs: Any) -> Writer:
         return ShardWriter(**kwargs)
 
-    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any]) -> Documents:
-        doc = zarr_v3.plain_array_doc(shape=(length,), chunk=(max(length, 1),), dtype=dtype)
+    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
+        doc = zarr_v3.plain_array_doc(shape=(length,), chunk=(chunk,), dtype=dtype)
         return {_join(path, "zarr.json"): doc}
 
-    def vector_chunk_key(self, path: str) -> str:
-        return _join(path, "c/0")
+    def vector_chunk_key(self, path: str, index: int) -> str:
+        return _join(path, f"c/{index}")
 
 
 def format_for(settings: StreamSettings) -> ZarrFormat:

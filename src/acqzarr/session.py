@@ -1,15 +1,17 @@
 """Recording sessions: a config file (stream settings + a ``source:``) turned into a dataset.
 
-The config is validated completely (stream settings, the driver's own
-options, and that the driver's frames fit the array) before anything touches
-disk.  While recording, per-frame metadata is collected and, at the end,
-written beside the image as small 1-D arrays; the group attributes get a
-session record.  SIGINT/SIGTERM stop the loop; the stream is then closed
-normally, so everything accepted is flushed and the store finalized.
+The config is validated completely (stream settings, each driver's own
+options, and that each driver's frames fit its array) before anything
+touches disk.  Each source runs in its own thread, so two cameras write into
+one store concurrently.  Per-frame metadata is published beside the image as
+it flushes (see frame_log); the image group gets a session record.
+SIGINT/SIGTERM stop the sources; the stream is then closed normally, so
+everything accepted is flushed and the store finalized.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -24,17 +26,19 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import __version__
 from .errors import ConfigError
+from .frame_log import FIELDS as FRAME_FIELDS
+from .frame_log import FrameLog
+from .progress import Display, make_display, snapshot
 from .settings import StreamSettings, format_validation_error, load_mapping
+from .stores import Store
 from .stream import Stream, open_stream
 
 __all__ = ["FRAME_FIELDS", "SessionConfig", "SourceSettings", "load_session", "record"]
 
-FRAME_FIELDS = ("frame_id", "timestamp_ns", "receive_ns", "dropped_before")
-FRAMES_GROUP = "acqzarr_frames"
 ENV_PREFIX = "ACQZARR_"
 
 
@@ -49,7 +53,9 @@ class SourceSettings(BaseModel):
         ge=0,
         description="Frames to record; null records until the driver ends or the session is interrupted.",
     )
-    key: str | None = Field(default=None, description="Array the frames go to; null when there is one array.")
+    key: str | None = Field(
+        default=None, description="Array the frames go to; may be null only when there is one array."
+    )
     options: dict[str, Any] = Field(
         default_factory=dict,
         description="The driver's own settings, validated by the driver's pydantic model.",
@@ -59,7 +65,34 @@ class SourceSettings(BaseModel):
 class SessionConfig(StreamSettings):
     """A recording session: every StreamSettings field at the top level, plus ``source``."""
 
-    source: SourceSettings = Field(description="The camera or file the frames come from.")
+    source: SourceSettings | list[SourceSettings] = Field(
+        description="The camera or file the frames come from; a list records several cameras "
+        "concurrently, each naming its array with `key`."
+    )
+
+    @model_validator(mode="after")
+    def _one_source_per_array(self) -> SessionConfig:
+        keys = [a.key for a in self.arrays]
+        seen: set[str] = set()
+        for i, src in enumerate(self.sources):
+            where = "source" if isinstance(self.source, SourceSettings) else f"source.{i}"
+            key = src.key if src.key is not None else (keys[0] if len(keys) == 1 else None)
+            if key not in keys:
+                raise ValueError(f"{where}.key: must name one of the arrays {keys}")
+            if key in seen:
+                raise ValueError(f"{where}.key: array {key!r} already has a source")
+            seen.add(key)
+        return self
+
+    @property
+    def sources(self) -> list[SourceSettings]:
+        return [self.source] if isinstance(self.source, SourceSettings) else list(self.source)
+
+    def key_of(self, source: SourceSettings) -> str:
+        return source.key if source.key is not None else self.arrays[0].key
+
+    def stream_settings(self) -> StreamSettings:
+        return StreamSettings.model_validate(self.model_dump(exclude={"source"}))
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
@@ -105,8 +138,11 @@ def load_session(
     frames: int | None = None,
     output: str | None = None,
     environ: Mapping[str, str] | None = None,
-) -> tuple[SessionConfig, Any]:
-    """Validate a session config and build its driver; raises ConfigError naming the key and reason."""
+) -> tuple[SessionConfig, list[Any]]:
+    """Validate a session config and build its drivers (one per source, in order).
+
+    Raises ConfigError naming the key and reason; nothing is created on disk.
+    """
     data = load_mapping(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
@@ -114,56 +150,70 @@ def load_session(
     if output is not None:
         data["store"] = output
     if frames is not None:
-        data.setdefault("source", {})
-        if isinstance(data["source"], dict):
-            data["source"]["frames"] = frames
+        source = data.get("source")
+        for src in source if isinstance(source, list) else [source]:
+            if isinstance(src, dict):
+                src["frames"] = frames
     try:
         config = SessionConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(path))) from None
-    camera = _make_camera(config, str(path))
-    return config, camera
+    single = isinstance(config.source, SourceSettings)
+    cameras = [
+        _make_camera(config, src, "source" if single else f"source.{i}", str(path))
+        for i, src in enumerate(config.sources)
+    ]
+    return config, cameras
 
 
-def _make_camera(config: SessionConfig, origin: str) -> Any:
+def _make_camera(config: SessionConfig, src: SourceSettings, where: str, origin: str) -> Any:
     import acqzarr_drivers
 
-    src = config.source
     try:
         cls = acqzarr_drivers.driver_class(src.driver)
     except KeyError as exc:
-        raise ConfigError(f"{origin}: invalid settings\n  source.driver: {exc.args[0]}") from None
+        raise ConfigError(f"{origin}: invalid settings\n  {where}.driver: {exc.args[0]}") from None
     try:
         options = cls.Options.model_validate(src.options)
     except ValidationError as exc:
-        msg = format_validation_error(exc, origin).replace("\n  ", "\n  source.options.")
+        msg = format_validation_error(exc, origin).replace("\n  ", f"\n  {where}.options.")
         raise ConfigError(msg) from None
-    camera = cls(options)
-    keys = [a.key for a in config.arrays]
-    key = src.key if src.key is not None else (keys[0] if len(keys) == 1 else None)
-    if key not in keys:
-        raise ConfigError(f"{origin}: invalid settings\n  source.key: must name one of the arrays {keys}")
-    array = config.arrays[keys.index(key)]
+    try:
+        camera = cls(options)
+    except (OSError, ValueError) as exc:  # e.g. a replay file that exists but cannot be read
+        raise ConfigError(f"{origin}: invalid settings\n  {where}.options: {exc}") from None
+    key = config.key_of(src)
+    array = next(a for a in config.arrays if a.key == key)
     frame_shape = tuple(d.size for d in array.dimensions[-2:])
     if tuple(camera.shape) != frame_shape or np.dtype(camera.dtype) != np.dtype(array.dtype):
         raise ConfigError(
-            f"{origin}: invalid settings\n  source.options: the driver delivers {tuple(camera.shape)} "
+            f"{origin}: invalid settings\n  {where}.options: the driver delivers {tuple(camera.shape)} "
             f"{np.dtype(camera.dtype)} frames but array {key!r} takes {frame_shape} {array.dtype}"
         )
     return camera
 
 
-def estimate(config: SessionConfig, camera: Any) -> dict[str, Any]:
-    """What --dry-run reports: memory the stream may reserve, and the raw data rate."""
+def estimate(config: SessionConfig, cameras: Sequence[Any]) -> dict[str, Any]:
+    """What --dry-run reports: memory the stream may reserve, and the raw data rate of every source."""
     from .formats import format_for
 
-    frame_bytes = int(np.prod(camera.shape)) * np.dtype(camera.dtype).itemsize
-    fps = camera.fps
+    per_source = []
+    for src, camera in zip(config.sources, cameras, strict=True):
+        frame_bytes = int(np.prod(camera.shape)) * np.dtype(camera.dtype).itemsize
+        fps = camera.fps
+        per_source.append(
+            {
+                "key": config.key_of(src),
+                "frame_bytes": frame_bytes,
+                "data_rate_bytes_per_s": None if fps is None else frame_bytes * fps,
+                "frames": src.frames,
+            }
+        )
+    rates = [s["data_rate_bytes_per_s"] for s in per_source]
     return {
         "memory_reserved_bytes": config.max_inflight_bytes or format_for(config).default_inflight_bytes(),
-        "frame_bytes": frame_bytes,
-        "data_rate_bytes_per_s": None if fps is None else frame_bytes * fps,
-        "frames": config.source.frames,
+        "data_rate_bytes_per_s": None if None in rates else sum(rates),
+        "sources": per_source,
     }
 
 
@@ -177,101 +227,118 @@ class _Stop:
         self.event.set()
 
 
-def record(config: SessionConfig, camera: Any, *, log: Any = None) -> dict[str, Any]:
-    """Run the session; returns its record (also written into the image group's attributes)."""
+class _Acquisition:
+    """One source feeding one array, on its own thread; it owns that array's frame log."""
+
+    PUBLISH_EVERY = 0.5  # seconds between per-frame metadata publications
+
+    def __init__(self, stream: Stream, src: SourceSettings, key: str, camera: Any, stop: _Stop) -> None:
+        self.stream, self.src, self.key, self.camera, self.stop = stream, src, key, camera, stop
+        self.log = FrameLog(stream, key)
+        self.dropped = 0
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"acqzarr-source-{key}", daemon=True)
+
+    def _run(self) -> None:
+        buf = np.empty(self.camera.shape, self.camera.dtype)
+        limit = self.src.frames
+        last = time.monotonic()
+        try:
+            self.camera.start()
+            while (limit is None or len(self.log) < limit) and not self.stop.event.is_set():
+                info = self.camera.read_into(buf)
+                if info is None:
+                    break
+                received = time.monotonic_ns()
+                self.stream.append(buf, key=self.key)
+                self.log.add(info.frame_id, info.timestamp_ns, received, info.dropped_before)
+                self.dropped += info.dropped_before
+                now = time.monotonic()
+                if now - last >= self.PUBLISH_EVERY:
+                    self.log.publish(self.stream.stats(self.key).frames_flushed)
+                    last = now
+        except BaseException as exc:
+            self.error = exc
+            self.stop.event.set()  # one failed source ends the session for all
+        finally:
+            self.camera.stop()
+
+    def record(self, config: SessionConfig, started: dt.datetime) -> dict[str, Any]:
+        cam = self.camera
+        return {
+            "version": 2,
+            "software": f"acqzarr {__version__}",
+            "driver": self.src.driver,
+            "options": self.src.options,
+            "camera": {
+                "shape": list(cam.shape),
+                "dtype": np.dtype(cam.dtype).name,
+                "fps": cam.fps,
+                "exposure_ms": cam.exposure_ms,
+                "roi": dataclasses.asdict(cam.roi),
+            },
+            "settings": json.loads(config.model_dump_json(exclude={"source"})),
+            "start": started.isoformat(),
+            "stop": dt.datetime.now(dt.UTC).isoformat(),
+            "frames": len(self.log),
+            "dropped": int(cam.dropped),
+            "interrupted": self.stop.signal,
+            "completed": self.error is None and self.stop.signal is None,
+        }
+
+
+def record(
+    config: SessionConfig,
+    cameras: Sequence[Any],
+    *,
+    log: Any = None,
+    store: Store | None = None,
+    refresh: float = 1.0,
+) -> list[dict[str, Any]]:
+    """Run the session; returns one record per source (each also written into its image group).
+
+    ``store`` replaces the configured store (tests slow it down on purpose).
+    """
     out = log or sys.stdout
     stop = _Stop()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    key = config.source.key or config.arrays[0].key
-    meta: dict[str, list[int]] = {f: [] for f in FRAME_FIELDS}
+    stream = open_stream(config.stream_settings(), store)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
-    buf = np.empty(camera.shape, camera.dtype)
-    limit = config.source.frames
-    stream = open_stream(StreamSettings.model_validate(config.model_dump(exclude={"source"})))
-    error: BaseException | None = None
+    runs = [
+        _Acquisition(stream, src, config.key_of(src), cam, stop)
+        for src, cam in zip(config.sources, cameras, strict=True)
+    ]
+    display: Display = make_display(out)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
-        camera.start()
-        last_log = t0
-        while (limit is None or len(meta["frame_id"]) < limit) and not stop.event.is_set():
-            info = camera.read_into(buf)
-            if info is None:
-                break
-            received = time.monotonic_ns()
-            stream.append(buf, key=key)
-            for name, value in (
-                ("frame_id", info.frame_id),
-                ("timestamp_ns", info.timestamp_ns),
-                ("receive_ns", received),
-                ("dropped_before", info.dropped_before),
-            ):
-                meta[name].append(value)
-            now = time.monotonic()
-            if now - last_log >= 1.0:
-                _progress(out, stream, key, meta, now - t0)
-                last_log = now
-    except BaseException as exc:
-        error = exc
+        for run in runs:
+            run.thread.start()
+        while alive := [run for run in runs if run.thread.is_alive()]:
+            alive[0].thread.join(refresh)  # returns as soon as a source ends, at the latest after refresh
+            if any(run.thread.is_alive() for run in runs):  # the final figures come from close()
+                display.update([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
     finally:
-        camera.stop()
+        stop.event.set()
+        for run in runs:
+            run.thread.join()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    session = {
-        "version": 1,
-        "software": f"acqzarr {__version__}",
-        "driver": config.source.driver,
-        "options": config.source.options,
-        "settings": json.loads(config.model_dump_json(exclude={"source"})),
-        "start": started.isoformat(),
-        "stop": dt.datetime.now(dt.UTC).isoformat(),
-        "frames": len(meta["frame_id"]),
-        "dropped": int(camera.dropped),
-        "interrupted": stop.signal,
-        "completed": error is None and stop.signal is None,
-    }
+    records = [run.record(config, started) for run in runs]
+    error = next((r.error for r in runs if r.error is not None), None)
     try:
-        stream.write_metadata({"acqzarr_session": session}, key=key)
-        _write_frame_metadata(stream, key, meta)
+        for run, rec in zip(runs, records, strict=True):
+            stream.write_metadata({"acqzarr_session": rec}, key=run.key)
     finally:
         try:
             stream.close()
         except Exception:
             if error is None:
                 raise  # otherwise the original failure is the one to report
-    _progress(out, stream, key, meta, time.monotonic() - t0)
+        finally:
+            for run in runs:  # exactly what reached the disk, also after a failed close
+                run.log.publish(stream.stats(run.key).frames_flushed)
+            display.close([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
     if error is not None:
         raise error
-    return session
-
-
-def _progress(out: Any, stream: Stream, key: str, meta: dict[str, list[int]], elapsed: float) -> None:
-    stats = stream.stats(key)
-    array = next(a for a in stream.settings.arrays if a.key == key)
-    frame_bytes = array.dimensions[-1].size * array.dimensions[-2].size * np.dtype(array.dtype).itemsize
-    raw = stats.frames_appended * frame_bytes
-    ratio = raw / stats.bytes_written if stats.bytes_written else float("nan")
-    budget = stream.pipeline.budget
-    span = max(elapsed, 1e-9)
-    print(
-        f"frames {stats.frames_appended} ({stats.frames_appended / span:.1f} fps)"
-        f" | in {raw / span / 1e6:.0f} MB/s"
-        f" | out {stats.bytes_written / span / 1e6:.0f} MB/s | ratio {ratio:.2f}"
-        f" | in flight {budget.used / 2**20:.0f}/{budget.cap / 2**20:.0f} MiB"
-        f" | dropped {sum(meta['dropped_before'])} | flushed {stats.frames_flushed}",
-        file=out,
-        flush=True,
-    )
-
-
-def _write_frame_metadata(stream: Stream, key: str, meta: dict[str, list[int]]) -> None:
-    """Per-frame metadata as 1-D int64 arrays at <key>/acqzarr_frames/<field> (uncompressed, one chunk)."""
-    fmt = stream.format
-    base = "/".join(p for p in (key, FRAMES_GROUP) if p)
-    docs = fmt.group_documents(base, {"fields": list(FRAME_FIELDS), "version": 1})
-    for name, values in meta.items():
-        arr = np.asarray(values, dtype="<i8")
-        path = f"{base}/{name}"
-        if arr.size:
-            stream.store.put(fmt.vector_chunk_key(path), [arr.tobytes()])
-        docs.update(fmt.vector_documents(path, arr.size, arr.dtype))
-    stream.put_documents(docs)
+    return records

@@ -3,8 +3,9 @@
 A series is one store (``root/series_id``) with the arrays its settings
 declare; frames for each key go to that key's array, so several cameras in
 one series are compressed and written concurrently by the one stream.  The
-per-frame metadata and the session record follow ``acqzarr record``'s
-layout, so readers need not care how a dataset was acquired.
+per-frame metadata (a ``FrameLog``, published live as far as the image is
+flushed) and the session record follow ``acqzarr record``'s layout, so
+readers need not care how a dataset was acquired.
 """
 
 from __future__ import annotations
@@ -19,27 +20,28 @@ import numpy as np
 
 from .. import __version__
 from ..errors import ProtocolError
+from ..frame_log import FIELDS, GROUP, FrameLog
 from ..layout import ArrayLayout
-from ..session import FRAME_FIELDS, FRAMES_GROUP
 from ..settings import ArraySettings, StreamSettings
-from ..stream import open_stream
+from ..stream import Stream, open_stream
 from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart
 
 __all__ = ["INGEST_FRAME_FIELDS", "Series"]
 
 # acqzarr record's per-frame fields, plus the messages lost in transport before each frame.
-INGEST_FRAME_FIELDS = (*FRAME_FIELDS, "gap_before")
+INGEST_FRAME_FIELDS = (*FIELDS, "gap_before")
 
 
 class _Key:
-    """Per-array state: the frame geometry it accepts, a decode buffer, and per-frame metadata."""
+    """Per-array state: the frame geometry it accepts, a decode buffer, and its frame log."""
 
-    def __init__(self, settings: ArraySettings) -> None:
+    def __init__(self, stream: Stream, settings: ArraySettings) -> None:
         layout = ArrayLayout(settings, sharded=False)
+        self.key = settings.key
         self.shape = layout.frame_shape
         self.dtype = layout.dtype
         self.decode_buffer: np.ndarray[Any, Any] | None = None
-        self.meta: dict[str, list[int]] = {f: [] for f in INGEST_FRAME_FIELDS}
+        self.log = FrameLog(stream, settings.key, INGEST_FRAME_FIELDS)
         self.user_data: dict[str, Any] = {}
 
 
@@ -51,7 +53,7 @@ class Series:
         self.start_header = start
         self.settings = settings
         self.stream = open_stream(settings)
-        self.keys = {a.key: _Key(a) for a in settings.arrays}
+        self.keys = {a.key: _Key(self.stream, a) for a in settings.arrays}
         self.started = dt.datetime.now(dt.UTC)
         self.last_activity = time.monotonic()
         self.next_msg = start.msg_number + 1
@@ -95,15 +97,10 @@ class Series:
     def append(self, header: Frame, state: _Key, frame: np.ndarray[Any, Any], receive_ns: int) -> None:
         """Hand the frame to the stream (which copies it), then note its metadata."""
         self.stream.append(frame, key=header.key)
-        index = len(state.meta["frame_id"])
-        for name, value in (
-            ("frame_id", header.frame_id),
-            ("timestamp_ns", header.timestamp_ns),
-            ("receive_ns", receive_ns),
-            ("dropped_before", header.dropped_before),
-            ("gap_before", self._pending_gap),
-        ):
-            state.meta[name].append(value)
+        index = len(state.log)
+        state.log.add(
+            header.frame_id, header.timestamp_ns, receive_ns, header.dropped_before, self._pending_gap
+        )
         self._pending_gap = 0
         self.frames += 1
         self.bytes_raw += frame.nbytes
@@ -117,6 +114,11 @@ class Series:
 
     def bytes_written(self) -> int:
         return sum(self.stream.stats(k).bytes_written for k in self.keys)
+
+    def publish(self) -> None:
+        """Per-frame metadata for the frames readers can see now (called once per status interval)."""
+        for key, state in self.keys.items():
+            state.log.publish(self.stream.stats(key).frames_flushed)
 
     def finalize(self, end: str, end_header: SeriesEnd | None) -> dict[str, Any]:
         """Write per-frame metadata and the session record into every image group, then close.
@@ -150,10 +152,8 @@ class Series:
         error: BaseException | None = None
         try:
             for key, state in self.keys.items():
-                self.stream.write_metadata(
-                    {"acqzarr_session": {**record, "frames": len(state.meta["frame_id"])}}, key=key
-                )
-                self._write_frame_metadata(key, state)
+                record_key = {**record, "frames": len(state.log)}
+                self.stream.write_metadata({"acqzarr_session": record_key}, key=key)
         except Exception as exc:
             error = exc
         finally:
@@ -161,6 +161,13 @@ class Series:
                 self.stream.close()
             except Exception as exc:
                 error = error or exc
+            for key, state in self.keys.items():  # exactly what reached the disk, also after a failure
+                try:
+                    state.log.publish(self.stream.stats(key).frames_flushed)
+                    if state.user_data:
+                        self._write_user_data(key, state)
+                except Exception as exc:
+                    error = error or exc
         summary = {
             **record,
             "bytes_written": self.bytes_written(),
@@ -172,18 +179,8 @@ class Series:
             summary["completed"] = False
         return summary
 
-    def _write_frame_metadata(self, key: str, state: _Key) -> None:
-        """Per-frame metadata as 1-D int64 arrays at <key>/acqzarr_frames/<field>, as acqzarr record does."""
-        fmt = self.stream.format
-        base = "/".join(p for p in (key, FRAMES_GROUP) if p)
-        attrs: dict[str, Any] = {"fields": list(INGEST_FRAME_FIELDS), "version": 1}
-        if state.user_data:
-            attrs["user_data"] = state.user_data
-        docs = fmt.group_documents(base, attrs)
-        for name, values in state.meta.items():
-            arr = np.asarray(values, dtype="<i8")
-            path = f"{base}/{name}"
-            if arr.size:
-                self.stream.store.put(fmt.vector_chunk_key(path), [arr.tobytes()])
-            docs.update(fmt.vector_documents(path, arr.size, arr.dtype))
-        self.stream.put_documents(docs)
+    def _write_user_data(self, key: str, state: _Key) -> None:
+        """Per-frame user_data in the frame log group's attributes, keyed by frame index."""
+        base = "/".join(p for p in (key, GROUP) if p)
+        attrs = {"fields": list(INGEST_FRAME_FIELDS), "version": 1, "user_data": state.user_data}
+        self.stream.put_documents(self.stream.format.group_documents(base, attrs))

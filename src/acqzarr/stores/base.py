@@ -60,6 +60,11 @@ class Store(ABC):
     def describe(self, key: str = "") -> str:
         """A human-readable location of ``key`` (a path or URL) for error messages."""
 
+    def size(self, key: str) -> int:
+        """Stored size of ``key`` in bytes; KeyError when absent.  Backends override this to avoid
+        reading the object (``acqzarr info`` sums it over every chunk)."""
+        return len(self.get(key))
+
     def exists(self, key: str) -> bool:
         try:
             self.get(key)

@@ -22,6 +22,7 @@ import itertools
 import mmap
 import os
 import shutil
+import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -146,6 +147,15 @@ class LocalStore(Store):
             raise KeyError(key) from None
         except OSError as exc:
             raise StoreError(exc.errno or errno.EIO, f"{path}: read failed: {exc.strerror}") from exc
+
+    def size(self, key: str) -> int:
+        try:
+            st = os.stat(self.root / self.check_key(key))
+        except (FileNotFoundError, NotADirectoryError):
+            raise KeyError(key) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyError(key)
+        return st.st_size
 
     def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):

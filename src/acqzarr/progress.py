@@ -1,0 +1,151 @@
+"""What a recording shows while it runs: a live table on a terminal, log lines otherwise.
+
+A person at a terminal wants one screen that updates in place; a log file or
+a pipe wants one self-contained line per interval that greps well.  Both
+show the same snapshot, computed from the stream's own counters.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import IO, Any, Protocol
+
+import numpy as np
+
+from .stream import Stream
+
+__all__ = ["Display", "LiveTable", "LogLines", "Snapshot", "make_display", "snapshot"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One array's progress; rates are averages since the recording started."""
+
+    key: str
+    frames: int
+    flushed: int
+    dropped: int
+    fps: float
+    mb_in: float  # raw frame bytes accepted per second, MB/s
+    mb_out: float  # compressed bytes stored per second, MB/s
+    ratio: float
+    queued_frames: int  # accepted but not yet on disk
+    inflight_mib: float
+    cap_mib: float
+
+
+def snapshot(stream: Stream, key: str, elapsed: float, dropped: int) -> Snapshot:
+    stats = stream.stats(key)
+    array = next(a for a in stream.settings.arrays if a.key == key)
+    frame_bytes = math.prod(d.size for d in array.dimensions[-2:]) * np.dtype(array.dtype).itemsize
+    raw = stats.frames_appended * frame_bytes
+    span = max(elapsed, 1e-9)
+    budget = stream.pipeline.budget
+    return Snapshot(
+        key=key,
+        frames=stats.frames_appended,
+        flushed=stats.frames_flushed,
+        dropped=dropped,
+        fps=stats.frames_appended / span,
+        mb_in=raw / span / 1e6,
+        mb_out=stats.bytes_written / span / 1e6,
+        ratio=raw / stats.bytes_written if stats.bytes_written else math.nan,
+        queued_frames=stats.frames_appended - stats.frames_flushed,
+        inflight_mib=budget.used / 2**20,
+        cap_mib=budget.cap / 2**20,
+    )
+
+
+class Display(Protocol):
+    def update(self, snaps: list[Snapshot]) -> None: ...
+
+    def close(self, snaps: list[Snapshot]) -> None: ...
+
+
+class LogLines:
+    """One line per array per update (for pipes, files, CI logs)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self._out = out
+
+    def update(self, snaps: list[Snapshot]) -> None:
+        for s in snaps:
+            name = f"{s.key or '(root)'}: " if len(snaps) > 1 else ""
+            print(
+                f"{name}frames {s.frames} ({s.fps:.1f} fps) | in {s.mb_in:.0f} MB/s | out {s.mb_out:.0f} MB/s"
+                f" | ratio {s.ratio:.2f} | queued {s.queued_frames} frames, "
+                f"{s.inflight_mib:.0f}/{s.cap_mib:.0f} MiB | dropped {s.dropped} | flushed {s.flushed}",
+                file=self._out,
+                flush=True,
+            )
+
+    def close(self, snaps: list[Snapshot]) -> None:
+        self.update(snaps)
+
+
+ROWS = (
+    "frames",
+    "fps",
+    "MB/s in",
+    "MB/s out",
+    "ratio",
+    "queued frames",
+    "MiB used/cap",
+    "dropped",
+    "flushed",
+)
+
+
+def _cells(s: Snapshot) -> list[str]:
+    return [
+        str(s.frames),
+        f"{s.fps:.1f}",
+        f"{s.mb_in:.0f}",
+        f"{s.mb_out:.0f}",
+        f"{s.ratio:.2f}",
+        str(s.queued_frames),
+        f"{s.inflight_mib:.0f}/{s.cap_mib:.0f}",
+        f"[red]{s.dropped}[/red]" if s.dropped else "0",
+        str(s.flushed),
+    ]
+
+
+class LiveTable:
+    """A rich table redrawn in place, one column per array; drops turn red (the sink fell behind)."""
+
+    def __init__(self, out: IO[str], title: str = "acqzarr record") -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self._title = title
+        self._start = time.monotonic()
+        self._live = Live(console=Console(file=out), auto_refresh=False, transient=False)
+        self._live.start()
+
+    def render(self, snaps: list[Snapshot]) -> Any:
+        from rich import box
+        from rich.table import Table
+
+        table = Table(title=f"{self._title}  ({time.monotonic() - self._start:.0f} s)", box=box.SIMPLE)
+        table.add_column("")
+        for snap in snaps:  # one column per array: the table stays narrow however many metrics
+            table.add_column(snap.key or "(root)", justify="right", no_wrap=True)
+        columns = [_cells(snap) for snap in snaps]
+        for i, name in enumerate(ROWS):
+            table.add_row(name, *(col[i] for col in columns))
+        return table
+
+    def update(self, snaps: list[Snapshot]) -> None:
+        self._live.update(self.render(snaps), refresh=True)
+
+    def close(self, snaps: list[Snapshot]) -> None:
+        self.update(snaps)
+        self._live.stop()
+
+
+def make_display(out: IO[str]) -> Display:
+    """The live table when ``out`` is a terminal, log lines otherwise."""
+    isatty = getattr(out, "isatty", None)
+    return LiveTable(out) if isatty is not None and isatty() else LogLines(out)

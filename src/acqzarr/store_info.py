@@ -1,0 +1,275 @@
+"""Read a store back without zarr-python: its nodes, arrays, images and what they hold.
+
+``acqzarr info`` and ``acqzarr validate`` use this to look at any store they
+are pointed at (ours or another writer's), through the same Store interface
+the writers use, so they work wherever the writers can write.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .stores import Store
+
+__all__ = ["ArrayInfo", "ImageInfo", "Node", "StoreTree", "describe"]
+
+V2_DOCS = (".zgroup", ".zarray", ".zattrs")
+METADATA_NAMES = frozenset(("zarr.json", *V2_DOCS))
+
+
+def _is_temp(key: str) -> bool:
+    """A staging file of an atomic write that was interrupted (LocalStore names them .name.pid.n.tmp)."""
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def _join(*parts: str) -> str:
+    return "/".join(p for p in parts if p)
+
+
+@dataclass
+class Node:
+    path: str
+    kind: str  # "group" or "array"
+    meta: dict[str, Any]  # the array document (v2 .zarray / v3 zarr.json), or the group's
+    attrs: dict[str, Any]
+
+
+@dataclass
+class ArrayInfo:
+    path: str
+    shape: tuple[int, ...]
+    dtype: str
+    chunks: tuple[int, ...]  # inner chunks
+    shards: tuple[int, ...] | None  # shard shape when sharded
+    codec: str
+    objects: int
+    stored_bytes: int
+
+    @property
+    def raw_bytes(self) -> int:
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
+
+    @property
+    def ratio(self) -> float | None:
+        return self.raw_bytes / self.stored_bytes if self.stored_bytes else None
+
+
+@dataclass
+class ImageInfo:
+    path: str
+    ngff: str
+    axes: list[str]
+    levels: list[str]
+    frames: int
+    session: dict[str, Any] | None
+    frame_fields: list[str] = field(default_factory=list)
+
+
+class StoreTree:
+    """Every node of a store, parsed; documents that do not parse are kept as ``broken``."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        keys = sorted(store.list())
+        self.temp = [k for k in keys if _is_temp(k)]
+        self.keys = [k for k in keys if not _is_temp(k)]
+        names = {k.rsplit("/", 1)[-1] for k in self.keys}
+        self.version = 3 if "zarr.json" in names else 2 if names & {".zgroup", ".zarray"} else None
+        self.nodes: dict[str, Node] = {}
+        self.broken: dict[str, str] = {}  # key -> why it could not be read
+        for key in self.keys:
+            parent, _, name = key.rpartition("/")
+            if self.version == 3 and name == "zarr.json":
+                doc = self._doc(key)
+                if doc is not None:
+                    kind = str(doc.get("node_type"))
+                    self.nodes[parent] = Node(parent, kind, doc, dict(doc.get("attributes") or {}))
+            elif self.version == 2 and name in (".zgroup", ".zarray"):
+                doc = self._doc(key)
+                if doc is not None:
+                    attrs_key = _join(parent, ".zattrs")
+                    attrs = self._doc(attrs_key) if attrs_key in self.keys else {}
+                    kind = "array" if name == ".zarray" else "group"
+                    self.nodes[parent] = Node(parent, kind, doc, attrs or {})
+
+    def _doc(self, key: str) -> dict[str, Any] | None:
+        try:
+            doc = json.loads(self.store.get(key))
+        except (ValueError, UnicodeDecodeError) as exc:
+            self.broken[key] = f"not valid JSON: {exc}"
+            return None
+        if not isinstance(doc, dict):
+            self.broken[key] = "not a JSON object"
+            return None
+        return doc
+
+    def arrays(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.kind == "array"]
+
+    def chunk_keys(self, array: Node) -> list[str]:
+        """Keys of the stored chunk (or shard) objects of ``array``, relative to it."""
+        prefix = f"{array.path}/" if array.path else ""
+        return [
+            k[len(prefix) :]
+            for k in self.keys
+            if k.startswith(prefix) and k.rsplit("/", 1)[-1] not in METADATA_NAMES
+        ]
+
+    def array_info(self, array: Node) -> ArrayInfo:
+        m = array.meta
+        if self.version == 3:
+            grid = tuple(m["chunk_grid"]["configuration"]["chunk_shape"])
+            codecs = m.get("codecs", [])
+            shard = next((c for c in codecs if c.get("name") == "sharding_indexed"), None)
+            if shard is not None:
+                chunks, shards = tuple(shard["configuration"]["chunk_shape"]), grid
+                codecs = shard["configuration"].get("codecs", [])
+            else:
+                chunks, shards = grid, None
+            compressor = next((c for c in codecs if c.get("name") not in ("bytes", "transpose")), None)
+            conf = compressor.get("configuration", {}) if compressor else {}
+            dtype = str(m["data_type"])
+        else:
+            chunks, shards = tuple(m["chunks"]), None
+            compressor, conf = m.get("compressor"), m.get("compressor") or {}
+            dtype = np.dtype(m["dtype"]).name
+        codec = "none" if compressor is None else _codec_name(compressor, conf)
+        objects = self.chunk_keys(array)
+        stored = sum(self.store.size(_join(array.path, k)) for k in objects)
+        return ArrayInfo(array.path, tuple(m["shape"]), dtype, chunks, shards, codec, len(objects), stored)
+
+    def images(self) -> list[ImageInfo]:
+        out = []
+        for node in self.nodes.values():
+            ngff, block = ngff_block(node.attrs)
+            if block is None or node.kind != "group":
+                continue
+            ms = block["multiscales"][0]
+            levels = [str(d.get("path")) for d in ms.get("datasets", [])]
+            level0 = self.nodes.get(_join(node.path, levels[0])) if levels else None
+            shape = tuple(level0.meta.get("shape", ())) if level0 else ()
+            frames = math.prod(shape[:-2]) if len(shape) > 2 else (1 if shape else 0)
+            fields_node = self.nodes.get(_join(node.path, "acqzarr_frames"))
+            fields = list(fields_node.attrs.get("fields", [])) if fields_node else []
+            out.append(
+                ImageInfo(
+                    node.path,
+                    ngff,
+                    [str(a.get("name")) for a in ms.get("axes", [])],
+                    levels,
+                    frames,
+                    node.attrs.get("acqzarr_session"),
+                    fields,
+                )
+            )
+        return out
+
+
+def ngff_block(attrs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
+    """The OME-NGFF block of a group's attributes and its version (0.5 nests it under "ome")."""
+    ome = attrs.get("ome")
+    if isinstance(ome, dict) and "multiscales" in ome:
+        return str(ome.get("version")), ome
+    if "multiscales" in attrs:
+        ms = attrs["multiscales"]
+        version = ms[0].get("version") if isinstance(ms, list) and ms and isinstance(ms[0], dict) else None
+        return str(version), attrs
+    return "", None
+
+
+def _codec_name(compressor: dict[str, Any], conf: dict[str, Any]) -> str:
+    name = compressor.get("name") or compressor.get("id")
+    if name == "blosc":
+        shuffle = conf.get("shuffle")
+        shuffle = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}.get(shuffle, shuffle)  # type: ignore[arg-type]
+        return f"blosc {conf.get('cname')} clevel {conf.get('clevel')} {shuffle}"
+    return str(name)
+
+
+def describe(store: Store) -> dict[str, Any]:
+    """Everything ``acqzarr info`` reports, as plain data (printed as text or JSON)."""
+    tree = StoreTree(store)
+    arrays = [tree.array_info(a) for a in sorted(tree.arrays(), key=lambda n: n.path)]
+    stored = sum(a.stored_bytes for a in arrays)
+    raw = sum(a.raw_bytes for a in arrays)
+    return {
+        "store": store.describe(),
+        "zarr_format": tree.version,
+        "arrays": [
+            {
+                "path": a.path,
+                "shape": list(a.shape),
+                "dtype": a.dtype,
+                "chunks": list(a.chunks),
+                "shards": None if a.shards is None else list(a.shards),
+                "codec": a.codec,
+                "objects": a.objects,
+                "stored_bytes": a.stored_bytes,
+                "ratio": a.ratio,
+            }
+            for a in arrays
+        ],
+        "images": [
+            {
+                "path": im.path,
+                "ngff": im.ngff,
+                "axes": im.axes,
+                "levels": im.levels,
+                "frames": im.frames,
+                "frame_metadata": im.frame_fields,
+                "session": im.session,
+            }
+            for im in sorted(tree.images(), key=lambda i: i.path)
+        ],
+        "stored_bytes": stored,
+        "ratio": raw / stored if stored else None,
+    }
+
+
+def render(info: dict[str, Any]) -> str:
+    """The human-readable ``acqzarr info`` report."""
+    fmt = info["zarr_format"]
+    lines = [
+        f"{info['store']}: Zarr v{fmt}, {len(info['arrays'])} arrays, {len(info['images'])} images, "
+        f"{info['stored_bytes'] / 1e6:.1f} MB stored"
+        + (f", ratio {info['ratio']:.2f}" if info["ratio"] else "")
+    ]
+    arrays = {a["path"]: a for a in info["arrays"]}
+    for im in info["images"]:
+        lines.append(
+            f"image {im['path'] or '(root)'}: OME-NGFF {im['ngff']}, axes {','.join(im['axes'])}, "
+            f"{im['frames']} frames, {len(im['levels'])} levels"
+        )
+        for level in im["levels"]:
+            a = arrays.get(_join(im["path"], level))
+            if a is not None:
+                lines.append("  " + _array_line(level, a))
+        if im["frame_metadata"]:
+            lines.append(f"  per-frame metadata: acqzarr_frames/{{{','.join(im['frame_metadata'])}}}")
+        s = im["session"]
+        if s:
+            state = "completed" if s.get("completed") else f"incomplete ({s.get('interrupted') or 'error'})"
+            lines.append(
+                f"  session: {s.get('driver')}, {s.get('frames')} frames, {s.get('dropped')} dropped, "
+                f"{s.get('start')} to {s.get('stop')}, {state}, {s.get('software')}"
+            )
+    shown = {_join(im["path"], lv) for im in info["images"] for lv in im["levels"]}
+    for path, a in arrays.items():
+        if path not in shown and "acqzarr_frames" not in path:
+            lines.append(_array_line(path or "(root)", a))
+    return "\n".join(lines)
+
+
+def _array_line(name: str, a: dict[str, Any]) -> str:
+    shards = f" shards {tuple(a['shards'])}" if a["shards"] else ""
+    ratio = f" ratio {a['ratio']:.2f}" if a["ratio"] else ""
+    return (
+        f"{name}: {tuple(a['shape'])} {a['dtype']} chunks {tuple(a['chunks'])}{shards} {a['codec']}; "
+        f"{a['objects']} objects, {a['stored_bytes'] / 1e6:.1f} MB{ratio}"
+    )

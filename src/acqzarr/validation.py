@@ -1,0 +1,273 @@
+"""``acqzarr validate``: is this a well-formed Zarr store with well-formed OME-NGFF images?
+
+Checks what a reader relies on, with messages that name the object and the
+rule: every metadata document parses and has the fields its Zarr version
+requires; every stored chunk or shard key lies inside the array's grid;
+every shard index is whole, checksummed (crc32c) and points inside its
+shard; and every OME-NGFF image follows the 0.4 (Zarr v2) or 0.5 (Zarr v3)
+rules for axes, datasets and coordinate transformations.  ``deep`` also
+decodes every chunk, which reads the whole store.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import google_crc32c
+import numpy as np
+
+from .store_info import Node, StoreTree, _join, ngff_block
+from .stores import Store
+
+__all__ = ["Problem", "validate"]
+
+V3_ARRAY_FIELDS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
+V2_ARRAY_FIELDS = ("shape", "chunks", "dtype", "compressor", "fill_value", "order", "filters", "zarr_format")
+AXIS_TYPES = ("time", "channel", "space")
+NGFF_FOR_ZARR = {2: "0.4", 3: "0.5"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    key: str  # the object or node the problem is in
+    message: str
+    severity: str = "error"  # "error": readers may fail or misread; "warning": harmless but odd
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.key or '(root)'}: {self.message}"
+
+
+def validate(store: Store, *, deep: bool = False) -> list[Problem]:
+    tree = StoreTree(store)
+    problems = [Problem(k, why) for k, why in tree.broken.items()]
+    if tree.version is None:
+        return [*problems, Problem("", "no Zarr metadata (zarr.json, .zgroup or .zarray) in this store")]
+    if "" not in tree.nodes and not any(k in tree.broken for k in ("zarr.json", ".zgroup", ".zarray")):
+        problems.append(Problem("", "the store root has no group or array metadata"))
+    problems += [Problem(k, "a staging file left by an interrupted write", "warning") for k in tree.temp]
+    for node in tree.nodes.values():
+        problems += _check_node(tree, node)
+        if node.kind == "array" and not _missing_fields(tree, node):
+            problems += _check_chunks(tree, node, deep)
+        if node.kind == "group":
+            problems += _check_ngff(tree, node)
+    return problems
+
+
+def _missing_fields(tree: StoreTree, node: Node) -> list[str]:
+    required = V3_ARRAY_FIELDS if tree.version == 3 else V2_ARRAY_FIELDS
+    return [f for f in required if f not in node.meta]
+
+
+def _check_node(tree: StoreTree, node: Node) -> list[Problem]:
+    key = _join(
+        node.path, "zarr.json" if tree.version == 3 else ".zarray" if node.kind == "array" else ".zgroup"
+    )
+    out = []
+    fmt = node.meta.get("zarr_format")
+    if fmt != tree.version and not (tree.version == 2 and node.kind == "group" and fmt == 2):
+        out.append(Problem(key, f"zarr_format is {fmt!r}, expected {tree.version}"))
+    if tree.version == 3 and node.kind not in ("group", "array"):
+        out.append(Problem(key, f"node_type is {node.kind!r}, expected 'group' or 'array'"))
+    if node.kind == "array":
+        missing = _missing_fields(tree, node)
+        if missing:
+            out.append(Problem(key, f"array metadata lacks required fields {missing}"))
+    parent = node.path.rpartition("/")[0] if node.path else None
+    if parent is not None and parent in tree.nodes and tree.nodes[parent].kind == "array":
+        out.append(Problem(key, f"a node inside array {parent!r}"))
+    return out
+
+
+def _grid(tree: StoreTree, node: Node) -> tuple[tuple[int, ...], str, bool]:
+    """(object shape, key separator, v3 'c' prefix) of the array's stored objects."""
+    m = node.meta
+    if tree.version == 3:
+        shape = tuple(m["chunk_grid"]["configuration"]["chunk_shape"])
+        enc = m["chunk_key_encoding"]
+        sep = enc.get("configuration", {}).get("separator", "/" if enc.get("name") == "default" else ".")
+        return shape, sep, enc.get("name") == "default"
+    return tuple(m["chunks"]), m.get("dimension_separator", "."), False
+
+
+def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
+    out: list[Problem] = []
+    shape = tuple(node.meta["shape"])
+    try:
+        object_shape, sep, prefixed = _grid(tree, node)
+    except (KeyError, TypeError, AttributeError) as exc:
+        return [Problem(_join(node.path, "zarr.json"), f"unreadable chunk grid: {exc!r}")]
+    extent = tuple(math.ceil(s / c) for s, c in zip(shape, object_shape, strict=False))
+    if len(object_shape) != len(shape):
+        return [Problem(node.path, f"chunk shape {object_shape} does not match the rank of shape {shape}")]
+    sharding = _sharding(node) if tree.version == 3 else None
+    for rel in tree.chunk_keys(node):
+        key = _join(node.path, rel)
+        body = rel[2:] if prefixed and rel.startswith("c" + sep) else (None if prefixed else rel)
+        parts = body.split(sep) if body is not None else []
+        if body is None or len(parts) != len(shape) or not all(p.isdigit() for p in parts):
+            out.append(Problem(key, "not a chunk key of this array", "warning"))
+            continue
+        index = tuple(int(p) for p in parts)
+        if any(i >= e for i, e in zip(index, extent, strict=True)):
+            # The writers store objects before publishing the shape that covers them, so a crash can
+            # leave these behind; readers ignore them.
+            out.append(Problem(key, f"outside the array's grid {extent} (shape {shape})", "warning"))
+            continue
+        if sharding is not None:
+            out += _check_shard(tree.store, key, object_shape, sharding)
+        if deep:
+            out += _decode(tree, node, key, sharding)
+    return out
+
+
+def _sharding(node: Node) -> dict[str, Any] | None:
+    codecs = node.meta.get("codecs", [])
+    return next((c["configuration"] for c in codecs if c.get("name") == "sharding_indexed"), None)
+
+
+def _shard_index(data: bytes, n_chunks: int) -> tuple[np.ndarray[Any, Any] | None, str | None]:
+    nbytes = n_chunks * 16 + 4
+    if len(data) < nbytes:
+        return None, f"{len(data)} bytes cannot hold the {nbytes}-byte index"
+    body, checksum = data[-nbytes:-4], data[-4:]
+    if google_crc32c.value(body) != int.from_bytes(checksum, "little"):
+        return None, "shard index crc32c does not match"
+    return np.frombuffer(body, "<u8").reshape(n_chunks, 2), None
+
+
+def _check_shard(store: Store, key: str, shard_shape: tuple[int, ...], conf: dict[str, Any]) -> list[Problem]:
+    inner = tuple(conf.get("chunk_shape", ()))
+    if conf.get("index_location", "end") != "end":
+        return [Problem(key, "index_location 'start' is not checked", "warning")]
+    n = math.prod(s // c for s, c in zip(shard_shape, inner, strict=False))
+    data = store.get(key)
+    index, why = _shard_index(data, n)
+    if index is None:
+        return [Problem(key, why or "bad shard index")]
+    empty = np.uint64(2**64 - 1)
+    used = index[(index[:, 0] != empty) | (index[:, 1] != empty)]
+    body_end = len(data) - (n * 16 + 4)
+    if (used[:, 0] + used[:, 1] > body_end).any():
+        return [Problem(key, "shard index points past the end of the chunk data")]
+    order = np.argsort(used[:, 0])
+    starts, ends = used[order, 0], used[order, 0] + used[order, 1]
+    if (starts[1:] < ends[:-1]).any():
+        return [Problem(key, "shard index has overlapping chunks")]
+    return []
+
+
+def _decode(tree: StoreTree, node: Node, key: str, sharding: dict[str, Any] | None) -> list[Problem]:
+    import numcodecs
+
+    data = tree.store.get(key)
+    if tree.version == 2:
+        comp = node.meta.get("compressor")
+        pieces = [data]
+    else:
+        codecs = (sharding or {}).get("codecs", node.meta.get("codecs", []))
+        comp = next((c for c in codecs if c.get("name") not in ("bytes", "transpose")), None)
+        if comp is not None:
+            comp = {"id": comp["name"], **comp.get("configuration", {})}
+        if sharding is not None:
+            obj_shape, _, _ = _grid(tree, node)
+            n = math.prod(s // c for s, c in zip(obj_shape, sharding["chunk_shape"], strict=False))
+            index, _ = _shard_index(data, n)
+            empty = 2**64 - 1
+            pieces = [] if index is None else [data[o : o + b] for o, b in index.tolist() if o != empty]
+        else:
+            pieces = [data]
+    if comp is None:
+        return []
+    if "typesize" in comp and comp.get("shuffle") in ("noshuffle", "shuffle", "bitshuffle"):
+        comp["shuffle"] = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[comp["shuffle"]]
+        comp.pop("typesize")
+    try:
+        codec = numcodecs.get_codec(comp)
+        for piece in pieces:
+            codec.decode(piece)
+    except Exception as exc:  # any decoder failure is a corrupt object
+        return [Problem(key, f"does not decode with {comp.get('id')}: {exc}")]
+    return []
+
+
+def _check_ngff(tree: StoreTree, node: Node) -> list[Problem]:
+    version, block = ngff_block(node.attrs)
+    if block is None:
+        return []
+    where = _join(node.path, "zarr.json" if tree.version == 3 else ".zattrs")
+    expected = NGFF_FOR_ZARR[tree.version or 3]
+    out = []
+    if version != expected:
+        out.append(
+            Problem(
+                where, f"OME-NGFF version {version!r} in a Zarr v{tree.version} store; expected {expected}"
+            )
+        )
+    multiscales = block.get("multiscales")
+    if not isinstance(multiscales, list) or not multiscales:
+        return [*out, Problem(where, "multiscales must be a non-empty list")]
+    for i, ms in enumerate(multiscales):
+        out += _check_multiscale(tree, node, where, i, ms)
+    return out
+
+
+def _check_multiscale(tree: StoreTree, node: Node, where: str, i: int, ms: Any) -> list[Problem]:
+    p = f"multiscales[{i}]"
+    if not isinstance(ms, dict):
+        return [Problem(where, f"{p} is not an object")]
+    out = []
+    axes = ms.get("axes")
+    if not isinstance(axes, list) or not 2 <= len(axes) <= 5:
+        return [Problem(where, f"{p}.axes must list 2 to 5 axes")]
+    names = [a.get("name") if isinstance(a, dict) else None for a in axes]
+    types = [a.get("type") if isinstance(a, dict) else None for a in axes]
+    if None in names or len(set(names)) != len(names):
+        out.append(Problem(where, f"{p}.axes names must be present and unique, got {names}"))
+    if types.count("space") not in (2, 3):
+        out.append(Problem(where, f"{p}.axes need 2 or 3 space axes, got types {types}"))
+    if types.count("time") > 1 or types.count("channel") > 1:
+        out.append(Problem(where, f"{p}.axes allow at most one time and one channel axis, got {types}"))
+    rank = {"time": 0, "channel": 1, "space": 2}
+    order = [rank.get(str(t), 1) for t in types]  # custom/absent types sit with channel
+    if order != sorted(order):
+        out.append(Problem(where, f"{p}.axes must be ordered time, channel, space; got {types}"))
+    datasets = ms.get("datasets")
+    if not isinstance(datasets, list) or not datasets:
+        return [*out, Problem(where, f"{p}.datasets must be a non-empty list")]
+    previous: tuple[int, ...] | None = None
+    dtype = None
+    for j, ds in enumerate(datasets):
+        q = f"{p}.datasets[{j}]"
+        path = ds.get("path") if isinstance(ds, dict) else None
+        array = tree.nodes.get(_join(node.path, str(path))) if path is not None else None
+        if array is None or array.kind != "array":
+            out.append(Problem(where, f"{q}.path {path!r} is not an array in this store"))
+            continue
+        shape = tuple(array.meta.get("shape", ()))
+        if len(shape) != len(axes):
+            out.append(
+                Problem(where, f"{q}: array {path!r} has {len(shape)} dimensions, axes has {len(axes)}")
+            )
+        transforms = ds.get("coordinateTransformations")
+        if not isinstance(transforms, list) or not transforms or transforms[0].get("type") != "scale":
+            out.append(Problem(where, f"{q}.coordinateTransformations must start with a scale"))
+        else:
+            for t in transforms:
+                values = t.get("scale", t.get("translation"))
+                if not isinstance(values, list) or len(values) != len(axes):
+                    out.append(
+                        Problem(where, f"{q}: a {t.get('type')} needs {len(axes)} values, got {values}")
+                    )
+            if len(transforms) > 2 or (len(transforms) == 2 and transforms[1].get("type") != "translation"):
+                out.append(Problem(where, f"{q}: only a scale and then a translation are allowed"))
+        level_dtype = array.meta.get("data_type", array.meta.get("dtype"))
+        if dtype is not None and level_dtype != dtype:
+            out.append(Problem(where, f"{q}: dtype {level_dtype} differs from level 0's {dtype}"))
+        dtype = dtype or level_dtype
+        if previous is not None and any(a > b for a, b in zip(shape, previous, strict=False)):
+            out.append(Problem(where, f"{q}: shape {shape} is larger than the previous level's {previous}"))
+        previous = shape
+    return out

@@ -1,0 +1,215 @@
+"""`acqzarr info` and `acqzarr validate`: what they report is checked against the files on disk,
+and every corruption they must catch is made on purpose (NGFF ones cross-checked with ome-zarr-models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zarr
+from ome_zarr_models.v04.image import Image as Image04
+from ome_zarr_models.v05.image import Image as Image05
+
+import acqzarr as az
+from acqzarr.validation import validate
+from conftest import frames_for, stream_settings
+
+
+def _store(tmp_path: Path, version: int, frames: int = 7) -> Path:
+    path = tmp_path / f"v{version}.zarr"
+    settings = stream_settings(path, version, shape=(0, 40, 48), chunks=(3, 16, 16))
+    settings = settings.model_copy(
+        update={"arrays": [settings.arrays[0].model_copy(update={"multiscale": az.Multiscale(levels=2)})]}
+    )
+    with az.open_stream(settings) as stream:
+        stream.append(frames_for((40, 48), frames, "uint16"))
+        stream.write_metadata({"acqzarr_session": {"driver": "test", "frames": frames, "completed": True}})
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "acqzarr", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def _ngff_valid(path: Path, version: int) -> bool:
+    try:
+        group = zarr.open_group(str(path / "cam0"), mode="r", zarr_format=version)  # type: ignore[arg-type]
+        (Image05 if version == 3 else Image04).from_zarr(group)
+    except Exception:
+        return False
+    return True
+
+
+def test_info_reports_what_is_on_disk(tmp_path: Path, version: int) -> None:
+    path = _store(tmp_path, version)
+    result = _cli("info", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["zarr_format"] == version
+    arrays = {a["path"]: a for a in info["arrays"]}
+    level0 = arrays["cam0/0"]
+    assert level0["shape"] == [7, 40, 48] and level0["dtype"] == "uint16" and level0["chunks"] == [3, 16, 16]
+    assert level0["shards"] == ([3, 32, 32] if version == 3 else None)
+    assert level0["codec"].startswith("blosc lz4 clevel")
+    on_disk = [
+        Path(d, f)
+        for d, _, fs in os.walk(path / "cam0" / "0")
+        for f in fs
+        if f not in ("zarr.json", ".zarray")
+    ]
+    assert level0["objects"] == len(on_disk)
+    assert level0["stored_bytes"] == sum(f.stat().st_size for f in on_disk)
+    assert level0["ratio"] == pytest.approx(7 * 40 * 48 * 2 / level0["stored_bytes"])
+    assert arrays["cam0/1"]["shape"] == [7, 20, 24]
+    (image,) = info["images"]
+    assert image["path"] == "cam0" and image["frames"] == 7 and image["levels"] == ["0", "1"]
+    assert image["axes"] == ["t", "y", "x"] and image["ngff"] == ("0.5" if version == 3 else "0.4")
+    assert image["session"] == {"driver": "test", "frames": 7, "completed": True}
+    text = _cli("info", str(path)).stdout
+    assert f"Zarr v{version}" in text and "image cam0" in text and "7 frames, 2 levels" in text
+
+
+def test_validate_accepts_what_acqzarr_writes_and_decodes_every_chunk(tmp_path: Path, version: int) -> None:
+    path = _store(tmp_path, version)
+    assert validate(az.LocalStore(path), deep=True) == []
+    result = _cli("validate", str(path), "--deep")
+    assert result.returncode == 0 and "valid (0 errors, 0 warnings, every chunk decoded)" in result.stdout
+    assert _ngff_valid(path, version)
+
+
+def _meta(path: Path, version: int, node: str) -> Path:
+    return path / node / ("zarr.json" if version == 3 else (".zattrs" if node == "cam0" else ".zarray"))
+
+
+def _edit_ngff(edit: Callable[[dict[str, Any]], None]) -> Callable[[Path, int], None]:
+    def change(path: Path, version: int) -> None:
+        doc_path = _meta(path, version, "cam0")
+        doc = json.loads(doc_path.read_text())
+        block = doc["attributes"]["ome"] if version == 3 else doc
+        edit(block["multiscales"][0])
+        doc_path.write_text(json.dumps(doc))
+
+    return change
+
+
+def _drop_axis(ms: dict[str, Any]) -> None:
+    ms["axes"].pop(0)
+
+
+def _swap_axes(ms: dict[str, Any]) -> None:
+    ms["axes"].reverse()
+
+
+def _short_scale(ms: dict[str, Any]) -> None:
+    ms["datasets"][1]["coordinateTransformations"][0]["scale"].pop()
+
+
+def _missing_dataset(ms: dict[str, Any]) -> None:
+    ms["datasets"][1]["path"] = "9"
+
+
+NGFF_BREAKS = {
+    "an axis missing": (_edit_ngff(_drop_axis), "has 3 dimensions, axes has 2"),
+    "axes out of order": (_edit_ngff(_swap_axes), "must be ordered time, channel, space"),
+    "a scale too short": (_edit_ngff(_short_scale), "a scale needs 3 values"),
+    "a dataset that is not there": (_edit_ngff(_missing_dataset), "path '9' is not an array"),
+}
+
+
+@pytest.mark.parametrize("case", list(NGFF_BREAKS))
+def test_validate_and_ome_zarr_models_both_reject_broken_ngff(
+    tmp_path: Path, version: int, case: str
+) -> None:
+    path = _store(tmp_path, version)
+    change, message = NGFF_BREAKS[case]
+    change(path, version)
+    result = _cli("validate", str(path))
+    assert result.returncode == 1
+    assert message in result.stdout and "INVALID" in result.stdout
+    assert not _ngff_valid(path, version)
+
+
+def _first_object(path: Path, version: int) -> Path:
+    root = path / "cam0" / "0"
+    return next(
+        Path(d, f)
+        for d, _, fs in sorted(os.walk(root))
+        for f in sorted(fs)
+        if f not in ("zarr.json", ".zarray")
+    )
+
+
+def _flip_last_index_byte(path: Path, version: int) -> None:
+    shard = _first_object(path, version)
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF  # inside the index, before the checksum
+    shard.write_bytes(bytes(data))
+
+
+def _truncate(path: Path, version: int) -> None:
+    obj = _first_object(path, version)
+    obj.write_bytes(obj.read_bytes()[:10])
+
+
+def _bad_json(path: Path, version: int) -> None:
+    _meta(path, version, "cam0/1").write_text("{ not json")
+
+
+def _drop_field(path: Path, version: int) -> None:
+    doc_path = _meta(path, version, "cam0/0")
+    doc = json.loads(doc_path.read_text())
+    del doc["fill_value"]
+    doc_path.write_text(json.dumps(doc))
+
+
+STRUCTURE_BREAKS: dict[str, tuple[Callable[[Path, int], None], dict[int, str]]] = {
+    "a shard index byte flipped": (_flip_last_index_byte, {3: "shard index crc32c does not match"}),
+    "a truncated object": (_truncate, {3: "cannot hold the", 2: "does not decode with blosc"}),
+    "metadata that is not JSON": (_bad_json, {2: "not valid JSON", 3: "not valid JSON"}),
+    "a required field missing": (
+        _drop_field,
+        {2: "lacks required fields ['fill_value']", 3: "lacks required fields ['fill_value']"},
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("case", "zarr_format"),
+    [(case, v) for case, (_, messages) in STRUCTURE_BREAKS.items() for v in sorted(messages)],
+)
+def test_validate_catches_broken_structure(tmp_path: Path, case: str, zarr_format: int) -> None:
+    change, messages = STRUCTURE_BREAKS[case]
+    path = _store(tmp_path, zarr_format)
+    change(path, zarr_format)
+    result = _cli("validate", str(path), "--deep")
+    assert result.returncode == 1, result.stdout
+    assert messages[zarr_format] in result.stdout
+
+
+def test_leftovers_of_a_crash_are_warnings_not_errors(tmp_path: Path, version: int) -> None:
+    path = _store(tmp_path, version)
+    stray = "c/9/0/0" if version == 3 else "9.0.0"
+    (path / "cam0" / "0" / stray).parent.mkdir(parents=True, exist_ok=True)
+    (path / "cam0" / "0" / stray).write_bytes(b"x")
+    (path / "cam0" / ".zarr.json.123.4.tmp").write_bytes(b"{")
+    problems = validate(az.LocalStore(path))
+    assert {p.severity for p in problems} == {"warning"}
+    assert any("outside the array's grid" in p.message for p in problems)
+    assert any("staging file" in p.message for p in problems)
+    assert _cli("validate", str(path)).returncode == 0
+
+
+def test_info_and_validate_on_a_missing_store_fail_clearly(tmp_path: Path) -> None:
+    for command in ("info", "validate"):
+        result = _cli(command, str(tmp_path / "nope.zarr"))
+        assert result.returncode == 1
+        assert "no Zarr store at" in result.stderr
+    assert not (tmp_path / "nope.zarr").exists()

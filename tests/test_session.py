@@ -1,0 +1,254 @@
+"""Recording sessions in-process: live per-frame metadata, counted drops behind a slow sink,
+several cameras at once, and the progress display."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pty
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+import zarr
+
+import acqzarr as az
+from acqzarr.frame_log import FrameLog
+from acqzarr.progress import LiveTable, LogLines, Snapshot, make_display
+from acqzarr.session import SessionConfig, load_session, record
+from acqzarr.stores import Buffer
+from conftest import stream_settings
+
+
+def _session(tmp_path: Path, version: int = 3, **source: Any) -> dict[str, Any]:
+    return {
+        "store": str(tmp_path / "s.zarr"),
+        "version": version,
+        "arrays": [
+            {
+                "key": "cam0",
+                "dtype": "uint16",
+                "dimensions": [
+                    {"name": "t", "kind": "time", "size": 0, "chunk": 4},
+                    {"name": "y", "kind": "space", "size": 32, "chunk": 16},
+                    {"name": "x", "kind": "space", "size": 24, "chunk": 8},
+                ],
+            }
+        ],
+        "source": {"driver": "simulated.noise", "options": {"height": 32, "width": 24}, **source},
+    }
+
+
+def _load(tmp_path: Path, data: dict[str, Any]) -> tuple[SessionConfig, list[Any]]:
+    path = tmp_path / "session.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_session(path, environ={})
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_frame_log_publishes_exactly_the_requested_prefix_across_chunks(tmp_path: Path, version: int) -> None:
+    rows = np.arange(40, dtype=np.int64).reshape(10, 4) * 7
+    with az.open_stream(stream_settings(tmp_path / "s.zarr", version)) as stream:
+        log = FrameLog(stream, "cam0", chunk=4)
+        for row in rows:
+            log.add(*row.tolist())
+        group = tmp_path / "s.zarr" / "cam0" / "acqzarr_frames"
+        for n in (0, 3, 9, 9, 10):
+            log.publish(n)
+            for f, name in enumerate(("frame_id", "timestamp_ns", "receive_ns", "dropped_before")):
+                arr = zarr.open_array(str(group / name), mode="r")
+                assert arr.dtype == np.int64 and arr.chunks == (4,)
+                np.testing.assert_array_equal(arr[:], rows[:n, f])
+        assert len(log._pending) == 1  # complete chunks left memory once written
+
+
+class SlowStore(az.LocalStore):
+    """A disk that takes ``delay`` per chunk or shard object: the sink falls behind on purpose."""
+
+    def __init__(self, root: Path, delay: float) -> None:
+        super().__init__(root)
+        self.delay = delay
+
+    def put(self, key: str, parts: Sequence[Buffer]) -> None:
+        if "/c/" in key and "acqzarr_frames" not in key:
+            time.sleep(self.delay)
+        super().put(key, parts)
+
+    def put_padded(self, key: str, buffer: np.ndarray[Any, Any], nbytes: int) -> None:
+        time.sleep(self.delay)
+        super().put_padded(key, buffer, nbytes)
+
+
+def test_a_slow_sink_yields_counted_drops_matching_the_gaps_and_metadata_is_live(tmp_path: Path) -> None:
+    data = _session(tmp_path, frames=40, options={"height": 32, "width": 24, "fps": 400, "ring": 2})
+    data["max_inflight_bytes"] = 16 * 1024  # room for about one layer: appends wait for the slow disk
+    config, cameras = _load(tmp_path, data)
+    store_path = tmp_path / "s.zarr"
+    seen: list[tuple[int, int]] = []
+    done = threading.Event()
+
+    def watch() -> None:  # a live reader: metadata length first, then the image's frames
+        while not done.is_set():
+            try:
+                meta = json.loads((store_path / "cam0/acqzarr_frames/frame_id/zarr.json").read_text())
+                image = json.loads((store_path / "cam0/0/zarr.json").read_text())
+                seen.append((meta["shape"][0], image["shape"][0]))
+            except (FileNotFoundError, KeyError):
+                pass
+            time.sleep(0.02)
+
+    reader = threading.Thread(target=watch)
+    reader.start()
+    try:
+        (session,) = record(config, cameras, log=io.StringIO(), store=SlowStore(store_path, 0.02))
+    finally:
+        done.set()
+        reader.join()
+    frames = zarr.open_group(str(store_path / "cam0" / "acqzarr_frames"), mode="r")
+    ids = np.asarray(frames["frame_id"][:])  # type: ignore[index]
+    dropped = np.asarray(frames["dropped_before"][:])  # type: ignore[index]
+    assert ids.shape == (40,) and session["frames"] == 40
+    assert dropped.sum() > 0  # the sink was slower than the camera
+    np.testing.assert_array_equal(np.diff(ids) - 1, dropped[1:])  # each gap is exactly its counted drops
+    assert ids[0] == dropped[0]
+    assert session["dropped"] >= dropped.sum()  # the camera may also lose frames after the last read
+    pool = cameras[0]._pool
+    np.testing.assert_array_equal(zarr.open_array(str(store_path / "cam0" / "0"), mode="r")[:], pool[ids % 8])
+    live = [m for m, _ in seen if 0 < m < 40]
+    assert live, "per-frame metadata was not published while recording"
+    assert all(m <= i for m, i in seen), "metadata ran ahead of the image frames on disk"
+
+
+def test_two_sources_record_concurrently_into_one_store(tmp_path: Path) -> None:
+    data = _session(tmp_path, version=2)
+    second = json.loads(json.dumps(data["arrays"][0]))
+    second.update(key="cam1", dtype="uint8")
+    data["arrays"].append(second)
+    data["source"] = [
+        {
+            "key": "cam1",
+            "driver": "simulated.radial_sine",
+            "frames": 9,
+            "options": {"height": 32, "width": 24, "dtype": "uint8"},
+        },
+        {
+            "key": "cam0",
+            "driver": "simulated.noise",
+            "frames": 13,
+            "options": {"height": 32, "width": 24, "ring": 64},
+        },
+    ]
+    config, cameras = _load(tmp_path, data)
+    out = io.StringIO()
+    records = record(config, cameras, log=out, refresh=0.01)
+    assert [r["frames"] for r in records] == [9, 13]
+    assert "cam0: frames 13" in out.getvalue() and "cam1: frames 9" in out.getvalue()
+    store = tmp_path / "s.zarr"
+    for key, n, rec in (("cam1", 9, records[0]), ("cam0", 13, records[1])):
+        assert zarr.open_array(str(store / key / "0"), mode="r").shape[0] == n
+        assert zarr.open_array(str(store / key / "acqzarr_frames" / "frame_id"), mode="r").shape == (n,)
+        attrs = json.loads((store / key / ".zattrs").read_text())
+        assert attrs["acqzarr_session"] == rec
+        assert rec["camera"]["roi"] == {"x": 0, "y": 0, "width": 24, "height": 32}
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (
+            [{"driver": "simulated.noise"}, {"driver": "simulated.noise", "key": "cam0"}],
+            "source.0.key: must name one of",
+        ),
+        (
+            [{"driver": "simulated.noise", "key": "cam0"}, {"driver": "simulated.noise", "key": "cam0"}],
+            "source.1.key: array 'cam0' already has a source",
+        ),
+        (
+            {"driver": "simulated.noise", "key": "cam7"},
+            "source.key: must name one of the arrays ['cam0', 'cam1']",
+        ),
+        (
+            [
+                {"driver": "simulated.noise", "key": "cam0", "options": {"height": 32, "width": 24}},
+                {"driver": "simulated.noise", "key": "cam1", "options": {"fps": 0}},
+            ],
+            "source.1.options.fps: Input should be greater than 0",
+        ),
+    ],
+)
+def test_source_lists_are_validated_per_entry(tmp_path: Path, source: Any, message: str) -> None:
+    data = _session(tmp_path)
+    data["arrays"].append({**data["arrays"][0], "key": "cam1"})
+    data["source"] = source
+    with pytest.raises(az.ConfigError) as info:
+        _load(tmp_path, data)
+    assert message in str(info.value)
+    assert not (tmp_path / "s.zarr").exists()
+
+
+def _snap(key: str, dropped: int) -> Snapshot:
+    return Snapshot(key, 120, 96, dropped, 59.5, 180.0, 100.0, 1.8, 24, 40.0, 128.0)
+
+
+def test_log_lines_and_live_table_show_the_same_counters() -> None:
+    out = io.StringIO()
+    LogLines(out).update([_snap("cam0", 3)])
+    line = out.getvalue()
+    for part in (
+        "frames 120 (59.5 fps)",
+        "in 180 MB/s",
+        "out 100 MB/s",
+        "ratio 1.80",
+        "queued 24 frames",
+        "40/128 MiB",
+        "dropped 3",
+        "flushed 96",
+    ):
+        assert part in line
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=60, record=True)
+    table = LiveTable.__new__(LiveTable)
+    table._title, table._start = "t", time.monotonic()
+    console.print(table.render([_snap("cam0", 3), _snap("cam1", 0)]))
+    text = console.export_text()
+    for row in ("frames", "fps", "MB/s in", "MB/s out", "ratio", "queued frames", "MiB used/cap", "dropped"):
+        assert row in text
+    assert "cam0" in text and "cam1" in text and "59.5" in text and "40/128" in text
+    assert isinstance(make_display(io.StringIO()), LogLines)
+
+
+def test_record_on_a_terminal_draws_the_live_table(tmp_path: Path) -> None:
+    path = tmp_path / "session.yaml"
+    path.write_text(yaml.safe_dump(_session(tmp_path, frames=20)))
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "acqzarr", "record", str(path)],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "100"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    if proc.stderr:
+        proc.stderr.close()
+    screen = b"".join(chunks).decode(errors="replace")
+    assert "MB/s in" in screen and "queued frames" in screen and "recorded 20 frames" in screen
