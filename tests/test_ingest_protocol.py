@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -195,58 +197,102 @@ def test_protocol_doc_is_generated_from_the_models() -> None:
     assert generated.strip() == render().strip(), "regenerate: see docs/protocol.md's GENERATED markers"
 
 
-def test_a_failing_writer_finalizes_only_its_series(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The server's message handling in-process (no sender): a writer error ends that series as
-    write_error, counts the frame, and the server takes the next series."""
-    from acqzarr.ingest import IngestServer
+SMALL_SERIES: dict[str, Any] = {
+    "arrays": [
+        {
+            "key": "cam0",
+            "dtype": "uint16",
+            "dimensions": [
+                {"name": "t", "kind": "time", "size": 0, "chunk": 2},
+                {"name": "y", "kind": "space", "size": 4, "chunk": 4},
+                {"name": "x", "kind": "space", "size": 6, "chunk": 6},
+            ],
+        }
+    ]
+}
+SMALL_FRAME = np.arange(24, dtype=np.uint16).reshape(4, 6)
 
-    server = IngestServer(ServeConfig(root=str(tmp_path / "root"), endpoints=["tcp://127.0.0.1:*"]))
-    settings = {
-        "arrays": [
-            {
-                "key": "cam0",
-                "dtype": "uint16",
-                "dimensions": [
-                    {"name": "t", "kind": "time", "size": 0, "chunk": 2},
-                    {"name": "y", "kind": "space", "size": 4, "chunk": 4},
-                    {"name": "x", "kind": "space", "size": 6, "chunk": 6},
-                ],
-            }
-        ]
-    }
-    frame = np.arange(24, dtype=np.uint16).reshape(4, 6)
 
-    def send(sid: str, n: int, header: dict[str, Any], payload: bytes = b"") -> None:
+class InProcess:
+    """An IngestServer whose ``handle`` the test calls directly: deterministic, no sender process."""
+
+    def __init__(self, root: Path) -> None:
+        from acqzarr.ingest import IngestServer
+
+        self.server = IngestServer(ServeConfig(root=str(root), endpoints=["tcp://127.0.0.1:*"]))
+
+    def send(self, sid: str, n: int, header: dict[str, Any], payload: bytes = b"") -> None:
         doc = {"version": 1, "series_id": sid, "msg_number": n, **header}
-        server.handle([zmq.Frame(json.dumps(doc).encode()), zmq.Frame(payload)])
+        self.server.handle([zmq.Frame(json.dumps(doc).encode()), zmq.Frame(payload)])
 
-    def series(sid: str, frames: int) -> None:
-        send(sid, 0, {"htype": "series_start", "settings": settings})
-        for i in range(frames):
-            send(sid, i + 1, {**FRAME, "series_id": sid, "msg_number": i + 1}, frame.tobytes())
-        send(sid, frames + 1, {"htype": "series_end"})
+    def frames(self, sid: str, first: int, count: int) -> None:
+        for i in range(first, first + count):
+            self.send(
+                sid, i, {**FRAME, "series_id": sid, "msg_number": i, "frame_id": i}, SMALL_FRAME.tobytes()
+            )
 
+    def series(self, sid: str, frames: int) -> None:
+        self.send(sid, 0, {"htype": "series_start", "settings": SMALL_SERIES})
+        self.frames(sid, 1, frames)
+        self.send(sid, frames + 1, {"htype": "series_end"})
+
+
+@pytest.fixture
+def in_process(tmp_path: Path) -> Iterator[InProcess]:
+    ingest = InProcess(tmp_path / "root")
     try:
-        real_append = az.Stream.append
-        calls = {"n": 0}
-
-        def failing_append(self: az.Stream, frames: Any, key: str | None = None) -> None:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise az.WriterError("disk full (injected)")
-            real_append(self, frames, key)
-
-        monkeypatch.setattr(az.Stream, "append", failing_append)
-        series("broken", 5)
-        monkeypatch.setattr(az.Stream, "append", real_append)
-        series("fine", 3)
-        recent = {r["series_id"]: r for r in server.counters.recent}
-        assert recent["broken"]["end"] == "write_error" and recent["broken"]["completed"] is False
-        assert recent["broken"]["frames_total"] == 2
-        # the failing frame counts as "append"; the two after it and the end find the series finalized
-        assert dict(server.counters.rejected) == {"append": 1, "series_ended": 3}
-        assert recent["fine"]["completed"] is True and recent["fine"]["frames_total"] == 3
+        yield ingest
     finally:
-        server.close()
+        ingest.server.close()
+
+
+def test_a_failing_writer_finalizes_only_its_series(
+    in_process: InProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer error ends that series as write_error, counts the frame, and the server takes the
+    next series."""
+    server = in_process.server
+    real_append = az.Stream.append
+    calls = {"n": 0}
+
+    def failing_append(self: az.Stream, frames: Any, key: str | None = None) -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise az.WriterError("disk full (injected)")
+        real_append(self, frames, key)
+
+    monkeypatch.setattr(az.Stream, "append", failing_append)
+    in_process.series("broken", 5)
+    monkeypatch.setattr(az.Stream, "append", real_append)
+    in_process.series("fine", 3)
+    recent = {r["series_id"]: r for r in server.counters.recent}
+    assert recent["broken"]["end"] == "write_error" and recent["broken"]["completed"] is False
+    assert recent["broken"]["frames_total"] == 2
+    # the failing frame counts as "append"; the two after it and the end find the series finalized
+    assert dict(server.counters.rejected) == {"append": 1, "series_ended": 3}
+    assert recent["fine"]["completed"] is True and recent["fine"]["frames_total"] == 3
     data = np.asarray(zarr.open_array(str(tmp_path / "root" / "broken" / "cam0" / "0"), mode="r")[:])
-    np.testing.assert_array_equal(data, np.stack([frame, frame]))
+    np.testing.assert_array_equal(data, np.stack([SMALL_FRAME, SMALL_FRAME]))
+
+
+def test_per_frame_metadata_is_published_live_up_to_the_flushed_frames(
+    in_process: InProcess, tmp_path: Path
+) -> None:
+    """Each status tick publishes the frame log for the frames on disk, never ahead of the image."""
+    in_process.send("live", 0, {"htype": "series_start", "settings": SMALL_SERIES})
+    in_process.frames("live", 1, 5)  # layers of 2 frames: 4 flushed, 1 in a partial layer
+    stream = in_process.server.series["live"].stream
+    deadline = time.monotonic() + 30
+    while stream.stats("cam0").frames_flushed < 4:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    in_process.server._tick()
+    store = tmp_path / "root" / "live" / "cam0"
+    ids = np.asarray(zarr.open_array(str(store / "acqzarr_frames" / "frame_id"), mode="r")[:])
+    np.testing.assert_array_equal(ids, [1, 2, 3, 4])
+    assert zarr.open_array(str(store / "0"), mode="r").shape[0] == 4
+    in_process.send("live", 6, {"htype": "series_end"})
+    ids = np.asarray(zarr.open_array(str(store / "acqzarr_frames" / "frame_id"), mode="r")[:])
+    np.testing.assert_array_equal(ids, [1, 2, 3, 4, 5])
+    gaps = np.asarray(zarr.open_array(str(store / "acqzarr_frames" / "gap_before"), mode="r")[:])
+    assert not gaps.any()
