@@ -50,7 +50,7 @@ FRAME: dict[str, Any] = {
 
 def test_headers_round_trip() -> None:
     start = SeriesStart(htype="series_start", version=1, series_id="a", msg_number=0, preset="p")
-    frame = Frame.model_validate(FRAME)
+    frame = Frame.model_validate_json(json.dumps(FRAME))
     end = SeriesEnd(htype="series_end", version=1, series_id="a", msg_number=9, user_data={"x": [1]})
     for header in (start, frame, end):
         assert parse_header(encode_header(header), 65536) == header
@@ -67,6 +67,11 @@ def test_headers_round_trip() -> None:
         (json.dumps({**FRAME, "htype": "frames"}).encode(), "header"),
         (json.dumps({k: v for k, v in FRAME.items() if k != "dtype"}).encode(), "header"),
         (json.dumps({**FRAME, "shape": [4, 0]}).encode(), "header"),
+        (json.dumps({**FRAME, "version": True}).encode(), "header"),
+        (json.dumps({**FRAME, "msg_number": "3"}).encode(), "header"),
+        (json.dumps({**FRAME, "frame_id": 7.0}).encode(), "header"),
+        (json.dumps({**FRAME, "timestamp_ns": True}).encode(), "header"),
+        (b'{"htype": "frame", "timestamp_ns": NaN}', "header"),
         (json.dumps({**FRAME, "dtype": "complex64"}).encode(), "header"),
         (json.dumps({**FRAME, "series_id": "../up"}).encode(), "bad_path"),
         (json.dumps({**FRAME, "key": "cam0/../../up"}).encode(), "bad_path"),
@@ -84,12 +89,12 @@ def test_bad_headers_name_their_reason(raw: bytes, reason: str) -> None:
 
 
 def test_payloads_are_checked_against_the_header() -> None:
-    frame = Frame.model_validate(FRAME)
+    frame = Frame.model_validate_json(json.dumps(FRAME))
     data = np.arange(24, dtype=np.uint16).reshape(4, 6)
     np.testing.assert_array_equal(decode_payload(frame, memoryview(data.tobytes()), None), data)
     with pytest.raises(az.ProtocolError, match="payload_size"):
         decode_payload(frame, memoryview(data.tobytes()[:-2]), None)
-    packed = Frame.model_validate({**FRAME, "encoding": "blosc2"})
+    packed = Frame.model_validate_json(json.dumps({**FRAME, "encoding": "blosc2"}))
     chunk = encode_payload(data, "blosc2")
     out = np.empty((4, 6), np.uint16)
     assert decode_payload(packed, memoryview(chunk), out) is not None
@@ -101,7 +106,7 @@ def test_payloads_are_checked_against_the_header() -> None:
     big = (np.arange(9600) % 50).astype(np.uint16).reshape(96, 100)
     corrupt = bytearray(blosc2.compress(big, typesize=2, codec=blosc2.Codec.LZ4))
     corrupt[32:40] = b"\xff" * 8  # sizes intact, compressed stream broken
-    header = Frame.model_validate({**FRAME, "shape": [96, 100], "encoding": "blosc2"})
+    header = Frame.model_validate_json(json.dumps({**FRAME, "shape": [96, 100], "encoding": "blosc2"}))
     with pytest.raises(az.ProtocolError) as info:
         decode_payload(header, memoryview(bytes(corrupt)), None)
     assert info.value.reason == "decode"

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 import blosc2
 import numpy as np
@@ -49,7 +49,7 @@ __all__ = [
     "valid_series_id",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 
 # Why a message was rejected; the server counts each under exactly one of these.
 REASONS: dict[str, str] = {
@@ -94,7 +94,8 @@ def valid_key(value: str) -> bool:
 
 
 class _Header(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict: a wire format says what a value is; "3", 3.0 and true are not the integer 3.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     version: Literal[1] = Field(description="Protocol version; this document describes 1.")
     series_id: str = Field(
@@ -185,7 +186,9 @@ def parse_header(raw: bytes, max_bytes: int) -> SeriesStart | Frame | SeriesEnd:
     if not isinstance(doc, dict):
         raise ProtocolError("json", f"expected a JSON object, got {type(doc).__name__}")
     version = doc.get("version")
-    if isinstance(version, int) and not isinstance(version, bool) and version != PROTOCOL_VERSION:
+    if isinstance(version, bool):  # JSON true would otherwise pass as the integer 1
+        raise ProtocolError("header", f"version: expected an integer, got {version!r}")
+    if isinstance(version, int) and version != PROTOCOL_VERSION:
         raise ProtocolError("version", f"this server speaks version {PROTOCOL_VERSION}, got {version}")
     series_id = doc.get("series_id")
     if isinstance(series_id, str) and not valid_series_id(series_id):
@@ -194,7 +197,7 @@ def parse_header(raw: bytes, max_bytes: int) -> SeriesStart | Frame | SeriesEnd:
     if doc.get("htype") == "frame" and isinstance(key, str) and not valid_key(key):
         raise ProtocolError("bad_path", f"key {key!r} is not a relative array path")
     try:
-        return _HEADER.validate_python(doc)
+        return _HEADER.validate_json(raw)  # JSON mode: arrays are tuples, nothing else is coerced
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or '(root)'}: {e['msg']}" for e in exc.errors()[:3]

@@ -18,6 +18,7 @@ server sees the hole in ``msg_number``.
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -308,8 +309,8 @@ class Sender:
             frame, slot = buf, self._pool_ids[id(buf)]
         elif not frame.flags.c_contiguous or frame.dtype.byteorder == ">":
             frame = np.ascontiguousarray(frame, dtype=frame.dtype.newbyteorder("<"))
-        if frame_id is None:
-            frame_id = self._frame_ids.get(key, 0)
+        # operator.index: numpy integers are fine, floats are not (headers are strict).
+        frame_id = self._frame_ids.get(key, 0) if frame_id is None else operator.index(frame_id)
         self._frame_ids[key] = frame_id + 1
         header = Frame(
             htype="frame",
@@ -318,11 +319,11 @@ class Sender:
             msg_number=self._msg,
             key=key,
             frame_id=frame_id,
-            shape=frame.shape,
+            shape=tuple(int(n) for n in frame.shape),
             dtype=frame.dtype.name,
             encoding=self.encoding,
-            timestamp_ns=time.monotonic_ns() if timestamp_ns is None else timestamp_ns,
-            dropped_before=dropped_before,
+            timestamp_ns=time.monotonic_ns() if timestamp_ns is None else operator.index(timestamp_ns),
+            dropped_before=operator.index(dropped_before),
             user_data=user_data,
         )
         self._msg += 1
