@@ -469,6 +469,9 @@ bad_op = st.one_of(
                 ("htype", "frames"),
                 ("key", 7),
                 ("shape", [8, -12]),
+                ("msg_number", "3"),
+                ("frame_id", 0.0),
+                ("version", True),
             ]
         ),
     ),
