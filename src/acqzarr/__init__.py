@@ -12,8 +12,8 @@ from .errors import (
     WriterError,
 )
 from .formats import ZarrFormat, ZarrV2, ZarrV3
-from .settings import ArraySettings, Blosc, Dimension, Multiscale, StreamSettings
-from .stores import LocalStore, MemoryStore, Store
+from .settings import ArraySettings, Blosc, Dimension, Multiscale, S3Settings, StreamSettings
+from .stores import LocalStore, MemoryStore, S3Store, Store
 from .stream import ArrayStats, Stream, open_stream
 from .writers import ChunkWriter, ShardWriter, Writer
 
@@ -33,6 +33,8 @@ __all__ = [
     "LocalStore",
     "MemoryStore",
     "Multiscale",
+    "S3Settings",
+    "S3Store",
     "ShardWriter",
     "State",
     "StateError",
