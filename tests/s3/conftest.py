@@ -6,6 +6,7 @@ variables, exactly as a user would provide them; nothing else is configured.
 
 from __future__ import annotations
 
+import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,7 +44,7 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
     except SeaweedError as exc:
         pytest.fail(f"could not start the S3 test server: {exc}", pytrace=False)
     yield server
-    server.stop()
+    server.stop(signal.SIGKILL)  # throwaway data: no need to wait for a graceful shutdown
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from acqzarr.stores import open_store
 from test_stores import StoreContract
 
 from .conftest import all_objects, raw_store
+from .faults import FaultProxy
 from .seaweed import Seaweed
 
 MIB = 1 << 20
@@ -172,3 +173,37 @@ def test_s3_settings_are_validated(changes: dict[str, object], match: str) -> No
     }
     with pytest.raises(az.ConfigError, match=match):
         az.StreamSettings.from_mapping({**data, **changes})
+
+
+@pytest.mark.parametrize("mode", ["503", "reset", "stall"])
+@pytest.mark.parametrize("nbytes", [1000, 12 * MIB], ids=["single", "multipart"])
+def test_transient_failures_are_retried(
+    aws_env: Seaweed, s3_url: str, s3_settings: az.S3Settings, mode: str, nbytes: int
+) -> None:
+    """503 SlowDown (throttling), connections reset mid-upload and requests that time out: retried,
+    and the object arrives whole."""
+    blob = np.random.default_rng(nbytes).integers(0, 256, nbytes, dtype=np.uint8)
+    with FaultProxy(aws_env.ports["s3"], mode, faults=3) as proxy:
+        settings = _small_parts(s3_settings).model_copy(
+            update={
+                "endpoint": proxy.endpoint,
+                "initial_backoff": 0.01,
+                "max_backoff": 0.05,
+                "request_timeout": 0.5 if mode == "stall" else 60,
+            }
+        )
+        az.S3Store(s3_url, settings).put_padded("k", blob, nbytes)
+        assert proxy.injected == 3
+    assert az.S3Store(s3_url, s3_settings).get("k") == blob.tobytes()
+
+
+def test_persistent_throttling_fails_after_the_retries(
+    aws_env: Seaweed, s3_url: str, s3_settings: az.S3Settings
+) -> None:
+    with FaultProxy(aws_env.ports["s3"], "503", faults=100) as proxy:
+        settings = s3_settings.model_copy(
+            update={"endpoint": proxy.endpoint, "max_retries": 2, "initial_backoff": 0.01}
+        )
+        with pytest.raises(az.StoreError, match=rf"^{s3_url}/k: upload failed: .*after 2 retries.*503"):
+            az.S3Store(s3_url, settings).put("k", [b"x"])
+        assert proxy.injected == 3
