@@ -36,13 +36,23 @@ _AWS_VARS = (
 )
 
 
+def start_seaweed(directory: Path) -> Seaweed:
+    """A started server; a second try on fresh ports if another process took one of ours meanwhile."""
+    errors = []
+    for attempt in range(2):
+        server = Seaweed(directory / f"try{attempt}")
+        try:
+            server.start()
+        except SeaweedError as exc:
+            errors.append(str(exc))
+            continue
+        return server
+    pytest.fail("could not start the S3 test server:\n" + "\n\n".join(errors), pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
-    server = Seaweed(tmp_path_factory.mktemp("seaweed"))
-    try:
-        server.start()
-    except SeaweedError as exc:
-        pytest.fail(f"could not start the S3 test server: {exc}", pytrace=False)
+    server = start_seaweed(tmp_path_factory.mktemp("seaweed"))
     yield server
     server.stop(signal.SIGKILL)  # throwaway data: no need to wait for a graceful shutdown
 

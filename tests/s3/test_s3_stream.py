@@ -23,7 +23,7 @@ from zarr.storage import ObjectStore
 import acqzarr as az
 from conftest import dims, frames_for
 
-from .conftest import all_objects, assert_reads_back_s3, raw_store, read_zarr_s3
+from .conftest import all_objects, assert_reads_back_s3, raw_store, read_zarr_s3, start_seaweed
 from .seaweed import Seaweed
 
 FRAME = (37, 50)
@@ -126,8 +126,7 @@ def test_existing_prefixes_are_refused_or_replaced_like_directories(
 @pytest.fixture
 def own_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Seaweed]:
     """A server this test may stop and restart (the session's server stays up for the others)."""
-    server = Seaweed(tmp_path / "own-seaweed")
-    server.start()
+    server = start_seaweed(tmp_path / "own-seaweed")
     for name, value in server.env.items():
         monkeypatch.setenv(name, value)
     yield server
@@ -270,3 +269,59 @@ def test_record_to_s3_keeps_the_credentials_out_of_everything(
     for text in (proc.stdout, proc.stderr, *(blob.decode("latin-1") for blob in objects.values())):
         assert aws_env.secret_key not in text
         assert aws_env.access_key not in text
+
+
+# -- a killed writer -----------------------------------------------------------------
+_KILLED_WRITER = """
+import sys, numpy as np, acqzarr as az
+settings = az.StreamSettings.model_validate_json(sys.argv[1])
+yy, xx = np.mgrid[0:48, 0:40]
+stream = az.open_stream(settings)
+last = -1
+for i in range(100000):
+    stream.append(((yy * 40 + xx + i * 977) % 4093).astype(np.uint16))
+    flushed = stream.stats().frames_flushed
+    if flushed != last:
+        print(f"flushed {flushed}", flush=True)
+        last = flushed
+"""
+
+
+def test_sigkill_mid_stream_keeps_every_frame_reported_flushed(
+    aws_env: Seaweed, s3_url: str, s3_settings: az.S3Settings
+) -> None:
+    """As on disk: metadata is published only after the data it exposes is stored."""
+    settings = az.StreamSettings(
+        store=s3_url,
+        s3=s3_settings,
+        arrays=[
+            az.ArraySettings(
+                key="cam",
+                dtype="uint16",
+                dimensions=dims((0, 48, 40), (3, 16, 16), (1, 2, 2)),
+                multiscale=az.Multiscale(levels=2),
+            )
+        ],
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WRITER, settings.model_dump_json()],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    reported = 0
+    for line in proc.stdout:
+        reported = int(line.split()[1])
+        if reported >= 30:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stdout.close()
+    assert reported >= 30
+    kept = read_zarr_s3(aws_env, s3_url, "cam/0")
+    assert kept.shape[0] >= reported
+    yy, xx = np.mgrid[0:48, 0:40]
+    expected = np.stack([((yy * 40 + xx + i * 977) % 4093).astype(np.uint16) for i in range(kept.shape[0])])
+    np.testing.assert_array_equal(kept, expected)
+    group = zarr.open_group(ObjectStore(raw_store(aws_env, s3_url), read_only=True), path="cam", mode="r")
+    Image05.from_zarr(group)

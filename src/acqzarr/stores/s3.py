@@ -118,10 +118,11 @@ class S3Store(Store):
 
     def _upload(self, key: str, data: Buffer | list[memoryview], nbytes: int) -> None:
         s = self.settings
+        path = self.check_key(key)
         try:
             obstore.put(
                 self._store,
-                self.check_key(key),
+                path,
                 data,
                 use_multipart=nbytes >= s.multipart_threshold,
                 chunk_size=s.part_size,
@@ -132,16 +133,18 @@ class S3Store(Store):
 
     # -- reading and housekeeping -------------------------------------------
     def get(self, key: str) -> bytes:
+        path = self.check_key(key)
         try:
-            return bytes(obstore.get(self._store, self.check_key(key)).bytes())
+            return bytes(obstore.get(self._store, path).bytes())
         except FileNotFoundError:
             raise KeyError(key) from None
         except Exception as exc:
             raise self._error(key, "read", exc) from None
 
     def exists(self, key: str) -> bool:
+        path = self.check_key(key)
         try:
-            obstore.head(self._store, self.check_key(key))
+            obstore.head(self._store, path)
         except FileNotFoundError:
             return False
         except Exception as exc:
@@ -149,8 +152,9 @@ class S3Store(Store):
         return True
 
     def delete(self, key: str) -> None:
+        path = self.check_key(key)
         try:
-            obstore.delete(self._store, self.check_key(key))
+            obstore.delete(self._store, path)
         except FileNotFoundError:
             pass
         except Exception as exc:
