@@ -28,6 +28,7 @@ from typing import IO, Any
 __all__ = ["Seaweed", "SeaweedError", "find_weed"]
 
 START_TIMEOUT = 60.0
+_PROBE = "_seaweed_ready"  # outside every prefix the tests and benchmarks use
 
 
 class SeaweedError(RuntimeError):
@@ -95,6 +96,7 @@ class Seaweed:
         self.log_path = self.data_dir / "weed.log"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
+        self._probed = False
 
     def __repr__(self) -> str:
         return f"Seaweed({self.endpoint!r}, bucket={self.bucket!r})"
@@ -171,7 +173,14 @@ class Seaweed:
         )
 
     def _probe(self) -> str:
-        """'' once a signed listing of the bucket succeeds, else why not (S3 comes up before the bucket)."""
+        """'' once the server stores and serves data, else why not.
+
+        The S3 gateway answers before the bucket exists, and after a restart it
+        lists objects before the volume server holding their bytes has
+        registered (reads fail with 500 meanwhile).  So the probe reads back an
+        object written by the first start: that works only when old data is
+        served again.
+        """
         import obstore
         from obstore.store import S3Store
 
@@ -185,7 +194,11 @@ class Seaweed:
             retry_config={"max_retries": 0},
         )
         try:
-            next(iter(obstore.list(store, chunk_size=1)), None)
+            if not self._probed:
+                obstore.put(store, _PROBE, _PROBE.encode())
+                self._probed = True
+            if bytes(obstore.get(store, _PROBE).bytes()) != _PROBE.encode():
+                return f"{_PROBE} read back wrong"
         except Exception as exc:
             return str(exc).splitlines()[0]
         return ""
