@@ -395,6 +395,14 @@ def _reset_peak_rss() -> None:
         f.write("5")
 
 
+def _rss() -> int:
+    """Resident memory now: what a run's peak starts from (a warm run inherits the cold run's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def _peak_rss() -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -421,6 +429,7 @@ def run_worker(name: str, w: Workload, base: Path) -> dict[str, Any]:
         os.sync()
         gc.collect()
         _reset_peak_rss()
+        start_rss = _rss()
         r = WRITERS[name](w, path)
         peak = _peak_rss()
         lat = np.asarray(r.pop("lat"))
@@ -430,6 +439,7 @@ def run_worker(name: str, w: Workload, base: Path) -> dict[str, Any]:
             p99=float(np.percentile(lat, 99)),
             max=float(lat.max()),
             peak_rss=peak,
+            start_rss=start_rss,
             pool_bytes=int(w["_pool"].nbytes),
             disk=r.get("disk") or disk_bytes(path),
             ok=verify(r, w),
