@@ -56,13 +56,51 @@ def _timed_appends(w: Workload, pool: np.ndarray, append: Callable[[np.ndarray],
 
 
 # -- writers -------------------------------------------------------------------
-def run_acqzarr(w: Workload, path: Path, version: int, pyramid: bool = False) -> dict[str, Any]:
+def s3_location(path: Path) -> tuple[str, dict[str, Any]]:
+    """The S3 URL standing in for ``path`` on the server stream.py started, and its tensorstore kvstore."""
+    bucket, endpoint = os.environ["ACQZARR_BENCH_S3_BUCKET"], os.environ["ACQZARR_BENCH_S3_ENDPOINT"]
+    prefix = path.name
+    kvstore = {
+        "driver": "s3",
+        "bucket": bucket,
+        "path": f"{prefix}/cam0/0/",
+        "endpoint": endpoint,
+        "aws_region": "us-east-1",
+        "aws_credentials": {"type": "environment"},
+    }
+    return f"s3://{bucket}/{prefix}", kvstore
+
+
+def s3_bytes(bucket: str, prefix: str) -> int:
+    """Total size of the objects under ``prefix``, from a listing (nothing downloaded)."""
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(
+        bucket,
+        prefix=prefix,
+        endpoint=os.environ["ACQZARR_BENCH_S3_ENDPOINT"],
+        region="us-east-1",
+        client_options={"allow_http": True},
+    )
+    return sum(meta["size"] for batch in obstore.list(store) for meta in batch)
+
+
+def run_acqzarr(
+    w: Workload, path: Path, version: int, pyramid: bool = False, s3: bool = False
+) -> dict[str, Any]:
     import acqzarr as az
 
     shard = 4 if version == 3 else 1
     c, s = w["chunk_xy"], w["size"]
+    store, kvstore = str(path), {"driver": "file", "path": str(path / "cam0" / "0")}
+    s3_settings = az.S3Settings()
+    if s3:
+        store, kvstore = s3_location(path)
+        s3_settings = az.S3Settings(endpoint=os.environ["ACQZARR_BENCH_S3_ENDPOINT"], allow_http=True)
     settings = az.StreamSettings(
-        store=str(path),
+        store=store,
+        s3=s3_settings,
         version=version,
         overwrite=True,  # type: ignore[arg-type]
         arrays=[
@@ -85,12 +123,12 @@ def run_acqzarr(w: Workload, path: Path, version: int, pyramid: bool = False) ->
     stream = az.open_stream(settings)
     lat = _timed_appends(w, pool, stream.append)
     stream.close()
-    return {
-        "wall": time.perf_counter() - t0,
-        "lat": lat,
-        "array": str(path / "cam0" / "0"),
-        "driver": "zarr3" if version == 3 else "zarr",
-    }
+    wall = time.perf_counter() - t0
+    result = {"wall": wall, "lat": lat, "kvstore": kvstore, "driver": "zarr3" if version == 3 else "zarr"}
+    if s3:
+        result["disk"] = s3_bytes(kvstore["bucket"], path.name)
+        result["s3"] = store
+    return result
 
 
 def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:
@@ -129,7 +167,8 @@ def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:
     lat = _timed_appends(w, pool, stream.append)
     stream.close()
     array = path / "cam0" / "0" if (path / "cam0" / "0").exists() else path / "cam0"
-    return {"wall": time.perf_counter() - t0, "lat": lat, "array": str(array), "driver": "zarr3"}
+    kvstore = {"driver": "file", "path": str(array)}
+    return {"wall": time.perf_counter() - t0, "lat": lat, "kvstore": kvstore, "driver": "zarr3"}
 
 
 def _tensorstore_spec(w: Workload, path: Path) -> dict[str, Any]:
@@ -213,7 +252,7 @@ def run_tensorstore(w: Workload, path: Path, per: str) -> dict[str, Any]:
     return {
         "wall": time.perf_counter() - t0,
         "lat": lat,
-        "array": str(path / "cam0" / "0"),
+        "kvstore": {"driver": "file", "path": str(path / "cam0" / "0")},
         "driver": "zarr3",
     }
 
@@ -225,6 +264,9 @@ WRITERS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
     "acquire-zarr": run_acquire_zarr,
     "tensorstore-frame": lambda w, p: run_tensorstore(w, p, "frame"),
     "tensorstore-layer": lambda w, p: run_tensorstore(w, p, "layer"),
+    # The same streams into a local S3 server (SeaweedFS, started by stream.py), not the filesystem.
+    "acqzarr-v3-s3": lambda w, p: run_acqzarr(w, p, 3, s3=True),
+    "acqzarr-v2-s3": lambda w, p: run_acqzarr(w, p, 2, s3=True),
 }
 
 
@@ -232,9 +274,7 @@ def verify(result: dict[str, Any], w: Workload) -> bool:
     """Read every frame back with tensorstore and compare with what was appended."""
     import tensorstore as ts
 
-    arr = ts.open(
-        {"driver": result["driver"], "kvstore": {"driver": "file", "path": result["array"]}}, read=True
-    ).result()
+    arr = ts.open({"driver": result["driver"], "kvstore": result["kvstore"]}, read=True).result()
     if tuple(arr.shape) != (w["frames"], w["size"], w["size"]):
         return False
     pool = w["_pool"]
@@ -312,7 +352,34 @@ def limit_blosc(w: Workload, path: Path, threads: int) -> dict[str, Any]:
     return {"rate": total / (time.perf_counter() - t0)}
 
 
+def limit_s3_put(w: Workload, path: Path) -> dict[str, Any]:
+    """Upload the workload's compressed size to the S3 server as shard-sized objects (4 shards of a
+    layer at a time, as the writers do), with the store's own client and defaults: what the server
+    and the client accept with no compression competing for the cores."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import acqzarr as az
+
+    url, _ = s3_location(path)
+    store = az.S3Store(url, az.S3Settings(endpoint=os.environ["ACQZARR_BENCH_S3_ENDPOINT"], allow_http=True))
+    shard = w["chunk_t"] * (4 * w["chunk_xy"]) ** 2 * 2
+    if w["compress"]:
+        shard = int(shard / 1.6)
+    blob = np.frombuffer(os.urandom(shard), np.uint8)
+    total = w["frames"] * w["size"] * w["size"] * 2
+    if w["compress"]:
+        total = int(total / 1.6)
+    count = max(1, total // shard)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda i: store.put_padded(f"s{i}", blob, shard), range(count)))
+    rate = count * shard / (time.perf_counter() - t0)
+    store.clear()
+    return {"rate": rate}
+
+
 LIMITS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
+    "s3-put": limit_s3_put,
     "memcpy": limit_memcpy,
     "disk-write+fsync": lambda w, p: limit_disk(w, p, "fsync"),
     "disk-write-cache": lambda w, p: limit_disk(w, p, "cache"),
@@ -326,6 +393,14 @@ def _reset_peak_rss() -> None:
     """Reset the kernel's high-water mark of resident memory (Linux >= 4.0), so each run has its own."""
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
+
+
+def _rss() -> int:
+    """Resident memory now: what a run's peak starts from (a warm run inherits the cold run's)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _peak_rss() -> int:
@@ -354,6 +429,7 @@ def run_worker(name: str, w: Workload, base: Path) -> dict[str, Any]:
         os.sync()
         gc.collect()
         _reset_peak_rss()
+        start_rss = _rss()
         r = WRITERS[name](w, path)
         peak = _peak_rss()
         lat = np.asarray(r.pop("lat"))
@@ -363,11 +439,18 @@ def run_worker(name: str, w: Workload, base: Path) -> dict[str, Any]:
             p99=float(np.percentile(lat, 99)),
             max=float(lat.max()),
             peak_rss=peak,
+            start_rss=start_rss,
             pool_bytes=int(w["_pool"].nbytes),
-            disk=disk_bytes(path),
+            disk=r.get("disk") or disk_bytes(path),
             ok=verify(r, w),
         )
         shutil.rmtree(path, ignore_errors=True)
+        if "s3" in r:
+            import acqzarr as az
+
+            az.S3Store(
+                r.pop("s3"), az.S3Settings(endpoint=os.environ["ACQZARR_BENCH_S3_ENDPOINT"], allow_http=True)
+            ).clear()
         runs.append(r)
     return {"runs": runs}
 

@@ -14,6 +14,7 @@ from the same run: to acquire-zarr and to the machine limit
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,8 @@ WRITERS = [
     "acquire-zarr",
     "tensorstore-frame",
     "tensorstore-layer",
+    "acqzarr-v3-s3",
+    "acqzarr-v2-s3",
 ]
 LIMITS = [
     "memcpy",
@@ -49,6 +53,30 @@ LIMITS = [
 ]
 
 
+@contextlib.contextmanager
+def s3_server(base: Path, needed: bool) -> Iterator[dict[str, str]]:
+    """A local S3 server (SeaweedFS ``weed mini``, the one the tests use) for the ``-s3`` writers.
+
+    It runs for the whole benchmark, on the same machine: its CPU use is part of what those rows
+    measure.  The writers get its address and keys through the environment.
+    """
+    if not needed:
+        yield {}
+        return
+    sys.path.insert(0, str(HERE.parent / "tests" / "s3"))
+    from seaweed import Seaweed
+
+    with Seaweed(base / "seaweed", bucket="bench") as server:
+        yield {
+            **server.env,
+            "ACQZARR_BENCH_S3_ENDPOINT": server.endpoint,
+            "ACQZARR_BENCH_S3_BUCKET": server.bucket,
+        }
+
+
+WORKER_ENV: dict[str, str] = {}
+
+
 def run_one(name: str, workload: dict[str, Any], base: Path, pause: float) -> dict[str, Any]:
     os.sync()
     time.sleep(pause)  # memory freed by the previous process goes back to the host (see PERF-NOTES)
@@ -56,6 +84,7 @@ def run_one(name: str, workload: dict[str, Any], base: Path, pause: float) -> di
         [sys.executable, str(HERE / "runners.py"), name, json.dumps(workload), str(base)],
         capture_output=True,
         text=True,
+        env={**os.environ, **WORKER_ENV},
     )
     if proc.returncode != 0:
         return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
@@ -87,10 +116,11 @@ def variant_report(
 ) -> dict[str, Any]:
     """Limits and writers ``repeat`` times each (interleaved, so drift hits all alike); medians reported."""
     raw_bytes = w["frames"] * w["size"] * w["size"] * 2
-    samples: dict[str, list[float]] = {lim: [] for lim in LIMITS}
+    limit_names = LIMITS + (["s3-put"] if any(wr.endswith("-s3") for wr in writers) else [])
+    samples: dict[str, list[float]] = {lim: [] for lim in limit_names}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _ in range(repeat):
-        for lim in LIMITS:
+        for lim in limit_names:
             samples[lim].append(run_one(lim, w, base, pause).get("rate", float("nan")))
         for writer in writers:
             res = run_one(writer, w, base, pause)
@@ -116,10 +146,13 @@ def variant_report(
     ratio = ratios[len(ratios) // 2] if ratios else 1.0
     limit = min(limits["blosc-2-threads"], disk * ratio) if w["compress"] else disk
     ref = {r["attempt"]: raw_bytes / r["wall"] for r in rows if r["writer"] == "acquire-zarr" and "wall" in r}
+    local = {(r["writer"], r["attempt"]): raw_bytes / r["wall"] for r in rows if "wall" in r}
     for r in rows:
         if "wall" not in r:
             continue
         rate = raw_bytes / r["wall"]
+        if r["writer"].endswith("-s3"):
+            r["vs_local"] = rate / local.get((r["writer"].removesuffix("-s3"), r["attempt"]), float("nan"))
         r.update(
             rate=rate,
             fps=w["frames"] / r["wall"],
@@ -165,6 +198,20 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {r['p50']:.2f} / {r['p99']:.1f} / {r['max']:.0f} | {r['peak_rss'] / 2**20:.0f} "
             f"| {r['disk'] / 1e6:.0f} | {r['ratio']:.2f} | {'ok' if r['ok'] else 'MISMATCH'} |"
         )
+    s3 = [r for r in report["rows"] if "vs_local" in r]
+    if s3:
+        put = report["limits"]["s3-put"]
+        ratio = report["raw_bytes"] / max(s3[0]["disk"], 1)
+        lines.append(
+            "\nS3 rows write to a local SeaweedFS server (`weed mini`) on the same machine. Against the "
+            "same writer on the filesystem: "
+            + ", ".join(f"{r['writer']} {r['attempt']} {r['vs_local']:.2f}" for r in s3)
+            + f". The server alone accepts {put / 1e9:.2f} GB/s of uploads (s3-put: shard-sized "
+            f"objects, 4 at a time, nothing else running), {put * ratio / 1e9:.2f} GB/s of raw frames at "
+            "this compression ratio; against that: "
+            + ", ".join(f"{r['writer']} {r['attempt']} {r['rate'] / (put * ratio):.2f}" for r in s3)
+            + "."
+        )
     return head + "\n".join(lines) + "\n"
 
 
@@ -186,12 +233,17 @@ def main() -> int:
     args = p.parse_args()
     out: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "variants": []}
     print(f"Machine: {out['machine']}\n")
-    with tempfile.TemporaryDirectory(dir=args.dir or ".", prefix="bench-") as tmp:
+    writers = args.writer or WRITERS
+    with (
+        tempfile.TemporaryDirectory(dir=args.dir or ".", prefix="bench-") as tmp,
+        s3_server(Path(tmp), any(wr.endswith("-s3") for wr in writers)) as env,
+    ):
+        WORKER_ENV.update(env)
         for name in args.variant or list(VARIANTS):
             w = dict(VARIANTS[name], warm=not args.no_warm, fps=args.fps)
             if args.frames:
                 w["frames"] = args.frames
-            report = variant_report(name, w, Path(tmp), args.writer or WRITERS, args.pause, args.repeat)
+            report = variant_report(name, w, Path(tmp), writers, args.pause, args.repeat)
             out["variants"].append(report)
             print(markdown(report), flush=True)
     if args.json:

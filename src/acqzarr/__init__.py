@@ -14,8 +14,8 @@ from .errors import (
     WriterError,
 )
 from .formats import ZarrFormat, ZarrV2, ZarrV3
-from .settings import ArraySettings, Blosc, Dimension, Multiscale, StreamSettings
-from .stores import LocalStore, MemoryStore, Store
+from .settings import ArraySettings, Blosc, Dimension, Multiscale, S3Settings, StreamSettings
+from .stores import LocalStore, MemoryStore, S3Store, Store
 from .stream import ArrayStats, Stream, open_stream
 from .writers import ChunkWriter, ShardWriter, Writer
 
@@ -39,6 +39,8 @@ __all__ = [
     "MemoryStore",
     "Multiscale",
     "ProtocolError",
+    "S3Settings",
+    "S3Store",
     "ShardWriter",
     "State",
     "StateError",

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from .errors import AcqzarrError, ConfigError, StoreError
 from .ingest.commands import add_subcommands as add_ingest_subcommands
-from .settings import ArraySettings, Blosc, Dimension, StreamSettings
+from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings, format_validation_error
 from .stores import Store, open_store
 from .stream import open_stream
 from .synthetic import camera_frames
@@ -41,8 +41,25 @@ def _record(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if sessions and sessions[0]["interrupted"] else EXIT_OK
 
 
-def _open_existing(location: str) -> Store:
-    store = open_store(location, direct_io=False)
+def _s3_settings(items: Sequence[str]) -> S3Settings:
+    """``--s3 endpoint=http://127.0.0.1:8333 --s3 allow_http=true``: the s3 section, from the command line."""
+    import yaml
+    from pydantic import ValidationError
+
+    values = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--s3 {item!r}: expected key=value")
+        values[key.strip()] = yaml.safe_load(raw)
+    try:
+        return S3Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "--s3").replace("\n  ", "\n  s3.")) from None
+
+
+def _open_existing(location: str, s3: Sequence[str]) -> Store:
+    store = open_store(location, direct_io=False, s3=_s3_settings(s3))
     if store.is_empty():
         raise StoreError(errno.ENOENT, f"no Zarr store at {store.describe()}")
     return store
@@ -54,7 +71,7 @@ def _info(args: argparse.Namespace) -> int:
 
     from .store_info import describe, render
 
-    info = describe(_open_existing(args.store))
+    info = describe(_open_existing(args.store, args.s3))
     if info["zarr_format"] is None:
         raise StoreError(errno.EINVAL, f"{args.store}: no Zarr metadata (zarr.json, .zgroup or .zarray)")
     print(json.dumps(info, indent=2) if args.json else render(info))
@@ -67,7 +84,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     from .validation import validate
 
-    problems = validate(_open_existing(args.store), deep=args.deep)
+    problems = validate(_open_existing(args.store, args.s3), deep=args.deep)
     errors = [p for p in problems if p.severity == "error"]
     if args.json:
         print(json.dumps([p.__dict__ for p in problems], indent=2))
@@ -155,11 +172,25 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--output", help="store path (overrides store)")
     rec.set_defaults(func=_record)
     info = sub.add_parser("info", help="arrays, shapes, chunks, codecs, ratio, frames and session record")
-    info.add_argument("store", help="the store (a path)")
+    info.add_argument("store", help="the store: a path or s3://bucket/prefix")
+    info.add_argument(
+        "--s3",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an s3 setting for s3:// stores, e.g. --s3 endpoint=http://127.0.0.1:8333 --s3 allow_http=true",
+    )
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_info)
     val = sub.add_parser("validate", help="check a store's structure, shard indexes and OME-NGFF metadata")
-    val.add_argument("store", help="the store (a path)")
+    val.add_argument("store", help="the store: a path or s3://bucket/prefix")
+    val.add_argument(
+        "--s3",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an s3 setting for s3:// stores, e.g. --s3 endpoint=http://127.0.0.1:8333 --s3 allow_http=true",
+    )
     val.add_argument("--deep", action="store_true", help="also decode every chunk (reads the whole store)")
     val.add_argument("--json", action="store_true", help="print the problems as JSON")
     val.set_defaults(func=_validate)

@@ -12,11 +12,11 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .settings import ArraySettings, Blosc, Dimension, StreamSettings
+from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
 
 __all__ = ["model_section", "render"]
 
-MODELS: list[type[BaseModel]] = [StreamSettings, ArraySettings, Dimension, Blosc]
+MODELS: list[type[BaseModel]] = [StreamSettings, ArraySettings, Dimension, Blosc, S3Settings]
 
 
 def _type_name(annotation: object) -> str:

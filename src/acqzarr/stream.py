@@ -72,7 +72,9 @@ class Stream:
         self.store = (
             store
             if store is not None
-            else open_store(settings.store, fsync=settings.fsync, direct_io=settings.direct_io)
+            else open_store(
+                settings.store, fsync=settings.fsync, direct_io=settings.direct_io, s3=settings.s3
+            )
         )
         self.format = format_for(settings)
         self._prepare_store()

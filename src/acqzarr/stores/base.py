@@ -44,6 +44,17 @@ class Store(ABC):
         """
         self.put(key, [buffer.data[:nbytes]])
 
+    def put_padded_many(self, items: Sequence[tuple[str, np.ndarray[Any, Any], int]]) -> None:
+        """``put_padded`` each ``(key, buffer, nbytes)``; returns once every object is stored.
+
+        A writer hands over all objects of a layer at once so that a backend
+        where each request has latency (object storage) can upload them
+        concurrently.  On failure every started write has finished (the
+        caller reuses the buffers) before the first error is raised.
+        """
+        for key, buffer, nbytes in items:
+            self.put_padded(key, buffer, nbytes)
+
     @abstractmethod
     def get(self, key: str) -> bytes:
         """Return the object at ``key``; raise KeyError when there is none."""

@@ -319,6 +319,6 @@ class Writer(ABC):
         self._on_flushed(self, frames)
         self.frames_flushed = frames
 
-    def _put_padded(self, key: str, buffer: np.ndarray[Any, Any], nbytes: int) -> None:
-        self.store.put_padded(key, buffer, nbytes)
-        self.bytes_written += nbytes
+    def _put_padded_many(self, items: Sequence[tuple[str, np.ndarray[Any, Any], int]]) -> None:
+        self.store.put_padded_many(items)
+        self.bytes_written += sum(nbytes for _key, _buffer, nbytes in items)

@@ -31,9 +31,13 @@ class ChunkWriter(Writer):
 
     def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
         try:
-            for coord, enc in zip(self._coords, results, strict=True):
-                if not enc.empty:
-                    self._put_padded(self.chunk_key((layer.index, *coord)), enc.buffer, enc.used)
+            self._put_padded_many(
+                [
+                    (self.chunk_key((layer.index, *coord)), enc.buffer, enc.used)
+                    for coord, enc in zip(self._coords, results, strict=True)
+                    if not enc.empty
+                ]
+            )
         finally:
             for enc in results:
                 self._release(enc)

@@ -62,9 +62,13 @@ class ShardWriter(Writer):
     def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
         if self._shard_t == 1:
             try:
-                for s, enc in zip(self._shard_coords, results, strict=True):
-                    if not enc.empty:
-                        self._write_whole(self.shard_key((layer.index, *s)), enc)
+                self._put_padded_many(
+                    [
+                        (self.shard_key((layer.index, *s)), enc.buffer, self._append_index(enc))
+                        for s, enc in zip(self._shard_coords, results, strict=True)
+                        if not enc.empty
+                    ]
+                )
             finally:
                 for enc in results:
                     self._release(enc)
@@ -78,12 +82,15 @@ class ShardWriter(Writer):
             return self._flush_pending()
         return None
 
-    def _write_whole(self, key: str, enc: Encoded) -> None:
-        """A one-layer shard: index into the buffer's spare room, then one aligned write."""
+    def _append_index(self, enc: Encoded) -> int:
+        """A one-layer shard: put the index in the buffer's spare room; return the shard's length.
+
+        The whole shard then lies in one aligned buffer the store writes without another copy.
+        """
         index = self.shard_layout.index(enc.sizes)
         end = enc.used + len(index)
         enc.buffer[enc.used : end] = np.frombuffer(index, np.uint8)
-        self._put_padded(key, enc.buffer, end)
+        return end
 
     def _flush_pending(self) -> int | None:
         if not self._open:
