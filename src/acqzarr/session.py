@@ -25,21 +25,19 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import __version__
 from .errors import ConfigError
 from .frame_log import FIELDS as FRAME_FIELDS
 from .frame_log import FrameLog
+from .overrides import apply_overrides
 from .progress import Display, make_display, snapshot
 from .settings import StreamSettings, format_validation_error, load_mapping
 from .stores import Store
 from .stream import Stream, open_stream
 
 __all__ = ["FRAME_FIELDS", "SessionConfig", "SourceSettings", "load_session", "record"]
-
-ENV_PREFIX = "ACQZARR_"
 
 
 class SourceSettings(BaseModel):
@@ -95,42 +93,6 @@ class SessionConfig(StreamSettings):
         return StreamSettings.model_validate(self.model_dump(exclude={"source"}))
 
 
-def _set_path(data: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
-    """Set ``a.b.0.c`` inside nested dicts/lists, creating dicts where keys are missing."""
-    parts = dotted.split(".")
-    node: Any = data
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{origin}: {'.'.join(parts[: i + 1])}: no such list index")
-            if last:
-                node[int(part)] = value
-            else:
-                node = node[int(part)]
-        elif isinstance(node, dict):
-            if last:
-                node[part] = value
-            else:
-                node = node.setdefault(part, {})
-        else:
-            raise ConfigError(f"{origin}: {'.'.join(parts[:i])} is not a mapping or list")
-
-
-def apply_overrides(data: dict[str, Any], sets: Sequence[str], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Environment (ACQZARR_SECTION__KEY=value) first, then --set key.path=value; values parse as YAML."""
-    for name, raw in sorted(environ.items()):
-        parts = name[len(ENV_PREFIX) :].lower().split("__") if name.startswith(ENV_PREFIX) else []
-        if parts and parts[0] in SessionConfig.model_fields:  # others (ACQZARR_*) are not config
-            _set_path(data, ".".join(parts), yaml.safe_load(raw), f"environment {name}")
-    for item in sets:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        _set_path(data, key.strip(), yaml.safe_load(raw), f"--set {key.strip()}")
-    return data
-
-
 def load_session(
     path: str | Path,
     sets: Sequence[str] = (),
@@ -146,7 +108,7 @@ def load_session(
     data = load_mapping(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    data = apply_overrides(data, sets, os.environ if environ is None else environ)
+    data = apply_overrides(data, sets, os.environ if environ is None else environ, SessionConfig.model_fields)
     if output is not None:
         data["store"] = output
     if frames is not None:

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..errors import ConfigError
 from ..formats import format_for
+from ..overrides import apply_overrides
 from ..settings import StreamSettings, format_validation_error, load_mapping
 
 __all__ = [
@@ -238,12 +239,10 @@ def load_serve_config(
     path: str | Path, sets: Sequence[str] = (), environ: Mapping[str, str] | None = None
 ) -> ServeConfig:
     """Read and validate a server config; --set overrides apply first. Raises ConfigError naming the key."""
-    from ..session import apply_overrides
-
     data = load_mapping(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    data = apply_overrides(data, sets, {} if environ is None else environ)
+    data = apply_overrides(data, sets, {} if environ is None else environ, ServeConfig.model_fields)
     try:
         return ServeConfig.model_validate(data)
     except ValidationError as exc:
