@@ -172,28 +172,22 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--output", help="store path (overrides store)")
     rec.set_defaults(func=_record)
     info = sub.add_parser("info", help="arrays, shapes, chunks, codecs, ratio, frames and session record")
-    info.add_argument("store", help="the store: a path or s3://bucket/prefix")
-    info.add_argument(
-        "--s3",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an s3 setting for s3:// stores, e.g. --s3 endpoint=http://127.0.0.1:8333 --s3 allow_http=true",
-    )
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
     info.set_defaults(func=_info)
     val = sub.add_parser("validate", help="check a store's structure, shard indexes and OME-NGFF metadata")
-    val.add_argument("store", help="the store: a path or s3://bucket/prefix")
-    val.add_argument(
-        "--s3",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an s3 setting for s3:// stores, e.g. --s3 endpoint=http://127.0.0.1:8333 --s3 allow_http=true",
-    )
     val.add_argument("--deep", action="store_true", help="also decode every chunk (reads the whole store)")
     val.add_argument("--json", action="store_true", help="print the problems as JSON")
     val.set_defaults(func=_validate)
+    for reader in (info, val):
+        reader.add_argument("store", help="the store: a path or s3://bucket/prefix")
+        reader.add_argument(
+            "--s3",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="an s3 setting for s3:// stores, e.g. --s3 endpoint=http://127.0.0.1:8333 "
+            "--s3 allow_http=true",
+        )
     add_ingest_subcommands(sub)  # serve, send, status
     return p
 

@@ -15,13 +15,11 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import signal
 import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -34,6 +32,7 @@ from .frame_log import FrameLog
 from .overrides import apply_overrides
 from .progress import Display, make_display, snapshot
 from .settings import StreamSettings, format_validation_error, load_mapping
+from .stop import StopSignal
 from .stores import Store
 from .stream import Stream, open_stream
 
@@ -179,22 +178,12 @@ def estimate(config: SessionConfig, cameras: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-class _Stop:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal: str | None = None
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.signal = signal.Signals(signum).name
-        self.event.set()
-
-
 class _Acquisition:
     """One source feeding one array, on its own thread; it owns that array's frame log."""
 
     PUBLISH_EVERY = 0.5  # seconds between per-frame metadata publications
 
-    def __init__(self, stream: Stream, src: SourceSettings, key: str, camera: Any, stop: _Stop) -> None:
+    def __init__(self, stream: Stream, src: SourceSettings, key: str, camera: Any, stop: StopSignal) -> None:
         self.stream, self.src, self.key, self.camera, self.stop = stream, src, key, camera, stop
         self.log = FrameLog(stream, key)
         self.dropped = 0
@@ -262,7 +251,7 @@ def record(
     ``store`` replaces the configured store (tests slow it down on purpose).
     """
     out = log or sys.stdout
-    stop = _Stop()
+    stop = StopSignal()
     stream = open_stream(config.stream_settings(), store)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
@@ -271,21 +260,18 @@ def record(
         for src, cam in zip(config.sources, cameras, strict=True)
     ]
     display: Display = make_display(out)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
-    try:
-        for run in runs:
-            run.thread.start()
-        while alive := [run for run in runs if run.thread.is_alive()]:
-            alive[0].thread.join(refresh)  # returns as soon as a source ends, at the latest after refresh
-            if any(run.thread.is_alive() for run in runs):  # the final figures come from close()
-                display.update([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
-    finally:
-        stop.event.set()
-        for run in runs:
-            run.thread.join()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with stop:
+        try:
+            for run in runs:
+                run.thread.start()
+            while alive := [run for run in runs if run.thread.is_alive()]:
+                alive[0].thread.join(refresh)  # returns as soon as a source ends, at the latest after refresh
+                if any(run.thread.is_alive() for run in runs):  # the final figures come from close()
+                    display.update([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
+        finally:
+            stop.event.set()
+            for run in runs:
+                run.thread.join()
     records = [run.record(config, started) for run in runs]
     error = next((r.error for r in runs if r.error is not None), None)
     try:

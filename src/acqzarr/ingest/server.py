@@ -15,12 +15,10 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-import signal
 import threading
 import time
 from collections import Counter, OrderedDict
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import zmq
@@ -28,6 +26,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
+from ..stop import StopSignal
 from .config import ServeConfig, series_memory, series_settings
 from .protocol import Frame, SeriesEnd, SeriesStart, decode_payload, parse_header
 from .series import Series
@@ -357,16 +356,6 @@ class IngestServer:
         )
 
 
-class _Stop:
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.signal: str | None = None
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.signal = signal.Signals(signum).name
-        self.event.set()
-
-
 def _keep_freed_frames_warm() -> None:
     """Make glibc reuse freed message buffers instead of returning them to the kernel.
 
@@ -390,17 +379,12 @@ def _keep_freed_frames_warm() -> None:
 def serve(config: ServeConfig) -> str | None:
     """Run a server in this (main) thread until SIGINT/SIGTERM; returns the signal's name."""
     _keep_freed_frames_warm()
-    stop = _Stop()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with StopSignal() as stop:
         server = IngestServer(config)
         try:
             server.run(stop.event)
         finally:
             server.close()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
     if stop.signal:
         log.info("stopped by %s; every open series was finalized", stop.signal)
     return stop.signal
