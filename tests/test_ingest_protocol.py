@@ -153,6 +153,12 @@ def _config(tmp_path: Path, **data: Any) -> Path:
         ({"colour": 1}, "colour: Extra inputs are not permitted"),
         ({"presets": {"p": {"arrays": []}}}, "presets.p: invalid settings"),
         ({"presets": {"p": {"store": "x", "arrays": []}}}, "store: set by the server"),
+        ({"presets": {"p": {"s3": {}, "arrays": []}}}, "s3: set by the server"),
+        (
+            {"root": "gs://bucket/x"},
+            "root: 'gs://bucket/x': use a directory or s3://bucket/prefix",
+        ),
+        ({"root": "s3://bucket"}, "an s3 root needs a prefix"),
         (
             {"curve": {"secret_key_file": "nope", "authorized_keys_dir": "."}},
             "secret_key_file 'nope': no such file",

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ..errors import ConfigError
 from ..formats import format_for
 from ..overrides import apply_overrides
-from ..settings import StreamSettings, format_validation_error, load_mapping
+from ..settings import S3Settings, StreamSettings, format_validation_error, load_mapping
 
 __all__ = [
     "CurveServer",
@@ -59,17 +59,21 @@ def _check_endpoint(value: str) -> str:
     return value
 
 
-def series_settings(data: Mapping[str, Any], store: str, overwrite: bool, origin: str) -> StreamSettings:
-    """StreamSettings for one series: the sender's or a preset's fields plus the server's store path.
+def series_settings(
+    data: Mapping[str, Any], store: str, overwrite: bool, origin: str, s3: S3Settings | None = None
+) -> StreamSettings:
+    """StreamSettings for one series: the sender's or a preset's fields plus the server's store.
 
-    ``store`` and ``overwrite`` are the server's decisions; carrying them is
-    an error, so a sender cannot point a series elsewhere.
+    ``store``, ``overwrite`` and the ``s3`` connection are the server's
+    decisions; carrying them is an error, so a sender cannot point a series
+    elsewhere.
     """
-    forbidden = sorted({"store", "overwrite"}.intersection(data))
+    forbidden = sorted({"store", "overwrite", "s3"}.intersection(data))
     if forbidden:
         raise ConfigError(f"{origin}: invalid settings\n  {forbidden[0]}: set by the server, not the series")
+    fields = {**data, "store": store, "overwrite": overwrite, "s3": s3 or S3Settings()}
     try:
-        return StreamSettings.model_validate({**data, "store": store, "overwrite": overwrite})
+        return StreamSettings.model_validate(fields)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, origin)) from None
 
@@ -109,7 +113,14 @@ class ServeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    root: str = Field(description="Directory the series' stores are created in, one per series_id.")
+    root: str = Field(
+        description="Where the series' stores are created, one per series_id: a directory, or "
+        "s3://bucket/prefix (connection in `s3`)."
+    )
+    s3: S3Settings = Field(
+        default_factory=S3Settings,
+        description="Object storage connection when root is s3://bucket/prefix (ignored otherwise).",
+    )
     endpoints: list[str] = Field(
         default=["tcp://127.0.0.1:5555"],
         min_length=1,
@@ -206,6 +217,15 @@ class ServeConfig(BaseModel):
     @classmethod
     def _status_parses(cls, v: str | None) -> str | None:
         return None if v is None else _check_endpoint(v)
+
+    @field_validator("root")
+    @classmethod
+    def _root_is_a_directory_or_s3(cls, v: str) -> str:
+        if "://" in v and not v.startswith("s3://"):
+            raise ValueError(f"{v!r}: use a directory or s3://bucket/prefix")
+        if v.startswith("s3://") and not v.removeprefix("s3://").strip("/").count("/"):
+            raise ValueError(f"{v!r}: an s3 root needs a prefix (s3://bucket/prefix), not a whole bucket")
+        return v.rstrip("/") if v.startswith("s3://") else v
 
     @field_validator("presets")
     @classmethod

@@ -27,6 +27,7 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
 from ..stop import StopSignal
+from ..stores import open_store
 from .config import ServeConfig, series_memory, series_settings
 from .protocol import Frame, SeriesEnd, SeriesStart, decode_payload, parse_header
 from .series import Series
@@ -47,8 +48,10 @@ class IngestServer:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
+        self.remote_root = config.root.startswith("s3://")
         self.root = Path(config.root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.remote_root:
+            self.root.mkdir(parents=True, exist_ok=True)
         self.counters = Counters()
         self.series: dict[str, Series] = {}
         self._ended: OrderedDict[str, None] = OrderedDict()
@@ -117,7 +120,9 @@ class IngestServer:
             poller.register(self._status, zmq.POLLIN)
         interval = self.config.status_interval
         next_tick = time.monotonic() + interval
-        log.info("serving %s on %s, writing under %s", self.config.socket, self.config.endpoints, self.root)
+        log.info(
+            "serving %s on %s, writing under %s", self.config.socket, self.config.endpoints, self.config.root
+        )
         while not stop.is_set():
             timeout = max(0.0, min(0.1, next_tick - time.monotonic()))
             events = dict(poller.poll(int(timeout * 1000)))
@@ -252,10 +257,9 @@ class IngestServer:
             raise ProtocolError("series_open", f"series {sid!r} is already open")
         if len(self.series) >= cfg.max_open_series:
             raise ProtocolError("busy", f"{len(self.series)} series open ({sorted(self.series)}), the limit")
-        path = self.root / sid
-        if (
-            path.resolve().parent != self.root.resolve()
-        ):  # valid_series_id already ensures it; belt and braces
+        path = f"{cfg.root}/{sid}" if self.remote_root else str(self.root / sid)
+        # valid_series_id already ensures it (a plain name); belt and braces for directories:
+        if not self.remote_root and Path(path).resolve().parent != self.root.resolve():
             raise ProtocolError("bad_path", f"series {sid!r} resolves outside the root")
         if header.preset is not None:
             if header.preset not in cfg.presets:
@@ -271,7 +275,7 @@ class IngestServer:
             assert header.settings is not None
             data = header.settings
         try:
-            settings = series_settings(data, str(path), cfg.overwrite, f"series {sid!r}")
+            settings = series_settings(data, path, cfg.overwrite, f"series {sid!r}", cfg.s3)
         except ConfigError as exc:
             raise ProtocolError("settings", str(exc).replace("\n ", "")) from None
         need = series_memory(settings)
@@ -280,7 +284,7 @@ class IngestServer:
                 "settings",
                 f"series {sid!r} would reserve {need} bytes; max_series_memory is {cfg.max_series_memory}",
             )
-        if path.exists() and not cfg.overwrite:
+        if not cfg.overwrite and self._exists(path):
             raise ProtocolError("series_exists", f"{path} already exists (the server does not overwrite)")
         try:
             series = Series(header, settings, cfg.max_user_data_bytes)
@@ -295,6 +299,14 @@ class IngestServer:
             ", ".join(f"{a.key or '(root)'} {a.dtype}" for a in settings.arrays),
             path,
         )
+
+    def _exists(self, path: str) -> bool:
+        if not self.remote_root:
+            return Path(path).exists()
+        try:
+            return not open_store(path, s3=self.config.s3).is_empty()
+        except AcqzarrError as exc:  # the object store cannot be reached: the series cannot start
+            raise ProtocolError("store", f"cannot check {path}: {exc}") from None
 
     def _frame(self, series: Series, header: Frame, payload: memoryview, receive_ns: int) -> None:
         state = series.key(header)
