@@ -27,6 +27,7 @@ V3_ARRAY_FIELDS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "co
 V2_ARRAY_FIELDS = ("shape", "chunks", "dtype", "compressor", "fill_value", "order", "filters", "zarr_format")
 AXIS_TYPES = ("time", "channel", "space")
 NGFF_FOR_ZARR = {2: "0.4", 3: "0.5"}
+SHUFFLE_NAMES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}  # the v3 blosc names, as numcodecs codes
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,12 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
     if len(object_shape) != len(shape):
         return [Problem(node.path, f"chunk shape {object_shape} does not match the rank of shape {shape}")]
     sharding = _sharding(node) if tree.version == 3 else None
+    if sharding is not None and sharding.get("index_location", "end") != "end":
+        # Neither the index nor the chunks can be located without reading it; say so once.
+        return [Problem(node.path, "index_location 'start' is not checked", "warning")]
+    inner = tuple(sharding.get("chunk_shape", ())) if sharding is not None else ()
+    n_inner = math.prod(s // c for s, c in zip(object_shape, inner, strict=False))
+    decoder = _Decoder(tree, node, sharding) if deep else None  # built once per array
     for rel in tree.chunk_keys(node):
         key = _join(node.path, rel)
         body = rel[2:] if prefixed and rel.startswith("c" + sep) else (None if prefixed else rel)
@@ -116,10 +123,15 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
             # leave these behind; readers ignore them.
             out.append(Problem(key, f"outside the array's grid {extent} (shape {shape})", "warning"))
             continue
+        if sharding is None and decoder is None:
+            continue  # nothing to check in an unsharded object without decoding it
+        data = tree.store.get(key)  # read once for the index check and the decoding
+        pieces = [data]
         if sharding is not None:
-            out += _check_shard(tree.store, key, object_shape, sharding)
-        if deep:
-            out += _decode(tree, node, key, sharding)
+            problems, pieces = _check_shard(key, data, n_inner)
+            out += problems
+        if decoder is not None:
+            out += decoder.decode(key, pieces)
     return out
 
 
@@ -138,59 +150,60 @@ def _shard_index(data: bytes, n_chunks: int) -> tuple[np.ndarray[Any, Any] | Non
     return np.frombuffer(body, "<u8").reshape(n_chunks, 2), None
 
 
-def _check_shard(store: Store, key: str, shard_shape: tuple[int, ...], conf: dict[str, Any]) -> list[Problem]:
-    inner = tuple(conf.get("chunk_shape", ()))
-    if conf.get("index_location", "end") != "end":
-        return [Problem(key, "index_location 'start' is not checked", "warning")]
-    n = math.prod(s // c for s, c in zip(shard_shape, inner, strict=False))
-    data = store.get(key)
+def _check_shard(key: str, data: bytes, n: int) -> tuple[list[Problem], list[bytes]]:
+    """Problems of a shard's index (at the end), and the inner chunks it points to."""
     index, why = _shard_index(data, n)
     if index is None:
-        return [Problem(key, why or "bad shard index")]
+        return [Problem(key, why or "bad shard index")], []
     empty = np.uint64(2**64 - 1)
     used = index[(index[:, 0] != empty) | (index[:, 1] != empty)]
+    pieces = [data[o : o + b] for o, b in index.tolist() if o != 2**64 - 1]
     body_end = len(data) - (n * 16 + 4)
     if (used[:, 0] + used[:, 1] > body_end).any():
-        return [Problem(key, "shard index points past the end of the chunk data")]
+        return [Problem(key, "shard index points past the end of the chunk data")], pieces
     order = np.argsort(used[:, 0])
     starts, ends = used[order, 0], used[order, 0] + used[order, 1]
     if (starts[1:] < ends[:-1]).any():
-        return [Problem(key, "shard index has overlapping chunks")]
-    return []
+        return [Problem(key, "shard index has overlapping chunks")], pieces
+    return [], pieces
 
 
-def _decode(tree: StoreTree, node: Node, key: str, sharding: dict[str, Any] | None) -> list[Problem]:
-    import numcodecs
+class _Decoder:
+    """The array's compressor as a numcodecs codec, built once; decodes each stored chunk."""
 
-    data = tree.store.get(key)
-    if tree.version == 2:
-        comp = node.meta.get("compressor")
-        pieces = [data]
-    else:
-        codecs = (sharding or {}).get("codecs", node.meta.get("codecs", []))
-        comp = next((c for c in codecs if c.get("name") not in ("bytes", "transpose")), None)
-        if comp is not None:
-            comp = {"id": comp["name"], **comp.get("configuration", {})}
-        if sharding is not None:
-            obj_shape, _, _ = _grid(tree, node)
-            n = math.prod(s // c for s, c in zip(obj_shape, sharding["chunk_shape"], strict=False))
-            index, _ = _shard_index(data, n)
-            empty = 2**64 - 1
-            pieces = [] if index is None else [data[o : o + b] for o, b in index.tolist() if o != empty]
+    def __init__(self, tree: StoreTree, node: Node, sharding: dict[str, Any] | None) -> None:
+        if tree.version == 2:
+            comp = node.meta.get("compressor")
         else:
-            pieces = [data]
-    if comp is None:
+            codecs = (sharding or {}).get("codecs", node.meta.get("codecs", []))
+            comp = next((c for c in codecs if c.get("name") not in ("bytes", "transpose")), None)
+            if comp is not None:
+                comp = {"id": comp["name"], **comp.get("configuration", {})}
+        if comp is not None and "typesize" in comp and comp.get("shuffle") in SHUFFLE_NAMES:
+            comp["shuffle"] = SHUFFLE_NAMES[comp["shuffle"]]
+            comp.pop("typesize")
+        self.config = comp
+        self.codec: Any = None
+        self.error: Exception | None = None
+        if comp is not None:
+            import numcodecs
+
+            try:
+                self.codec = numcodecs.get_codec(comp)
+            except Exception as exc:  # reported on every object, as a decode failure
+                self.error = exc
+
+    def decode(self, key: str, pieces: list[bytes]) -> list[Problem]:
+        if self.config is None:
+            return []
+        try:
+            if self.error is not None:
+                raise self.error
+            for piece in pieces:
+                self.codec.decode(piece)
+        except Exception as exc:  # any decoder failure is a corrupt object
+            return [Problem(key, f"does not decode with {self.config.get('id')}: {exc}")]
         return []
-    if "typesize" in comp and comp.get("shuffle") in ("noshuffle", "shuffle", "bitshuffle"):
-        comp["shuffle"] = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[comp["shuffle"]]
-        comp.pop("typesize")
-    try:
-        codec = numcodecs.get_codec(comp)
-        for piece in pieces:
-            codec.decode(piece)
-    except Exception as exc:  # any decoder failure is a corrupt object
-        return [Problem(key, f"does not decode with {comp.get('id')}: {exc}")]
-    return []
 
 
 def _check_ngff(tree: StoreTree, node: Node) -> list[Problem]:
