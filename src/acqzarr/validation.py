@@ -104,9 +104,9 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
     if len(object_shape) != len(shape):
         return [Problem(node.path, f"chunk shape {object_shape} does not match the rank of shape {shape}")]
     sharding = _sharding(node) if tree.version == 3 else None
-    if sharding is not None and sharding.get("index_location", "end") != "end":
-        # Neither the index nor the chunks can be located without reading it; say so once.
-        return [Problem(node.path, "index_location 'start' is not checked", "warning")]
+    start_index = sharding is not None and sharding.get("index_location", "end") != "end"
+    if start_index:  # keys are still checked; the shards' contents are not
+        out.append(Problem(node.path, "index_location 'start' is not checked", "warning"))
     inner = tuple(sharding.get("chunk_shape", ())) if sharding is not None else ()
     n_inner = math.prod(s // c for s, c in zip(object_shape, inner, strict=False))
     decoder = _Decoder(tree, node, sharding) if deep else None  # built once per array
@@ -123,8 +123,8 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
             # leave these behind; readers ignore them.
             out.append(Problem(key, f"outside the array's grid {extent} (shape {shape})", "warning"))
             continue
-        if sharding is None and decoder is None:
-            continue  # nothing to check in an unsharded object without decoding it
+        if start_index or (sharding is None and decoder is None):
+            continue  # nothing more to check in this object without decoding it
         data = tree.store.get(key)  # read once for the index check and the decoding
         pieces = [data]
         if sharding is not None:
