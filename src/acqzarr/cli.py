@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from .errors import AcqzarrError, ConfigError, StoreError
 from .ingest.commands import add_subcommands as add_ingest_subcommands
+from .overrides import add_set_argument, parse_assignment
 from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings, format_validation_error
 from .stores import Store, open_store
 from .stream import open_stream
@@ -43,15 +44,9 @@ def _record(args: argparse.Namespace) -> int:
 
 def _s3_settings(items: Sequence[str]) -> S3Settings:
     """``--s3 endpoint=http://127.0.0.1:8333 --s3 allow_http=true``: the s3 section, from the command line."""
-    import yaml
     from pydantic import ValidationError
 
-    values = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--s3 {item!r}: expected key=value")
-        values[key.strip()] = yaml.safe_load(raw)
+    values = dict(parse_assignment(item, "--s3") for item in items)
     try:
         return S3Settings.model_validate(values)
     except ValidationError as exc:
@@ -158,13 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_demo)
     rec = sub.add_parser("record", help="record a session described by a YAML/JSON config file")
     rec.add_argument("config", help="session config: StreamSettings fields plus a source: section")
-    rec.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value (YAML syntax), e.g. --set source.frames=100",
-    )
+    add_set_argument(rec, "source.frames=100")
     rec.add_argument(
         "--dry-run", action="store_true", help="print the resolved config and estimates, then exit"
     )

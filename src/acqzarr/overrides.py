@@ -7,6 +7,7 @@ parsed as YAML, errors naming where the override came from.
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -14,7 +15,7 @@ import yaml
 
 from .errors import ConfigError
 
-__all__ = ["ENV_PREFIX", "apply_overrides"]
+__all__ = ["ENV_PREFIX", "add_set_argument", "apply_overrides", "parse_assignment"]
 
 ENV_PREFIX = "ACQZARR_"
 
@@ -54,8 +55,25 @@ def apply_overrides(
         if parts and parts[0] in sections:
             _set_path(data, ".".join(parts), yaml.safe_load(raw), f"environment {name}")
     for item in sets:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key.path=value")
-        _set_path(data, key.strip(), yaml.safe_load(raw), f"--set {key.strip()}")
+        key, value = parse_assignment(item, "--set", "key.path=value")
+        _set_path(data, key, value, f"--set {key}")
     return data
+
+
+def parse_assignment(item: str, flag: str, form: str = "key=value") -> tuple[str, Any]:
+    """``name=value`` from a command-line flag, the value parsed as YAML (``3``, ``true``, ``[1, 2]``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"{flag} {item!r}: expected {form}")
+    return key.strip(), yaml.safe_load(raw)
+
+
+def add_set_argument(parser: argparse.ArgumentParser, example: str) -> None:
+    """The ``--set KEY.PATH=VALUE`` option of the commands that read a config file."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help=f"override a config value (YAML syntax), e.g. --set {example}",
+    )

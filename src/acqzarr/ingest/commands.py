@@ -17,10 +17,10 @@ import time
 from typing import Any
 
 import numpy as np
-import yaml
 from pydantic import ValidationError
 
 from ..errors import ConfigError
+from ..overrides import add_set_argument, parse_assignment
 from ..settings import format_validation_error, load_mapping
 
 __all__ = ["add_subcommands"]
@@ -64,12 +64,7 @@ def _send(args: argparse.Namespace) -> int:
 
     from .sender import CurveClient, Sender
 
-    options: dict[str, Any] = {}
-    for item in args.option:
-        name, sep, raw = item.partition("=")
-        if not sep or not name:
-            raise ConfigError(f"--option {item!r}: expected name=value")
-        options[name.strip()] = yaml.safe_load(raw)
+    options: dict[str, Any] = dict(parse_assignment(item, "--option", "name=value") for item in args.option)
     try:
         camera = acqzarr_drivers.create(args.driver, options)
     except KeyError as exc:
@@ -155,13 +150,7 @@ def add_subcommands(sub: Any) -> None:
     """Add serve, send and status to the ``acqzarr`` argument parser's subparsers."""
     srv = sub.add_parser("serve", help="receive frames over ZeroMQ and write one store per series")
     srv.add_argument("config", help="server config (YAML/JSON); see docs/protocol.md")
-    srv.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY.PATH=VALUE",
-        help="override a config value (YAML syntax), e.g. --set root=/data",
-    )
+    add_set_argument(srv, "root=/data")
     srv.set_defaults(func=_serve)
 
     snd = sub.add_parser("send", help="stream a driver's frames to an acqzarr serve endpoint")
