@@ -39,10 +39,6 @@ class FrameLog:
     def __len__(self) -> int:
         return self._length
 
-    @property
-    def published(self) -> int:
-        return max(self._published, 0)
-
     def add(self, *values: int) -> None:
         """Record the next frame's values (in ``fields`` order): O(1), no I/O."""
         index, offset = divmod(self._length, self._chunk)
