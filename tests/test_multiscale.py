@@ -385,23 +385,33 @@ def test_every_array_of_a_multi_array_stream(tmp_path: Path, version: int) -> No
         assert_reads_back(tmp_path / "s.zarr" / "b" / str(level), version, expected)
 
 
-def test_levels_never_publish_ahead_of_level_0(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every time a level's shape is published, level 0 already shows at least as many frames."""
+@pytest.mark.parametrize(
+    ("kinds", "names", "chunks", "halved"),
+    [
+        (["time", "space", "space"], "tyx", (2, 8, 8), False),
+        (["space", "space", "space"], "zyx", (3, 8, 8), True),  # z appended: levels pair planes
+    ],
+)
+def test_every_publish_shows_all_levels_over_the_same_extent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kinds: list[str], names: str, chunks: Any, halved: bool
+) -> None:
+    """Each publish writes every level's shape at once, and the shapes on disk then agree:
+    level k covers ceil(n / 2**k) planes of a halved append axis, the same n otherwise."""
     from acqzarr.stream import Stream
 
-    seen: list[tuple[int, int, int]] = []
+    seen: list[list[int]] = []
     original = Stream._publish
 
-    def spy(self: Stream, key: str, writer: Any, frames: int) -> None:
-        original(self, key, writer, frames)
-        level = int(writer.array_path.rsplit("/", 1)[-1])
-        level0 = zarr.open_array(str(tmp_path / "s.zarr" / "img" / "0"), mode="r").shape[0]
-        seen.append((level, writer.layout.shape_for(frames)[0], level0))
+    def spy(self: Stream, image: Any, extents: list[int]) -> None:
+        original(self, image, extents)
+        seen.append(
+            [zarr.open_array(str(tmp_path / "s.zarr" / "img" / str(k)), mode="r").shape[0] for k in range(3)]
+        )
 
     monkeypatch.setattr(Stream, "_publish", spy)
-    data = sample_data((40, 24, 24), "uint16")
-    record(
-        tmp_path / "s.zarr", 3, data, ["time", "space", "space"], "tyx", (2, 8, 8), az.Multiscale(levels=3)
-    )
-    assert {lvl for lvl, _, _ in seen} == {0, 1, 2}
-    assert all(shape <= level0 for _, shape, level0 in seen), seen
+    data = sample_data((41, 24, 24), "uint16")
+    record(tmp_path / "s.zarr", 3, data, kinds, names, chunks, az.Multiscale(levels=3))
+    assert len(seen) > 3 and seen[-1][0] == 41
+    for shapes in seen:
+        n = shapes[0]
+        assert shapes == [-(-n // 2**k) if halved else n for k in range(3)], seen

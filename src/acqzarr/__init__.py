@@ -14,10 +14,11 @@ from .errors import (
     WriterError,
 )
 from .formats import ZarrFormat, ZarrV2, ZarrV3
+from .memory import MemoryUsage
 from .settings import ArraySettings, Blosc, Dimension, Multiscale, S3Settings, StreamSettings
 from .stores import LocalStore, MemoryStore, S3Store, Store
 from .stream import ArrayStats, Stream, open_stream
-from .writers import ChunkWriter, ShardWriter, Writer
+from .writers import ChunkWriter, ShardWriter
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ __all__ = [
     "FrameInfo",
     "LocalStore",
     "MemoryStore",
+    "MemoryUsage",
     "Multiscale",
     "ProtocolError",
     "S3Settings",
@@ -49,7 +51,6 @@ __all__ = [
     "StoreError",
     "Stream",
     "StreamSettings",
-    "Writer",
     "WriterError",
     "ZarrFormat",
     "ZarrStorage",

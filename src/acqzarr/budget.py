@@ -14,14 +14,18 @@ __all__ = ["InflightBudget"]
 class InflightBudget:
     """Counts bytes held by unwritten data; ``acquire`` blocks the appender when over the cap.
 
-    Only the appending thread ever blocks.  Writer threads ``add`` compressed
-    bytes without waiting and ``release`` bytes once written, so the pipeline
-    always drains and a waiting appender always wakes.  A failure wakes it too.
+    Bytes are *filling* (an open band waiting for frames) or *in flight*
+    (submitted: being encoded or written, released without any caller's
+    help).  Waiting only makes sense while something is in flight: when the
+    cap is reached by filling bands alone nothing will ever free memory, and
+    ``acquire`` raises the caller's ``stuck`` error at once instead of
+    deadlocking.  A writer failure wakes waiters too.
     """
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
         self.used = 0
+        self.filling = 0
         self.peak = 0
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
@@ -31,18 +35,21 @@ class InflightBudget:
         nbytes: int,
         *,
         timeout: float | None,
-        exempt: Callable[[], bool] = lambda: False,
+        may_exceed: Callable[[], bool] = lambda: False,
+        stuck: Callable[[], BaseException] | None = None,
     ) -> None:
-        """Take ``nbytes``; wait while over the cap unless ``exempt()`` says this taker may proceed.
+        """Take ``nbytes`` as filling; wait while over the cap unless ``may_exceed()``.
 
-        Raises BackpressureTimeout after ``timeout`` seconds, or the pipeline's
-        failure if one happens while waiting.
+        Raises BackpressureTimeout after ``timeout`` seconds, ``stuck()`` when
+        nothing in flight could free memory, or the pipeline's failure.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while self.used + nbytes > self.cap and not exempt():
+            while self.used + nbytes > self.cap and not may_exceed():
                 if self._failure is not None:
                     raise self._failure
+                if stuck is not None and self.used == self.filling:
+                    raise stuck()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise BackpressureTimeout(
@@ -50,15 +57,20 @@ class InflightBudget:
                         f"cap {self.cap}; the frame was not accepted"
                     )
                 self._cond.wait(remaining)
-            self._grow(nbytes)
+            self.used += nbytes
+            self.filling += nbytes
+            self.peak = max(self.peak, self.used)
+
+    def submitted(self, nbytes: int) -> None:
+        """Filling bytes are now in flight (their band is complete and on its way)."""
+        with self._cond:
+            self.filling -= nbytes
 
     def add(self, nbytes: int) -> None:
+        """Count in-flight bytes taken without waiting (writer threads never block)."""
         with self._cond:
-            self._grow(nbytes)
-
-    def _grow(self, nbytes: int) -> None:
-        self.used += nbytes
-        self.peak = max(self.peak, self.used)
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
 
     def release(self, nbytes: int) -> None:
         with self._cond:

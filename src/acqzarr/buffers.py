@@ -1,10 +1,10 @@
-"""Reusable layer buffers backed by pre-populated anonymous memory.
+"""Reusable band buffers backed by pre-populated anonymous memory.
 
 On these VMs the first write to freshly allocated memory costs a host page
 fault per page (~0.4 GB/s, see PERF-NOTES), slower than compressing the data.
-So layer buffers are mapped with MAP_POPULATE (the kernel faults the pages in
+So band buffers are mapped with MAP_POPULATE (the kernel faults the pages in
 up front, several times faster) and then reused for the life of the stream
-instead of being allocated per layer.
+instead of being allocated per band.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["LayerPool", "mapped_array"]
+__all__ = ["BufferPool", "mapped_array"]
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
@@ -36,8 +36,8 @@ def mapped_array(
     return np.frombuffer(mem, dtype=dtype).reshape(shape)
 
 
-class LayerPool:
-    """Hands out buffers of one shape (layers or encoded output), reusing returned ones first.
+class BufferPool:
+    """Hands out buffers of one shape (bands or encoded output), reusing returned ones first.
 
     The pool does not bound itself: the stream's in-flight budget decides how
     many buffers may be out at once.
@@ -50,22 +50,17 @@ class LayerPool:
         self._free: list[np.ndarray[Any, Any]] = []
         self._cond = threading.Condition()
         self._mapping = 0  # buffers being mapped in the background
-        self.outstanding = 0
-        self.allocated = 0
 
     def take(self) -> np.ndarray[Any, Any]:
         with self._cond:
-            self.outstanding += 1
             while not self._free and self._mapping:
                 self._cond.wait()  # one is on its way: cheaper than mapping another
             if self._free:
                 return self._free.pop()
-            self.allocated += 1
         return mapped_array(self.shape, self.dtype, populate=self.populate)
 
     def give(self, buf: np.ndarray[Any, Any]) -> None:
         with self._cond:
-            self.outstanding -= 1
             self._free.append(buf)
             self._cond.notify_all()
 
@@ -75,7 +70,6 @@ class LayerPool:
             return
         with self._cond:
             self._mapping += n
-            self.allocated += n
 
         def fill() -> None:
             for _ in range(n):
@@ -84,7 +78,6 @@ class LayerPool:
                 except BaseException:
                     with self._cond:
                         self._mapping -= 1
-                        self.allocated -= 1
                         self._cond.notify_all()
                     raise
                 with self._cond:

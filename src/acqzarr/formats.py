@@ -14,9 +14,9 @@ import numpy as np
 from .codecs import BloscCodec, ShardLayout
 from .layout import ArrayLayout
 from .metadata import ngff, zarr_v2, zarr_v3
-from .multiscale import level_count, level_settings
 from .settings import ArraySettings, StreamSettings
-from .writers import ChunkWriter, ShardWriter, Writer
+from .stores import Store
+from .writers import ChunkWriter, ObjectWriter, ShardWriter
 
 __all__ = ["ZarrFormat", "ZarrV2", "ZarrV3", "format_for"]
 
@@ -30,7 +30,7 @@ def _join(*parts: str) -> str:
 class ZarrFormat(ABC):
     version: ClassVar[int]
     sharded: ClassVar[bool]
-    writer_class: ClassVar[type[Writer]]
+    writer_class: ClassVar[type[ObjectWriter]]
 
     def __init__(self, settings: StreamSettings) -> None:
         self.settings = settings
@@ -50,8 +50,8 @@ class ZarrFormat(ABC):
         """OME-NGFF attributes of an image group with ``levels`` levels at paths "0", "1", ..."""
 
     @abstractmethod
-    def make_writer(self, **kwargs: Any) -> Writer:
-        """The writer kind of this format."""
+    def make_writer(self, layout: ArrayLayout, store: Store, array_path: str) -> ObjectWriter:
+        """The object writer of this format for one array."""
 
     @abstractmethod
     def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
@@ -60,15 +60,6 @@ class ZarrFormat(ABC):
     @abstractmethod
     def vector_chunk_key(self, path: str, index: int) -> str:
         """Key of that array's chunk ``index``."""
-
-    def default_inflight_bytes(self) -> int:
-        """The default in-flight cap: two worst-case layers per array level (one filling while the
-        other is compressed and written), measured fastest on 2 cores, cold and warm."""
-        total = 0
-        for arr in self.settings.arrays:
-            for level in level_settings(arr, level_count(arr)):
-                total += 2 * self.writer_class.reservation_for(ArrayLayout(level, sharded=self.sharded))
-        return total
 
 
 class ZarrV2(ZarrFormat):
@@ -99,8 +90,10 @@ class ZarrV2(ZarrFormat):
     def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
         return ngff.ngff_04_attrs(settings, levels, windows)
 
-    def make_writer(self, **kwargs: Any) -> Writer:
-        return ChunkWriter(separator=self.settings.dimension_separator, **kwargs)
+    def make_writer(self, layout: ArrayLayout, store: Store, array_path: str) -> ObjectWriter:
+        return ChunkWriter(
+            separator=self.settings.dimension_separator, layout=layout, store=store, array_path=array_path
+        )
 
     def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
         doc = zarr_v2.array_doc(
@@ -143,8 +136,8 @@ class ZarrV3(ZarrFormat):
     def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
         return ngff.ngff_05_attrs(settings, levels, windows)
 
-    def make_writer(self, **kwargs: Any) -> Writer:
-        return ShardWriter(**kwargs)
+    def make_writer(self, layout: ArrayLayout, store: Store, array_path: str) -> ObjectWriter:
+        return ShardWriter(layout=layout, store=store, array_path=array_path)
 
     def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
         doc = zarr_v3.plain_array_doc(shape=(length,), chunk=(chunk,), dtype=dtype)

@@ -1,10 +1,15 @@
-"""Geometry of one array: frames, layers, chunk grid and shard grid.
+"""Geometry of one array: frames, index axes, bands, chunk grid and shard grid.
 
 A *frame* is what a camera delivers: the last two axes (the last one for a
-2-D array, e.g. a line-scan camera).  Frames fill the axes between the append
-axis and the frame in C order, as acquire-zarr does, so a (t, c, y, x) array
-takes frames c0, c1, c0, c1, ...  A *layer* is one chunk thick along the
-append axis and spans everything else: the unit the writers flush.
+2-axis array, e.g. a line-scan camera).  Every other axis is an *index axis*
+(t, c, z, ...): a frame's position is one value per index axis.
+
+A *band* is one chunk deep along every index axis and spans the whole frame:
+for ``(t, c, z, y, x)`` with chunks ``(1, 1, 64, 256, 256)`` it is 64 planes
+of one channel of one timepoint.  It is the unit the writers buffer, encode
+and store, so memory follows the chunk shape, never the depth of a volume.
+A band buffer is laid out chunk-major, ``(frame grid..., chunk...)``, so each
+of its chunks is contiguous when it is compressed.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from .settings import ArraySettings
 
 __all__ = ["ArrayLayout", "CopyRegion"]
 
+Index = tuple[int, ...]
+
 
 @dataclass(frozen=True)
 class CopyRegion:
-    """One rectangular piece of a frame that maps onto whole grid tiles of the layer buffer.
+    """One rectangular piece of a frame that maps onto whole grid tiles of the band buffer.
 
     Splitting a frame into "full tiles" and "edge remainder" pieces per axis
     lets each piece be copied with a single strided numpy assignment, even
@@ -45,6 +52,7 @@ class ArrayLayout:
         self.dtype: np.dtype[Any] = np.dtype(settings.dtype)
         self.ndim = len(dims)
         self.names = tuple(d.name for d in dims)
+        self.kinds = tuple(d.kind for d in dims)
         self.append_size = dims[0].size  # 0 = unbounded
         self.shape_rest = tuple(d.size for d in dims[1:])
         self.chunks = tuple(d.chunk for d in dims)
@@ -52,38 +60,81 @@ class ArrayLayout:
         self.shard_shape = tuple(c * s for c, s in zip(self.chunks, self.chunks_per_shard, strict=True))
 
         self.frame_ndim = min(2, self.ndim - 1)
-        self.frame_shape = self.shape_rest[len(self.shape_rest) - self.frame_ndim :]
-        self.inner_shape = self.shape_rest[: len(self.shape_rest) - self.frame_ndim]
-        self.frames_per_index = math.prod(self.inner_shape)  # frames per step of the append axis
-        self.layer_frames = self.chunks[0] * self.frames_per_index
+        self.index_ndim = self.ndim - self.frame_ndim
+        self.frame_shape = tuple(d.size for d in dims[self.index_ndim :])
+        self.index_names = self.names[: self.index_ndim]
+        self.index_shape = tuple(d.size for d in dims[: self.index_ndim])  # [0] may be 0: unbounded
+        self.index_chunks = self.chunks[: self.index_ndim]
+        self.frame_chunks = self.chunks[self.index_ndim :]
+        self.frame_bytes = math.prod(self.frame_shape) * int(self.dtype.itemsize)
 
-        # Chunk grid of the non-append axes; the layer buffer is (grid..., chunk...).
-        self.grid_rest = tuple(-(-s // c) for s, c in zip(self.shape_rest, self.chunks[1:], strict=True))
-        self.layer_shape = (*self.grid_rest, *self.chunks)
-        self.layer_nbytes: int = math.prod(self.layer_shape) * int(self.dtype.itemsize)
+        # Bands: one chunk deep along every index axis.
+        self.band_slots = math.prod(self.index_chunks)
+        self.frame_grid = tuple(-(-s // c) for s, c in zip(self.frame_shape, self.frame_chunks, strict=True))
+        self.band_shape = (*self.frame_grid, *self.chunks)
+        self.band_nbytes: int = math.prod(self.band_shape) * int(self.dtype.itemsize)
         self.chunk_nbytes: int = math.prod(self.chunks) * int(self.dtype.itemsize)
-        self.shard_grid_rest = tuple(
-            -(-g // s) for g, s in zip(self.grid_rest, self.chunks_per_shard[1:], strict=True)
+        # Bands per step of the append axis's chunk grid (a "row" of bands).
+        self.band_grid_rest = tuple(
+            -(-s // c) for s, c in zip(self.index_shape[1:], self.index_chunks[1:], strict=True)
+        )
+        self.bands_per_row = math.prod(self.band_grid_rest)
+        # Shards, split into their index part (bands) and their frame part (chunks of one band).
+        self.index_chunks_per_shard = self.chunks_per_shard[: self.index_ndim]
+        self.frame_chunks_per_shard = self.chunks_per_shard[self.index_ndim :]
+        self.frame_shard_grid = tuple(
+            -(-g // s) for g, s in zip(self.frame_grid, self.frame_chunks_per_shard, strict=True)
         )
         self.regions = self._frame_regions()
-        self._n_inner = len(self.inner_shape)
-        self._inner_chunks = self.chunks[1 : 1 + self._n_inner]
         # Axis order that interleaves (tile, within) per frame axis for the copy.
         f = self.frame_ndim
         self._interleave = tuple(itertools.chain.from_iterable((i, f + i) for i in range(f)))
 
     # -- shapes -----------------------------------------------------------
-    def shape_for(self, frames: int) -> tuple[int, ...]:
-        """Array shape once ``frames`` frames are in (partial append steps round up)."""
-        return (-(-frames // self.frames_per_index), *self.shape_rest)
+    def shape_for(self, extent: int) -> tuple[int, ...]:
+        """Array shape with ``extent`` samples along the append axis."""
+        return (extent, *self.shape_rest)
+
+    def frames_per_step(self) -> int:
+        """Frame slots per index of the append axis."""
+        return math.prod(self.index_shape[1:])
 
     def max_frames(self) -> int | None:
-        return None if self.append_size == 0 else self.append_size * self.frames_per_index
+        return None if self.append_size == 0 else self.append_size * self.frames_per_step()
+
+    # -- bands ------------------------------------------------------------
+    def band_of(self, index: Index) -> tuple[Index, Index]:
+        """(band coordinates, position inside the band) of the frame at ``index``."""
+        band = tuple(i // c for i, c in zip(index, self.index_chunks, strict=True))
+        within = tuple(i % c for i, c in zip(index, self.index_chunks, strict=True))
+        return band, within
+
+    def band_extent(self, band: Index, append_extent: int | None) -> Index:
+        """Slots of ``band`` inside the array along each index axis (edge bands are shorter).
+
+        ``append_extent`` bounds the append axis where it is known (at close); None keeps a
+        full chunk for an unbounded axis.
+        """
+        sizes = list(self.index_shape)
+        if append_extent is not None:
+            sizes[0] = append_extent
+        out = []
+        for b, c, s in zip(band, self.index_chunks, sizes, strict=True):
+            out.append(c if s == 0 else max(0, min(c, s - b * c)))
+        return tuple(out)
+
+    def row_bands(self, row: int) -> list[Index]:
+        """Every band of one step of the append axis's chunk grid, in C order."""
+        return [(row, *rest) for rest in np.ndindex(*self.band_grid_rest)]
+
+    def chunk_grid_coords(self) -> list[tuple[int, ...]]:
+        """Frame-axis chunk coordinates of a band in C order."""
+        return list(np.ndindex(*self.frame_grid))
 
     # -- frame -> tile copies ---------------------------------------------
     def _frame_regions(self) -> list[CopyRegion]:
         per_axis: list[list[tuple[slice, slice, slice, int, int]]] = []
-        for size, chunk in zip(self.frame_shape, self.chunks[-self.frame_ndim :], strict=True):
+        for size, chunk in zip(self.frame_shape, self.frame_chunks, strict=True):
             full, rem = divmod(size, chunk)
             pieces = []
             if full:
@@ -103,29 +154,24 @@ class ArrayLayout:
             )
         return regions
 
-    def slot_index(self, slot: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(inner tile indices, (t_in, inner within-tile indices)) for frame ``slot`` of a layer."""
-        t_in, inner = divmod(slot, self.frames_per_index)
-        coords = np.unravel_index(inner, self.inner_shape) if self._n_inner else ()
-        tiles = tuple(int(c) // k for c, k in zip(coords, self._inner_chunks, strict=True))
-        within = tuple(int(c) % k for c, k in zip(coords, self._inner_chunks, strict=True))
-        return tiles, (t_in, *within)
-
-    def copy_frame(self, layer: np.ndarray[Any, Any], slot: int, frame: np.ndarray[Any, Any] | int) -> None:
-        """Tile ``frame`` into ``layer`` at ``slot`` with one strided copy per region.
+    def copy_frame(
+        self, band: np.ndarray[Any, Any], within: Index, frame: np.ndarray[Any, Any] | int
+    ) -> None:
+        """Tile ``frame`` into ``band`` at slot ``within`` with one strided copy per region.
 
         ``frame`` may be a scalar (used to clear a slot back to the fill value).
         """
-        tiles, lead = self.slot_index(slot)
         for r in self.regions:
-            index: tuple[int | slice, ...] = (*tiles, *r.grid, *lead, *r.within)
-            dest = layer[index]
-            dest = dest.transpose(self._interleave)
+            at: tuple[int | slice, ...] = (*r.grid, *within, *r.within)
+            dest = band[at].transpose(self._interleave)
             if isinstance(frame, np.ndarray):
                 dest[...] = frame[r.source].reshape(r.tiled_shape)
             else:
                 dest[...] = frame
 
-    def chunk_grid_coords(self) -> list[tuple[int, ...]]:
-        """Chunk coordinates (non-append axes) of a layer in C order."""
-        return list(np.ndindex(*self.grid_rest))
+    def read_frame(self, band: np.ndarray[Any, Any], within: Index, out: np.ndarray[Any, Any]) -> None:
+        """Copy the frame at slot ``within`` of ``band`` into ``out`` (frame shape): the inverse copy."""
+        for r in self.regions:
+            at: tuple[int | slice, ...] = (*r.grid, *within, *r.within)
+            src = band[at].transpose(self._interleave)
+            out[r.source] = src.reshape(out[r.source].shape)

@@ -30,10 +30,9 @@ from typing import Any
 
 import numpy as np
 
-from .layout import ArrayLayout
 from .settings import ArraySettings, Dimension
 
-__all__ = ["Downsampler", "level_count", "level_settings", "reduce_block"]
+__all__ = ["level_count", "level_settings", "reduce_block"]
 
 MAX_LEVELS = 16
 
@@ -139,52 +138,3 @@ def _mean(views: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
     r_sum += n // 2
     r_sum //= n
     return np.asarray(q_sum + r_sum.astype(dtype))
-
-
-class Downsampler:
-    """Turns the append steps of one level into the append steps of the next.
-
-    A *step* is everything at one index of the append axis: shape
-    inner + frame.  When the append axis is space, two consecutive steps are
-    paired (an odd last one with itself at ``flush``).
-    """
-
-    def __init__(self, layout: ArrayLayout, method: str) -> None:
-        self.method = method
-        dims = layout.settings.dimensions
-        self.pair_append = dims[0].kind == "space"
-        self.step_axes = tuple(i for i, d in enumerate(dims[1:]) if d.kind == "space")
-        self._held: np.ndarray[Any, Any] | None = None
-
-    def push(self, step: np.ndarray[Any, Any]) -> np.ndarray[Any, Any] | None:
-        if not self.pair_append:
-            return reduce_block(step, self.step_axes, self.method)
-        if self._held is None:
-            self._held = step.copy()
-            return None
-        pair = np.stack([self._held, step])
-        self._held = None
-        return self._reduce_pair(pair)
-
-    def flush(self) -> np.ndarray[Any, Any] | None:
-        """The unpaired last step, paired with itself (replicate-edge); None if there is none."""
-        if self._held is None:
-            return None
-        held, self._held = self._held, None
-        return self._reduce_pair(np.stack([held, held]))
-
-    def _reduce_pair(self, pair: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        axes = (0, *(a + 1 for a in self.step_axes))
-        return np.asarray(reduce_block(pair, axes, self.method)[0])
-
-
-def gather_step(layout: ArrayLayout, layer: np.ndarray[Any, Any], t_in: int) -> np.ndarray[Any, Any]:
-    """Step ``t_in`` of a chunk-major layer buffer, back in array order (shape inner + frame)."""
-    g = len(layout.grid_rest)
-    tiles = layer[(slice(None),) * g + (t_in,)]  # (grid..., chunk_rest...)
-    order = [ax for i in range(g) for ax in (i, g + i)]
-    padded = tiles.transpose(order).reshape(
-        [a * b for a, b in zip(layout.grid_rest, layout.chunks[1:], strict=True)]
-    )
-    crop = tuple(slice(0, s) for s in layout.shape_rest)
-    return np.asarray(padded[crop])

@@ -156,7 +156,7 @@ def _make_camera(config: SessionConfig, src: SourceSettings, where: str, origin:
 
 def estimate(config: SessionConfig, cameras: Sequence[Any]) -> dict[str, Any]:
     """What --dry-run reports: memory the stream may reserve, and the raw data rate of every source."""
-    from .formats import format_for
+    from .memory import plan_memory
 
     per_source = []
     for src, camera in zip(config.sources, cameras, strict=True):
@@ -172,7 +172,7 @@ def estimate(config: SessionConfig, cameras: Sequence[Any]) -> dict[str, Any]:
         )
     rates = [s["data_rate_bytes_per_s"] for s in per_source]
     return {
-        "memory_reserved_bytes": config.max_inflight_bytes or format_for(config).default_inflight_bytes(),
+        "memory_reserved_bytes": plan_memory(config).cap(config),
         "data_rate_bytes_per_s": None if None in rates else sum(rates),
         "sources": per_source,
     }

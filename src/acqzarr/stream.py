@@ -1,17 +1,21 @@
 """A stream: validated frames in, a live-readable OME-Zarr store out.
 
-The stream owns the store, the pipeline threads and one writer per array.
-It validates and routes frames, and it is the only place that writes
-metadata, so the rule "a reader never sees a shape that points at missing
-data" is enforced here: an array's shape is republished only after the
-writer reports the frames behind it are on storage.
+The stream owns the store, the pipeline threads and, per image, one level
+writer per pyramid level and the publisher that shows them together.  It
+validates frames, resolves where each goes (acquisition order, ``index``,
+``skip``), and it is the only place that writes metadata, so the rule "a
+reader never sees a shape that points at missing data" is enforced here: an
+image's shapes are republished only after every level has stored the bands
+behind them.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -20,16 +24,20 @@ import numpy as np
 
 from .budget import InflightBudget
 from .codecs import BloscCodec
+from .contrast import ContrastWindows
 from .errors import ConfigError, FrameError, StateError, StoreError
 from .formats import format_for
-from .layout import ArrayLayout
+from .layout import ArrayLayout, Index
+from .memory import MemoryUsage, acquisition_axes, plan_memory
 from .metadata.ngff import RESERVED_KEYS
 from .multiscale import level_count, level_settings
+from .order import FrameOrder
 from .pipeline import Pipeline
+from .publish import ImagePublisher
 from .pyramid import Pyramid
 from .settings import ArraySettings, StreamSettings
 from .stores import Store, open_store
-from .writers import Writer
+from .writers import LevelWriter
 
 __all__ = ["ArrayStats", "Stream", "open_stream"]
 
@@ -41,22 +49,33 @@ class ArrayStats:
     """Progress of one array: what was accepted and what readers can see."""
 
     key: str
-    frames_appended: int
-    frames_flushed: int
-    bytes_written: int
+    frames_appended: int  # frames accepted by append
+    frames_flushed: int  # of those, frames inside the shape readers see (stored and published)
+    bytes_written: int  # bytes of chunk and shard objects stored, all levels
+    frames_skipped: int = 0  # frame slots left as fill value: skip(), and holes closed at close()
 
 
-class _Array:
-    """An image: its level writers (level 0 takes the frames), the pyramid feeding the rest,
-    and the user attributes of its group."""
+class _Image:
+    """An image: its level writers (level 0 takes the frames), the pyramid feeding the rest, the
+    publisher showing them together, where frames go, and the user attributes of its group."""
 
-    def __init__(self, settings: ArraySettings, writers: list[Writer], pyramid: Pyramid | None) -> None:
+    def __init__(
+        self,
+        settings: ArraySettings,
+        writers: list[LevelWriter],
+        order: FrameOrder,
+        contrast: ContrastWindows,
+    ) -> None:
         self.settings = settings
         self.writers = writers
         self.writer = writers[0]
         self.layout = self.writer.layout
-        self.pyramid = pyramid
+        self.order = order
+        self.contrast = contrast
+        self.pyramid: Pyramid | None = None
+        self.publisher: ImagePublisher | None = None
         self.group_path = settings.key
+        self.name = settings.key or "(root)"
         self.user_attrs: dict[str, Any] = {}
 
 
@@ -69,6 +88,10 @@ class Stream:
 
     def __init__(self, settings: StreamSettings, store: Store | None = None) -> None:
         self.settings = settings
+        self.plan = plan_memory(settings)
+        cap = self.plan.cap(settings)
+        if cap < self.plan.required:
+            raise ConfigError(_too_little_memory(settings, cap, self.plan.per_array))
         self.store = (
             store
             if store is not None
@@ -81,12 +104,11 @@ class Stream:
         self._closed = False
         self._close_lock = threading.Lock()
         self._meta_lock = threading.Lock()
-        cap = settings.max_inflight_bytes or self.format.default_inflight_bytes()
         self.pipeline = Pipeline(settings.threads, InflightBudget(cap))
-        self._arrays: dict[str, _Array] = {}
+        self._images: dict[str, _Image] = {}
         try:
             for arr in settings.arrays:
-                self._arrays[arr.key] = self._create_array(arr)
+                self._images[arr.key] = self._create_image(arr)
             self._write_groups()
         except BaseException:
             self.pipeline.close()
@@ -105,63 +127,87 @@ class Stream:
             )
         self.store.clear()
 
-    def _create_array(self, settings: ArraySettings) -> _Array:
+    def _create_image(self, settings: ArraySettings) -> _Image:
         levels = level_settings(settings, level_count(settings))
         codec = (
             None
             if settings.compression is None
             else BloscCodec(settings.compression, np.dtype(settings.dtype))
         )
-        writers = []
+        layout0 = ArrayLayout(settings, sharded=self.format.sharded)
+        contrast = ContrastWindows(layout0)
+        name = settings.key or "(root)"
+        writers: list[LevelWriter] = []
         for level, level_settings_ in enumerate(levels):
-            layout = ArrayLayout(level_settings_, sharded=self.format.sharded)
-            writer = self.format.make_writer(
-                layout=layout,
-                codec=codec,
-                store=self.store,
-                array_path="/".join(p for p in (settings.key, str(level)) if p),
-                pipeline=self.pipeline,
-                append_timeout=self.settings.append_timeout,
-                on_flushed=functools.partial(self._publish, settings.key),
-                track_window=level == 0,
+            layout = layout0 if level == 0 else ArrayLayout(level_settings_, sharded=self.format.sharded)
+            path = "/".join(p for p in (settings.key, str(level)) if p)
+            writers.append(
+                LevelWriter(
+                    layout=layout,
+                    codec=codec,
+                    objects=self.format.make_writer(layout, self.store, path),
+                    pipeline=self.pipeline,
+                    name=name if level == 0 else f"{name} level {level}",
+                    append_timeout=self.settings.append_timeout,
+                    on_stored=functools.partial(self._stored, settings.key, level),
+                    observe=contrast.observe if level == 0 else None,
+                    waits_for_budget=level == 0,
+                )
             )
-            self._write_array_meta(writer, 0)
-            writers.append(writer)
-        pyramid = None
+        order = FrameOrder(layout0, acquisition_axes(settings, layout0), name)
+        image = _Image(settings, writers, order, contrast)
+        image.publisher = ImagePublisher(
+            [w.layout for w in writers],
+            halved_append=layout0.kinds[0] == "space",
+            publish=lambda extents: self._publish(image, extents),
+            step_counts=lambda: image.writer.assembler.step_counts,
+        )
+        self._publish(image, [0] * len(writers))
         if len(writers) > 1:
             assert settings.multiscale is not None
-            pyramid = Pyramid(writers, settings.multiscale.method, self.pipeline)
-        return _Array(settings, writers, pyramid)
+            image.pyramid = Pyramid(writers, settings.multiscale.method, self.pipeline)
+        return image
 
     def _write_groups(self) -> None:
         """Root and intermediate groups first, then each image group with its NGFF block."""
         plain: set[str] = {""}
-        for key in self._arrays:
+        for key in self._images:
             parts = key.split("/")[:-1] if key else []
             plain.update("/".join(parts[: i + 1]) for i in range(len(parts)))
-        for path in sorted(plain - set(self._arrays)):
+        for path in sorted(plain - set(self._images)):
             self.put_documents(self.format.group_documents(path, {}))
-        for array in self._arrays.values():
-            self._write_image_group(array)
+        for image in self._images.values():
+            self._write_image_group(image)
 
-    def _write_image_group(self, array: _Array) -> None:
-        attrs = self.format.image_attributes(array.settings, len(array.writers), array.writer.windows)
+    def _write_image_group(self, image: _Image) -> None:
+        attrs = self.format.image_attributes(image.settings, len(image.writers), image.contrast.windows)
         with self._meta_lock:
-            self.put_documents(self.format.group_documents(array.group_path, {**array.user_attrs, **attrs}))
-
-    def _write_array_meta(self, writer: Writer, frames: int) -> None:
-        shape = writer.layout.shape_for(frames)
-        self.put_documents(self.format.array_documents(writer.array_path, writer.layout, shape, writer.codec))
+            self.put_documents(self.format.group_documents(image.group_path, {**image.user_attrs, **attrs}))
 
     def put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
         """Write JSON documents (each atomically) into the stream's store."""
         for key, doc in docs.items():
             self.store.put(key, [json.dumps(doc, indent=2).encode()])
 
-    def _publish(self, key: str, writer: Writer, frames: int) -> None:
-        """Called on the I/O thread once ``frames`` frames of ``writer`` (a level of ``key``) are stored."""
+    def _publish(self, image: _Image, extents: list[int]) -> None:
+        """Write the shapes of all of an image's levels (level k gets ``extents[k]`` along the append
+        axis) as one change: lowest resolution first, so level 0, which readers take the image's
+        extent from, moves last."""
+        docs: dict[str, dict[str, Any]] = {}
+        for writer, extent in reversed(list(zip(image.writers, extents, strict=True))):
+            docs.update(
+                self.format.array_documents(
+                    writer.objects.array_path, writer.layout, writer.layout.shape_for(extent), writer.codec
+                )
+            )
         with self._meta_lock:
-            self._write_array_meta(writer, frames)
+            self.put_documents(docs)
+
+    def _stored(self, key: str, level: int, writer: LevelWriter, bands: list[Index]) -> None:
+        """I/O thread: ``bands`` of level ``level`` of image ``key`` are on storage."""
+        publisher = self._images[key].publisher
+        assert publisher is not None
+        publisher.stored(level, bands)
 
     def write_metadata(self, attributes: dict[str, Any], key: str | None = None) -> None:
         """Merge user attributes into an image group, beside (never over) the OME-NGFF block.
@@ -171,7 +217,7 @@ class Stream:
         """
         if self._closed:
             raise StateError("write_metadata on a closed stream")
-        array = self._route(key)
+        image = self._route(key)
         if not isinstance(attributes, dict):
             raise ConfigError(f"attributes must be a dict, got {type(attributes).__name__}")
         clash = sorted(RESERVED_KEYS.intersection(attributes))
@@ -181,82 +227,145 @@ class Stream:
             json.dumps(attributes, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"attributes are not valid JSON: {exc}") from None
-        array.user_attrs.update(attributes)
-        self._write_image_group(array)
+        image.user_attrs.update(attributes)
+        self._write_image_group(image)
 
     # -- appending ----------------------------------------------------------
     @property
     def keys(self) -> list[str]:
-        return list(self._arrays)
+        return list(self._images)
 
-    def append(self, frames: Any, key: str | None = None) -> None:
-        """Accept one frame (e.g. (y, x)) or a stack of frames (n, y, x) for array ``key``.
+    def append(self, frames: Any, key: str | None = None, *, index: Mapping[str, int] | None = None) -> None:
+        """Accept one frame (e.g. (y, x)) or any array whose trailing axes are a frame (a stack
+        (n, y, x), a volume (c, z, y, x), ...) for array ``key``.
 
-        Raises FrameError for a wrong key, dtype or shape, or frames past a
-        bounded append axis (nothing of that call is accepted); WriterError if
-        a writer thread failed earlier; BackpressureTimeout when the pipeline
-        stayed full past ``append_timeout``.
+        Frames go where the acquisition order puts them next, or, with ``index``
+        (axis name -> position, e.g. ``{"t": 3, "c": 1, "z": 17}``), to that
+        position (axes left out follow on from the last frame); the frames of
+        a stack follow each other in acquisition order from there.
+
+        Raises FrameError for a wrong key, dtype or shape, an index outside the
+        array, a position already written or whose band is already stored, or
+        frames past a bounded array (nothing of that call is accepted);
+        WriterError if a writer thread failed earlier; BackpressureTimeout when
+        the pipeline stayed full past ``append_timeout``.
         """
         if self._closed:
             raise StateError("append on a closed stream")
-        array = self._route(key)
+        image = self._route(key)
         self.pipeline.check()
-        stack = self._validate(array, frames)
-        writer = array.writer
-        with writer.lock:
+        stack = self._validate(image, frames)
+        if not len(stack):
+            return
+        with image.writer.lock:
             if self._closed:
                 raise StateError("append on a closed stream")
-            writer.append(stack)
+            positions = self._positions(image, index, len(stack))
+            assembler = image.writer.assembler
+            before = assembler.frames_filled
+            try:
+                image.writer.put(positions, stack)
+            finally:
+                accepted = assembler.frames_filled - before
+                if accepted:
+                    image.order.moved_past(positions[accepted - 1])
 
-    def _route(self, key: str | None) -> _Array:
+    def skip(self, n: int = 1, key: str | None = None) -> None:
+        """Leave the next ``n`` frame slots (in acquisition order) as fill value.
+
+        Skipped slots are holes: they read as 0 and are counted in
+        ``stats().frames_skipped``.  Raises FrameError past a bounded array or
+        onto a slot already written (nothing is skipped then).
+        """
+        if self._closed:
+            raise StateError("skip on a closed stream")
+        image = self._route(key)
+        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
+            raise FrameError(f"array {image.name}: skip takes a count of frames >= 0, got {n!r}")
+        if n == 0:
+            return
+        self.pipeline.check()
+        with image.writer.lock:
+            if self._closed:
+                raise StateError("skip on a closed stream")
+            positions = self._positions(image, None, int(n))
+            image.writer.skip(positions)
+            image.order.moved_past(positions[-1])
+
+    def _positions(self, image: _Image, index: Mapping[str, int] | None, n: int) -> list[Index]:
+        """Where ``n`` frames go: from the cursor, or from ``index``, on in acquisition order."""
+        order = image.order
+        cap = order.capacity()
+        start = None if index is None else order.resolve(index)
+        first = order.cursor if start is None else order.sequence(start)
+        if cap is not None and first + n > cap:
+            where = "" if start is None else f" from index {order.describe(start)}"
+            raise FrameError(
+                f"array {image.name}: the array holds {cap} frames; {first} already appended, "
+                f"{n} more{where} do not fit"
+            )
+        return order.advance(order.position(first) if start is None else start, n)
+
+    def _route(self, key: str | None) -> _Image:
         if key is None:
-            if len(self._arrays) != 1:
+            if len(self._images) != 1:
                 raise FrameError(f"this stream has several arrays; pass key= one of {self.keys}")
-            return next(iter(self._arrays.values()))
+            return next(iter(self._images.values()))
         try:
-            return self._arrays[key]
+            return self._images[key]
         except KeyError:
             raise FrameError(f"unknown array key {key!r}; expected one of {self.keys}") from None
 
-    def _validate(self, array: _Array, frames: Any) -> np.ndarray[Any, Any]:
-        layout = array.layout
+    def _validate(self, image: _Image, frames: Any) -> np.ndarray[Any, Any]:
+        """Frames as an (n, *frame_shape) array (a view where numpy can make one)."""
+        layout = image.layout
         arr = frames if isinstance(frames, np.ndarray) else np.asarray(frames)
-        name = array.settings.key or "(root)"
         if arr.dtype != layout.dtype:
-            raise FrameError(f"array {name}: expected dtype {layout.dtype}, got {arr.dtype}")
+            raise FrameError(f"array {image.name}: expected dtype {layout.dtype}, got {arr.dtype}")
         fs = layout.frame_shape
-        if arr.shape == fs:
-            arr = arr[np.newaxis]
-        elif arr.ndim != len(fs) + 1 or arr.shape[1:] != fs:
+        if arr.ndim < len(fs) or arr.shape[arr.ndim - len(fs) :] != fs:
             raise FrameError(
-                f"array {name}: expected a frame of shape {fs} or a stack (n, {', '.join(map(str, fs))}), "
+                f"array {image.name}: expected a frame of shape {fs} or an array ending in it "
+                f"((n, {', '.join(map(str, fs))}), (c, z, {', '.join(map(str, fs))}), ...), "
                 f"got shape {arr.shape}"
             )
-        limit = layout.max_frames()
-        done = array.writer.frames_appended
-        if limit is not None and done + arr.shape[0] > limit:
-            raise FrameError(
-                f"array {name}: the append axis holds {limit} frames; {done} already appended, "
-                f"{arr.shape[0]} more do not fit"
-            )
-        return arr
+        return arr.reshape(math.prod(arr.shape[: arr.ndim - len(fs)]), *fs)
 
     # -- progress and shutdown ----------------------------------------------
     def stats(self, key: str | None = None) -> ArrayStats:
-        array = self._route(key)
-        w = array.writer
-        return ArrayStats(array.settings.key, w.frames_appended, w.frames_flushed, w.bytes_written)
+        image = self._route(key)
+        assembler = image.writer.assembler
+        assert image.publisher is not None
+        return ArrayStats(
+            image.settings.key,
+            frames_appended=assembler.frames_filled,
+            frames_flushed=image.publisher.frames_flushed,
+            bytes_written=sum(w.bytes_written for w in image.writers),
+            frames_skipped=assembler.frames_skipped,
+        )
+
+    def memory(self) -> MemoryUsage:
+        """The stream's in-flight memory: cap, bytes reserved now, the peak, and the minimum the
+        acquisition orders need (all arrays and pyramid levels)."""
+        budget = self.pipeline.budget
+        return MemoryUsage(cap=budget.cap, used=budget.used, peak=budget.peak, required=self.plan.required)
+
+    def flush(self) -> None:
+        """Wait until everything submitted so far is stored and published (complete bands only:
+        frames of bands still waiting for frames stay buffered).  Raises a writer failure."""
+        self.pipeline.drain()
+        self.pipeline.check()
 
     @property
     def closed(self) -> bool:
         return self._closed
 
     def close(self) -> None:
-        """Flush every partial layer and pyramid level, publish exact final shapes and the
-        final OME-NGFF block, stop the threads.
+        """Close every band (open slots become holes), flush the pyramid, publish exact final
+        shapes and the final OME-NGFF block, stop the threads.
 
         Raises the first writer failure, if any; the store is then valid up to
-        the last good flush.
+        the last good publish.
         """
         with self._close_lock:
             if self._closed:
@@ -264,19 +373,24 @@ class Stream:
             # Closed first: an append waiting on a writer lock then sees it and
             # raises instead of landing in a finished writer.
             self._closed = True
-            for array in self._arrays.values():
-                with array.writer.lock:
-                    array.writer.finish()
-                if array.pyramid is not None:
-                    array.pyramid.finish()
+            for image in self._images.values():
+                assert image.publisher is not None
+                with image.writer.lock:
+                    extent = image.writer.assembler.extent
+                    image.publisher.set_final(extent)
+                    image.writer.finish(extent)
+                if image.pyramid is not None:
+                    image.pyramid.finish(
+                        [image.publisher.level_extent(k, extent) for k in range(len(image.writers))]
+                    )
             self.pipeline.drain()
             self.pipeline.close()
-            for array in self._arrays.values():
-                for writer in array.writers:
+            for image in self._images.values():
+                for writer in image.writers:
                     writer.release_buffers()
             self.pipeline.check()
-            for array in self._arrays.values():
-                self._write_image_group(array)  # the contrast windows of everything seen
+            for image in self._images.values():
+                self._write_image_group(image)  # the contrast windows of everything seen
 
     def __enter__(self) -> Stream:
         return self
@@ -294,6 +408,17 @@ class Stream:
             self.close()
         except Exception as close_exc:  # the original error matters more; keep both visible
             exc.add_note(f"while closing the stream after it: {close_exc!r}")
+
+
+def _too_little_memory(settings: StreamSettings, cap: int, per_array: dict[str, int]) -> str:
+    need = sum(per_array.values())
+    parts = ", ".join(f"{k or '(root)'}: {v / 2**20:.1f} MiB" for k, v in per_array.items())
+    return (
+        f"max_inflight_bytes {cap} ({cap / 2**20:.1f} MiB) is less than the acquisition orders need: "
+        f"{need} bytes ({need / 2**20:.1f} MiB; {parts}) to hold every band that is open at once, at "
+        "its worst-case size; raise max_inflight_bytes (or leave it unset for twice that), or choose "
+        "chunks or an acquisition_order that keep fewer bands open"
+    )
 
 
 def open_stream(settings: StreamSettings, store: Store | None = None) -> Stream:

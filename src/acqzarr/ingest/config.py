@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..formats import format_for
+from ..memory import plan_memory
 from ..overrides import apply_overrides
 from ..settings import S3Settings, StreamSettings, format_validation_error, load_mapping
 
@@ -79,10 +79,9 @@ def series_settings(
 
 
 def series_memory(settings: StreamSettings) -> int:
-    """Bytes a series' stream may reserve: its in-flight cap, and never less than the one layer per
-    array level it always allocates (the default cap is two)."""
-    default = format_for(settings).default_inflight_bytes()
-    return max(settings.max_inflight_bytes or default, default // 2)
+    """Bytes a series' stream may reserve: its in-flight cap (a stream refuses a cap below what its
+    acquisition orders need)."""
+    return plan_memory(settings).cap(settings)
 
 
 class CurveServer(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Buffer, Store
+from .base import Buffer, Staged, Store
 from .local import LocalStore
 from .memory import MemoryStore
 from .s3 import S3Store
@@ -12,7 +12,7 @@ from .s3 import S3Store
 if TYPE_CHECKING:
     from ..settings import S3Settings
 
-__all__ = ["Buffer", "LocalStore", "MemoryStore", "S3Store", "Store", "open_store"]
+__all__ = ["Buffer", "LocalStore", "MemoryStore", "S3Store", "Staged", "Store", "open_store"]
 
 
 def open_store(

@@ -16,10 +16,53 @@ import numpy as np
 
 from ..errors import StoreError
 
-__all__ = ["Buffer", "Store"]
+__all__ = ["Buffer", "Staged", "Store"]
 
 # Anything exposing the buffer protocol: bytes, memoryview, a contiguous ndarray.
 Buffer = bytes | bytearray | memoryview
+
+
+class Staged(ABC):
+    """An object written in pieces and made visible whole by ``commit`` (a shard built band by band).
+
+    Until ``commit`` no reader sees anything under its key; ``abort`` drops it.
+    """
+
+    @abstractmethod
+    def append(self, buffer: np.ndarray[Any, Any], nbytes: int) -> int:
+        """Add ``buffer[:nbytes]`` (a page-aligned uint8 array the caller owns; bytes past ``nbytes``
+        are scratch) and return the offset where it starts in the object."""
+
+    @abstractmethod
+    def commit(self, tail: bytes) -> None:
+        """Add ``tail`` at the end and make the object visible atomically."""
+
+    @abstractmethod
+    def abort(self) -> None:
+        """Drop everything appended; nothing becomes visible."""
+
+
+class _BufferedStaged(Staged):
+    """Collects copies of the pieces and stores them with one ``put`` at commit (any backend)."""
+
+    def __init__(self, store: Store, key: str) -> None:
+        self._store = store
+        self._key = key
+        self._parts: list[bytes] = []
+        self._end = 0
+
+    def append(self, buffer: np.ndarray[Any, Any], nbytes: int) -> int:
+        at = self._end
+        self._parts.append(bytes(buffer.data[:nbytes]))
+        self._end += nbytes
+        return at
+
+    def commit(self, tail: bytes) -> None:
+        self._store.put(self._key, [*self._parts, tail])
+        self._parts = []
+
+    def abort(self) -> None:
+        self._parts = []
 
 
 class Store(ABC):
@@ -54,6 +97,11 @@ class Store(ABC):
         """
         for key, buffer, nbytes in items:
             self.put_padded(key, buffer, nbytes)
+
+    def open_staged(self, key: str) -> Staged:
+        """A ``Staged`` object for ``key``.  By default the pieces wait in memory (as copies) and go
+        out in one ``put``; a backend that can append to a hidden object overrides this."""
+        return _BufferedStaged(self, self.check_key(key))
 
     @abstractmethod
     def get(self, key: str) -> bytes:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import StoreError
-from .base import Buffer, Store
+from .base import Buffer, Staged, Store
 
 __all__ = ["LocalStore"]
 
@@ -137,6 +137,9 @@ class LocalStore(Store):
             self._staging.buf = current
         return memoryview(current)
 
+    def open_staged(self, key: str) -> Staged:
+        return _StagedFile(self, key)
+
     def get(self, key: str) -> bytes:
         path = self.root / self.check_key(key)
         try:
@@ -182,6 +185,68 @@ class LocalStore(Store):
         self._made_dirs.clear()
 
 
+class _StagedFile(Staged):
+    """A hidden temporary file beside ``key``, appended to at block-aligned offsets (O_DIRECT where
+    the filesystem allows, straight from the caller's aligned buffer) and renamed into place by
+    ``commit``: the same atomic rename as ``put``, reached in pieces."""
+
+    def __init__(self, store: LocalStore, key: str) -> None:
+        self._store = store
+        self._path = os.path.join(store.root, store.check_key(key))
+        directory, name = os.path.split(self._path)
+        self._tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(store._counter)}.tmp")
+        self._end = 0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        try:
+            store._ensure_dir(directory)
+            fd = store._open_direct(self._tmp, flags) if store.direct_io else -1
+            self._direct = fd >= 0
+            self._fd = fd if fd >= 0 else os.open(self._tmp, flags, 0o644)
+        except OSError as exc:
+            raise self._error(exc) from exc
+
+    def append(self, buffer: np.ndarray[Any, Any], nbytes: int) -> int:
+        at = self._end
+        padded = -(-nbytes // _ALIGN) * _ALIGN
+        try:
+            if self._direct and buffer.ctypes.data % _ALIGN == 0 and buffer.nbytes >= padded:
+                buffer[nbytes:padded] = 0  # the gap before the next piece: unused, but not stale bytes
+                _pwrite_all(self._fd, buffer.data.cast("B")[:padded], padded, at)
+                self._end += padded
+            else:
+                _pwrite_all(self._fd, buffer.data.cast("B")[:nbytes], nbytes, at)
+                self._end += nbytes
+        except OSError as exc:
+            self.abort()
+            raise self._error(exc) from exc
+        return at
+
+    def commit(self, tail: bytes) -> None:
+        try:
+            _drop_direct(self._fd)
+            _pwrite_all(self._fd, memoryview(tail), len(tail), self._end)
+            if self._store.fsync:
+                os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+            os.replace(self._tmp, self._path)
+        except OSError as exc:
+            self.abort()
+            raise self._error(exc) from exc
+        if self._store.fsync:
+            _fsync_dir(os.path.dirname(self._path))
+
+    def abort(self) -> None:
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = -1
+        _unlink_quietly(self._tmp)
+
+    def _error(self, exc: OSError) -> StoreError:
+        return StoreError(exc.errno or errno.EIO, f"{self._path}: write failed: {exc.strerror or exc}")
+
+
 def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
     """writev every part, resuming after short writes (the kernel may cut any of them)."""
     views = [memoryview(p).cast("B") for p in parts if len(memoryview(p).cast("B"))]
@@ -198,8 +263,8 @@ def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
                 written = 0
 
 
-def _pwrite_all(fd: int, view: memoryview, nbytes: int) -> None:
-    """Write all of ``view`` (block-padded), then cut the file to its real length ``nbytes``.
+def _pwrite_all(fd: int, view: memoryview, nbytes: int, offset: int = 0) -> None:
+    """Write all of ``view`` (block-padded) at ``offset``, then cut the file to end ``nbytes`` after it.
 
     When the kernel clips a write (a file-size limit, a nearly full disk), O_DIRECT
     refuses the clipped, unaligned remainder with a misleading EINVAL, or leaves
@@ -208,15 +273,15 @@ def _pwrite_all(fd: int, view: memoryview, nbytes: int) -> None:
     """
     done = 0
     while done < len(view):
-        if done % _ALIGN:
+        if (offset + done) % _ALIGN:
             _drop_direct(fd)
         try:
-            done += os.pwrite(fd, view[done:], done)
+            done += os.pwrite(fd, view[done:], offset + done)
         except OSError as exc:
             if exc.errno != errno.EINVAL or not _drop_direct(fd):
                 raise
     if len(view) != nbytes:
-        os.ftruncate(fd, nbytes)
+        os.ftruncate(fd, offset + nbytes)
 
 
 def _drop_direct(fd: int) -> bool:

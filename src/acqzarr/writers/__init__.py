@@ -1,7 +1,8 @@
-"""The two writers: ChunkWriter (Zarr v2) and ShardWriter (Zarr v3)."""
+"""The write path of one array level: bands -> encoding -> objects (ChunkWriter v2 | ShardWriter v3)."""
 
-from .base import Writer
 from .chunk import ChunkWriter
+from .level import LevelWriter
+from .objects import ObjectWriter
 from .shard import ShardWriter
 
-__all__ = ["ChunkWriter", "ShardWriter", "Writer"]
+__all__ = ["ChunkWriter", "LevelWriter", "ObjectWriter", "ShardWriter"]

@@ -5,40 +5,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..layout import ArrayLayout
-from .base import Encoded, Layer, Writer
+from ..layout import ArrayLayout, Index
+from .bands import Band
+from .encode import ChunkCoords, Encoded
+from .objects import ObjectWriter
 
 __all__ = ["ChunkWriter"]
 
 
-class ChunkWriter(Writer):
-    """Writes each non-empty chunk of a layer as its own object, key '<t>.<y>.<x>'."""
+class ChunkWriter(ObjectWriter):
+    """Writes each non-empty chunk of a band as its own object, key '<t>.<c>.<z>.<y>.<x>'."""
 
     def __init__(self, *, separator: str = ".", **kwargs: Any) -> None:
-        self.separator = separator
-        self._coords = kwargs["layout"].chunk_grid_coords()
         super().__init__(**kwargs)
-
-    def _task_groups(self) -> Sequence[Sequence[tuple[int, ...] | None]]:
-        return [[c] for c in self._coords]
+        self.separator = separator
+        self._coords = self.layout.chunk_grid_coords()
 
     @classmethod
-    def output_geometry(cls, layout: ArrayLayout) -> tuple[int, int, int]:
-        return len(layout.chunk_grid_coords()), 1, 0
+    def task_groups(cls, layout: ArrayLayout) -> list[list[ChunkCoords]]:
+        return [[c] for c in layout.chunk_grid_coords()]
 
     def chunk_key(self, coords: tuple[int, ...]) -> str:
         return f"{self.array_path}/{self.separator.join(map(str, coords))}"
 
-    def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
-        try:
-            self._put_padded_many(
-                [
-                    (self.chunk_key((layer.index, *coord)), enc.buffer, enc.used)
-                    for coord, enc in zip(self._coords, results, strict=True)
-                    if not enc.empty
-                ]
-            )
-        finally:
-            for enc in results:
-                self._release(enc)
-        return layer.frames_end
+    def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
+        items = [
+            (self.chunk_key((*band.coords, *coord)), enc, enc.used)
+            for coord, enc in zip(self._coords, results, strict=False)
+        ]
+        for _key, enc, _n in items:
+            if enc.empty:
+                self.release(enc)
+        self._put_many([item for item in items if not item[1].empty])
+        return [band.coords]

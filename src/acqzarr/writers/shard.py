@@ -1,116 +1,164 @@
-"""ShardWriter: Zarr v3 with the ``sharding_indexed`` codec, one object per shard."""
+"""ShardWriter: Zarr v3 with the ``sharding_indexed`` codec, one object per shard.
+
+A shard one band thick along every index axis (the usual case for 2-D
+frames: ``shard: 1`` on t) is written straight from the task's output
+buffer: the chunks already lie back to back there, the index goes in the
+room left after them, and the store writes the whole aligned buffer without
+another copy.
+
+A shard spanning several bands (``shard: 4`` on z, say) is built as a staged
+object: each band's encoded chunks are appended to it as the band is stored
+(to a hidden file on a local disk, written with O_DIRECT at aligned offsets;
+the shard index may point anywhere, so the padding between bands is simply
+unused), and the index is added when the shard's last band arrives, which
+makes the shard visible at once.  Memory therefore stays one band deep
+whatever the shard depth; readers only ever see complete shards.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from ..codecs import ShardLayout
-from ..layout import ArrayLayout
-from ..stores import Buffer
-from .base import Encoded, Layer, Writer
+from ..codecs.sharding import EMPTY, encode_index
+from ..layout import ArrayLayout, Index
+from ..stores import Staged
+from .bands import Band
+from .encode import ChunkCoords, Encoded
+from .objects import ObjectWriter
 
 __all__ = ["ShardWriter"]
 
 
-class ShardWriter(Writer):
-    """Packs a layer's chunks into shards.
+@dataclass
+class _OpenShard:
+    """A shard spanning several bands, some of them stored."""
 
-    A shard one layer thick (``shard: 1`` on the append axis, the usual case)
-    is written straight from the task's output buffer: the chunks already lie
-    back to back there, the index goes in the room left after them, and the
-    store writes the whole aligned buffer without another copy.  A shard
-    spanning several layers keeps its encoded groups (counted in the in-flight
-    budget) until the last layer arrives; its frames are published only then,
-    so readers only ever see complete shards.
-    """
+    bands: list[Index] = field(default_factory=list)
+    staged: dict[int, Staged] = field(default_factory=dict)  # per frame shard
+    index: dict[int, np.ndarray[Any, Any]] = field(default_factory=dict)  # per frame shard: (chunks, 2)
+
+
+def _one_band_thick(layout: ArrayLayout) -> bool:
+    return all(n == 1 for n in layout.index_chunks_per_shard)
+
+
+class ShardWriter(ObjectWriter):
+    """Packs a band's chunks into shards."""
 
     def __init__(self, **kwargs: Any) -> None:
-        lay = kwargs["layout"]
-        self.shard_layout = ShardLayout(lay.chunks_per_shard)
-        self._shard_t = lay.chunks_per_shard[0]
-        self._per_layer = int(np.prod(lay.chunks_per_shard[1:], dtype=np.int64))
-        self._shard_coords = list(np.ndindex(*lay.shard_grid_rest))
-        groups: list[list[tuple[int, ...] | None]] = []
-        for s in self._shard_coords:
-            group: list[tuple[int, ...] | None] = []
-            for w in np.ndindex(*lay.chunks_per_shard[1:]):
-                c = tuple(si * n + wi for si, n, wi in zip(s, lay.chunks_per_shard[1:], w, strict=True))
-                inside = all(ci < g for ci, g in zip(c, lay.grid_rest, strict=True))
-                group.append(c if inside else None)
-            groups.append(group)
-        self._groups = groups
         super().__init__(**kwargs)
-        self._open: dict[tuple[int, ...], list[Encoded | None]] = {}
-        self._open_row = 0
-        self._open_frames = 0
+        lay = self.layout
+        self.shard_layout = ShardLayout(lay.chunks_per_shard)
+        self._index_cps = lay.index_chunks_per_shard
+        self._single = _one_band_thick(lay)
+        self._frame_shards = list(np.ndindex(*lay.frame_shard_grid))
+        self._per_band = math.prod(lay.frame_chunks_per_shard)  # chunks of one band in one shard
+        self._open: dict[Index, _OpenShard] = {}
 
     @classmethod
-    def output_geometry(cls, layout: ArrayLayout) -> tuple[int, int, int]:
-        tasks = int(np.prod(layout.shard_grid_rest, dtype=np.int64))
-        per_layer = int(np.prod(layout.chunks_per_shard[1:], dtype=np.int64))
-        return tasks, per_layer, ShardLayout(layout.chunks_per_shard).index_nbytes
+    def task_groups(cls, layout: ArrayLayout) -> list[list[ChunkCoords]]:
+        """One task per shard of the frame axes: the band's chunks in that shard, in C order."""
+        tasks: list[list[ChunkCoords]] = []
+        for s in np.ndindex(*layout.frame_shard_grid):
+            group: list[ChunkCoords] = []
+            for w in np.ndindex(*layout.frame_chunks_per_shard):
+                c = tuple(si * n + wi for si, n, wi in zip(s, layout.frame_chunks_per_shard, w, strict=True))
+                inside = all(ci < g for ci, g in zip(c, layout.frame_grid, strict=True))
+                group.append(c if inside else None)
+            tasks.append(group)
+        return tasks
 
-    def _task_groups(self) -> Sequence[Sequence[tuple[int, ...] | None]]:
-        return self._groups
+    @classmethod
+    def trailer_for(cls, layout: ArrayLayout) -> int:
+        return ShardLayout(layout.chunks_per_shard).index_nbytes if _one_band_thick(layout) else 0
 
     def shard_key(self, coords: tuple[int, ...]) -> str:
         return f"{self.array_path}/c/{'/'.join(map(str, coords))}"
 
-    def _write(self, layer: Layer, results: list[Encoded]) -> int | None:
-        if self._shard_t == 1:
-            try:
-                self._put_padded_many(
-                    [
-                        (self.shard_key((layer.index, *s)), enc.buffer, self._append_index(enc))
-                        for s, enc in zip(self._shard_coords, results, strict=True)
-                        if not enc.empty
-                    ]
-                )
-            finally:
-                for enc in results:
-                    self._release(enc)
-            return layer.frames_end
-        t_in = layer.index % self._shard_t
-        self._open_row = layer.index // self._shard_t
-        for s, enc in zip(self._shard_coords, results, strict=True):
-            self._open.setdefault(s, [None] * self._shard_t)[t_in] = enc
-        self._open_frames = layer.frames_end
-        if t_in == self._shard_t - 1 or layer.final:
-            return self._flush_pending()
-        return None
+    def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
+        if self._single:
+            items = [
+                (self.shard_key((*band.coords, *s)), enc, self._append_index(enc))
+                for s, enc in zip(self._frame_shards, results, strict=False)
+            ]
+            for _key, enc, _n in items:
+                if enc.empty:
+                    self.release(enc)
+            self._put_many([item for item in items if not item[1].empty])
+            return [band.coords]
+        ishard = tuple(b // n for b, n in zip(band.coords, self._index_cps, strict=True))
+        within = tuple(b % n for b, n in zip(band.coords, self._index_cps, strict=True))
+        first = int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
+        shard = self._open.setdefault(ishard, _OpenShard())
+        try:
+            for f, enc in enumerate(results):
+                if enc.empty:
+                    continue
+                staged = shard.staged.get(f)
+                if staged is None:
+                    staged = shard.staged[f] = self.store.open_staged(
+                        self.shard_key((*ishard, *self._frame_shards[f]))
+                    )
+                    shard.index[f] = np.full((self.shard_layout.n_chunks, 2), EMPTY, np.uint64)
+                at = staged.append(enc.buffer, enc.used)
+                self.written(enc.used)
+                for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
+                    if n is not None and off is not None:
+                        shard.index[f][first + j] = (at + off, n)
+        finally:
+            for enc in results:
+                self.release(enc)
+        shard.bands.append(band.coords)
+        if len(shard.bands) == self._bands_in(ishard):
+            return self._commit(ishard)
+        return []
 
     def _append_index(self, enc: Encoded) -> int:
-        """A one-layer shard: put the index in the buffer's spare room; return the shard's length.
-
-        The whole shard then lies in one aligned buffer the store writes without another copy.
-        """
+        """A one-band shard: put the index in the buffer's spare room; return the shard's length."""
+        if enc.empty:
+            return 0
         index = self.shard_layout.index(enc.sizes)
         end = enc.used + len(index)
         enc.buffer[enc.used : end] = np.frombuffer(index, np.uint8)
         return end
 
-    def _flush_pending(self) -> int | None:
-        if not self._open:
-            return None
-        try:
-            for s, layers in self._open.items():
-                chunks: list[Buffer | None] = []
-                for enc in layers:
-                    if enc is None:
-                        chunks.extend([None] * self._per_layer)
-                    else:
-                        chunks.extend(enc.chunk(i) for i in range(self._per_layer))
-                if any(c is not None for c in chunks):
-                    parts = self.shard_layout.pack(chunks)
-                    self.store.put(self.shard_key((self._open_row, *s)), parts)
-                    self.bytes_written += sum(memoryview(p).nbytes for p in parts)
-        finally:
-            for layers in self._open.values():
-                for enc in layers:
-                    if enc is not None:
-                        self._release(enc)
-            self._open.clear()
-        return self._open_frames
+    def _bands_in(self, ishard: Index) -> int:
+        """Bands of shard ``ishard`` that lie inside the array (edge shards hold fewer)."""
+        lay = self.layout
+        sizes = list(lay.index_shape)
+        if self.final_extent is not None:
+            sizes[0] = self.final_extent
+        count = 1
+        for i, (s, c, n) in enumerate(zip(sizes, lay.index_chunks, self._index_cps, strict=True)):
+            if s == 0:
+                count *= n  # unbounded and still open: a full shard
+                continue
+            grid = -(-s // c)
+            count *= max(0, min(n, grid - ishard[i] * n))
+        return count
+
+    def _commit(self, ishard: Index) -> list[Index]:
+        shard = self._open.pop(ishard)
+        for f, staged in shard.staged.items():
+            tail = encode_index(shard.index[f].reshape(*self.shard_layout.chunks_per_shard, 2))
+            staged.commit(tail)
+            self.written(len(tail))
+        return shard.bands
+
+    def finish(self) -> list[Index]:
+        stored: list[Index] = []
+        for ishard in list(self._open):
+            stored += self._commit(ishard)
+        return stored
+
+    def abort(self) -> None:
+        for shard in self._open.values():
+            for staged in shard.staged.values():
+                staged.abort()
+        self._open.clear()

@@ -1,0 +1,64 @@
+"""How much memory a stream reserves: the open bands its acquisition orders need, and the cap.
+
+Memory is counted in bands at their worst case (the band buffer plus room
+for its chunks encoded incompressibly).  An acquisition order keeps some
+bands open at once (``FrameOrder.open_bands``: one for storage order, one
+per channel for ``t, z, c`` with several z planes per chunk); every array
+and pyramid level must be able to hold that many, or the stream could not
+make progress.  The default cap doubles it: one set of bands filling while
+the other is compressed and written, which measured fastest on 2 cores.
+It depends on the chunk shape and the order, never on the number of planes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .formats import format_for
+from .layout import ArrayLayout
+from .multiscale import level_count, level_settings
+from .order import FrameOrder
+from .settings import ArraySettings, StreamSettings
+
+__all__ = ["MemoryPlan", "MemoryUsage", "acquisition_axes", "plan_memory"]
+
+
+@dataclass(frozen=True)
+class MemoryUsage:
+    """The in-flight memory of a running stream, in bytes (like acquire-zarr's
+    ``get_maximum_memory_usage`` / ``get_current_memory_usage``)."""
+
+    cap: int  # the most that may be reserved (max_inflight_bytes or the default)
+    used: int  # reserved now: open bands, bands being encoded or written
+    peak: int  # the most reserved at any moment so far
+    required: int  # what the acquisition orders need at least (the cap is never below it)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    required: int  # bytes: every array level's open bands at once
+    default_cap: int  # bytes: twice that
+    per_array: dict[str, int]  # required bytes per array key
+
+    def cap(self, settings: StreamSettings) -> int:
+        return settings.max_inflight_bytes or self.default_cap
+
+
+def acquisition_axes(settings: ArraySettings, layout: ArrayLayout) -> tuple[str, ...]:
+    """The order frames arrive in: ``acquisition_order``, else the storage order."""
+    order = getattr(settings, "acquisition_order", None)
+    return tuple(order) if order else layout.index_names
+
+
+def plan_memory(settings: StreamSettings) -> MemoryPlan:
+    fmt = format_for(settings)
+    per_array: dict[str, int] = {}
+    for arr in settings.arrays:
+        need = 0
+        for level in level_settings(arr, level_count(arr)):
+            layout = ArrayLayout(level, sharded=fmt.sharded)
+            order = FrameOrder(layout, acquisition_axes(level, layout), arr.key or "(root)")
+            need += order.open_bands() * fmt.writer_class.reservation(layout)
+        per_array[arr.key] = need
+    required = sum(per_array.values())
+    return MemoryPlan(required=required, default_cap=2 * required, per_array=per_array)

@@ -1,0 +1,86 @@
+"""When readers may see more of an image: one extent for all its levels, published together.
+
+A band is readable once its objects are stored, but a reader sees an array
+through its shape, and the shape can only grow along the append axis.  So
+an image may show ``n`` steps of the append axis once every band of those
+steps is stored, on level 0 and on every pyramid level (``ceil(n / 2**k)``
+steps on level k when the append axis halves).  The publisher counts stored
+bands per step of the append axis's chunk grid (a *row*) for every level and
+publishes the extent all levels agree on, all level shapes at once, so a
+reader (or a reader after a kill) never sees one level cover a different
+time range than another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .layout import ArrayLayout, Index
+
+__all__ = ["ImagePublisher"]
+
+
+class _Rows:
+    """Stored bands per row of one level; the rows complete from the start."""
+
+    def __init__(self, layout: ArrayLayout) -> None:
+        self.layout = layout
+        self.counts: dict[int, int] = {}
+        self.done = 0
+        self.final: int | None = None  # the append axis's extent, once known (at close)
+
+    def add(self, bands: Sequence[Index]) -> None:
+        for b in bands:
+            self.counts[b[0]] = self.counts.get(b[0], 0) + 1
+        while self.counts.get(self.done) == self.layout.bands_per_row:
+            del self.counts[self.done]
+            self.done += 1
+
+    def extent(self) -> int:
+        e = self.done * self.layout.index_chunks[0]
+        if self.final is not None:
+            return min(e, self.final)
+        return min(e, self.layout.append_size) if self.layout.append_size else e
+
+
+class ImagePublisher:
+    """Tracks an image's levels and publishes their shapes together (on the I/O thread)."""
+
+    def __init__(
+        self,
+        layouts: Sequence[ArrayLayout],
+        halved_append: bool,
+        publish: Callable[[list[int]], None],
+        step_counts: Callable[[], np.ndarray[Any, Any]],
+    ) -> None:
+        self._rows = [_Rows(layout) for layout in layouts]
+        self._halved = halved_append
+        self._publish = publish
+        self._step_counts = step_counts
+        self.published = 0  # level-0 steps of the append axis that readers see
+        self.frames_flushed = 0  # frames inside them
+
+    def level_extent(self, level: int, extent: int) -> int:
+        """Level ``level``'s extent along the append axis when level 0 has ``extent``."""
+        return -(-extent // 2**level) if self._halved else extent
+
+    def set_final(self, extent: int) -> None:
+        """Level 0's final extent (at close); every level's follows from it."""
+        for k, rows in enumerate(self._rows):
+            rows.final = self.level_extent(k, extent)
+
+    def stored(self, level: int, bands: Sequence[Index]) -> None:
+        """Bands of ``level`` are on storage; publish what every level now covers."""
+        self._rows[level].add(bands)
+        extent = self._rows[0].extent()
+        for k, rows in enumerate(self._rows[1:], start=1):
+            extent = min(extent, rows.extent() * 2**k if self._halved else rows.extent())
+        if extent <= self.published:
+            return
+        self._publish([self.level_extent(k, extent) for k in range(len(self._rows))])
+        # Metadata first: a caller told "n frames flushed" must find them if killed right after.
+        self.frames_flushed += int(self._step_counts()[self.published : extent].sum())
+        self.published = extent

@@ -1,0 +1,205 @@
+"""Band assembly: a frame index -> a slot of an open band; holes; when a band is complete.
+
+The appending thread copies each frame into the buffer of its band (one
+strided numpy copy).  A band is complete once every slot inside the array is
+filled or skipped; it is then handed on (``on_complete``) and never opened
+again, so a frame for it later is an error, not a silent overwrite.  Buffers
+are taken from the in-flight budget when a band receives its first frame: a
+band that only ever sees skips costs no memory.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..budget import InflightBudget
+from ..buffers import BufferPool
+from ..errors import BackpressureTimeout, FrameError
+from ..layout import ArrayLayout, Index
+
+__all__ = ["Band", "BandAssembler"]
+
+OPEN, FILLED, SKIPPED, OUTSIDE = 0, 1, 2, 3
+
+
+@dataclass(eq=False)
+class Band:
+    """One band on its way from frames to storage."""
+
+    coords: Index  # chunk index along every index axis
+    state: np.ndarray[Any, Any]  # per slot (index chunk shape): OPEN, FILLED, SKIPPED or OUTSIDE
+    todo: int  # slots still OPEN
+    buffer: np.ndarray[Any, Any] | None = None  # taken with the first frame
+    filled: int = 0
+    refs: int = 0  # readers of the buffer once submitted (encoding tasks, the pyramid)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def slots(self, states: Sequence[int]) -> list[Index]:
+        """Positions inside the band whose state is one of ``states``."""
+        mask = np.isin(self.state, states)
+        return [tuple(int(i) for i in w) for w in np.argwhere(mask)]
+
+
+class BandAssembler:
+    """Open bands of one array level and the slots they still wait for."""
+
+    def __init__(
+        self,
+        layout: ArrayLayout,
+        name: str,
+        budget: InflightBudget,
+        reservation: int,
+        append_timeout: float | None,
+        may_exceed: Callable[[], bool],
+        on_complete: Callable[[Band], None],
+    ) -> None:
+        self.layout = layout
+        self.name = name
+        self.budget = budget
+        self.reservation = reservation
+        self.append_timeout = append_timeout
+        self.may_exceed = may_exceed
+        self.on_complete = on_complete
+        self.pool = BufferPool(layout.band_shape, layout.dtype)
+        self.open: dict[Index, Band] = {}
+        self.closed: set[Index] = set()
+        self.extent = 0  # 1 + the largest append-axis index filled or skipped so far
+        self.frames_filled = 0
+        self.frames_skipped = 0
+        # Frames filled per index of the append axis: what a published extent holds.
+        self.step_counts = np.zeros(64, np.int64)
+
+    # -- checks (nothing changes before they all pass) ----------------------
+    def locate(self, positions: Sequence[Index]) -> list[tuple[Index, Index]]:
+        """(band, slot) of each position; FrameError for a band already stored or a slot already used."""
+        out = []
+        for index in positions:
+            band, within = self.layout.band_of(index)
+            if band in self.closed:
+                raise FrameError(
+                    f"array {self.name}: index {self._describe(index)} falls in band "
+                    f"{self._band_text(band)}, which is already complete and stored; a frame cannot be "
+                    "written there any more"
+                )
+            open_band = self.open.get(band)
+            if open_band is not None and open_band.state[within] != OPEN:
+                what = "filled" if open_band.state[within] == FILLED else "skipped"
+                raise FrameError(f"array {self.name}: index {self._describe(index)} was already {what}")
+            out.append((band, within))
+        if len(set(out)) != len(out):
+            raise FrameError(f"array {self.name}: the same index appears twice in one call")
+        return out
+
+    # -- filling ---------------------------------------------------------
+    def put(self, positions: Sequence[Index], frames: np.ndarray[Any, Any]) -> None:
+        """Copy ``frames[k]`` to ``positions[k]`` (checked first); completes bands as they fill."""
+        slots = self.locate(positions)
+        for k, (index, (band_coords, within)) in enumerate(zip(positions, slots, strict=True)):
+            band = self._band(band_coords)
+            if band.buffer is None:
+                try:
+                    band.buffer = self._take_buffer(index, band_coords)
+                except BackpressureTimeout as exc:
+                    raise BackpressureTimeout(
+                        f"{exc}; {k} of {len(positions)} frames of this call were accepted"
+                    ) from None
+                except FrameError as exc:
+                    if k:
+                        exc.add_note(f"{k} of {len(positions)} frames of this call were accepted")
+                    raise
+            self.layout.copy_frame(band.buffer, within, frames[k])
+            band.state[within] = FILLED
+            band.filled += 1
+            self.frames_filled += 1
+            self._count_step(index[0])
+            self._settle(band, index)
+
+    def skip(self, positions: Sequence[Index]) -> None:
+        """Leave ``positions`` as holes (fill value); checked first, counted in ``frames_skipped``."""
+        slots = self.locate(positions)
+        for index, (band_coords, within) in zip(positions, slots, strict=True):
+            band = self._band(band_coords)
+            band.state[within] = SKIPPED
+            self.frames_skipped += 1
+            self._settle(band, index)
+
+    def finish(self, extent: int) -> None:
+        """Close every band inside ``extent`` along the append axis: open slots become holes
+        (counted as skipped), bands never opened are complete and empty."""
+        rows = -(-extent // self.layout.index_chunks[0])
+        wanted = [b for r in range(rows) for b in self.layout.row_bands(r) if b not in self.closed]
+        for coords in wanted:
+            band = self.open.get(coords) or self._new_band(coords, extent)
+            inside = self.layout.band_extent(coords, extent)
+            outside = np.ones(band.state.shape, bool)
+            outside[tuple(slice(0, n) for n in inside)] = False
+            band.state[outside & (band.state == OPEN)] = OUTSIDE
+            holes = band.state == OPEN
+            self.frames_skipped += int(holes.sum())
+            band.state[holes] = SKIPPED
+            band.todo = 0
+            self._complete(band)
+        # Bands past the extent hold nothing: every slot was checked against it.
+        assert not self.open, f"bands left open past the extent: {list(self.open)}"
+
+    # -- internals -------------------------------------------------------
+    def _band(self, coords: Index) -> Band:
+        band = self.open.get(coords)
+        if band is None:
+            band = self.open[coords] = self._new_band(coords, None)
+        return band
+
+    def _new_band(self, coords: Index, extent: int | None) -> Band:
+        state = np.full(self.layout.index_chunks, OUTSIDE, np.uint8)
+        inside = self.layout.band_extent(coords, extent)
+        state[tuple(slice(0, n) for n in inside)] = OPEN
+        return Band(coords, state, int((state == OPEN).sum()))
+
+    def _settle(self, band: Band, index: Index) -> None:
+        self.extent = max(self.extent, index[0] + 1)
+        band.todo -= 1
+        if band.todo == 0:
+            self._complete(band)
+
+    def _complete(self, band: Band) -> None:
+        self.open.pop(band.coords, None)
+        self.closed.add(band.coords)
+        if band.buffer is not None:
+            for within in band.slots((SKIPPED, OUTSIDE)):  # a reused buffer: clear what was not filled
+                self.layout.copy_frame(band.buffer, within, 0)
+        self.on_complete(band)
+
+    def _take_buffer(self, index: Index, band: Index) -> np.ndarray[Any, Any]:
+        def stuck() -> FrameError:
+            return FrameError(
+                f"array {self.name}: index {self._describe(index)} needs band {self._band_text(band)} "
+                f"opened, but {len(self.open)} open bands already fill the in-flight cap "
+                f"({self.budget.cap} bytes) and none of them is complete: append or skip the frames "
+                "of the open bands first, follow the acquisition_order, or raise max_inflight_bytes"
+            )
+
+        self.budget.acquire(
+            self.reservation, timeout=self.append_timeout, may_exceed=self.may_exceed, stuck=stuck
+        )
+        return self.pool.take()
+
+    def _count_step(self, t: int) -> None:
+        if t >= len(self.step_counts):
+            grown = np.zeros(max(2 * len(self.step_counts), t + 1), np.int64)
+            grown[: len(self.step_counts)] = self.step_counts
+            self.step_counts = grown
+        self.step_counts[t] += 1
+
+    def _describe(self, index: Index) -> str:
+        return "{" + ", ".join(f"{a}: {v}" for a, v in zip(self.layout.index_names, index, strict=True)) + "}"
+
+    def _band_text(self, band: Index) -> str:
+        parts = []
+        for a, b, c in zip(self.layout.index_names, band, self.layout.index_chunks, strict=True):
+            parts.append(f"{a}: {b * c}" if c == 1 else f"{a}: {b * c}-{b * c + c - 1}")
+        return "{" + ", ".join(parts) + "}"

@@ -1,0 +1,75 @@
+"""What an object writer is: encoded bands in, stored objects (and readable bands) out.
+
+The two formats differ only here: Zarr v2 stores each chunk as an object
+(``ChunkWriter``), Zarr v3 packs chunks into shards (``ShardWriter``).  Both
+run on the ordered I/O thread and report which bands became readable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+
+from ..layout import ArrayLayout, Index
+from ..stores import Store
+from .bands import Band
+from .encode import ChunkCoords, Encoded, output_nbytes
+
+__all__ = ["ObjectWriter"]
+
+
+class ObjectWriter(ABC):
+    """Turns a band's encoded task outputs into stored objects."""
+
+    def __init__(self, layout: ArrayLayout, store: Store, array_path: str) -> None:
+        self.layout = layout
+        # Chunk coordinates (frame grid) encoded together, one list per task, in the order of
+        # ``results`` in ``store``; and the bytes to leave free after a task's chunks.
+        self.tasks = self.task_groups(layout)
+        self.trailer = self.trailer_for(layout)
+        self.store = store
+        self.array_path = array_path
+        self.final_extent: int | None = None  # the append axis's extent, once the stream closes
+        # Set by the level writer: hand an Encoded back, count bytes written.
+        self.release: Callable[[Encoded], None] = lambda enc: None
+        self.written: Callable[[int], None] = lambda n: None
+
+    @classmethod
+    @abstractmethod
+    def task_groups(cls, layout: ArrayLayout) -> list[list[ChunkCoords]]:
+        """The chunks of a band each encoding task takes (one object's worth)."""
+
+    @classmethod
+    def trailer_for(cls, layout: ArrayLayout) -> int:
+        """Bytes to leave free after a task's chunks (a one-band shard's index)."""
+        return 0
+
+    @classmethod
+    def reservation(cls, layout: ArrayLayout) -> int:
+        """Bytes one band may hold at worst: its buffer plus every task's output buffer."""
+        tasks = cls.task_groups(layout)
+        per_task = output_nbytes(layout, max(len(t) for t in tasks), cls.trailer_for(layout))
+        return layout.band_nbytes + len(tasks) * per_task
+
+    @abstractmethod
+    def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
+        """Store one band's chunks (releasing every Encoded); return the bands now readable."""
+
+    def write(self, band: Band, results: Sequence[Encoded] | None) -> list[Index]:
+        """Store a band; ``results`` is None for a band with no frames (nothing to write)."""
+        return self.store_band(band, results or [])
+
+    def finish(self) -> list[Index]:
+        """Write anything held back (shards still open at the end); return the bands now readable."""
+        return []
+
+    def abort(self) -> None:  # noqa: B027 (nothing to drop unless a subclass holds objects back)
+        """Drop anything held back after a failure."""
+
+    def _put_many(self, items: Sequence[tuple[str, Encoded, int]]) -> None:
+        try:
+            self.store.put_padded_many([(key, enc.buffer, n) for key, enc, n in items])
+            self.written(sum(n for _key, _enc, n in items))
+        finally:
+            for _key, enc, _n in items:
+                self.release(enc)
