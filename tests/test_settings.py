@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import ValidationError
 
 import acqzarr as az
 from acqzarr.settings import load_mapping
@@ -171,11 +170,103 @@ def test_chunk_larger_than_blosc_can_take() -> None:
 
 
 def test_models_reject_unknown_keys_and_are_frozen() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(az.ConfigError, match=r"^Dimension: invalid settings\n  colour: Extra inputs"):
         az.Dimension(name="x", kind="space", size=1, chunk=1, colour="red")  # type: ignore[call-arg]
     dim = az.Dimension(name="x", kind="space", size=1, chunk=1)
-    with pytest.raises(ValidationError):
+    with pytest.raises(az.ConfigError, match=r"^Dimension: invalid settings\n  size: Instance is frozen$"):
         dim.size = 5  # type: ignore[misc]
+    with pytest.raises(az.ConfigError, match="size: Instance is frozen"):
+        del dim.size
+    assert dim.size == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: az.Dimension(name="x", kind="space", size=1, chunk=0),
+            "Dimension: invalid settings\n  chunk: Input should be greater than or equal to 1",
+        ),
+        (
+            lambda: az.Blosc(clevel=10),
+            "Blosc: invalid settings\n  clevel: Input should be less than or equal to 9",
+        ),
+        (
+            lambda: az.Multiscale(levels=0),
+            "Multiscale: invalid settings\n  levels: levels must be 1 to 16 or 'auto', got 0",
+        ),
+        (
+            lambda: az.S3Settings(endpoint="http://10.0.0.1:8333"),
+            "S3Settings: invalid settings\n  (root): endpoint 'http://10.0.0.1:8333' is plain http: "
+            "set allow_http: true to send data unencrypted",
+        ),
+        (
+            lambda: az.ArraySettings(**{**_data()["arrays"][0], "key": ".."}),
+            "ArraySettings: invalid settings\n  key: key must be",
+        ),
+        (
+            lambda: az.StreamSettings(store="s3://bucket", arrays=_data()["arrays"]),
+            "StreamSettings: invalid settings\n  store: an S3 store needs a bucket and a prefix",
+        ),
+        (
+            lambda: az.StreamSettings.model_validate({**_data(), "version": 4}),
+            "StreamSettings: invalid settings\n  version: Input should be 2 or 3",
+        ),
+        (
+            lambda: az.ArraySettings.model_validate_json(json.dumps({**_data()["arrays"][0], "dtype": 7})),
+            "ArraySettings: invalid settings\n  dtype: ",
+        ),
+        (
+            lambda: az.Blosc.model_validate_strings({"clevel": "ten"}),
+            "Blosc: invalid settings\n  clevel: Input should be a valid integer",
+        ),
+    ],
+)
+def test_constructing_or_validating_any_model_raises_config_error(make: Any, message: str) -> None:
+    """Not pydantic's ValidationError: one exception type, the model's name and the key path."""
+    with pytest.raises(az.ConfigError) as info:
+        make()
+    assert str(info.value).startswith(message), str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_nested_problem_is_one_line_with_its_full_key_path() -> None:
+    """Nested dicts are validated in one pass: the problem appears once, not wrapped per level."""
+    data = _data()
+    data["arrays"][0]["dimensions"][1]["chunk"] = 0
+    data["arrays"][0]["compression"]["clevel"] = 10
+    with pytest.raises(az.ConfigError) as info:
+        az.StreamSettings(**data)
+    assert str(info.value) == (
+        "StreamSettings: invalid settings\n"
+        "  arrays.0.dimensions.1.chunk: Input should be greater than or equal to 1\n"
+        "  arrays.0.compression.clevel: Input should be less than or equal to 9"
+    )
+    with pytest.raises(az.ConfigError) as info:
+        az.ArraySettings(
+            **{**data["arrays"][0], "dimensions": [az.Dimension(name="y", kind="space", size=1, chunk=1), {}]}
+        )
+    assert str(info.value).splitlines()[1:] == [
+        "  dimensions.1.name: Field required",
+        "  dimensions.1.kind: Field required",
+        "  dimensions.1.size: Field required",
+        "  dimensions.1.chunk: Field required",
+        "  compression.clevel: Input should be less than or equal to 9",
+    ]
+
+
+def test_from_mapping_names_the_source_and_the_section() -> None:
+    with pytest.raises(az.ConfigError) as info:
+        az.S3Settings.from_mapping({"retries": 3, "part_size": 1}, source="--s3", prefix="s3")
+    assert str(info.value) == (
+        "--s3: invalid settings\n"
+        "  s3.part_size: Input should be greater than or equal to 5242880\n"
+        "  s3.retries: Extra inputs are not permitted"
+    )
+    assert az.S3Settings.from_mapping({"max_retries": 3}).max_retries == 3
+    with pytest.raises(az.ConfigError, match=r"^settings: invalid settings\n  \(root\): Input should be"):
+        az.StreamSettings.from_mapping(["not", "a", "mapping"])
 
 
 def test_every_field_has_a_description() -> None:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -125,8 +127,67 @@ MAX_CHUNK_BYTES = 2**31 - 1 - 16
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+@contextmanager
+def _config_errors(source: str, prefix: str = "") -> Iterator[None]:
+    """Turn pydantic's ValidationError into a ConfigError, one key-path line per problem."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, prefix)) from None
+
+
 class _Model(BaseModel):
+    """Base of the settings models: unknown keys are errors, instances are immutable, and every way
+    of validating one (constructor, ``model_validate*``, ``from_mapping``, assignment) raises
+    ConfigError, never pydantic's ValidationError.
+
+    A model nested in another is validated by pydantic's core in one pass, so its problems appear
+    once, under their full key path, in the outer model's error.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        with _config_errors(type(self).__name__):
+            super().__init__(**data)
+
+    # Marks the override as pydantic's own __init__ (RootModel does the same): otherwise pydantic
+    # calls __init__ for every nested model, and a nested problem would arrive as a ConfigError
+    # wrapped in the outer model's error instead of as a line with its key path.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        with _config_errors(type(self).__name__):
+            super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        with _config_errors(type(self).__name__):
+            super().__delattr__(name)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        with _config_errors(cls.__name__):
+            return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        with _config_errors(cls.__name__):
+            return super().model_validate_json(json_data, **kwargs)
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
+        with _config_errors(cls.__name__):
+            return super().model_validate_strings(obj, **kwargs)
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "settings", prefix: str = "") -> Self:
+        """Validate a mapping, naming ``source`` (e.g. the config file) in the ConfigError.
+
+        ``prefix`` is the mapping's key path inside a larger document (``"s3"`` for the s3 section
+        given on its own); it starts every problem's key path.
+        """
+        with _config_errors(source, prefix):
+            return super().model_validate(data)
 
 
 class Dimension(_Model):
@@ -473,17 +534,9 @@ class StreamSettings(_Model):
         return self
 
     @classmethod
-    def from_file(cls, path: str | Path) -> StreamSettings:
+    def from_file(cls, path: str | Path) -> Self:
         """Load settings from a YAML or JSON file, naming the offending key on error."""
         return cls.from_mapping(load_mapping(path), source=str(path))
-
-    @classmethod
-    def from_mapping(cls, data: Any, source: str = "settings") -> StreamSettings:
-        """Validate a mapping, turning pydantic's error into a ConfigError with key paths."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def load_mapping(path: str | Path) -> Any:
@@ -510,11 +563,11 @@ def _key_text(part: object) -> str:
     return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem, each starting with the dotted key path."""
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per problem, each starting with the dotted key path (under ``prefix``, if given)."""
     lines = [f"{source}: invalid settings"]
     for err in exc.errors():
-        loc = ".".join(_key_text(p) for p in err["loc"]) or "(root)"
+        loc = ".".join([*([prefix] if prefix else []), *(_key_text(p) for p in err["loc"])]) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
