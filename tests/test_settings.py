@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import acqzarr as az
@@ -49,7 +51,7 @@ def test_valid_settings_round_trip_through_yaml_and_json(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("mutate", "where", "reason"),
     [
-        (lambda d: d["arrays"][0].update(dtype="float16"), "arrays.0.dtype", "Input should be"),
+        (lambda d: d["arrays"][0].update(dtype="float16"), "arrays.0.dtype", "expected one of uint8"),
         (lambda d: d["arrays"][0].update(colour="red"), "arrays.0.colour", "Extra inputs"),
         (
             lambda d: d["arrays"][0]["dimensions"][1].update(unit="um"),
@@ -267,6 +269,96 @@ def test_from_mapping_names_the_source_and_the_section() -> None:
     assert az.S3Settings.from_mapping({"max_retries": 3}).max_retries == 3
     with pytest.raises(az.ConfigError, match=r"^settings: invalid settings\n  \(root\): Input should be"):
         az.StreamSettings.from_mapping(["not", "a", "mapping"])
+
+
+NATIVE, NON_NATIVE = ("<", ">") if sys.byteorder == "little" else (">", "<")
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        (np.uint16, "uint16"),
+        (np.dtype(NATIVE + "u2"), "uint16"),
+        (np.dtype("uint16"), "uint16"),
+        ("uint16", "uint16"),
+        ("u2", "uint16"),
+        ("=u2", "uint16"),
+        (NATIVE + "u2", "uint16"),
+        ("|u1", "uint8"),
+        (np.float32, "float32"),
+        ("i8", "int64"),
+        (np.dtype("float64"), "float64"),
+    ],
+    ids=repr,
+)
+def test_dtype_accepts_numpy_types_and_stores_the_name(given: Any, name: str) -> None:
+    array = az.ArraySettings(**{**_data()["arrays"][0], "dtype": given})
+    assert array.dtype == name and type(array.dtype) is str
+    assert array.model_dump()["dtype"] == name
+    assert json.loads(array.model_dump_json())["dtype"] == name
+    assert az.ArraySettings.model_validate(array.model_dump()) == array
+    assert az.StreamSettings.from_mapping(_data(dtype=given)).arrays[0].dtype == name
+
+
+def test_dtype_schema_still_lists_the_names() -> None:
+    schema = az.StreamSettings.model_json_schema()["$defs"]["ArraySettings"]["properties"]["dtype"]
+    assert schema["enum"] == list(az.settings.DTYPES)
+
+
+ALLOWED = "expected one of uint8, uint16, uint32, uint64, int8, int16, int32, int64, float32, float64"
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        (
+            NON_NATIVE + "u2",
+            f"'{NON_NATIVE}u2' is {'big' if NON_NATIVE == '>' else 'little'}-endian; "
+            "frames must be in this machine's byte order",
+        ),
+        (np.dtype(NON_NATIVE + "f4"), "-endian; frames must be in this machine's byte order"),
+        (np.dtype(NON_NATIVE + "f4"), "e.g. 'float32'"),
+        (np.complex64, f"numpy.complex64 (complex64) is not a supported sample type; {ALLOWED}"),
+        (
+            np.dtype("complex128"),
+            f"dtype('complex128') (complex128) is not a supported sample type; {ALLOWED}",
+        ),
+        (np.bool_, "(bool) is not a supported sample type"),
+        (np.str_, "(str) is not a supported sample type"),
+        (np.object_, "numpy.object_ (object) is not a supported sample type"),
+        (np.dtype("u2,u2"), "(void32) is not a supported sample type"),
+        ("f2", "'f2' (float16) is not a supported sample type"),
+        (
+            "float16",
+            f"{ALLOWED}, or a numpy type, dtype or type string of one (np.uint16, '<u2'); got 'float16'",
+        ),
+        ("U4", f"{ALLOWED}, or a numpy type, dtype or type string of one (np.uint16, '<u2'); got 'U4'"),
+        ("u3", "got 'u3'"),
+        ("H", "got 'H'"),  # numpy's character codes are not accepted, only the names and type strings
+        (int, f"{ALLOWED}, or a numpy type, dtype or type string of one (np.uint16, '<u2'); got int"),
+        (object, "got object"),
+        (np.integer, "got numpy.integer"),
+        (None, "got None"),
+        (16, "got 16"),
+    ],
+    ids=repr,
+)
+def test_dtype_rejects_with_what_was_given_and_the_names(given: Any, reason: str) -> None:
+    with pytest.raises(az.ConfigError) as info:
+        az.ArraySettings(**{**_data()["arrays"][0], "dtype": given})
+    assert str(info.value).splitlines()[1].startswith("  dtype: "), str(info.value)
+    assert reason in str(info.value)
+    message = _error(_data(dtype=given))
+    assert message.splitlines()[1].startswith("  arrays.0.dtype: ") and reason in message, message
+
+
+def test_a_numpy_dtype_reaches_the_engine_as_the_name(tmp_path: Path) -> None:
+    array = az.ArraySettings(**{**_data()["arrays"][0], "dtype": np.uint16})
+    settings = az.StreamSettings(store=str(tmp_path / "out.zarr"), arrays=[array])
+    with az.open_stream(settings) as stream:
+        stream.append(np.ones((64, 64), np.uint16), key="cam0")
+    meta = json.loads((tmp_path / "out.zarr" / "cam0" / "0" / "zarr.json").read_text())
+    assert meta["data_type"] == "uint16"
 
 
 def test_every_field_has_a_description() -> None:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -28,6 +29,7 @@ __all__ = [
     "Multiscale",
     "S3Settings",
     "StreamSettings",
+    "dtype_name",
 ]
 
 DTYPES = (
@@ -125,6 +127,47 @@ _UNIT_HINTS = {
 MAX_CHUNK_BYTES = 2**31 - 1 - 16
 
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+# An array-protocol type string ('<u2', 'u2', '|u1'); numpy's one-letter codes and C names ('H',
+# 'int', 'long') are left out because their width depends on the platform.
+_TYPESTR = re.compile(r"^[<>=|]?[uif][0-9]+$")
+
+
+def dtype_name(value: object) -> str:
+    """The DTYPES name of a sample type given as that name, a type string ('<u2', 'u2'), a numpy
+    scalar type (``np.uint16``) or a ``np.dtype``.
+
+    Raises ValueError naming what was given and the allowed names, also for a non-native byte
+    order: frames are appended as the camera delivers them, in the machine's byte order.
+    """
+    allowed = ", ".join(DTYPES)
+    dtype: np.dtype[Any] | None = None
+    if isinstance(value, type):
+        numpy_type = issubclass(value, np.generic)
+        shown = f"numpy.{value.__name__}" if numpy_type else value.__name__
+        given: Any = value if numpy_type else None
+    else:
+        shown = repr(value)
+        named = isinstance(value, str) and (value in DTYPES or _TYPESTR.match(value))
+        given = value if named or isinstance(value, np.dtype) else None
+    if given is not None:
+        with suppress(TypeError):  # 'u3', or an abstract type such as np.integer
+            dtype = np.dtype(given)
+    if dtype is None:
+        raise ValueError(
+            f"expected one of {allowed}, or a numpy type, dtype or type string of one "
+            f"(np.uint16, '<u2'); got {shown}"
+        )
+    if dtype.name not in DTYPES:
+        raise ValueError(f"{shown} ({dtype.name}) is not a supported sample type; expected one of {allowed}")
+    if not dtype.isnative:
+        order = {">": "big", "<": "little"}[dtype.byteorder]
+        native = dtype.newbyteorder("=").name
+        raise ValueError(
+            f"{shown} is {order}-endian; frames must be in this machine's byte order ({sys.byteorder}-"
+            f"endian), e.g. {native!r}"
+        )
+    return str(dtype.name)
 
 
 @contextmanager
@@ -288,7 +331,11 @@ class ArraySettings(_Model):
         default="",
         description="Path of the image group inside the store; '' puts the image at the store root.",
     )
-    dtype: Literal[DTYPES] = Field(description="Sample type of the frames.")  # type: ignore[valid-type]
+    dtype: Literal[DTYPES] = Field(  # type: ignore[valid-type]
+        description="Sample type of the frames, stored as one of these names; also accepted as a type "
+        "string ('<u2', 'u2') or, in Python, a numpy type or dtype (np.uint16, np.dtype('<u2')), "
+        "in native byte order."
+    )
     dimensions: list[Dimension] = Field(
         min_length=2,
         max_length=5,
@@ -301,6 +348,11 @@ class ArraySettings(_Model):
         default=None,
         description="Write a resolution pyramid beside full resolution; null writes level 0 only.",
     )
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_is_named(cls, v: object) -> str:
+        return dtype_name(v)
 
     @field_validator("key")
     @classmethod
