@@ -361,6 +361,118 @@ def test_a_numpy_dtype_reaches_the_engine_as_the_name(tmp_path: Path) -> None:
     assert meta["data_type"] == "uint16"
 
 
+def _tczyx(t: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"name": "t", "kind": "time", "size": t, "chunk": 1},
+        {"name": "c", "kind": "channel", "size": 2, "chunk": 1},
+        {"name": "z", "kind": "space", "size": 3, "chunk": 1},
+        {"name": "y", "kind": "space", "size": 64, "chunk": 32},
+        {"name": "x", "kind": "space", "size": 64, "chunk": 32},
+    ]
+
+
+def test_acquisition_order_defaults_to_the_storage_order() -> None:
+    array = az.StreamSettings.from_mapping(_data(dimensions=_tczyx())).arrays[0]
+    assert array.acquisition_order is None
+    assert array.frame_names == ("y", "x")
+    assert array.index_names == array.acquisition_axes == ("t", "c", "z")
+    plane = az.ArraySettings(**{**_data()["arrays"][0], "dimensions": _tczyx()[3:]})
+    assert (plane.index_names, plane.frame_names, plane.acquisition_axes) == (("y",), ("x",), ("y",))
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "order"),
+    [
+        (_tczyx(), ["t", "z", "c"]),
+        (_tczyx(), ["t", "c", "z"]),
+        (_tczyx(t=5), ["c", "t", "z"]),  # a bounded append axis may be iterated inside another
+        (_tczyx(t=5), ["z", "c", "t"]),
+        (_tczyx()[1:], ["z", "c"]),
+        (_tczyx()[3:], ["y"]),  # a 2-axis array's frame is its last axis
+    ],
+    ids=str,
+)
+def test_acquisition_order_accepts_any_order_of_the_index_axes(
+    dimensions: list[dict[str, Any]], order: list[str]
+) -> None:
+    data = _data(dimensions=dimensions, acquisition_order=order)
+    array = az.StreamSettings.from_mapping(data).arrays[0]
+    assert array.acquisition_order == order
+    assert array.acquisition_axes == tuple(order)
+    assert array.index_names == tuple(d["name"] for d in dimensions[: max(1, len(dimensions) - 2)])
+    assert [d.name for d in array.dimensions] == [d["name"] for d in dimensions]  # storage order kept
+
+
+INDEX_AXES = "acquisition_order must list each index axis ['t', 'c', 'z'] once, in any order; got"
+
+
+@pytest.mark.parametrize(
+    ("order", "reason"),
+    [
+        (["t", "z"], f"{INDEX_AXES} ['t', 'z']: missing ['c']"),
+        ([], f"{INDEX_AXES} []: missing ['t', 'c', 'z']"),
+        (["t", "z", "c", "z"], f"{INDEX_AXES} ['t', 'z', 'c', 'z']: repeated ['z']"),
+        (["t", "c", "q"], f"{INDEX_AXES} ['t', 'c', 'q']: missing ['z']; ['q'] is not an axis"),
+        (
+            ["t", "c", "z", "y"],
+            f"{INDEX_AXES} ['t', 'c', 'z', 'y']: ['y'] is a frame axis (a frame is ['y', 'x'], "
+            "delivered whole by each append)",
+        ),
+        (
+            ["t", "c", "y", "x"],
+            f"{INDEX_AXES} ['t', 'c', 'y', 'x']: missing ['z']; ['y', 'x'] are frame axes (a frame is "
+            "['y', 'x'], delivered whole by each append)",
+        ),
+        (
+            ["z", "t", "c"],
+            "acquisition_order: the append axis 't' is unbounded (size 0), so it must come first "
+            "(no axis can be iterated inside one that never ends); got ['z', 't', 'c']",
+        ),
+    ],
+    ids=str,
+)
+def test_acquisition_order_rejections_name_the_array_and_the_problem(order: list[str], reason: str) -> None:
+    message = _error(_data(dimensions=_tczyx(), acquisition_order=order))
+    assert message.splitlines()[1:] == [f"  arrays.0: {reason}"], message
+    with pytest.raises(az.ConfigError) as info:
+        az.ArraySettings(**{**_data()["arrays"][0], "dimensions": _tczyx(), "acquisition_order": order})
+    assert str(info.value) == f"ArraySettings: invalid settings\n  (root): {reason}"
+
+
+def test_acquisition_order_must_be_a_list_of_names() -> None:
+    message = _error(_data(dimensions=_tczyx(), acquisition_order="tzc"))
+    assert "  arrays.0.acquisition_order: Input should be a valid list" in message.splitlines()
+    message = _error(_data(dimensions=_tczyx(), acquisition_order=["t", 2, "c"]))
+    assert "  arrays.0.acquisition_order.1: Input should be a valid string" in message.splitlines()
+
+
+def test_acquisition_order_round_trips_through_model_dump_json_and_yaml(tmp_path: Path) -> None:
+    settings = az.StreamSettings.from_mapping(_data(dimensions=_tczyx(), acquisition_order=["t", "z", "c"]))
+    dumped = settings.model_dump()
+    assert dumped["arrays"][0]["acquisition_order"] == ["t", "z", "c"]
+    assert az.StreamSettings.model_validate(dumped) == settings
+    assert az.StreamSettings.model_validate_json(settings.model_dump_json()) == settings
+    assert az.StreamSettings.from_mapping(_data()).model_dump()["arrays"][0]["acquisition_order"] is None
+    (tmp_path / "s.yaml").write_text(
+        """\
+store: out.zarr
+arrays:
+  - key: cam0
+    dtype: <u2
+    dimensions:
+      - {name: t, kind: time, size: 0, chunk: 1}
+      - {name: c, kind: channel, size: 2, chunk: 1}
+      - {name: z, kind: space, size: 3, chunk: 1}
+      - {name: y, kind: space, size: 64, chunk: 32}
+      - {name: x, kind: space, size: 64, chunk: 32}
+    acquisition_order: [t, z, c]
+"""
+    )
+    array = az.StreamSettings.from_file(tmp_path / "s.yaml").arrays[0]
+    assert array.dtype == "uint16"
+    assert array.acquisition_axes == ("t", "z", "c") and array.index_names == ("t", "c", "z")
+
+
 def test_every_field_has_a_description() -> None:
     for model in (az.Dimension, az.Blosc, az.ArraySettings, az.StreamSettings):
         for name, field in model.model_fields.items():

@@ -341,6 +341,14 @@ class ArraySettings(_Model):
         max_length=5,
         description="Axes from slowest to fastest; the first is the append axis.",
     )
+    acquisition_order: list[str] | None = Field(
+        default=None,
+        description="The index axes (all but the frame axes: the last two, or the last one of a "
+        "2-axis array), slowest first, in the order the frames arrive, e.g. [t, z, c] when a "
+        "(t, c, z, y, x) array's channels switch for every plane. A plain `append` follows this "
+        "order while storage keeps the order of `dimensions`. An unbounded first axis must come "
+        "first. null: the storage order.",
+    )
     compression: Blosc | None = Field(
         default_factory=Blosc, description="Chunk compression; null stores raw chunks."
     )
@@ -366,6 +374,24 @@ class ArraySettings(_Model):
                     f"(no leading '.', no empty, '.' or '..' segments), got {v!r}"
                 )
         return v
+
+    @property
+    def frame_names(self) -> tuple[str, ...]:
+        """The axes of one frame: the last two, or the last one of a 2-axis array."""
+        names = tuple(d.name for d in self.dimensions)
+        return names[-min(2, len(names) - 1) :]
+
+    @property
+    def index_names(self) -> tuple[str, ...]:
+        """The axes that index frames (every axis but the frame's), in storage order."""
+        names = tuple(d.name for d in self.dimensions)
+        return names[: len(names) - len(self.frame_names)]
+
+    @property
+    def acquisition_axes(self) -> tuple[str, ...]:
+        """The index axes in the order frames arrive, slowest first (``acquisition_order``, else
+        storage order)."""
+        return self.index_names if self.acquisition_order is None else tuple(self.acquisition_order)
 
     @model_validator(mode="after")
     def _dimensions_are_ngff(self) -> ArraySettings:
@@ -396,6 +422,37 @@ class ArraySettings(_Model):
         if chunk_bytes > MAX_CHUNK_BYTES:
             raise ValueError(
                 f"a chunk of {chunk_bytes} bytes exceeds Blosc's limit of {MAX_CHUNK_BYTES} bytes"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _acquisition_order_is_the_index_axes(self) -> ArraySettings:
+        order = self.acquisition_order
+        if order is None:
+            return self
+        index, frame = self.index_names, self.frame_names
+        problems = []
+        if missing := [n for n in index if n not in order]:
+            problems.append(f"missing {missing}")
+        if repeated := [n for i, n in enumerate(order) if n in order[:i] and n not in order[i + 1 :]]:
+            problems.append(f"repeated {repeated}")
+        if framed := [n for i, n in enumerate(order) if n in frame and n not in order[:i]]:
+            problems.append(
+                f"{framed} {'is a frame axis' if len(framed) == 1 else 'are frame axes'} "
+                f"(a frame is {list(frame)}, delivered whole by each append)"
+            )
+        if unknown := [n for i, n in enumerate(order) if n not in (*index, *frame) and n not in order[:i]]:
+            problems.append(f"{unknown} {'is not an axis' if len(unknown) == 1 else 'are not axes'}")
+        if problems:
+            raise ValueError(
+                f"acquisition_order must list each index axis {list(index)} once, in any order; "
+                f"got {order}: {'; '.join(problems)}"
+            )
+        first = self.dimensions[0]
+        if first.size == 0 and order[0] != first.name:
+            raise ValueError(
+                f"acquisition_order: the append axis {first.name!r} is unbounded (size 0), so it must "
+                f"come first (no axis can be iterated inside one that never ends); got {order}"
             )
         return self
 
