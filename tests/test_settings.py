@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from pydantic import ValidationError
 
 import acqzarr as az
 from acqzarr.settings import load_mapping
@@ -50,7 +51,7 @@ def test_valid_settings_round_trip_through_yaml_and_json(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     ("mutate", "where", "reason"),
     [
-        (lambda d: d["arrays"][0].update(dtype="float16"), "arrays.0.dtype", "Input should be"),
+        (lambda d: d["arrays"][0].update(dtype="float16"), "arrays.0.dtype", "expected one of uint8"),
         (lambda d: d["arrays"][0].update(colour="red"), "arrays.0.colour", "Extra inputs"),
         (
             lambda d: d["arrays"][0]["dimensions"][1].update(unit="um"),
@@ -171,11 +172,305 @@ def test_chunk_larger_than_blosc_can_take() -> None:
 
 
 def test_models_reject_unknown_keys_and_are_frozen() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(az.ConfigError, match=r"^Dimension: invalid settings\n  colour: Extra inputs"):
         az.Dimension(name="x", kind="space", size=1, chunk=1, colour="red")  # type: ignore[call-arg]
     dim = az.Dimension(name="x", kind="space", size=1, chunk=1)
-    with pytest.raises(ValidationError):
+    with pytest.raises(az.ConfigError, match=r"^Dimension: invalid settings\n  size: Instance is frozen$"):
         dim.size = 5  # type: ignore[misc]
+    with pytest.raises(az.ConfigError, match="size: Instance is frozen"):
+        del dim.size
+    assert dim.size == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: az.Dimension(name="x", kind="space", size=1, chunk=0),
+            "Dimension: invalid settings\n  chunk: Input should be greater than or equal to 1",
+        ),
+        (
+            lambda: az.Blosc(clevel=10),
+            "Blosc: invalid settings\n  clevel: Input should be less than or equal to 9",
+        ),
+        (
+            lambda: az.Multiscale(levels=0),
+            "Multiscale: invalid settings\n  levels: levels must be 1 to 16 or 'auto', got 0",
+        ),
+        (
+            lambda: az.S3Settings(endpoint="http://10.0.0.1:8333"),
+            "S3Settings: invalid settings\n  (root): endpoint 'http://10.0.0.1:8333' is plain http: "
+            "set allow_http: true to send data unencrypted",
+        ),
+        (
+            lambda: az.ArraySettings(**{**_data()["arrays"][0], "key": ".."}),
+            "ArraySettings: invalid settings\n  key: key must be",
+        ),
+        (
+            lambda: az.StreamSettings(store="s3://bucket", arrays=_data()["arrays"]),
+            "StreamSettings: invalid settings\n  store: an S3 store needs a bucket and a prefix",
+        ),
+        (
+            lambda: az.StreamSettings.model_validate({**_data(), "version": 4}),
+            "StreamSettings: invalid settings\n  version: Input should be 2 or 3",
+        ),
+        (
+            lambda: az.ArraySettings.model_validate_json(json.dumps({**_data()["arrays"][0], "dtype": 7})),
+            "ArraySettings: invalid settings\n  dtype: ",
+        ),
+        (
+            lambda: az.Blosc.model_validate_strings({"clevel": "ten"}),
+            "Blosc: invalid settings\n  clevel: Input should be a valid integer",
+        ),
+    ],
+)
+def test_constructing_or_validating_any_model_raises_config_error(make: Any, message: str) -> None:
+    """Not pydantic's ValidationError: one exception type, the model's name and the key path."""
+    with pytest.raises(az.ConfigError) as info:
+        make()
+    assert str(info.value).startswith(message), str(info.value)
+    assert isinstance(info.value, ValueError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_a_nested_problem_is_one_line_with_its_full_key_path() -> None:
+    """Nested dicts are validated in one pass: the problem appears once, not wrapped per level."""
+    data = _data()
+    data["arrays"][0]["dimensions"][1]["chunk"] = 0
+    data["arrays"][0]["compression"]["clevel"] = 10
+    with pytest.raises(az.ConfigError) as info:
+        az.StreamSettings(**data)
+    assert str(info.value) == (
+        "StreamSettings: invalid settings\n"
+        "  arrays.0.dimensions.1.chunk: Input should be greater than or equal to 1\n"
+        "  arrays.0.compression.clevel: Input should be less than or equal to 9"
+    )
+    with pytest.raises(az.ConfigError) as info:
+        az.ArraySettings(
+            **{**data["arrays"][0], "dimensions": [az.Dimension(name="y", kind="space", size=1, chunk=1), {}]}
+        )
+    assert str(info.value).splitlines()[1:] == [
+        "  dimensions.1.name: Field required",
+        "  dimensions.1.kind: Field required",
+        "  dimensions.1.size: Field required",
+        "  dimensions.1.chunk: Field required",
+        "  compression.clevel: Input should be less than or equal to 9",
+    ]
+
+
+def test_from_mapping_names_the_source_and_the_section() -> None:
+    with pytest.raises(az.ConfigError) as info:
+        az.S3Settings.from_mapping({"retries": 3, "part_size": 1}, source="--s3", prefix="s3")
+    assert str(info.value) == (
+        "--s3: invalid settings\n"
+        "  s3.part_size: Input should be greater than or equal to 5242880\n"
+        "  s3.retries: Extra inputs are not permitted"
+    )
+    assert az.S3Settings.from_mapping({"max_retries": 3}).max_retries == 3
+    with pytest.raises(az.ConfigError, match=r"^settings: invalid settings\n  \(root\): Input should be"):
+        az.StreamSettings.from_mapping(["not", "a", "mapping"])
+
+
+NATIVE, NON_NATIVE = ("<", ">") if sys.byteorder == "little" else (">", "<")
+
+
+@pytest.mark.parametrize(
+    ("given", "name"),
+    [
+        (np.uint16, "uint16"),
+        (np.dtype(NATIVE + "u2"), "uint16"),
+        (np.dtype("uint16"), "uint16"),
+        ("uint16", "uint16"),
+        ("u2", "uint16"),
+        ("=u2", "uint16"),
+        (NATIVE + "u2", "uint16"),
+        ("|u1", "uint8"),
+        (np.float32, "float32"),
+        ("i8", "int64"),
+        (np.dtype("float64"), "float64"),
+    ],
+    ids=repr,
+)
+def test_dtype_accepts_numpy_types_and_stores_the_name(given: Any, name: str) -> None:
+    array = az.ArraySettings(**{**_data()["arrays"][0], "dtype": given})
+    assert array.dtype == name and type(array.dtype) is str
+    assert array.model_dump()["dtype"] == name
+    assert json.loads(array.model_dump_json())["dtype"] == name
+    assert az.ArraySettings.model_validate(array.model_dump()) == array
+    assert az.StreamSettings.from_mapping(_data(dtype=given)).arrays[0].dtype == name
+
+
+def test_dtype_schema_still_lists_the_names() -> None:
+    schema = az.StreamSettings.model_json_schema()["$defs"]["ArraySettings"]["properties"]["dtype"]
+    assert schema["enum"] == list(az.settings.DTYPES)
+
+
+ALLOWED = "expected one of uint8, uint16, uint32, uint64, int8, int16, int32, int64, float32, float64"
+
+
+@pytest.mark.parametrize(
+    ("given", "reason"),
+    [
+        (
+            NON_NATIVE + "u2",
+            f"'{NON_NATIVE}u2' is {'big' if NON_NATIVE == '>' else 'little'}-endian; "
+            "frames must be in this machine's byte order",
+        ),
+        (np.dtype(NON_NATIVE + "f4"), "-endian; frames must be in this machine's byte order"),
+        (np.dtype(NON_NATIVE + "f4"), "e.g. 'float32'"),
+        (np.complex64, f"numpy.complex64 (complex64) is not a supported sample type; {ALLOWED}"),
+        (
+            np.dtype("complex128"),
+            f"dtype('complex128') (complex128) is not a supported sample type; {ALLOWED}",
+        ),
+        (np.bool_, "(bool) is not a supported sample type"),
+        (np.str_, "(str) is not a supported sample type"),
+        (np.object_, "numpy.object_ (object) is not a supported sample type"),
+        (np.dtype("u2,u2"), "(void32) is not a supported sample type"),
+        ("f2", "'f2' (float16) is not a supported sample type"),
+        (
+            "float16",
+            f"{ALLOWED}, or a numpy type, dtype or type string of one (np.uint16, '<u2'); got 'float16'",
+        ),
+        ("U4", f"{ALLOWED}, or a numpy type, dtype or type string of one (np.uint16, '<u2'); got 'U4'"),
+        ("u3", "got 'u3'"),
+        ("H", "got 'H'"),  # numpy's character codes are not accepted, only the names and type strings
+        (int, f"{ALLOWED}, or a numpy type, dtype or type string of one (np.uint16, '<u2'); got int"),
+        (object, "got object"),
+        (np.integer, "got numpy.integer"),
+        (None, "got None"),
+        (16, "got 16"),
+    ],
+    ids=repr,
+)
+def test_dtype_rejects_with_what_was_given_and_the_names(given: Any, reason: str) -> None:
+    with pytest.raises(az.ConfigError) as info:
+        az.ArraySettings(**{**_data()["arrays"][0], "dtype": given})
+    assert str(info.value).splitlines()[1].startswith("  dtype: "), str(info.value)
+    assert reason in str(info.value)
+    message = _error(_data(dtype=given))
+    assert message.splitlines()[1].startswith("  arrays.0.dtype: ") and reason in message, message
+
+
+def test_a_numpy_dtype_reaches_the_engine_as_the_name(tmp_path: Path) -> None:
+    array = az.ArraySettings(**{**_data()["arrays"][0], "dtype": np.uint16})
+    settings = az.StreamSettings(store=str(tmp_path / "out.zarr"), arrays=[array])
+    with az.open_stream(settings) as stream:
+        stream.append(np.ones((64, 64), np.uint16), key="cam0")
+    meta = json.loads((tmp_path / "out.zarr" / "cam0" / "0" / "zarr.json").read_text())
+    assert meta["data_type"] == "uint16"
+
+
+def _tczyx(t: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"name": "t", "kind": "time", "size": t, "chunk": 1},
+        {"name": "c", "kind": "channel", "size": 2, "chunk": 1},
+        {"name": "z", "kind": "space", "size": 3, "chunk": 1},
+        {"name": "y", "kind": "space", "size": 64, "chunk": 32},
+        {"name": "x", "kind": "space", "size": 64, "chunk": 32},
+    ]
+
+
+def test_acquisition_order_defaults_to_the_storage_order() -> None:
+    array = az.StreamSettings.from_mapping(_data(dimensions=_tczyx())).arrays[0]
+    assert array.acquisition_order is None
+    assert array.frame_names == ("y", "x")
+    assert array.index_names == array.acquisition_axes == ("t", "c", "z")
+    plane = az.ArraySettings(**{**_data()["arrays"][0], "dimensions": _tczyx()[3:]})
+    assert (plane.index_names, plane.frame_names, plane.acquisition_axes) == (("y",), ("x",), ("y",))
+
+
+@pytest.mark.parametrize(
+    ("dimensions", "order"),
+    [
+        (_tczyx(), ["t", "z", "c"]),
+        (_tczyx(), ["t", "c", "z"]),
+        (_tczyx(t=5), ["c", "t", "z"]),  # a bounded append axis may be iterated inside another
+        (_tczyx(t=5), ["z", "c", "t"]),
+        (_tczyx()[1:], ["z", "c"]),
+        (_tczyx()[3:], ["y"]),  # a 2-axis array's frame is its last axis
+    ],
+    ids=str,
+)
+def test_acquisition_order_accepts_any_order_of_the_index_axes(
+    dimensions: list[dict[str, Any]], order: list[str]
+) -> None:
+    data = _data(dimensions=dimensions, acquisition_order=order)
+    array = az.StreamSettings.from_mapping(data).arrays[0]
+    assert array.acquisition_order == order
+    assert array.acquisition_axes == tuple(order)
+    assert array.index_names == tuple(d["name"] for d in dimensions[: max(1, len(dimensions) - 2)])
+    assert [d.name for d in array.dimensions] == [d["name"] for d in dimensions]  # storage order kept
+
+
+INDEX_AXES = "acquisition_order must list each index axis ['t', 'c', 'z'] once, in any order; got"
+
+
+@pytest.mark.parametrize(
+    ("order", "reason"),
+    [
+        (["t", "z"], f"{INDEX_AXES} ['t', 'z']: missing ['c']"),
+        ([], f"{INDEX_AXES} []: missing ['t', 'c', 'z']"),
+        (["t", "z", "c", "z"], f"{INDEX_AXES} ['t', 'z', 'c', 'z']: repeated ['z']"),
+        (["t", "c", "q"], f"{INDEX_AXES} ['t', 'c', 'q']: missing ['z']; ['q'] is not an axis"),
+        (
+            ["t", "c", "z", "y"],
+            f"{INDEX_AXES} ['t', 'c', 'z', 'y']: ['y'] is a frame axis (a frame is ['y', 'x'], "
+            "delivered whole by each append)",
+        ),
+        (
+            ["t", "c", "y", "x"],
+            f"{INDEX_AXES} ['t', 'c', 'y', 'x']: missing ['z']; ['y', 'x'] are frame axes (a frame is "
+            "['y', 'x'], delivered whole by each append)",
+        ),
+        (
+            ["z", "t", "c"],
+            "acquisition_order: the append axis 't' is unbounded (size 0), so it must come first "
+            "(no axis can be iterated inside one that never ends); got ['z', 't', 'c']",
+        ),
+    ],
+    ids=str,
+)
+def test_acquisition_order_rejections_name_the_array_and_the_problem(order: list[str], reason: str) -> None:
+    message = _error(_data(dimensions=_tczyx(), acquisition_order=order))
+    assert message.splitlines()[1:] == [f"  arrays.0: {reason}"], message
+    with pytest.raises(az.ConfigError) as info:
+        az.ArraySettings(**{**_data()["arrays"][0], "dimensions": _tczyx(), "acquisition_order": order})
+    assert str(info.value) == f"ArraySettings: invalid settings\n  (root): {reason}"
+
+
+def test_acquisition_order_must_be_a_list_of_names() -> None:
+    message = _error(_data(dimensions=_tczyx(), acquisition_order="tzc"))
+    assert "  arrays.0.acquisition_order: Input should be a valid list" in message.splitlines()
+    message = _error(_data(dimensions=_tczyx(), acquisition_order=["t", 2, "c"]))
+    assert "  arrays.0.acquisition_order.1: Input should be a valid string" in message.splitlines()
+
+
+def test_acquisition_order_round_trips_through_model_dump_json_and_yaml(tmp_path: Path) -> None:
+    settings = az.StreamSettings.from_mapping(_data(dimensions=_tczyx(), acquisition_order=["t", "z", "c"]))
+    dumped = settings.model_dump()
+    assert dumped["arrays"][0]["acquisition_order"] == ["t", "z", "c"]
+    assert az.StreamSettings.model_validate(dumped) == settings
+    assert az.StreamSettings.model_validate_json(settings.model_dump_json()) == settings
+    assert az.StreamSettings.from_mapping(_data()).model_dump()["arrays"][0]["acquisition_order"] is None
+    (tmp_path / "s.yaml").write_text(
+        """\
+store: out.zarr
+arrays:
+  - key: cam0
+    dtype: <u2
+    dimensions:
+      - {name: t, kind: time, size: 0, chunk: 1}
+      - {name: c, kind: channel, size: 2, chunk: 1}
+      - {name: z, kind: space, size: 3, chunk: 1}
+      - {name: y, kind: space, size: 64, chunk: 32}
+      - {name: x, kind: space, size: 64, chunk: 32}
+    acquisition_order: [t, z, c]
+"""
+    )
+    array = az.StreamSettings.from_file(tmp_path / "s.yaml").arrays[0]
+    assert array.dtype == "uint16"
+    assert array.acquisition_axes == ("t", "z", "c") and array.index_names == ("t", "c", "z")
 
 
 def test_every_field_has_a_description() -> None:

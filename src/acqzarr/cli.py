@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from .errors import AcqzarrError, ConfigError, StoreError
 from .ingest.commands import add_subcommands as add_ingest_subcommands
 from .overrides import add_set_argument, parse_assignment
-from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings, format_validation_error
+from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
 from .stores import Store, open_store
 from .stream import open_stream
 from .synthetic import camera_frames
@@ -44,13 +44,8 @@ def _record(args: argparse.Namespace) -> int:
 
 def _s3_settings(items: Sequence[str]) -> S3Settings:
     """``--s3 endpoint=http://127.0.0.1:8333 --s3 allow_http=true``: the s3 section, from the command line."""
-    from pydantic import ValidationError
-
     values = dict(parse_assignment(item, "--s3") for item in items)
-    try:
-        return S3Settings.model_validate(values)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, "--s3").replace("\n  ", "\n  s3.")) from None
+    return S3Settings.from_mapping(values, source="--s3", prefix="s3")
 
 
 def _open_existing(location: str, s3: Sequence[str]) -> Store:

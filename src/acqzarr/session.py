@@ -115,10 +115,7 @@ def load_session(
         for src in source if isinstance(source, list) else [source]:
             if isinstance(src, dict):
                 src["frames"] = frames
-    try:
-        config = SessionConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, str(path))) from None
+    config = SessionConfig.from_mapping(data, source=str(path))
     single = isinstance(config.source, SourceSettings)
     cameras = [
         _make_camera(config, src, "source" if single else f"source.{i}", str(path))

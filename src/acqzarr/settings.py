@@ -10,8 +10,11 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -26,6 +29,7 @@ __all__ = [
     "Multiscale",
     "S3Settings",
     "StreamSettings",
+    "dtype_name",
 ]
 
 DTYPES = (
@@ -124,9 +128,109 @@ MAX_CHUNK_BYTES = 2**31 - 1 - 16
 
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
+# An array-protocol type string ('<u2', 'u2', '|u1'); numpy's one-letter codes and C names ('H',
+# 'int', 'long') are left out because their width depends on the platform.
+_TYPESTR = re.compile(r"^[<>=|]?[uif][0-9]+$")
+
+
+def dtype_name(value: object) -> str:
+    """The DTYPES name of a sample type given as that name, a type string ('<u2', 'u2'), a numpy
+    scalar type (``np.uint16``) or a ``np.dtype``.
+
+    Raises ValueError naming what was given and the allowed names, also for a non-native byte
+    order: frames are appended as the camera delivers them, in the machine's byte order.
+    """
+    allowed = ", ".join(DTYPES)
+    dtype: np.dtype[Any] | None = None
+    if isinstance(value, type):
+        numpy_type = issubclass(value, np.generic)
+        shown = f"numpy.{value.__name__}" if numpy_type else value.__name__
+        given: Any = value if numpy_type else None
+    else:
+        shown = repr(value)
+        named = isinstance(value, str) and (value in DTYPES or _TYPESTR.match(value))
+        given = value if named or isinstance(value, np.dtype) else None
+    if given is not None:
+        with suppress(TypeError):  # 'u3', or an abstract type such as np.integer
+            dtype = np.dtype(given)
+    if dtype is None:
+        raise ValueError(
+            f"expected one of {allowed}, or a numpy type, dtype or type string of one "
+            f"(np.uint16, '<u2'); got {shown}"
+        )
+    if dtype.name not in DTYPES:
+        raise ValueError(f"{shown} ({dtype.name}) is not a supported sample type; expected one of {allowed}")
+    if not dtype.isnative:
+        order = {">": "big", "<": "little"}[dtype.byteorder]
+        native = dtype.newbyteorder("=").name
+        raise ValueError(
+            f"{shown} is {order}-endian; frames must be in this machine's byte order ({sys.byteorder}-"
+            f"endian), e.g. {native!r}"
+        )
+    return str(dtype.name)
+
+
+@contextmanager
+def _config_errors(source: str, prefix: str = "") -> Iterator[None]:
+    """Turn pydantic's ValidationError into a ConfigError, one key-path line per problem."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source, prefix)) from None
+
 
 class _Model(BaseModel):
+    """Base of the settings models: unknown keys are errors, instances are immutable, and every way
+    of validating one (constructor, ``model_validate*``, ``from_mapping``, assignment) raises
+    ConfigError, never pydantic's ValidationError.
+
+    A model nested in another is validated by pydantic's core in one pass, so its problems appear
+    once, under their full key path, in the outer model's error.
+    """
+
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        with _config_errors(type(self).__name__):
+            super().__init__(**data)
+
+    # Marks the override as pydantic's own __init__ (RootModel does the same): otherwise pydantic
+    # calls __init__ for every nested model, and a nested problem would arrive as a ConfigError
+    # wrapped in the outer model's error instead of as a line with its key path.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        with _config_errors(type(self).__name__):
+            super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        with _config_errors(type(self).__name__):
+            super().__delattr__(name)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        with _config_errors(cls.__name__):
+            return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        with _config_errors(cls.__name__):
+            return super().model_validate_json(json_data, **kwargs)
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
+        with _config_errors(cls.__name__):
+            return super().model_validate_strings(obj, **kwargs)
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "settings", prefix: str = "") -> Self:
+        """Validate a mapping, naming ``source`` (e.g. the config file) in the ConfigError.
+
+        ``prefix`` is the mapping's key path inside a larger document (``"s3"`` for the s3 section
+        given on its own); it starts every problem's key path.
+        """
+        with _config_errors(source, prefix):
+            return super().model_validate(data)
 
 
 class Dimension(_Model):
@@ -227,11 +331,23 @@ class ArraySettings(_Model):
         default="",
         description="Path of the image group inside the store; '' puts the image at the store root.",
     )
-    dtype: Literal[DTYPES] = Field(description="Sample type of the frames.")  # type: ignore[valid-type]
+    dtype: Literal[DTYPES] = Field(  # type: ignore[valid-type]
+        description="Sample type of the frames, stored as one of these names; also accepted as a type "
+        "string ('<u2', 'u2') or, in Python, a numpy type or dtype (np.uint16, np.dtype('<u2')), "
+        "in native byte order."
+    )
     dimensions: list[Dimension] = Field(
         min_length=2,
         max_length=5,
         description="Axes from slowest to fastest; the first is the append axis.",
+    )
+    acquisition_order: list[str] | None = Field(
+        default=None,
+        description="The index axes (all but the frame axes: the last two, or the last one of a "
+        "2-axis array), slowest first, in the order the frames arrive, e.g. [t, z, c] when a "
+        "(t, c, z, y, x) array's channels switch for every plane. A plain `append` follows this "
+        "order while storage keeps the order of `dimensions`. An unbounded first axis must come "
+        "first. null: the storage order.",
     )
     compression: Blosc | None = Field(
         default_factory=Blosc, description="Chunk compression; null stores raw chunks."
@@ -240,6 +356,11 @@ class ArraySettings(_Model):
         default=None,
         description="Write a resolution pyramid beside full resolution; null writes level 0 only.",
     )
+
+    @field_validator("dtype", mode="before")
+    @classmethod
+    def _dtype_is_named(cls, v: object) -> str:
+        return dtype_name(v)
 
     @field_validator("key")
     @classmethod
@@ -253,6 +374,24 @@ class ArraySettings(_Model):
                     f"(no leading '.', no empty, '.' or '..' segments), got {v!r}"
                 )
         return v
+
+    @property
+    def frame_names(self) -> tuple[str, ...]:
+        """The axes of one frame: the last two, or the last one of a 2-axis array."""
+        names = tuple(d.name for d in self.dimensions)
+        return names[-min(2, len(names) - 1) :]
+
+    @property
+    def index_names(self) -> tuple[str, ...]:
+        """The axes that index frames (every axis but the frame's), in storage order."""
+        names = tuple(d.name for d in self.dimensions)
+        return names[: len(names) - len(self.frame_names)]
+
+    @property
+    def acquisition_axes(self) -> tuple[str, ...]:
+        """The index axes in the order frames arrive, slowest first (``acquisition_order``, else
+        storage order)."""
+        return self.index_names if self.acquisition_order is None else tuple(self.acquisition_order)
 
     @model_validator(mode="after")
     def _dimensions_are_ngff(self) -> ArraySettings:
@@ -283,6 +422,37 @@ class ArraySettings(_Model):
         if chunk_bytes > MAX_CHUNK_BYTES:
             raise ValueError(
                 f"a chunk of {chunk_bytes} bytes exceeds Blosc's limit of {MAX_CHUNK_BYTES} bytes"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _acquisition_order_is_the_index_axes(self) -> ArraySettings:
+        order = self.acquisition_order
+        if order is None:
+            return self
+        index, frame = self.index_names, self.frame_names
+        problems = []
+        if missing := [n for n in index if n not in order]:
+            problems.append(f"missing {missing}")
+        if repeated := [n for i, n in enumerate(order) if n in order[:i] and n not in order[i + 1 :]]:
+            problems.append(f"repeated {repeated}")
+        if framed := [n for i, n in enumerate(order) if n in frame and n not in order[:i]]:
+            problems.append(
+                f"{framed} {'is a frame axis' if len(framed) == 1 else 'are frame axes'} "
+                f"(a frame is {list(frame)}, delivered whole by each append)"
+            )
+        if unknown := [n for i, n in enumerate(order) if n not in (*index, *frame) and n not in order[:i]]:
+            problems.append(f"{unknown} {'is not an axis' if len(unknown) == 1 else 'are not axes'}")
+        if problems:
+            raise ValueError(
+                f"acquisition_order must list each index axis {list(index)} once, in any order; "
+                f"got {order}: {'; '.join(problems)}"
+            )
+        first = self.dimensions[0]
+        if first.size == 0 and order[0] != first.name:
+            raise ValueError(
+                f"acquisition_order: the append axis {first.name!r} is unbounded (size 0), so it must "
+                f"come first (no axis can be iterated inside one that never ends); got {order}"
             )
         return self
 
@@ -473,17 +643,9 @@ class StreamSettings(_Model):
         return self
 
     @classmethod
-    def from_file(cls, path: str | Path) -> StreamSettings:
+    def from_file(cls, path: str | Path) -> Self:
         """Load settings from a YAML or JSON file, naming the offending key on error."""
         return cls.from_mapping(load_mapping(path), source=str(path))
-
-    @classmethod
-    def from_mapping(cls, data: Any, source: str = "settings") -> StreamSettings:
-        """Validate a mapping, turning pydantic's error into a ConfigError with key paths."""
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(format_validation_error(exc, source)) from None
 
 
 def load_mapping(path: str | Path) -> Any:
@@ -510,11 +672,11 @@ def _key_text(part: object) -> str:
     return text if text.isprintable() and text.strip() == text and text else repr(text)
 
 
-def format_validation_error(exc: ValidationError, source: str) -> str:
-    """One line per problem, each starting with the dotted key path."""
+def format_validation_error(exc: ValidationError, source: str, prefix: str = "") -> str:
+    """One line per problem, each starting with the dotted key path (under ``prefix``, if given)."""
     lines = [f"{source}: invalid settings"]
     for err in exc.errors():
-        loc = ".".join(_key_text(p) for p in err["loc"]) or "(root)"
+        loc = ".".join([*([prefix] if prefix else []), *(_key_text(p) for p in err["loc"])]) or "(root)"
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)

@@ -72,10 +72,7 @@ def series_settings(
     if forbidden:
         raise ConfigError(f"{origin}: invalid settings\n  {forbidden[0]}: set by the server, not the series")
     fields = {**data, "store": store, "overwrite": overwrite, "s3": s3 or S3Settings()}
-    try:
-        return StreamSettings.model_validate(fields)
-    except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, origin)) from None
+    return StreamSettings.from_mapping(fields, source=origin)
 
 
 def series_memory(settings: StreamSettings) -> int:
