@@ -137,6 +137,71 @@ def test_validate_and_ome_zarr_models_both_reject_broken_ngff(
     assert not _ngff_valid(path, version)
 
 
+def _pyramid(tmp_path: Path, version: int, shape: tuple[int, ...], kinds: str = "time") -> Path:
+    """A 3-level pyramid of ``shape`` (appended along the first axis, of kind ``kinds``)."""
+    path = tmp_path / f"pyramid-v{version}.zarr"
+    settings = stream_settings(path, version, shape=(0, *shape[1:]), chunks=(2, 16, 16))
+    array = settings.arrays[0]
+    first = array.dimensions[0].model_copy(update={"name": "t" if kinds == "time" else "z", "kind": kinds})
+    array = array.model_copy(
+        update={"dimensions": [first, *array.dimensions[1:]], "multiscale": az.Multiscale(levels=3)}
+    )
+    with az.open_stream(settings.model_copy(update={"arrays": [array]})) as stream:
+        stream.append(frames_for(shape[1:], shape[0], "uint16"))
+    return path
+
+
+def _errors(path: Path) -> list[str]:
+    return [str(p) for p in validate(az.LocalStore(path)) if p.severity == "error"]
+
+
+@pytest.mark.parametrize(("axis", "change"), [("t", -1), ("t", +1), ("y", -1), ("y", +1)])
+def test_validate_reports_a_ragged_pyramid(tmp_path: Path, version: int, axis: str, change: int) -> None:
+    path = _pyramid(tmp_path, version, (4, 37, 21))  # levels (4, 37, 21), (4, 19, 11), (4, 10, 6)
+    assert _errors(path) == []
+    doc_path = _meta(path, version, "cam0/1")
+    doc = json.loads(doc_path.read_text())
+    i = "tyx".index(axis)
+    n0, n = (4, 37)[i], doc["shape"][i] + change
+    doc["shape"][i] = n
+    doc_path.write_text(json.dumps(doc))
+    implied = 4 if axis == "t" else 19
+    assert _errors(path) == [
+        f"error: cam0/1: ragged pyramid: level 1 has {n} along {axis!r}, level 0 ({n0}) implies {implied}"
+    ]
+    # ome-zarr-models (1.7) compares each level's rank with the axes but not its extent with level 0's,
+    # so it accepts the ragged pyramid; if this starts failing it has learned the rule, and this test
+    # should cross-check with it as the NGFF_BREAKS test does.
+    assert _ngff_valid(path, version)
+
+
+@pytest.mark.parametrize(
+    ("scales", "implied"),
+    [((0.1, 0.3, 0.4), "13"), ((1.0, 1.5, 4.0), "24 or 25")],  # 0.3 / 0.1 is 2.9999999999999996
+    ids=["decimal-3", "fractional"],
+)
+def test_ragged_pyramid_factors_come_from_the_scales(
+    tmp_path: Path, scales: tuple[float, float, float], implied: str
+) -> None:
+    path = _pyramid(tmp_path, 3, (4, 37, 21))
+
+    def rescale(ms: dict[str, Any]) -> None:
+        for level, value in enumerate(scales):
+            ms["datasets"][level]["coordinateTransformations"][0]["scale"][1] = value
+
+    _edit_ngff(rescale)(path, 3)
+    assert _errors(path) == [
+        f"error: cam0/1: ragged pyramid: level 1 has 19 along 'y', level 0 (37) implies {implied}"
+    ]
+
+
+def test_validate_accepts_odd_sizes_halved_with_their_last_sample(tmp_path: Path, version: int) -> None:
+    path = _pyramid(tmp_path, version, (5, 37, 21), kinds="space")  # z appended: 5 -> 3 -> 2 planes
+    shapes = [json.loads(_meta(path, version, f"cam0/{level}").read_text())["shape"] for level in range(3)]
+    assert shapes == [[5, 37, 21], [3, 19, 11], [2, 10, 6]]
+    assert validate(az.LocalStore(path)) == []
+
+
 def _first_object(path: Path, version: int) -> Path:
     root = path / "cam0" / "0"
     return next(

@@ -4,9 +4,10 @@ Checks what a reader relies on, with messages that name the object and the
 rule: every metadata document parses and has the fields its Zarr version
 requires; every stored chunk or shard key lies inside the array's grid;
 every shard index is whole, checksummed (crc32c) and points inside its
-shard; and every OME-NGFF image follows the 0.4 (Zarr v2) or 0.5 (Zarr v3)
-rules for axes, datasets and coordinate transformations.  ``deep`` also
-decodes every chunk, which reads the whole store.
+shard; every OME-NGFF image follows the 0.4 (Zarr v2) or 0.5 (Zarr v3)
+rules for axes, datasets and coordinate transformations; and no pyramid is
+ragged (every level covers level 0's extent).  ``deep`` also decodes every
+chunk, which reads the whole store.
 """
 
 from __future__ import annotations
@@ -227,6 +228,14 @@ def _check_ngff(tree: StoreTree, node: Node) -> list[Problem]:
     return out
 
 
+@dataclass(frozen=True)
+class _Level:
+    index: int  # in datasets
+    path: str  # of its array
+    shape: tuple[int, ...]
+    scale: Any  # its coordinateTransformations scale, as found
+
+
 def _check_multiscale(tree: StoreTree, node: Node, where: str, i: int, ms: Any) -> list[Problem]:
     p = f"multiscales[{i}]"
     if not isinstance(ms, dict):
@@ -250,7 +259,7 @@ def _check_multiscale(tree: StoreTree, node: Node, where: str, i: int, ms: Any) 
     datasets = ms.get("datasets")
     if not isinstance(datasets, list) or not datasets:
         return [*out, Problem(where, f"{p}.datasets must be a non-empty list")]
-    previous: tuple[int, ...] | None = None
+    levels: list[_Level] = []
     dtype = None
     for j, ds in enumerate(datasets):
         q = f"{p}.datasets[{j}]"
@@ -265,9 +274,11 @@ def _check_multiscale(tree: StoreTree, node: Node, where: str, i: int, ms: Any) 
                 Problem(where, f"{q}: array {path!r} has {len(shape)} dimensions, axes has {len(axes)}")
             )
         transforms = ds.get("coordinateTransformations")
+        scale = None
         if not isinstance(transforms, list) or not transforms or transforms[0].get("type") != "scale":
             out.append(Problem(where, f"{q}.coordinateTransformations must start with a scale"))
         else:
+            scale = transforms[0].get("scale")
             for t in transforms:
                 values = t.get("scale", t.get("translation"))
                 if not isinstance(values, list) or len(values) != len(axes):
@@ -280,7 +291,67 @@ def _check_multiscale(tree: StoreTree, node: Node, where: str, i: int, ms: Any) 
         if dtype is not None and level_dtype != dtype:
             out.append(Problem(where, f"{q}: dtype {level_dtype} differs from level 0's {dtype}"))
         dtype = dtype or level_dtype
-        if previous is not None and any(a > b for a, b in zip(shape, previous, strict=False)):
-            out.append(Problem(where, f"{q}: shape {shape} is larger than the previous level's {previous}"))
-        previous = shape
+        levels.append(_Level(j, array.path, shape, scale))
+    return out + _check_level_shapes(where, p, names, levels)
+
+
+def _check_level_shapes(where: str, p: str, names: list[Any], levels: list[_Level]) -> list[Problem]:
+    """Every level covers level 0's extent, and the levels go from largest to smallest.
+
+    Along an axis where a level's scale is ``factor`` times level 0's, it has
+    ceil(n0 / factor) samples (floor or ceil if the factor is not an integer):
+    an odd size keeps its last sample, as acqzarr's replicate-edge halving
+    does.  A level that falls short or overshoots is a ragged pyramid: a
+    reader sees levels covering different extents (a writer killed between
+    publishing level 0's shape and level 1's leaves one).  Axes whose scales
+    cannot be read (reported above) are not checked.
+    """
+    out: list[Problem] = []
+    if not levels or levels[0].index != 0:
+        return out  # without level 0 there is no extent to compare with
+    first = levels[0]
+    previous: tuple[int, ...] | None = None
+    for level in levels:
+        ragged = []
+        if len(level.shape) == len(first.shape):
+            for i, (n0, n) in enumerate(zip(first.shape, level.shape, strict=True)):
+                implied = _implied_sizes(n0, _factor(first.scale, level.scale, i, len(first.shape)))
+                if implied and n not in implied:
+                    name = names[i] if i < len(names) and names[i] is not None else i
+                    said = " or ".join(map(str, implied))
+                    why = f"level {level.index} has {n} along {name!r}, level 0 ({n0}) implies {said}"
+                    ragged.append(Problem(level.path, f"ragged pyramid: {why}"))
+        out += ragged
+        if (
+            not ragged
+            and previous is not None
+            and any(a > b for a, b in zip(level.shape, previous, strict=False))
+        ):
+            q = f"{p}.datasets[{level.index}]"
+            out.append(
+                Problem(where, f"{q}: shape {level.shape} is larger than the previous level's {previous}")
+            )
+        previous = None if ragged else level.shape
     return out
+
+
+def _factor(scale0: Any, scale: Any, axis: int, rank: int) -> float | None:
+    """How many times coarser than level 0 a level is along ``axis``; None if a scale is unusable."""
+    if not all(isinstance(s, list) and len(s) == rank for s in (scale0, scale)):
+        return None
+    a, b = scale0[axis], scale[axis]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 < v < math.inf for v in (a, b)):
+        return None
+    return float(b / a)
+
+
+def _implied_sizes(n0: int, factor: float | None) -> tuple[int, ...]:
+    """The sizes a level ``factor`` times coarser than level 0's ``n0`` samples may have; () if unknown."""
+    if factor is None:
+        return ()
+    whole = round(factor)
+    if (
+        whole >= 1 and abs(factor - whole) <= 1e-9 * factor
+    ):  # scales written as decimals: 0.3 / 0.1 is 2.9999999999999996
+        return (-(-n0 // whole),)
+    return tuple(sorted({math.floor(n0 / factor), math.ceil(n0 / factor)}))

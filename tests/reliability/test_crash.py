@@ -1,4 +1,5 @@
-"""SIGKILL at many random moments: the store always opens, validates and holds every flushed frame."""
+"""SIGKILL at many random moments: the store always opens, validates and holds every flushed frame,
+and no pyramid is ragged (every level covers the extent level 0 publishes)."""
 
 from __future__ import annotations
 
@@ -18,11 +19,18 @@ import zarr
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
+from acqzarr.stores import LocalStore
+from acqzarr.validation import validate
+
 from .conftest import scale
 
 pytestmark = pytest.mark.reliability
 
 FRAME = (48, 40)
+PLANES = 6  # z planes per timepoint in the "pyramid-z" configuration
+# Killed in turn: no pyramid; 3 levels halving y and x; 3 levels of (t, z, y, x) halving z too, the
+# frames filling z then t, so level 1 pairs planes 6 -> 3 and level 2 pairs 3 (the last with itself) -> 2.
+CONFIGS = ("plain", "pyramid", "pyramid-z")
 
 WRITER = """
 import sys, time, numpy as np, acqzarr as az
@@ -50,10 +58,22 @@ def frame(i: int) -> np.ndarray[Any, Any]:
     return ((yy * 40 + xx + i * 977) % 4093).astype(np.uint16)
 
 
-def _settings(path: Path, version: int, pyramid: bool) -> str:
+def _settings(path: Path, version: int, config: str) -> str:
     import acqzarr as az
 
     shard = 2 if version == 3 else 1
+    plane = [
+        az.Dimension(name="y", kind="space", size=FRAME[0], chunk=16, shard=shard),
+        az.Dimension(name="x", kind="space", size=FRAME[1], chunk=16, shard=shard),
+    ]
+    if config == "pyramid-z":
+        dimensions = [
+            az.Dimension(name="t", kind="time", size=0, chunk=1),
+            az.Dimension(name="z", kind="space", size=PLANES, chunk=2, shard=3 if version == 3 else 1),
+            *plane,
+        ]
+    else:
+        dimensions = [az.Dimension(name="t", kind="time", size=0, chunk=3), *plane]
     return az.StreamSettings(
         store=str(path),
         version=version,
@@ -61,21 +81,17 @@ def _settings(path: Path, version: int, pyramid: bool) -> str:
             az.ArraySettings(
                 key="cam",
                 dtype="uint16",
-                dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=3),
-                    az.Dimension(name="y", kind="space", size=FRAME[0], chunk=16, shard=shard),
-                    az.Dimension(name="x", kind="space", size=FRAME[1], chunk=16, shard=shard),
-                ],
-                multiscale=az.Multiscale(levels=3) if pyramid else None,
+                dimensions=dimensions,
+                multiscale=None if config == "plain" else az.Multiscale(levels=3),
             )
         ],
     ).model_dump_json()
 
 
-def _calibrate(path: Path, version: int, frames: int = 300) -> float:
+def _calibrate(path: Path, version: int, config: str, frames: int = 300) -> float:
     """Seconds per frame of the writer child, from "ready" to "closed", so kills can be aimed."""
     proc = subprocess.Popen(
-        [sys.executable, "-c", WRITER, _settings(path, version, True), str(frames)],
+        [sys.executable, "-c", WRITER, _settings(path, version, config), str(frames)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -88,14 +104,22 @@ def _calibrate(path: Path, version: int, frames: int = 300) -> float:
     return (time.monotonic() - start) / frames
 
 
-def _check_store(path: Path, version: int, reported: int, levels: int) -> int:
-    """Open with three independent readers; every reported frame (and only whole layers) must be there."""
+def _check_store(path: Path, version: int, reported: int, levels: int, appended: int) -> int:
+    """Open with three independent readers; every reported frame (and only whole layers) must be there.
+
+    ``appended`` is how many frames the writer was to append: the planes of a final partial timepoint
+    past it read as fill.  Returns the frames verified.
+    """
     group = zarr.open_group(str(path / "cam"), mode="r", zarr_format=version)
     (Image04 if version == 2 else Image05).from_zarr(group)
     level0 = np.asarray(zarr.open_array(str(path / "cam" / "0"), mode="r")[:])
     n = level0.shape[0]
-    assert n >= reported, f"{reported} frames were reported flushed but only {n} are readable"
-    expected = np.stack([frame(i) for i in range(n)]) if n else np.zeros((0, *FRAME), np.uint16)
+    slots = level0.size // (FRAME[0] * FRAME[1])  # frames level 0 has room for
+    assert slots >= reported, f"{reported} frames were reported flushed but only {slots} are readable"
+    expected = np.zeros((slots, *FRAME), np.uint16)
+    for i in range(min(slots, appended)):
+        expected[i] = frame(i)
+    expected = expected.reshape(level0.shape)
     np.testing.assert_array_equal(level0, expected)
     spec = {
         "driver": "zarr3" if version == 3 else "zarr",
@@ -105,8 +129,11 @@ def _check_store(path: Path, version: int, reported: int, levels: int) -> int:
     for level in range(1, levels):
         arr = zarr.open_array(str(path / "cam" / str(level)), mode="r")
         assert arr.shape[0] <= n  # a level never claims frames level 0 does not have
+    # ... nor lacks any: every level's shape is the extent level 0 implies (no ragged pyramid).
+    errors = [str(p) for p in validate(LocalStore(path)) if p.severity == "error"]
+    assert not errors, "acqzarr validate after the kill:\n" + "\n".join(errors)
     assert not [p for p in path.rglob("*.tmp") if not p.name.startswith(".")], "a temp file is visible"
-    return n
+    return min(slots, appended)
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -115,20 +142,21 @@ def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[s
     kills = scale("KILL_POINTS", 12)
     phases: dict[str, int] = {"appending": 0, "closing": 0, "closed": 0}
     frames_checked = 0
-    per_frame = _calibrate(tmp_path / "calibration.zarr", version)
+    per_frame = {c: _calibrate(tmp_path / f"calibration-{c}.zarr", version, c) for c in CONFIGS[1:]}
+    per_frame["plain"] = per_frame["pyramid"]  # aimed as before: across the pyramid's longer life
     for k in range(kills):
         path = tmp_path / f"s{k}.zarr"
-        pyramid = k % 2 == 1
+        config = CONFIGS[k % len(CONFIGS)]
         stop_after = rng.choice([rng.randint(1, 100), rng.randint(100, 1500)])
         proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, _settings(path, version, pyramid), str(stop_after)],
+            [sys.executable, "-c", WRITER, _settings(path, version, config), str(stop_after)],
             stdout=subprocess.PIPE,
             text=True,
         )
         assert proc.stdout is not None
         lines = [proc.stdout.readline().strip()]  # "ready": the store exists, frames start now
         # Anywhere from the first frame to a little after close.
-        time.sleep(rng.uniform(0.0, 1.15) * stop_after * per_frame)
+        time.sleep(rng.uniform(0.0, 1.15) * stop_after * per_frame[config])
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         lines += proc.stdout.read().splitlines()
@@ -144,5 +172,5 @@ def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[s
         phases[phase] += 1
         if not path.exists() or not any(path.iterdir()):
             continue  # killed before the store was created: nothing to check
-        frames_checked += _check_store(path, version, reported, 3 if pyramid else 1)
+        frames_checked += _check_store(path, version, reported, 1 if config == "plain" else 3, stop_after)
     record_figures.update(version=version, kill_points=kills, phases=phases, frames_verified=frames_checked)
