@@ -59,10 +59,10 @@ class ArrayLayout:
         self.chunks_per_shard = tuple(d.shard for d in dims) if sharded else (1,) * self.ndim
         self.shard_shape = tuple(c * s for c, s in zip(self.chunks, self.chunks_per_shard, strict=True))
 
-        self.frame_ndim = min(2, self.ndim - 1)
+        self.frame_ndim = len(settings.frame_names)
         self.index_ndim = self.ndim - self.frame_ndim
         self.frame_shape = tuple(d.size for d in dims[self.index_ndim :])
-        self.index_names = self.names[: self.index_ndim]
+        self.index_names = settings.index_names
         self.index_shape = tuple(d.size for d in dims[: self.index_ndim])  # [0] may be 0: unbounded
         self.index_chunks = self.chunks[: self.index_ndim]
         self.frame_chunks = self.chunks[self.index_ndim :]

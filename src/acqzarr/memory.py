@@ -18,9 +18,9 @@ from .formats import format_for
 from .layout import ArrayLayout
 from .multiscale import level_count, level_settings
 from .order import FrameOrder
-from .settings import ArraySettings, StreamSettings
+from .settings import StreamSettings
 
-__all__ = ["MemoryPlan", "MemoryUsage", "acquisition_axes", "plan_memory"]
+__all__ = ["MemoryPlan", "MemoryUsage", "plan_memory"]
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,6 @@ class MemoryPlan:
         return settings.max_inflight_bytes or self.default_cap
 
 
-def acquisition_axes(settings: ArraySettings, layout: ArrayLayout) -> tuple[str, ...]:
-    """The order frames arrive in: ``acquisition_order``, else the storage order."""
-    order = getattr(settings, "acquisition_order", None)
-    return tuple(order) if order else layout.index_names
-
-
 def plan_memory(settings: StreamSettings) -> MemoryPlan:
     fmt = format_for(settings)
     per_array: dict[str, int] = {}
@@ -57,7 +51,7 @@ def plan_memory(settings: StreamSettings) -> MemoryPlan:
         need = 0
         for level in level_settings(arr, level_count(arr)):
             layout = ArrayLayout(level, sharded=fmt.sharded)
-            order = FrameOrder(layout, acquisition_axes(level, layout), arr.key or "(root)")
+            order = FrameOrder(layout, level.acquisition_axes, arr.key or "(root)")
             need += order.open_bands() * fmt.writer_class.reservation(layout)
         per_array[arr.key] = need
     required = sum(per_array.values())

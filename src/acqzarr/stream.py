@@ -28,7 +28,7 @@ from .contrast import ContrastWindows
 from .errors import ConfigError, FrameError, StateError, StoreError
 from .formats import format_for
 from .layout import ArrayLayout, Index
-from .memory import MemoryUsage, acquisition_axes, plan_memory
+from .memory import MemoryUsage, plan_memory
 from .metadata.ngff import RESERVED_KEYS
 from .multiscale import level_count, level_settings
 from .order import FrameOrder
@@ -154,7 +154,7 @@ class Stream:
                     waits_for_budget=level == 0,
                 )
             )
-        order = FrameOrder(layout0, acquisition_axes(settings, layout0), name)
+        order = FrameOrder(layout0, settings.acquisition_axes, name)
         image = _Image(settings, writers, order, contrast)
         image.publisher = ImagePublisher(
             [w.layout for w in writers],
