@@ -299,11 +299,13 @@ class Stream:
         start = None if index is None else order.resolve(index)
         first = order.cursor if start is None else order.sequence(start)
         if cap is not None and first + n > cap:
-            where = "" if start is None else f" from index {order.describe(start)}"
-            raise FrameError(
-                f"array {image.name}: the array holds {cap} frames; {first} already appended, "
-                f"{n} more{where} do not fit"
+            what = (
+                f"{first} already appended, {n} more do not fit"
+                if start is None
+                else f"{n} frames from index {order.describe(start)} (frame {first} of the "
+                "acquisition) do not fit"
             )
+            raise FrameError(f"array {image.name}: the array holds {cap} frames; {what}")
         return order.advance(order.position(first) if start is None else start, n)
 
     def _route(self, key: str | None) -> _Image:

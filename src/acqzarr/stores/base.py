@@ -4,12 +4,18 @@ Writers only ever need five things from storage: put a whole object
 atomically, read one back, delete, list, and say where it lives.  Keeping the
 interface that small is what lets object storage slot in beside the local
 filesystem without the writers knowing.
+
+A sixth, ``put_group``, replaces a few small documents (an image's metadata,
+one per pyramid level) as one change where the backend can: each ``put`` is
+atomic on its own, but a kill between two of them would leave the levels with
+different shapes for good.  ``settle`` undoes whatever bookkeeping that needed
+once the writer closes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -102,6 +108,28 @@ class Store(ABC):
         """A ``Staged`` object for ``key``.  By default the pieces wait in memory (as copies) and go
         out in one ``put``; a backend that can append to a hidden object overrides this."""
         return _BufferedStaged(self, self.check_key(key))
+
+    def put_group(self, items: Mapping[str, bytes]) -> None:
+        """Replace the small objects ``items`` as one atomic change, as far as the backend allows.
+
+        Backends that can make it atomic (MemoryStore; LocalStore where the
+        filesystem has symlinks) guarantee that a reader, or a reader after a
+        kill at any instant, sees either every old or every new object.  This
+        default only puts each item in order: every object is replaced
+        atomically, the group is not (a kill between two puts leaves a mix).
+        Every key is checked before anything is written.
+        """
+        for key in items:
+            self.check_key(key)
+        for key, blob in items.items():
+            self.put(key, [blob])
+
+    def settle(self) -> None:
+        """Turn whatever ``put_group`` left into plain objects; called once when the writer closes.
+
+        Nothing a reader sees changes.  The default has nothing to settle.
+        """
+        return
 
     @abstractmethod
     def get(self, key: str) -> bytes:

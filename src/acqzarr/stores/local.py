@@ -11,6 +11,10 @@ staging buffer runs at ~1.7 GB/s (PERF-NOTES; re-measured here).  The data
 is copied into the staging buffer (warm memory, ~10 GB/s), written padded to
 the block size, and the file is truncated back to its real length before the
 rename.  Filesystems that refuse O_DIRECT (tmpfs) fall back to plain writes.
+
+``put_group`` replaces a few small documents as one through symlinks into
+generation directories under ``.acqzarr-meta``; ``local_groups`` explains the
+scheme and why a reader (or a reader after a kill) never sees a mix.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import os
 import shutil
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +36,7 @@ import numpy as np
 
 from ..errors import StoreError
 from .base import Buffer, Staged, Store
+from .local_groups import META, LinkedGroups, SymlinksUnavailable, fsync_dir
 
 __all__ = ["LocalStore"]
 
@@ -42,7 +47,7 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 
 
 class LocalStore(Store):
-    """Files under ``root``.  ``fsync`` makes each put durable against power loss."""
+    """Files under ``root``.  ``fsync`` makes each put (and put_group) durable against power loss."""
 
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = False, direct_io: bool = True) -> None:
         self.root = Path(root)
@@ -52,6 +57,9 @@ class LocalStore(Store):
         self._made_dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
         self._counter = itertools.count()
+        self._groups = LinkedGroups(self.root, fsync=fsync)
+        self._groups_lock = threading.Lock()
+        self._symlinks = True
 
     def describe(self, key: str = "") -> str:
         return str(self.root / key) if key else str(self.root)
@@ -95,7 +103,7 @@ class LocalStore(Store):
             _unlink_quietly(tmp)
             raise StoreError(exc.errno or errno.EIO, f"{path}: write failed: {exc.strerror or exc}") from exc
         if self.fsync:
-            _fsync_dir(directory)
+            fsync_dir(directory)
 
     def put_padded(self, key: str, buffer: np.ndarray[Any, Any], nbytes: int) -> None:
         padded = -(-nbytes // _ALIGN) * _ALIGN
@@ -140,6 +148,59 @@ class LocalStore(Store):
     def open_staged(self, key: str) -> Staged:
         return _StagedFile(self, key)
 
+    def put_group(self, items: Mapping[str, bytes]) -> None:
+        """Replace ``items`` as one atomic change (see ``local_groups``), or in order without symlinks.
+
+        Each key becomes a link into the current generation and stays one
+        until ``settle``.  A plain ``put`` of a grouped key renames a regular
+        file over its link (never writing through it), and ``delete`` removes
+        the link: either way the key leaves the group, which is what a caller
+        mixing the two asks for.  Where the filesystem refuses symlinks, this
+        falls back to the base class's put-in-order, which is not atomic
+        across keys.
+        """
+        for key in items:
+            self.check_key(key)
+        if not items:
+            return
+        with self._groups_lock:
+            if self._symlinks:
+                try:
+                    self._groups.replace(items)
+                    return
+                except SymlinksUnavailable:
+                    self._symlinks = False
+                except OSError as exc:
+                    raise StoreError(
+                        exc.errno or errno.EIO,
+                        f"{self.root}: grouped write of {', '.join(items)} failed: {exc.strerror or exc}",
+                    ) from exc
+        super().put_group(items)
+
+    def settle(self) -> None:
+        """Replace each grouped link by a regular file of the same content, then drop ``.acqzarr-meta``.
+
+        Each replacement is a rename of identical bytes, and no ``put_group``
+        runs meanwhile (the lock), so a reader sees no change; a kill halfway
+        leaves plain files and links of the same generation.
+        """
+        with self._groups_lock:
+            try:
+                for key in self._groups.linked_keys():
+                    path = self.root / key
+                    try:
+                        blob = path.read_bytes()
+                    except FileNotFoundError:
+                        os.unlink(path)  # linked but never published: the key stays absent
+                        continue
+                    self.put(key, [blob])
+                self._groups.remove()
+            except StoreError:
+                raise
+            except OSError as exc:
+                reason = f"{self.root}: settling grouped keys failed: {exc.strerror or exc}"
+                raise StoreError(exc.errno or errno.EIO, reason) from exc
+
     def get(self, key: str) -> bytes:
         path = self.root / self.check_key(key)
         try:
@@ -165,13 +226,26 @@ class LocalStore(Store):
             os.unlink(self.root / self.check_key(key))
 
     def list(self, prefix: str = "") -> Iterator[str]:
+        """Every file, grouped links included; not ``.acqzarr-meta`` nor a link that dangles.
+
+        A dangling link is a grouped key not yet published (``local_groups``):
+        absent, as ``get`` says too.  Only links cost a stat, not every chunk.
+        """
         if not self.root.is_dir():
             return
-        for dirpath, _dirs, files in os.walk(self.root):
-            rel = os.path.relpath(dirpath, self.root)
-            for f in files:
-                key = f if rel == "." else f"{rel}/{f}".replace(os.sep, "/")
-                if key.startswith(prefix):
+        pending = [("", str(self.root))]
+        while pending:
+            rel, directory = pending.pop()
+            try:
+                entries = list(os.scandir(directory))
+            except OSError:
+                continue  # removed meanwhile (os.walk skips these the same way)
+            for entry in entries:
+                key = rel + entry.name
+                if entry.is_dir():
+                    if not entry.is_symlink() and key != META:
+                        pending.append((key + "/", entry.path))
+                elif (not entry.is_symlink() or entry.is_file()) and key.startswith(prefix):
                     yield key
 
     def is_empty(self) -> bool:
@@ -234,7 +308,7 @@ class _StagedFile(Staged):
             self.abort()
             raise self._error(exc) from exc
         if self._store.fsync:
-            _fsync_dir(os.path.dirname(self._path))
+            fsync_dir(os.path.dirname(self._path))
 
     def abort(self) -> None:
         if self._fd >= 0:
@@ -296,11 +370,3 @@ def _drop_direct(fd: int) -> bool:
 def _unlink_quietly(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

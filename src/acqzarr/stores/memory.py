@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from .base import Buffer, Store
 
@@ -24,6 +24,12 @@ class MemoryStore(Store):
         blob = b"".join(bytes(memoryview(p).cast("B")) for p in parts)
         with self._lock:
             self._data[self.check_key(key)] = blob
+
+    def put_group(self, items: Mapping[str, bytes]) -> None:
+        """Atomic across keys: every item is stored under one hold of the lock readers take too."""
+        blobs = {self.check_key(key): bytes(blob) for key, blob in items.items()}
+        with self._lock:
+            self._data.update(blobs)
 
     def get(self, key: str) -> bytes:
         with self._lock:

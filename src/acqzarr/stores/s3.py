@@ -6,9 +6,13 @@ signs and retries in Rust, and uploads straight from our buffers.
 
 Atomicity is S3's own: a PUT, or the completion of a multipart upload, makes
 the whole object visible at once, so metadata documents are replaced exactly
-as the local store's rename replaces them.  Objects of ``multipart_threshold``
-bytes or more (large shards) go up as multipart uploads whose parts are sent
-in parallel and retried one by one.
+as the local store's rename replaces them -- one at a time.  S3 has no
+multi-object transaction and no links to switch several objects at once, so
+``put_group`` is the base class's put-in-order: a kill between two documents
+of a group leaves them mixed (a pyramid's levels with different shapes).
+
+Objects of ``multipart_threshold`` bytes or more (large shards) go up as
+multipart uploads whose parts are sent in parallel and retried one by one.
 
 Transient failures (connection errors, timeouts, 5xx including throttling)
 are retried inside object_store with exponential backoff and jitter, bounded

@@ -100,10 +100,10 @@ class BandAssembler:
         """Copy ``frames[k]`` to ``positions[k]`` (checked first); completes bands as they fill."""
         slots = self.locate(positions)
         for k, (index, (band_coords, within)) in enumerate(zip(positions, slots, strict=True)):
-            band = self._band(band_coords)
-            if band.buffer is None:
+            band = self.open.get(band_coords)
+            if band is None or band.buffer is None:
                 try:
-                    band.buffer = self._take_buffer(index, band_coords)
+                    buffer = self._take_buffer(index, band_coords)
                 except BackpressureTimeout as exc:
                     raise BackpressureTimeout(
                         f"{exc}; {k} of {len(positions)} frames of this call were accepted"
@@ -112,6 +112,8 @@ class BandAssembler:
                     if k:
                         exc.add_note(f"{k} of {len(positions)} frames of this call were accepted")
                     raise
+                band = self._band(band_coords)
+                band.buffer = buffer
             self.layout.copy_frame(band.buffer, within, frames[k])
             band.state[within] = FILLED
             band.filled += 1
@@ -178,7 +180,8 @@ class BandAssembler:
         def stuck() -> FrameError:
             return FrameError(
                 f"array {self.name}: index {self._describe(index)} needs band {self._band_text(band)} "
-                f"opened, but {len(self.open)} open bands already fill the in-flight cap "
+                f"opened, but {sum(b.buffer is not None for b in self.open.values())} open bands already "
+                f"fill the in-flight cap "
                 f"({self.budget.cap} bytes) and none of them is complete: append or skip the frames "
                 "of the open bands first, follow the acquisition_order, or raise max_inflight_bytes"
             )
