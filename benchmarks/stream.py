@@ -26,12 +26,42 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from runners import array_shape, axes, raw_bytes
+
 HERE = Path(__file__).resolve().parent
 
+# A workload: frames of size x size uint16 drawn in turn from a pool of ``pool`` camera-like frames,
+# chunked (chunk_t, [chunk_z,] chunk_xy, chunk_xy) with shard_xy x shard_xy chunks per v3 shard in
+# y/x. ``planes`` makes it a z-stack (t, z, y, x): frames fill z, then the next timepoint, and
+# ``frames`` counts planes over all timepoints.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "default": {"size": 2048, "frames": 256, "chunk_t": 32, "chunk_xy": 256, "compress": True, "pool": 16},
-    "raw": {"size": 2048, "frames": 256, "chunk_t": 32, "chunk_xy": 256, "compress": False, "pool": 16},
-    "small": {"size": 512, "frames": 4096, "chunk_t": 32, "chunk_xy": 128, "compress": True, "pool": 64},
+    "default": {
+        "size": 2048,
+        "frames": 256,
+        "chunk_t": 32,
+        "chunk_xy": 256,
+        "shard_xy": 4,
+        "compress": True,
+        "pool": 16,
+    },
+    "raw": {
+        "size": 2048,
+        "frames": 256,
+        "chunk_t": 32,
+        "chunk_xy": 256,
+        "shard_xy": 4,
+        "compress": False,
+        "pool": 16,
+    },
+    "small": {
+        "size": 512,
+        "frames": 4096,
+        "chunk_t": 32,
+        "chunk_xy": 128,
+        "shard_xy": 4,
+        "compress": True,
+        "pool": 64,
+    },
 }
 WRITERS = [
     "acqzarr-v3",
@@ -115,7 +145,7 @@ def variant_report(
     name: str, w: dict[str, Any], base: Path, writers: list[str], pause: float, repeat: int
 ) -> dict[str, Any]:
     """Limits and writers ``repeat`` times each (interleaved, so drift hits all alike); medians reported."""
-    raw_bytes = w["frames"] * w["size"] * w["size"] * 2
+    raw = raw_bytes(w)
     limit_names = LIMITS + (["s3-put"] if any(wr.endswith("-s3") for wr in writers) else [])
     samples: dict[str, list[float]] = {lim: [] for lim in limit_names}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -142,15 +172,15 @@ def variant_report(
     # frame bytes and a compressed stream writes raw/ratio bytes, so the disk binds at rate x ratio
     # (the ratio measured on this run's output).
     disk = max(limits["disk-write-cache"], limits["disk-write-direct"])
-    ratios = sorted(raw_bytes / r["disk"] for r in rows if r.get("disk") and "pyramid" not in r["writer"])
+    ratios = sorted(raw / r["disk"] for r in rows if r.get("disk") and "pyramid" not in r["writer"])
     ratio = ratios[len(ratios) // 2] if ratios else 1.0
     limit = min(limits["blosc-2-threads"], disk * ratio) if w["compress"] else disk
-    ref = {r["attempt"]: raw_bytes / r["wall"] for r in rows if r["writer"] == "acquire-zarr" and "wall" in r}
-    local = {(r["writer"], r["attempt"]): raw_bytes / r["wall"] for r in rows if "wall" in r}
+    ref = {r["attempt"]: raw / r["wall"] for r in rows if r["writer"] == "acquire-zarr" and "wall" in r}
+    local = {(r["writer"], r["attempt"]): raw / r["wall"] for r in rows if "wall" in r}
     for r in rows:
         if "wall" not in r:
             continue
-        rate = raw_bytes / r["wall"]
+        rate = raw / r["wall"]
         if r["writer"].endswith("-s3"):
             r["vs_local"] = rate / local.get((r["writer"].removesuffix("-s3"), r["attempt"]), float("nan"))
         r.update(
@@ -158,12 +188,12 @@ def variant_report(
             fps=w["frames"] / r["wall"],
             vs_acquire=rate / ref.get(r["attempt"], float("nan")),
             vs_limit=rate / limit,
-            ratio=raw_bytes / max(r["disk"], 1),
+            ratio=raw / max(r["disk"], 1),
         )
     return {
         "variant": name,
         "workload": w,
-        "raw_bytes": raw_bytes,
+        "raw_bytes": raw,
         "limits": limits,
         "limit": limit,
         "rows": rows,
@@ -171,13 +201,22 @@ def variant_report(
     }
 
 
+def describe(w: dict[str, Any]) -> str:
+    """The workload in one line, from the same axes the writers are given."""
+    ax = axes(w)
+    names = ", ".join(a.name for a in ax)
+    shape = ", ".join(map(str, array_shape(w)))
+    return (
+        f"{w['frames']} frames of {w['size']}x{w['size']} uint16 in ({names}) = ({shape}), "
+        f"chunks ({', '.join(str(a.chunk) for a in ax)}), "
+        f"v3 shards ({', '.join(str(a.shard) for a in ax)}) chunks, "
+        f"{'Blosc lz4 clevel 1 byte shuffle' if w['compress'] else 'uncompressed'}"
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     w = report["workload"]
-    head = (
-        f"### {report['variant']}: {w['frames']} frames of {w['size']}x{w['size']} uint16, chunks "
-        f"({w['chunk_t']}, {w['chunk_xy']}, {w['chunk_xy']}), shards 4x4 chunks in y/x, "
-        f"{'Blosc lz4 clevel 1 byte shuffle' if w['compress'] else 'uncompressed'}\n\n"
-    )
+    head = f"### {report['variant']}: {describe(w)}\n\n"
     lim = ", ".join(f"{k} {v / 1e9:.2f} GB/s" for k, v in report["limits"].items())
     head += f"Machine limits: {lim}; limit used: {report['limit'] / 1e9:.2f} GB/s of raw frames"
     head += " (min of 2-thread Blosc and disk x compression ratio)" if w["compress"] else " (disk)"
