@@ -2,6 +2,8 @@
 
     python benchmarks/stream.py                    # default, raw and small variants
     python benchmarks/stream.py --variant default --json results.json
+    python benchmarks/stream.py --variant zstack-small --variant zstack   # (t, z, y, x) z-stacks
+    python benchmarks/stream.py --variant zstack --size 256 --planes 64 --frames 128 --pause 0  # smoke
 
 Each writer (and each limit) runs in its own subprocess after ``sync`` and a
 pause, so peak RSS is clean and memory starts cold.  Inside that process the
@@ -33,7 +35,8 @@ HERE = Path(__file__).resolve().parent
 # A workload: frames of size x size uint16 drawn in turn from a pool of ``pool`` camera-like frames,
 # chunked (chunk_t, [chunk_z,] chunk_xy, chunk_xy) with shard_xy x shard_xy chunks per v3 shard in
 # y/x. ``planes`` makes it a z-stack (t, z, y, x): frames fill z, then the next timepoint, and
-# ``frames`` counts planes over all timepoints.
+# ``frames`` counts planes over all timepoints. ``writers`` and ``limits`` narrow the rows a
+# variant runs (default: all).
 VARIANTS: dict[str, dict[str, Any]] = {
     "default": {
         "size": 2048,
@@ -62,7 +65,41 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "compress": True,
         "pool": 64,
     },
+    # z-stacks: 2 timepoints of 512 planes, chunks (1, 64, 256, 256), v3 shards of (1, 4, 4, 4)
+    # chunks (256 planes x 1024 x 1024, 512 MiB raw). acquire-zarr gets the same chunks and shards.
+    "zstack": {
+        "size": 2048,
+        "frames": 1024,
+        "planes": 512,
+        "chunk_t": 1,
+        "chunk_z": 64,
+        "shard_z": 4,
+        "chunk_xy": 256,
+        "shard_xy": 4,
+        "compress": True,
+        "pool": 16,
+        "writers": ["acqzarr-v3", "acqzarr-v2", "acquire-zarr"],
+        "limits": ["disk-write-cache", "disk-write-direct", "blosc-2-threads"],
+    },
+    # chunks (1, 32, 128, 128), v3 shards of (1, 4, 4, 4) chunks (128 planes x 512 x 512, 64 MiB raw).
+    "zstack-small": {
+        "size": 512,
+        "frames": 1024,
+        "planes": 512,
+        "chunk_t": 1,
+        "chunk_z": 32,
+        "shard_z": 4,
+        "chunk_xy": 128,
+        "shard_xy": 4,
+        "compress": True,
+        "pool": 64,
+        "writers": ["acqzarr-v3", "acqzarr-v2", "acquire-zarr"],
+        "limits": ["disk-write-cache", "disk-write-direct", "blosc-2-threads"],
+    },
 }
+# Run when no --variant is given; the z-stacks only when named. An engine that buffers a whole
+# volume per layer reserves two layers and their worst-case output: 16 GiB for ``zstack``.
+DEFAULT_VARIANTS = ["default", "raw", "small"]
 WRITERS = [
     "acqzarr-v3",
     "acqzarr-v2",
@@ -146,7 +183,7 @@ def variant_report(
 ) -> dict[str, Any]:
     """Limits and writers ``repeat`` times each (interleaved, so drift hits all alike); medians reported."""
     raw = raw_bytes(w)
-    limit_names = LIMITS + (["s3-put"] if any(wr.endswith("-s3") for wr in writers) else [])
+    limit_names = w.get("limits", LIMITS) + (["s3-put"] if any(wr.endswith("-s3") for wr in writers) else [])
     samples: dict[str, list[float]] = {lim: [] for lim in limit_names}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for _ in range(repeat):
@@ -254,11 +291,34 @@ def markdown(report: dict[str, Any]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def workload_problem(w: dict[str, Any]) -> str | None:
+    """What makes a (possibly overridden) workload unrunnable, said before any process starts."""
+    if w.get("planes"):
+        if w["frames"] % w["planes"]:
+            return f"{w['frames']} frames are not whole timepoints of {w['planes']} planes"
+        if w["chunk_z"] > w["planes"]:
+            return f"chunk_z {w['chunk_z']} is deeper than the {w['planes']} planes of a timepoint"
+    if w["chunk_xy"] > w["size"]:
+        return f"chunk_xy {w['chunk_xy']} is larger than the {w['size']}x{w['size']} frame"
+    return None
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--variant", action="append", choices=list(VARIANTS), help="repeatable; default: all")
-    p.add_argument("--writer", action="append", choices=WRITERS, help="repeatable; default: all")
-    p.add_argument("--frames", type=int, help="override the frame count of every variant")
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=list(VARIANTS),
+        help=f"repeatable; default: {', '.join(DEFAULT_VARIANTS)}",
+    )
+    p.add_argument(
+        "--writer", action="append", choices=WRITERS, help="repeatable; default: all the variant runs"
+    )
+    p.add_argument(
+        "--frames", type=int, help="override the frame count (z-stacks: planes over all timepoints)"
+    )
+    p.add_argument("--size", type=int, help="override the frame edge (size x size) of every variant")
+    p.add_argument("--planes", type=int, help="override the planes per timepoint of z-stack variants")
     p.add_argument(
         "--fps", type=float, default=0, help="pace appends at this frame rate (default: free-running)"
     )
@@ -270,18 +330,31 @@ def main() -> int:
     p.add_argument("--dir", help="where stores are written (default: a temporary dir under the cwd)")
     p.add_argument("--json", help="also write the full results as JSON to this file")
     args = p.parse_args()
+    plan = []
+    for name in args.variant or DEFAULT_VARIANTS:
+        w = dict(VARIANTS[name], warm=not args.no_warm, fps=args.fps)
+        overrides = {
+            "frames": args.frames,
+            "size": args.size,
+            "planes": args.planes if "planes" in w else None,
+        }
+        w.update({k: v for k, v in overrides.items() if v})
+        problem = workload_problem(w)
+        if problem:
+            p.error(f"variant {name}: {problem}")
+        writers = [wr for wr in args.writer or WRITERS if wr in w.get("writers", WRITERS)]
+        skipped = sorted(set(args.writer or []) - set(writers))
+        if skipped:
+            print(f"variant {name}: not run for {', '.join(skipped)}", file=sys.stderr)
+        plan.append((name, w, writers))
     out: dict[str, Any] = {"machine": machine(), "date": time.strftime("%Y-%m-%d"), "variants": []}
     print(f"Machine: {out['machine']}\n")
-    writers = args.writer or WRITERS
     with (
         tempfile.TemporaryDirectory(dir=args.dir or ".", prefix="bench-") as tmp,
-        s3_server(Path(tmp), any(wr.endswith("-s3") for wr in writers)) as env,
+        s3_server(Path(tmp), any(wr.endswith("-s3") for _, _, ws in plan for wr in ws)) as env,
     ):
         WORKER_ENV.update(env)
-        for name in args.variant or list(VARIANTS):
-            w = dict(VARIANTS[name], warm=not args.no_warm, fps=args.fps)
-            if args.frames:
-                w["frames"] = args.frames
+        for name, w, writers in plan:
             report = variant_report(name, w, Path(tmp), writers, args.pause, args.repeat)
             out["variants"].append(report)
             print(markdown(report), flush=True)
