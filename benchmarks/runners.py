@@ -6,6 +6,7 @@ latencies, bytes on disk) and leaves a store that ``verify`` reads back.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -68,6 +69,12 @@ def raw_bytes(w: Workload) -> int:
 def chunk_frames(w: Workload) -> int:
     """Frames one chunk spans (chunk_t, times chunk_z for a z-stack)."""
     return math.prod(a.chunk for a in axes(w)[:-2])
+
+
+def band_bytes(w: Workload) -> int:
+    """The unit memory is reported in: one chunk of the axis next to the frame (chunk_z planes of
+    a z-stack, chunk_t frames otherwise) across the whole frame."""
+    return axes(w)[-3].chunk * frame_bytes(w)
 
 
 def shard_bytes(w: Workload) -> int:
@@ -180,13 +187,33 @@ def run_acqzarr(
     t0 = time.perf_counter()
     stream = az.open_stream(settings)
     lat = _timed_appends(w, pool, stream.append)
+    memory = engine_memory(stream)
     stream.close()
     wall = time.perf_counter() - t0
+    with contextlib.suppress(az.StateError):  # a closed stream may refuse; then the figure before close
+        memory = engine_memory(stream) or memory
     result = {"wall": wall, "lat": lat, "kvstore": kvstore, "driver": "zarr3" if version == 3 else "zarr"}
+    if memory:
+        result["engine"] = memory
     if s3:
         result["disk"] = s3_bytes(kvstore["bucket"], path.name)
         result["s3"] = store
     return result
+
+
+def engine_memory(stream: Any) -> dict[str, Any] | None:
+    """The engine's own account of the memory it holds for frames (cap, used, peak in bytes).
+
+    ``Stream.memory()`` where the engine has it; before that, the in-flight budget of the
+    pipeline, whose cap ``append`` blocks at. Either may be absent: then there is no figure."""
+    memory = getattr(stream, "memory", None)
+    if callable(memory):
+        m, source = memory(), "memory()"
+    else:
+        m, source = getattr(getattr(stream, "pipeline", None), "budget", None), "pipeline.budget"
+    if m is None:
+        return None
+    return {"cap": int(m.cap), "used": int(m.used), "peak": int(m.peak), "source": source}
 
 
 def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from runners import array_shape, axes, raw_bytes
+from runners import array_shape, axes, band_bytes, raw_bytes
 
 HERE = Path(__file__).resolve().parent
 
@@ -183,6 +183,7 @@ def variant_report(
 ) -> dict[str, Any]:
     """Limits and writers ``repeat`` times each (interleaved, so drift hits all alike); medians reported."""
     raw = raw_bytes(w)
+    band = band_bytes(w)
     limit_names = w.get("limits", LIMITS) + (["s3-put"] if any(wr.endswith("-s3") for wr in writers) else [])
     samples: dict[str, list[float]] = {lim: [] for lim in limit_names}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
@@ -226,11 +227,15 @@ def variant_report(
             vs_acquire=rate / ref.get(r["attempt"], float("nan")),
             vs_limit=rate / limit,
             ratio=raw / max(r["disk"], 1),
+            # What the writer added to the worker: its high-water mark over the resident memory
+            # before it started (frame pool, interpreter, and for a warm run what the cold one kept).
+            rss_growth=r["peak_rss"] - r["start_rss"],
         )
     return {
         "variant": name,
         "workload": w,
         "raw_bytes": raw,
+        "band_bytes": band,
         "limits": limits,
         "limit": limit,
         "rows": rows,
@@ -243,35 +248,58 @@ def describe(w: dict[str, Any]) -> str:
     ax = axes(w)
     names = ", ".join(a.name for a in ax)
     shape = ", ".join(map(str, array_shape(w)))
+    band = band_bytes(w)
+    band_of = f"{ax[-3].chunk} {'planes' if w.get('planes') else 'frames'} of {w['size']}x{w['size']}"
     return (
         f"{w['frames']} frames of {w['size']}x{w['size']} uint16 in ({names}) = ({shape}), "
         f"chunks ({', '.join(str(a.chunk) for a in ax)}), "
         f"v3 shards ({', '.join(str(a.shard) for a in ax)}) chunks, "
-        f"{'Blosc lz4 clevel 1 byte shuffle' if w['compress'] else 'uncompressed'}"
+        f"{'Blosc lz4 clevel 1 byte shuffle' if w['compress'] else 'uncompressed'}; "
+        f"1 band = {band_of} = {band / 2**20:g} MiB"
     )
+
+
+def _bands(nbytes: float, band: int) -> str:
+    return f"{nbytes / band:.1f}"
 
 
 def markdown(report: dict[str, Any]) -> str:
     w = report["workload"]
+    band = report["band_bytes"]
     head = f"### {report['variant']}: {describe(w)}\n\n"
     lim = ", ".join(f"{k} {v / 1e9:.2f} GB/s" for k, v in report["limits"].items())
     head += f"Machine limits: {lim}; limit used: {report['limit'] / 1e9:.2f} GB/s of raw frames"
     head += " (min of 2-thread Blosc and disk x compression ratio)" if w["compress"] else " (disk)"
     pacing = f"Paced at {w['fps']:g} fps." if w.get("fps") else "Free-running (as fast as accepted)."
     head += f". {pacing} Median of {report['repeat']} run(s) per row.\n\n"
+    head += (
+        "`RSS growth` is the worker's peak resident memory over its resident memory just before the "
+        "writer started; `in flight` is acqzarr's own count of bytes reserved for frames not yet "
+        "written (peak / cap).\n\n"
+    )
     cols = (
         "| writer | run | wall s | GB/s | frames/s | x acquire-zarr | x limit | append p50/p99/max ms "
-        "| peak RSS MiB | disk MB | ratio | read back |"
+        "| peak RSS MiB | RSS growth MiB (bands) | in flight peak / cap MiB (bands) | disk MB | ratio "
+        "| read back |"
     )
     lines = [cols, "|---" * (cols.count("|") - 1) + "|"]
     for r in report["rows"]:
         if "wall" not in r:
             lines.append(f"| {r['writer']} | {r['attempt']} | failed: {r.get('error', '?')} |")
             continue
+        growth = f"+{r['rss_growth'] / 2**20:.0f} (+{_bands(r['rss_growth'], band)})"
+        engine = r.get("engine")
+        inflight = (
+            f"{engine['peak'] / 2**20:.0f} / {engine['cap'] / 2**20:.0f} "
+            f"({_bands(engine['peak'], band)} / {_bands(engine['cap'], band)})"
+            if engine
+            else "-"
+        )
         lines.append(
             f"| {r['writer']} | {r['attempt']} | {r['wall']:.2f} | {r['rate'] / 1e9:.2f} | {r['fps']:.0f} | "
             f"{r['vs_acquire']:.2f} | {r['vs_limit']:.2f} "
             f"| {r['p50']:.2f} / {r['p99']:.1f} / {r['max']:.0f} | {r['peak_rss'] / 2**20:.0f} "
+            f"| {growth} | {inflight} "
             f"| {r['disk'] / 1e6:.0f} | {r['ratio']:.2f} | {'ok' if r['ok'] else 'MISMATCH'} |"
         )
     s3 = [r for r in report["rows"] if "vs_local" in r]
