@@ -6,18 +6,80 @@ latencies, bytes on disk) and leaves a store that ``verify`` reads back.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 Workload = dict[str, Any]
+
+
+# -- the array every writer builds --------------------------------------------------
+@dataclass(frozen=True)
+class Axis:
+    """One axis of the benchmark array, as every writer is told it (acqzarr's and acquire-zarr's
+    dimensions, tensorstore's chunk grid) and as the read-back checks it."""
+
+    name: str
+    kind: str  # "time" or "space"
+    size: int  # 0 on the append axis (t): grows as frames arrive
+    chunk: int
+    shard: int  # chunks per shard along this axis (Zarr v3 writers)
+
+
+def axes(w: Workload) -> list[Axis]:
+    """(t, y, x), or (t, z, y, x) when the workload has ``planes`` (z planes per timepoint).
+
+    Frames are appended in storage order: t slowest, then z, so frame i is plane i % planes of
+    timepoint i // planes."""
+    s, c, sh = w["size"], w["chunk_xy"], w["shard_xy"]
+    z = [Axis("z", "space", w["planes"], w["chunk_z"], w["shard_z"])] if w.get("planes") else []
+    return [
+        Axis("t", "time", 0, w["chunk_t"], 1),
+        *z,
+        Axis("y", "space", s, c, sh),
+        Axis("x", "space", s, c, sh),
+    ]
+
+
+def array_shape(w: Workload) -> tuple[int, ...]:
+    planes = w.get("planes")
+    lead = (w["frames"] // planes, planes) if planes else (w["frames"],)
+    return (*lead, w["size"], w["size"])
+
+
+def frame_bytes(w: Workload) -> int:
+    return int(w["size"] * w["size"] * 2)
+
+
+def raw_bytes(w: Workload) -> int:
+    """What every throughput figure counts: the frames' own bytes."""
+    return int(w["frames"]) * frame_bytes(w)
+
+
+def chunk_frames(w: Workload) -> int:
+    """Frames one chunk spans (chunk_t, times chunk_z for a z-stack)."""
+    return math.prod(a.chunk for a in axes(w)[:-2])
+
+
+def band_bytes(w: Workload) -> int:
+    """The unit memory is reported in: one chunk of the axis next to the frame (chunk_z planes of
+    a z-stack, chunk_t frames otherwise) across the whole frame."""
+    return axes(w)[-3].chunk * frame_bytes(w)
+
+
+def shard_bytes(w: Workload) -> int:
+    """Raw bytes of one full v3 shard."""
+    return 2 * math.prod(a.chunk * a.shard for a in axes(w))
 
 
 def frame_pool(w: Workload) -> np.ndarray:
@@ -91,8 +153,6 @@ def run_acqzarr(
 ) -> dict[str, Any]:
     import acqzarr as az
 
-    shard = 4 if version == 3 else 1
-    c, s = w["chunk_xy"], w["size"]
     store, kvstore = str(path), {"driver": "file", "path": str(path / "cam0" / "0")}
     s3_settings = az.S3Settings()
     if s3:
@@ -108,9 +168,14 @@ def run_acqzarr(
                 key="cam0",
                 dtype="uint16",
                 dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=w["chunk_t"]),
-                    az.Dimension(name="y", kind="space", size=s, chunk=c, shard=shard),
-                    az.Dimension(name="x", kind="space", size=s, chunk=c, shard=shard),
+                    az.Dimension(
+                        name=a.name,
+                        kind=a.kind,  # type: ignore[arg-type]
+                        size=a.size,
+                        chunk=a.chunk,
+                        shard=a.shard if version == 3 else 1,
+                    )
+                    for a in axes(w)
                 ],
                 compression=az.Blosc(cname="lz4", clevel=1, shuffle="byte") if w["compress"] else None,
                 # The pyramid row: mean, levels "auto" (2048 -> 256: 4 levels); its disk bytes include them.
@@ -122,38 +187,53 @@ def run_acqzarr(
     t0 = time.perf_counter()
     stream = az.open_stream(settings)
     lat = _timed_appends(w, pool, stream.append)
+    memory = engine_memory(stream)
     stream.close()
     wall = time.perf_counter() - t0
+    with contextlib.suppress(az.StateError):  # a closed stream may refuse; then the figure before close
+        memory = engine_memory(stream) or memory
     result = {"wall": wall, "lat": lat, "kvstore": kvstore, "driver": "zarr3" if version == 3 else "zarr"}
+    if memory:
+        result["engine"] = memory
     if s3:
         result["disk"] = s3_bytes(kvstore["bucket"], path.name)
         result["s3"] = store
     return result
 
 
+def engine_memory(stream: Any) -> dict[str, Any] | None:
+    """The engine's own account of the memory it holds for frames (cap, used, peak in bytes).
+
+    ``Stream.memory()`` where the engine has it; before that, the in-flight budget of the
+    pipeline, whose cap ``append`` blocks at. Either may be absent: then there is no figure."""
+    memory = getattr(stream, "memory", None)
+    if callable(memory):
+        m, source = memory(), "memory()"
+    else:
+        m, source = getattr(getattr(stream, "pipeline", None), "budget", None), "pipeline.budget"
+    if m is None:
+        return None
+    return {"cap": int(m.cap), "used": int(m.used), "peak": int(m.peak), "source": source}
+
+
 def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:
     import acquire_zarr as aqz
 
-    c, s = w["chunk_xy"], w["size"]
     comp = None
     if w["compress"]:
         comp = aqz.CompressionSettings(
             compressor=aqz.Compressor.BLOSC1, codec=aqz.CompressionCodec.BLOSC_LZ4, level=1, shuffle=1
         )
+    kinds = {"time": aqz.DimensionType.TIME, "space": aqz.DimensionType.SPACE}
     dims = [
         aqz.Dimension(
-            name="t",
-            kind=aqz.DimensionType.TIME,
-            array_size_px=0,
-            chunk_size_px=w["chunk_t"],
-            shard_size_chunks=1,
-        ),
-        aqz.Dimension(
-            name="y", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c, shard_size_chunks=4
-        ),
-        aqz.Dimension(
-            name="x", kind=aqz.DimensionType.SPACE, array_size_px=s, chunk_size_px=c, shard_size_chunks=4
-        ),
+            name=a.name,
+            kind=kinds[a.kind],
+            array_size_px=a.size,
+            chunk_size_px=a.chunk,
+            shard_size_chunks=a.shard,
+        )
+        for a in axes(w)
     ]
     settings = aqz.StreamSettings(
         store_path=str(path),
@@ -172,7 +252,6 @@ def run_acquire_zarr(w: Workload, path: Path) -> dict[str, Any]:
 
 
 def _tensorstore_spec(w: Workload, path: Path) -> dict[str, Any]:
-    c, s = w["chunk_xy"], w["size"]
     inner = [{"name": "bytes", "configuration": {"endian": "little"}}]
     if w["compress"]:
         inner.append(
@@ -193,14 +272,17 @@ def _tensorstore_spec(w: Workload, path: Path) -> dict[str, Any]:
         "create": True,
         "delete_existing": True,
         "metadata": {
-            "shape": [w["frames"], s, s],
+            "shape": list(array_shape(w)),
             "data_type": "uint16",
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [w["chunk_t"], 4 * c, 4 * c]}},
+            "chunk_grid": {
+                "name": "regular",
+                "configuration": {"chunk_shape": [a.chunk * a.shard for a in axes(w)]},
+            },
             "codecs": [
                 {
                     "name": "sharding_indexed",
                     "configuration": {
-                        "chunk_shape": [w["chunk_t"], c, c],
+                        "chunk_shape": [a.chunk for a in axes(w)],
                         "codecs": inner,
                         "index_codecs": [
                             {"name": "bytes", "configuration": {"endian": "little"}},
@@ -271,18 +353,23 @@ WRITERS: dict[str, Callable[[Workload, Path], dict[str, Any]]] = {
 
 
 def verify(result: dict[str, Any], w: Workload) -> bool:
-    """Read every frame back with tensorstore and compare with what was appended."""
+    """Read every frame back with tensorstore and compare with what was appended (frame i at its
+    storage-order position), 64 frames at a time along the axis next to the frame."""
     import tensorstore as ts
 
     arr = ts.open({"driver": result["driver"], "kvstore": result["kvstore"]}, read=True).result()
-    if tuple(arr.shape) != (w["frames"], w["size"], w["size"]):
+    shape = array_shape(w)
+    if tuple(arr.shape) != shape:
         return False
     pool = w["_pool"]
-    for start in range(0, w["frames"], 64):
-        got = arr[start : start + 64].read().result()
-        want = pool[np.arange(start, start + got.shape[0]) % len(pool)]
-        if not np.array_equal(got, want):
-            return False
+    lead = shape[:-2]
+    for outer in np.ndindex(*lead[:-1]):
+        for start in range(0, lead[-1], 64):
+            got = arr[(*outer, slice(start, min(start + 64, lead[-1])))].read().result()
+            first = int(np.ravel_multi_index((*outer, start), lead))
+            want = pool[np.arange(first, first + got.shape[0]) % len(pool)]
+            if not np.array_equal(got, want):
+                return False
     return True
 
 
@@ -306,7 +393,7 @@ def limit_disk(w: Workload, path: Path, how: str) -> dict[str, Any]:
     path.mkdir(parents=True, exist_ok=True)
     block = mmap.mmap(-1, 8 << 20)
     block.write(os.urandom(8 << 20))
-    total = w["frames"] * w["size"] * w["size"] * 2
+    total = raw_bytes(w)
     if w["compress"]:
         total = int(total / 1.6)
     total -= total % 4096
@@ -327,11 +414,11 @@ def limit_blosc(w: Workload, path: Path, threads: int) -> dict[str, Any]:
 
     blosc.use_threads = False
     pool = w["_pool"]
-    c = w["chunk_xy"]
-    chunks = [
-        np.ascontiguousarray(pool[np.arange(w["chunk_t"]) % len(pool), y : y + c, x : x + c])
-        for y in range(0, min(w["size"], 4 * c), c)
-        for x in range(0, min(w["size"], 4 * c), c)
+    c, span = w["chunk_xy"], min(w["size"], w["shard_xy"] * w["chunk_xy"])
+    chunks = [  # the chunks of one shard's frame area, each chunk_frames(w) frames deep
+        np.ascontiguousarray(pool[np.arange(chunk_frames(w)) % len(pool), y : y + c, x : x + c])
+        for y in range(0, span, c)
+        for x in range(0, span, c)
     ]
     reps = 6
     out_bytes = [0]
@@ -362,11 +449,11 @@ def limit_s3_put(w: Workload, path: Path) -> dict[str, Any]:
 
     url, _ = s3_location(path)
     store = az.S3Store(url, az.S3Settings(endpoint=os.environ["ACQZARR_BENCH_S3_ENDPOINT"], allow_http=True))
-    shard = w["chunk_t"] * (4 * w["chunk_xy"]) ** 2 * 2
+    shard = shard_bytes(w)
     if w["compress"]:
         shard = int(shard / 1.6)
     blob = np.frombuffer(os.urandom(shard), np.uint8)
-    total = w["frames"] * w["size"] * w["size"] * 2
+    total = raw_bytes(w)
     if w["compress"]:
         total = int(total / 1.6)
     count = max(1, total // shard)
