@@ -103,3 +103,21 @@ def test_capabilities() -> None:
     assert meta.max_dims == 5
     assert "uint16" in meta.dtypes and "float64" in meta.dtypes
     assert "zstd" in meta.codecs
+
+
+def test_the_device_places_frames_by_index_skips_and_reports_memory(tmp_path: Path) -> None:
+    dev = ZarrStorage()
+    dev.set(stream_settings(tmp_path / "d.zarr", 3, shape=(0, 2, 37, 50), chunks=(1, 1, 16, 16)))
+    with pytest.raises(az.StateError, match="cannot skip while armed"):
+        dev.skip()
+    dev.start()
+    data = frames_for((37, 50), 6, "uint16").reshape(3, 2, 37, 50)
+    dev.append(data[0, 0])
+    dev.append(data[0, 1], index={"c": 1})  # t follows on from the cursor: 0
+    dev.skip(2)  # all of t=1
+    dev.append(data[2])  # (c, y, x): both channels of t=2
+    assert dev.memory().peak > 0 and dev.memory().cap >= dev.memory().required
+    assert dev.stats().frames_skipped == 2
+    dev.stop()
+    data[1] = 0
+    assert_reads_back(tmp_path / "d.zarr" / "cam0" / "0", 3, data)

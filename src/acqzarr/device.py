@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import ConfigError, StateError
+from .memory import MemoryUsage
 from .settings import DTYPES, StreamSettings
 from .stream import ArrayStats, Stream
 
@@ -113,10 +114,23 @@ class ZarrStorage:
         self._stream = Stream(self.get())
         self._state = State.RUNNING
 
-    def append(self, frames: Any, key: str | None = None) -> None:
+    def append(self, frames: Any, key: str | None = None, *, index: Mapping[str, int] | None = None) -> None:
+        """``Stream.append``: frames in acquisition order, or from ``index`` on."""
         self._require(State.RUNNING, action="append")
         assert self._stream is not None
-        self._stream.append(frames, key=key)
+        self._stream.append(frames, key=key, index=index)
+
+    def skip(self, n: int = 1, key: str | None = None) -> None:
+        """``Stream.skip``: leave the next ``n`` frame slots as fill value (counted)."""
+        self._require(State.RUNNING, action="skip")
+        assert self._stream is not None
+        self._stream.skip(n, key=key)
+
+    def memory(self) -> MemoryUsage:
+        """``Stream.memory``: the in-flight cap, bytes reserved now and the peak."""
+        self._require(State.RUNNING, action="read memory")
+        assert self._stream is not None
+        return self._stream.memory()
 
     def stats(self, key: str | None = None) -> ArrayStats:
         self._require(State.RUNNING, action="read stats")

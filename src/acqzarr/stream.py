@@ -191,17 +191,16 @@ class Stream:
 
     def _publish(self, image: _Image, extents: list[int]) -> None:
         """Write the shapes of all of an image's levels (level k gets ``extents[k]`` along the append
-        axis) as one change: lowest resolution first, so level 0, which readers take the image's
-        extent from, moves last."""
-        docs: dict[str, dict[str, Any]] = {}
-        for writer, extent in reversed(list(zip(image.writers, extents, strict=True))):
-            docs.update(
-                self.format.array_documents(
-                    writer.objects.array_path, writer.layout, writer.layout.shape_for(extent), writer.codec
-                )
-            )
+        axis) as one atomic change (``Store.put_group``), so that no reader, and no reader after a
+        kill, sees levels covering different extents."""
+        docs: dict[str, bytes] = {}
+        for writer, extent in zip(image.writers, extents, strict=True):
+            for key, doc in self.format.array_documents(
+                writer.objects.array_path, writer.layout, writer.layout.shape_for(extent), writer.codec
+            ).items():
+                docs[key] = json.dumps(doc, indent=2).encode()
         with self._meta_lock:
-            self.put_documents(docs)
+            self.store.put_group(docs)
 
     def _stored(self, key: str, level: int, writer: LevelWriter, bands: list[Index]) -> None:
         """I/O thread: ``bands`` of level ``level`` of image ``key`` are on storage."""
@@ -390,9 +389,27 @@ class Stream:
             for image in self._images.values():
                 for writer in image.writers:
                     writer.release_buffers()
-            self.pipeline.check()
+            self._settle()
             for image in self._images.values():
                 self._write_image_group(image)  # the contrast windows of everything seen
+
+    def _settle(self) -> None:
+        """Raise the first writer failure, after turning the store's grouped documents into plain
+        ones (``Store.settle``) whatever happened: the store is left as any Zarr reader expects."""
+        error: BaseException | None = None
+        try:
+            self.pipeline.check()
+        except BaseException as exc:
+            error = exc
+        try:
+            with self._meta_lock:
+                self.store.settle()
+        except StoreError as exc:
+            if error is None:
+                raise
+            error.add_note(f"settling the grouped metadata documents failed too: {exc}")
+        if error is not None:
+            raise error
 
     def __enter__(self) -> Stream:
         return self
