@@ -14,9 +14,6 @@ time range than another.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
-
-import numpy as np
 
 from .layout import ArrayLayout, Index
 
@@ -54,12 +51,13 @@ class ImagePublisher:
         layouts: Sequence[ArrayLayout],
         halved_append: bool,
         publish: Callable[[list[int]], None],
-        step_counts: Callable[[], np.ndarray[Any, Any]],
+        row_frames: dict[int, int],
     ) -> None:
         self._rows = [_Rows(layout) for layout in layouts]
         self._halved = halved_append
         self._publish = publish
-        self._step_counts = step_counts
+        self._row_frames = row_frames  # level 0's frames per row, taken as rows are published
+        self._chunk = layouts[0].index_chunks[0]
         self.published = 0  # level-0 steps of the append axis that readers see
         self.frames_flushed = 0  # frames inside them
 
@@ -82,5 +80,7 @@ class ImagePublisher:
             return
         self._publish([self.level_extent(k, extent) for k in range(len(self._rows))])
         # Metadata first: a caller told "n frames flushed" must find them if killed right after.
-        self.frames_flushed += int(self._step_counts()[self.published : extent].sum())
+        # The extent is whole rows, but for the last one at the end: its frames all lie below it.
+        for row in range(self.published // self._chunk, -(-extent // self._chunk)):
+            self.frames_flushed += self._row_frames.pop(row, 0)
         self.published = extent

@@ -160,7 +160,7 @@ class Stream:
             [w.layout for w in writers],
             halved_append=layout0.kinds[0] == "space",
             publish=lambda extents: self._publish(image, extents),
-            step_counts=lambda: image.writer.assembler.step_counts,
+            row_frames=image.writer.assembler.row_frames,
         )
         self._publish(image, [0] * len(writers))
         if len(writers) > 1:

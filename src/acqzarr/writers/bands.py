@@ -67,12 +67,17 @@ class BandAssembler:
         self.on_complete = on_complete
         self.pool = BufferPool(layout.band_shape, layout.dtype)
         self.open: dict[Index, Band] = {}
-        self.closed: set[Index] = set()
+        # Bands complete and handed on: every band of the rows below ``_rows_closed`` (a row is one
+        # step of the append axis's chunk grid), and those in ``_closed`` above it.  Kept compact
+        # so a stream that runs for days does not grow a set of every band it wrote.
+        self._rows_closed = 0
+        self._closed: set[Index] = set()
+        self._closed_per_row: dict[int, int] = {}
         self.extent = 0  # 1 + the largest append-axis index filled or skipped so far
         self.frames_filled = 0
         self.frames_skipped = 0
-        # Frames filled per index of the append axis: what a published extent holds.
-        self.step_counts = np.zeros(64, np.int64)
+        # Frames filled per row, until the publisher takes them (what a published extent holds).
+        self.row_frames: dict[int, int] = {}
 
     # -- checks (nothing changes before they all pass) ----------------------
     def locate(self, positions: Sequence[Index]) -> list[tuple[Index, Index]]:
@@ -80,7 +85,7 @@ class BandAssembler:
         out = []
         for index in positions:
             band, within = self.layout.band_of(index)
-            if band in self.closed:
+            if self.is_closed(band):
                 raise FrameError(
                     f"array {self.name}: index {self._describe(index)} falls in band "
                     f"{self._band_text(band)}, which is already complete and stored; a frame cannot be "
@@ -118,7 +123,8 @@ class BandAssembler:
             band.state[within] = FILLED
             band.filled += 1
             self.frames_filled += 1
-            self._count_step(index[0])
+            row = index[0] // self.layout.index_chunks[0]
+            self.row_frames[row] = self.row_frames.get(row, 0) + 1
             self._settle(band, index)
 
     def skip(self, positions: Sequence[Index]) -> None:
@@ -134,7 +140,8 @@ class BandAssembler:
         """Close every band inside ``extent`` along the append axis: open slots become holes
         (counted as skipped), bands never opened are complete and empty."""
         rows = -(-extent // self.layout.index_chunks[0])
-        wanted = [b for r in range(rows) for b in self.layout.row_bands(r) if b not in self.closed]
+        bands = [b for r in range(self._rows_closed, rows) for b in self.layout.row_bands(r)]
+        wanted = [b for b in bands if not self.is_closed(b)]
         for coords in wanted:
             band = self.open.get(coords) or self._new_band(coords, extent)
             inside = self.layout.band_extent(coords, extent)
@@ -170,7 +177,7 @@ class BandAssembler:
 
     def _complete(self, band: Band) -> None:
         self.open.pop(band.coords, None)
-        self.closed.add(band.coords)
+        self._close(band.coords)
         if band.buffer is not None:
             for within in band.slots((SKIPPED, OUTSIDE)):  # a reused buffer: clear what was not filled
                 self.layout.copy_frame(band.buffer, within, 0)
@@ -191,12 +198,17 @@ class BandAssembler:
         )
         return self.pool.take()
 
-    def _count_step(self, t: int) -> None:
-        if t >= len(self.step_counts):
-            grown = np.zeros(max(2 * len(self.step_counts), t + 1), np.int64)
-            grown[: len(self.step_counts)] = self.step_counts
-            self.step_counts = grown
-        self.step_counts[t] += 1
+    def is_closed(self, band: Index) -> bool:
+        return band[0] < self._rows_closed or band in self._closed
+
+    def _close(self, band: Index) -> None:
+        self._closed.add(band)
+        row = band[0]
+        self._closed_per_row[row] = self._closed_per_row.get(row, 0) + 1
+        while self._closed_per_row.get(self._rows_closed) == self.layout.bands_per_row:
+            del self._closed_per_row[self._rows_closed]
+            self._closed.difference_update(self.layout.row_bands(self._rows_closed))
+            self._rows_closed += 1
 
     def _describe(self, index: Index) -> str:
         return "{" + ", ".join(f"{a}: {v}" for a, v in zip(self.layout.index_names, index, strict=True)) + "}"
