@@ -415,3 +415,25 @@ def test_every_publish_shows_all_levels_over_the_same_extent(
     for shapes in seen:
         n = shapes[0]
         assert shapes == [-(-n // 2**k) if halved else n for k in range(3)], seen
+
+
+def test_close_waits_for_every_level_even_when_downsampling_lags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each level's finish queues the next level's on the downsampling thread; close must wait for
+    those chained jobs too (it once stopped the thread before them, leaving the last level short)."""
+    from acqzarr.pyramid import Pyramid
+
+    original = Pyramid._finish_level
+
+    def slow(self: Pyramid, level: int, extents: list[int], failed: bool) -> None:
+        time.sleep(0.05)
+        original(self, level, extents, failed)
+
+    monkeypatch.setattr(Pyramid, "_finish_level", slow)
+    data = sample_data((61, 64, 64), "uint16")  # the last band of every level completes at close
+    kinds = ["time", "space", "space"]
+    record(tmp_path / "s.zarr", 3, data, kinds, "tyx", (8, 8, 8), az.Multiscale(levels=4))
+    expected = reference_pyramid(data, ["time", "space", "space"], 4, "mean")
+    for k in range(4):
+        assert_reads_back(tmp_path / "s.zarr" / "img" / str(k), 3, expected[k])

@@ -9,6 +9,7 @@ compressing the next layer.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -28,6 +29,10 @@ T = TypeVar("T")
 IOJob = Callable[[bool], None]
 
 
+def _set_event(event: threading.Event, failed: bool) -> None:
+    event.set()
+
+
 class _OrderedThread:
     """Runs jobs one at a time in submission order; a job is told whether anything failed before it."""
 
@@ -35,18 +40,26 @@ class _OrderedThread:
         self, name: str, record: Callable[[BaseException], None], failed: Callable[[], bool]
     ) -> None:
         self._jobs: queue.Queue[IOJob | None] = queue.Queue()
+        self.submitted = 0  # jobs submitted so far (drain's markers not counted)
         self._record = record
         self._failed = failed
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, job: IOJob) -> None:
+        self.submitted += 1
         self._jobs.put(job)
 
     def drain(self) -> None:
-        done = threading.Event()
-        self._jobs.put(lambda failed: done.set())
-        done.wait()
+        """Wait until every job has run, including jobs that running jobs submit to this thread
+        (a pyramid level's finish queues the next level's)."""
+        while True:
+            before = self.submitted
+            done = threading.Event()
+            self._jobs.put(functools.partial(_set_event, done))
+            done.wait()
+            if self.submitted == before:
+                return
 
     def stop(self) -> None:
         self._jobs.put(None)

@@ -3,6 +3,7 @@ and no pyramid is ragged (every level covers the extent level 0 publishes)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import signal
@@ -174,3 +175,63 @@ def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[s
             continue  # killed before the store was created: nothing to check
         frames_checked += _check_store(path, version, reported, 1 if config == "plain" else 3, stop_after)
     record_figures.update(version=version, kill_points=kills, phases=phases, frames_verified=frames_checked)
+
+
+# Aimed at the publish itself: the writer kills itself in the middle of writing an image's level
+# shapes (after the n-th document of a new generation, or right before or after the one rename that
+# makes a generation current), where a kill left levels of different extents before.
+AIMED = """
+import os, signal
+import acqzarr.stores.local_groups as lg
+
+where, at = os.environ["ACQZARR_KILL_WHERE"], int(os.environ["ACQZARR_KILL_AT"])
+seen = [0]
+write_new, link = lg.LinkedGroups._write_new, lg.LinkedGroups._link
+
+def count():
+    seen[0] += 1
+    return seen[0] == at
+
+def aimed_write(self, path, blob):
+    write_new(self, path, blob)
+    if where == "document" and count():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def aimed_link(self, path, target):
+    swap = path.name == "current"
+    if swap and where == "before-swap" and count():
+        os.kill(os.getpid(), signal.SIGKILL)
+    link(self, path, target)
+    if swap and where == "after-swap" and count():
+        os.kill(os.getpid(), signal.SIGKILL)
+
+lg.LinkedGroups._write_new, lg.LinkedGroups._link = aimed_write, aimed_link
+"""
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_kills_inside_pyramid_publishing_leave_no_ragged_pyramid(
+    tmp_path: Path, version: int, record_figures: dict[str, Any]
+) -> None:
+    rng = random.Random(99 + version)
+    kills = 0
+    for k, (config, where) in enumerate(
+        itertools.product(("pyramid", "pyramid-z"), ("document", "before-swap", "after-swap"))
+    ):
+        path = tmp_path / f"a{k}.zarr"
+        frames = 120
+        env = {**os.environ, "ACQZARR_KILL_WHERE": where, "ACQZARR_KILL_AT": str(rng.randint(3, 30))}
+        proc = subprocess.run(
+            [sys.executable, "-c", AIMED + WRITER, _settings(path, version, config), str(frames)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert proc.returncode == -signal.SIGKILL, (where, proc.stdout[-500:], proc.stderr[-2000:])
+        lines = proc.stdout.splitlines()
+        assert "closed" not in " ".join(lines), "the kill was aimed inside the run"
+        reported = max([int(ln.split()[1]) for ln in lines if ln.startswith("flushed")], default=0)
+        _check_store(path, version, reported, 3, frames)
+        kills += 1
+    record_figures.update(version=version, aimed_kills=kills)
