@@ -181,10 +181,10 @@ def test_backpressure_blocks_then_times_out_without_losing_frames(tmp_path: Path
                 stream.append(frame)
                 accepted.append(i)
         # The pipeline drains; the frame that timed out can be appended again.
-        stream.pipeline.drain()
+        stream.flush()
         for frame in data[len(accepted) :]:
             stream.append(frame)
-            stream.pipeline.drain()
+            stream.flush()
     assert len(accepted) == 3  # the cap holds one band (3 frames); the next must wait
     assert_reads_back(path / "cam0" / "0", version, data)
 
@@ -203,7 +203,7 @@ def test_in_flight_bytes_stay_under_the_cap(tmp_path: Path) -> None:
     data = frames_for((64, 64), 40, "uint16")
     with az.open_stream(settings, store=SlowStore(path)) as stream:
         stream.append(data)
-        peak = stream.pipeline.budget.peak
+        peak = stream.memory().peak
     assert peak <= settings.max_inflight_bytes
     assert_reads_back(path / "cam0" / "0", 3, data)
 

@@ -112,7 +112,7 @@ def test_dry_run_prints_the_resolved_config_and_creates_nothing(tmp_path: Path) 
 
     settings = az.StreamSettings.model_validate({k: v for k, v in report["config"].items() if k != "source"})
     with az.open_stream(settings, store=az.MemoryStore()) as stream:  # the cap a real stream uses
-        assert report["estimate"]["memory_reserved_bytes"] == stream.pipeline.budget.cap
+        assert report["estimate"]["memory_reserved_bytes"] == stream.memory().cap
     assert not (tmp_path / "out.zarr").exists()
 
 

@@ -156,7 +156,7 @@ def test_bounded_append_axis_with_partial_last_chunk(tmp_path: Path, version: in
     with az.open_stream(settings) as stream:
         stream.append(data)
         # The last (partial) layer is flushed as soon as the axis is full, before close.
-        stream.pipeline.drain()
+        stream.flush()
         assert stream.stats().frames_flushed == 10
     assert_reads_back(tmp_path / "s.zarr" / "cam0" / "0", version, data)
 

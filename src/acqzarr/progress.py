@@ -39,10 +39,12 @@ class Snapshot:
 def snapshot(stream: Stream, key: str, elapsed: float, dropped: int) -> Snapshot:
     stats = stream.stats(key)
     array = next(a for a in stream.settings.arrays if a.key == key)
-    frame_bytes = math.prod(d.size for d in array.dimensions[-2:]) * np.dtype(array.dtype).itemsize
+    frame_bytes = math.prod(d.size for d in array.dimensions if d.name in array.frame_names) * np.dtype(
+        array.dtype
+    ).itemsize
     raw = stats.frames_appended * frame_bytes
     span = max(elapsed, 1e-9)
-    budget = stream.pipeline.budget
+    memory = stream.memory()
     return Snapshot(
         key=key,
         frames=stats.frames_appended,
@@ -53,8 +55,8 @@ def snapshot(stream: Stream, key: str, elapsed: float, dropped: int) -> Snapshot
         mb_out=stats.bytes_written / span / 1e6,
         ratio=raw / stats.bytes_written if stats.bytes_written else math.nan,
         queued_frames=stats.frames_appended - stats.frames_flushed,
-        inflight_mib=budget.used / 2**20,
-        cap_mib=budget.cap / 2**20,
+        inflight_mib=memory.used / 2**20,
+        cap_mib=memory.cap / 2**20,
     )
 
 

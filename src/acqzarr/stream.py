@@ -25,7 +25,7 @@ import numpy as np
 from .budget import InflightBudget
 from .codecs import BloscCodec
 from .contrast import ContrastWindows
-from .errors import ConfigError, FrameError, StateError, StoreError
+from .errors import ConfigError, FrameError, StateError, StoreError, WriterError
 from .formats import format_for
 from .layout import ArrayLayout, Index
 from .memory import MemoryUsage, plan_memory
@@ -391,6 +391,13 @@ class Stream:
                     writer.release_buffers()
             self._settle()
             for image in self._images.values():
+                assert image.publisher is not None
+                final = image.writer.assembler.extent
+                if image.publisher.published != final:  # never a silent short store
+                    raise WriterError(
+                        f"array {image.name}: {final} steps of the append axis were written but only "
+                        f"{image.publisher.published} could be published on every level"
+                    )
                 self._write_image_group(image)  # the contrast windows of everything seen
 
     def _settle(self) -> None:

@@ -57,7 +57,7 @@ def _soak(
     every = max(1, count // 40)
     t0 = last = time.perf_counter()
     with az.open_stream(settings) as stream:
-        cap = stream.pipeline.budget.cap
+        cap = stream.memory().cap
         for i in range(count):
             stream.append(pool[i % len(pool)])
             if i % every == 0:
