@@ -63,6 +63,7 @@ def main() -> int:
 
 def render(figs: dict[str, dict], summary: str, seconds: float, quick: bool) -> str:
     kills = [v for k, v in figs.items() if k.startswith("test_random_kill_points")]
+    aimed = [v for k, v in figs.items() if k.startswith("test_kills_inside_pyramid_publishing")]
     faults = [v for k, v in figs.items() if k.startswith("test_no_space_left")]
     soaks = [v for k, v in figs.items() if k.startswith("test_memory_and_descriptors")]
     fuzz = figs.get("fuzz", {})
@@ -94,6 +95,12 @@ def render(figs: dict[str, dict], summary: str, seconds: float, quick: bool) -> 
     lines += [
         "",
         f"Total: {sum(k['kill_points'] for k in kills)} kill points survived.",
+        "",
+        "Kills aimed inside pyramid publishing (the writer kills itself after a document of a new",
+        "generation of level shapes, right before or right after the rename that makes it current; y/x",
+        "and z pyramids), checked the same way: "
+        + ", ".join(f"Zarr v{a['version']}: {a['aimed_kills']}" for a in aimed)
+        + " kills, no ragged pyramid.",
         "",
         "## Disk faults",
         "",
