@@ -66,12 +66,6 @@ class InflightBudget:
         with self._cond:
             self.filling -= nbytes
 
-    def add(self, nbytes: int) -> None:
-        """Count in-flight bytes taken without waiting (writer threads never block)."""
-        with self._cond:
-            self.used += nbytes
-            self.peak = max(self.peak, self.used)
-
     def release(self, nbytes: int) -> None:
         with self._cond:
             self.used -= nbytes

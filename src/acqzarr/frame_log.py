@@ -48,13 +48,6 @@ class FrameLog:
         block[:, offset] = values
         self._length += 1
 
-    def column(self, name: str) -> np.ndarray[Any, Any]:
-        """The unpublished-and-published values still in memory are not all values: for tests use
-        the store; this returns the sum-friendly tail only."""
-        f = self._fields.index(name)
-        rows = [self._pending[i][f] for i in sorted(self._pending)]
-        return np.concatenate(rows) if rows else np.zeros(0, "<i8")
-
     def publish(self, upto: int | None = None) -> None:
         """Make the first ``upto`` entries (default: all) readable, chunks first, then metadata."""
         n = self._length if upto is None else min(upto, self._length)

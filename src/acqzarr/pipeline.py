@@ -86,10 +86,6 @@ class Pipeline:
         self._side: _OrderedThread | None = None  # downsampling, started on first use
         self._closed = False
 
-    @property
-    def failure(self) -> BaseException | None:
-        return self._failure
-
     def compress(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         return self._pool.submit(fn, *args)
 

@@ -62,10 +62,6 @@ class BloscCodec:
         self._cname = settings.cname.encode("ascii")
         self._shuffle = SHUFFLE_CODES[settings.shuffle]
 
-    @staticmethod
-    def max_encoded_nbytes(nbytes: int) -> int:
-        return nbytes + BLOSC_MAX_OVERHEAD
-
     def encode(self, chunk: np.ndarray[Any, Any]) -> bytes:
         """Compress into new bytes (numcodecs' own path; the reference for ``encode_into``)."""
         out: bytes = _blosc.compress(chunk, self._cname, self.settings.clevel, self._shuffle, 0)
@@ -74,7 +70,7 @@ class BloscCodec:
     def encode_into(self, chunk: np.ndarray[Any, Any], out: np.ndarray[Any, Any], offset: int) -> int:
         """Compress a C-contiguous ``chunk`` into ``out[offset:]``; return the compressed size.
 
-        ``out`` (uint8) must have room for ``max_encoded_nbytes(chunk.nbytes)``.
+        ``out`` (uint8) must have room for ``chunk.nbytes + BLOSC_MAX_OVERHEAD``.
         """
         room = out.nbytes - offset
         bound = chunk.nbytes + BLOSC_MAX_OVERHEAD
