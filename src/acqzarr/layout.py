@@ -102,6 +102,10 @@ class ArrayLayout:
     def max_frames(self) -> int | None:
         return None if self.append_size == 0 else self.append_size * self.frames_per_step()
 
+    def describe(self, index: Index) -> str:
+        """An index as error messages show it: ``{t: 3, c: 1, z: 17}``."""
+        return "{" + ", ".join(f"{a}: {v}" for a, v in zip(self.index_names, index, strict=True)) + "}"
+
     # -- bands ------------------------------------------------------------
     def band_of(self, index: Index) -> tuple[Index, Index]:
         """(band coordinates, position inside the band) of the frame at ``index``."""

@@ -101,7 +101,7 @@ class FrameOrder:
         for axis, value, size in zip(self.layout.index_names, index, self.layout.index_shape, strict=True):
             if value < 0 or (size and value >= size):
                 raise FrameError(
-                    f"array {self.name}: index {self._describe(index)} is outside the array "
+                    f"array {self.name}: index {self.layout.describe(index)} is outside the array "
                     f"({self._describe_shape()}): {axis}={value}"
                 )
 
@@ -131,14 +131,8 @@ class FrameOrder:
         return 1
 
     # -- messages ---------------------------------------------------------
-    def _describe(self, index: Index) -> str:
-        return "{" + ", ".join(f"{a}: {v}" for a, v in zip(self.layout.index_names, index, strict=True)) + "}"
-
     def _describe_shape(self) -> str:
         return ", ".join(
             f"{a}: {s if s else 'unbounded'}"
             for a, s in zip(self.layout.index_names, self.layout.index_shape, strict=True)
         )
-
-    def describe(self, index: Index) -> str:
-        return self._describe(index)

@@ -301,7 +301,7 @@ class Stream:
             what = (
                 f"{first} already appended, {n} more do not fit"
                 if start is None
-                else f"{n} frames from index {order.describe(start)} (frame {first} of the "
+                else f"{n} frames from index {image.layout.describe(start)} (frame {first} of the "
                 "acquisition) do not fit"
             )
             raise FrameError(f"array {image.name}: the array holds {cap} frames; {what}")

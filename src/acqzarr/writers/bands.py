@@ -87,14 +87,14 @@ class BandAssembler:
             band, within = self.layout.band_of(index)
             if self.is_closed(band):
                 raise FrameError(
-                    f"array {self.name}: index {self._describe(index)} falls in band "
+                    f"array {self.name}: index {self.layout.describe(index)} falls in band "
                     f"{self._band_text(band)}, which is already complete and stored; a frame cannot be "
                     "written there any more"
                 )
             open_band = self.open.get(band)
             if open_band is not None and open_band.state[within] != OPEN:
                 what = "filled" if open_band.state[within] == FILLED else "skipped"
-                raise FrameError(f"array {self.name}: index {self._describe(index)} was already {what}")
+                raise FrameError(f"array {self.name}: index {self.layout.describe(index)} was already {what}")
             out.append((band, within))
         if len(set(out)) != len(out):
             raise FrameError(f"array {self.name}: the same index appears twice in one call")
@@ -186,7 +186,7 @@ class BandAssembler:
     def _take_buffer(self, index: Index, band: Index) -> np.ndarray[Any, Any]:
         def stuck() -> FrameError:
             return FrameError(
-                f"array {self.name}: index {self._describe(index)} needs band {self._band_text(band)} "
+                f"array {self.name}: index {self.layout.describe(index)} needs band {self._band_text(band)} "
                 f"opened, but {sum(b.buffer is not None for b in self.open.values())} open bands already "
                 f"fill the in-flight cap "
                 f"({self.budget.cap} bytes) and none of them is complete: append or skip the frames "
@@ -209,9 +209,6 @@ class BandAssembler:
             del self._closed_per_row[self._rows_closed]
             self._closed.difference_update(self.layout.row_bands(self._rows_closed))
             self._rows_closed += 1
-
-    def _describe(self, index: Index) -> str:
-        return "{" + ", ".join(f"{a}: {v}" for a, v in zip(self.layout.index_names, index, strict=True)) + "}"
 
     def _band_text(self, band: Index) -> str:
         parts = []

@@ -29,12 +29,10 @@ class ChunkWriter(ObjectWriter):
         return f"{self.array_path}/{self.separator.join(map(str, coords))}"
 
     def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
-        items = [
-            (self.chunk_key((*band.coords, *coord)), enc, enc.used)
-            for coord, enc in zip(self._coords, results, strict=False)
-        ]
-        for _key, enc, _n in items:
-            if enc.empty:
-                self.release(enc)
-        self._put_many([item for item in items if not item[1].empty])
+        self._put_many(
+            [
+                (self.chunk_key((*band.coords, *coord)), enc, enc.used)
+                for coord, enc in zip(self._coords, results, strict=False)
+            ]
+        )
         return [band.coords]

@@ -67,9 +67,12 @@ class ObjectWriter(ABC):
         """Drop anything held back after a failure."""
 
     def _put_many(self, items: Sequence[tuple[str, Encoded, int]]) -> None:
+        """Store each ``(key, encoded, nbytes)`` whose encoded group holds any chunk (an all-fill
+        group is no object at all), then hand every Encoded back, stored or not."""
+        stored = [item for item in items if not item[1].empty]
         try:
-            self.store.put_padded_many([(key, enc.buffer, n) for key, enc, n in items])
-            self.written(sum(n for _key, _enc, n in items))
+            self.store.put_padded_many([(key, enc.buffer, n) for key, enc, n in stored])
+            self.written(sum(n for _key, _enc, n in stored))
         finally:
             for _key, enc, _n in items:
                 self.release(enc)

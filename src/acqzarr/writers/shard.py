@@ -83,14 +83,12 @@ class ShardWriter(ObjectWriter):
 
     def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
         if self._single:
-            items = [
-                (self.shard_key((*band.coords, *s)), enc, self._append_index(enc))
-                for s, enc in zip(self._frame_shards, results, strict=False)
-            ]
-            for _key, enc, _n in items:
-                if enc.empty:
-                    self.release(enc)
-            self._put_many([item for item in items if not item[1].empty])
+            self._put_many(
+                [
+                    (self.shard_key((*band.coords, *s)), enc, self._append_index(enc))
+                    for s, enc in zip(self._frame_shards, results, strict=False)
+                ]
+            )
             return [band.coords]
         ishard = tuple(b // n for b, n in zip(band.coords, self._index_cps, strict=True))
         within = tuple(b % n for b, n in zip(band.coords, self._index_cps, strict=True))
