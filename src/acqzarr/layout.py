@@ -95,13 +95,6 @@ class ArrayLayout:
         """Array shape with ``extent`` samples along the append axis."""
         return (extent, *self.shape_rest)
 
-    def frames_per_step(self) -> int:
-        """Frame slots per index of the append axis."""
-        return math.prod(self.index_shape[1:])
-
-    def max_frames(self) -> int | None:
-        return None if self.append_size == 0 else self.append_size * self.frames_per_step()
-
     def describe(self, index: Index) -> str:
         """An index as error messages show it: ``{t: 3, c: 1, z: 17}``."""
         return "{" + ", ".join(f"{a}: {v}" for a, v in zip(self.index_names, index, strict=True)) + "}"

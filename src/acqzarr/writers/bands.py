@@ -35,7 +35,6 @@ class Band:
     state: np.ndarray[Any, Any]  # per slot (index chunk shape): OPEN, FILLED, SKIPPED or OUTSIDE
     todo: int  # slots still OPEN
     buffer: np.ndarray[Any, Any] | None = None  # taken with the first frame
-    filled: int = 0
     refs: int = 0  # readers of the buffer once submitted (encoding tasks, the pyramid)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -121,7 +120,6 @@ class BandAssembler:
                 band.buffer = buffer
             self.layout.copy_frame(band.buffer, within, frames[k])
             band.state[within] = FILLED
-            band.filled += 1
             self.frames_filled += 1
             row = index[0] // self.layout.index_chunks[0]
             self.row_frames[row] = self.row_frames.get(row, 0) + 1
