@@ -121,12 +121,13 @@ def test_what_lands_is_exactly_what_was_sent(
     np.testing.assert_array_equal(meta["frame_id"], np.arange(100, 121))
     np.testing.assert_array_equal(meta["timestamp_ns"], 1000 * np.arange(21))
     assert (meta["gap_before"] == 0).all() and (np.diff(meta["receive_ns"]) >= 0).all()
-    np.testing.assert_array_equal(frames_meta(store, "cam1")["frame_id"], np.arange(14))
+    np.testing.assert_array_equal(frames_meta(store, "cam1")["frame_id"], np.arange(14).reshape(7, 2))
     record = session(store, "cam0", version)
-    assert record["frames"] == 21 and record["frames_total"] == 35 and record["completed"] is True
-    assert record["source"] == "zmq" and record["user_data"]["series_start"] == {"sample": "x"}
-    attrs = zarr.open_group(str(store / "cam0" / "acqzarr_frames"), mode="r").attrs
-    assert attrs["user_data"]["20"] == {"i": 20}
+    assert record["frames_on_disk"] == 21 and record["completed"] is True and record["stop"] is not None
+    assert record["source"]["kind"] == "serve" and record["source"]["series_id"] == sid
+    assert record["source"]["user_data"]["series_start"] == {"sample": "x"}
+    assert [json.loads(text)["user_data"] for text in meta["json"]] == [{"i": i} for i in range(21)]
+    assert "json" not in frames_meta(store, "cam1")  # no user_data sent: no JSON column
     after = server.status()
     raw = cam0.nbytes + cam1.nbytes
     assert after["bytes_raw"] - before["bytes_raw"] == raw
@@ -383,7 +384,8 @@ def test_a_signal_finalizes_open_series_and_exits_0(tmp_path: Path, signum: sign
     store = server.root / "interrupted"
     assert_reads_back(store / "cam0" / "0", 2, data)
     record = session(store, "cam0", 2)
-    assert record["end"] == "shutdown" and record["completed"] is False and record["frames"] == 6
+    assert record["source"]["end"] == "shutdown" and record["completed"] is False
+    assert record["frames_on_disk"] == 6 and record["stop"] is not None
     assert f"stopped by {signum.name}" in (tmp_path / "serve.log").read_text()
 
 

@@ -266,11 +266,11 @@ def test_a_failing_writer_finalizes_only_its_series(
     real_append = az.Stream.append
     calls = {"n": 0}
 
-    def failing_append(self: az.Stream, frames: Any, key: str | None = None) -> None:
+    def failing_append(self: az.Stream, frames: Any, key: str | None = None, **kw: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise az.WriterError("disk full (injected)")
-        real_append(self, frames, key)
+        real_append(self, frames, key, **kw)
 
     monkeypatch.setattr(az.Stream, "append", failing_append)
     in_process.series("broken", 5)

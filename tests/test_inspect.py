@@ -28,8 +28,11 @@ def _store(tmp_path: Path, version: int, frames: int = 7) -> Path:
         update={"arrays": [settings.arrays[0].model_copy(update={"multiscale": az.Multiscale(levels=2)})]}
     )
     with az.open_stream(settings) as stream:
-        stream.append(frames_for((40, 48), frames, "uint16"))
-        stream.write_metadata({"acqzarr_session": {"driver": "test", "frames": frames, "completed": True}})
+        stream.append(
+            frames_for((40, 48), frames, "uint16"),
+            metadata=[{"exposure_ms": 2.5, "frame_id": i, "note": "x"} for i in range(frames)],
+        )
+        stream.update_session({"frames_dropped": 2, "source": {"kind": "python", "driver": "test"}})
     return path
 
 
@@ -72,9 +75,14 @@ def test_info_reports_what_is_on_disk(tmp_path: Path, version: int) -> None:
     (image,) = info["images"]
     assert image["path"] == "cam0" and image["frames"] == 7 and image["levels"] == ["0", "1"]
     assert image["axes"] == ["t", "y", "x"] and image["ngff"] == ("0.5" if version == 3 else "0.4")
-    assert image["session"] == {"driver": "test", "frames": 7, "completed": True}
+    session = image["session"]
+    assert session["source"] == {"kind": "python", "driver": "test"} and session["completed"] is True
+    assert (session["frames_on_disk"], session["frames_skipped"], session["frames_dropped"]) == (7, 0, 2)
+    assert image["frame_metadata"] == ["exposure_ms (float64)", "frame_id (int64)", "json (string)"]
     text = _cli("info", str(path)).stdout
     assert f"Zarr v{version}" in text and "image cam0" in text and "7 frames, 2 levels" in text
+    assert "per-frame metadata in acqzarr_frames/: exposure_ms (float64), frame_id (int64)" in text
+    assert "session: python test, 7 frames on disk, 0 skipped, 2 dropped" in text and "completed" in text
 
 
 def test_validate_accepts_what_acqzarr_writes_and_decodes_every_chunk(tmp_path: Path, version: int) -> None:

@@ -402,8 +402,8 @@ def test_every_publish_shows_all_levels_over_the_same_extent(
     seen: list[list[int]] = []
     original = Stream._publish
 
-    def spy(self: Stream, image: Any, extents: list[int]) -> None:
-        original(self, image, extents)
+    def spy(self: Stream, image: Any, extents: list[int], frames: int) -> None:
+        original(self, image, extents, frames)
         seen.append(
             [zarr.open_array(str(tmp_path / "s.zarr" / "img" / str(k)), mode="r").shape[0] for k in range(3)]
         )

@@ -76,8 +76,8 @@ def test_record_writes_frames_metadata_and_session(tmp_path: Path) -> None:
     assert (np.diff(frames["timestamp_ns"][:]) >= 0).all()  # type: ignore[index]
     attrs = json.loads((store / "cam0" / "zarr.json").read_text())["attributes"]
     session = attrs["acqzarr_session"]
-    assert session["driver"] == "simulated.noise" and session["frames"] == 20
-    assert session["dropped"] >= int(dropped.sum())
+    assert session["source"]["driver"] == "simulated.noise" and session["frames_on_disk"] == 20
+    assert session["frames_dropped"] >= int(dropped.sum()) and session["completed"] is True
     assert session["completed"] is True and session["interrupted"] is None
     assert session["software"].startswith("acqzarr ")
 
@@ -175,7 +175,8 @@ def test_a_signal_finalizes_the_store_with_every_accepted_frame_and_exits_130(
     frames = zarr.open_group(str(store / "cam0" / "acqzarr_frames"), mode="r")
     assert n > 0 and frames["frame_id"].shape == (n,)  # type: ignore[union-attr]
     session = json.loads((store / "cam0" / "zarr.json").read_text())["attributes"]["acqzarr_session"]
-    assert session["interrupted"] == signum.name and session["frames"] == n and session["completed"] is False
+    assert session["interrupted"] == signum.name and session["frames_on_disk"] == n
+    assert session["completed"] is False
     assert f"recorded {n} frames" in out  # every frame accepted is in the store
 
 

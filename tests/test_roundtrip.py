@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -211,4 +212,11 @@ def test_memory_store_holds_the_same_objects_as_the_filesystem(tmp_path: Path, v
     disk = az.LocalStore(tmp_path / "s.zarr")
     assert sorted(mem.list()) == sorted(disk.list())
     for key in mem.list():
-        assert mem.get(key) == disk.get(key), key
+        if key == "cam0/" + ("zarr.json" if version == 3 else ".zattrs"):  # the session's times differ
+            docs = [json.loads(store.get(key)) for store in (mem, disk)]
+            for doc in docs:
+                for when in ("start", "stop"):
+                    doc.get("attributes", doc)["acqzarr_session"].pop(when)
+            assert docs[0] == docs[1]
+        else:
+            assert mem.get(key) == disk.get(key), key

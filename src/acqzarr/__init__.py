@@ -1,5 +1,6 @@
 """acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows."""
 
+from ._version import __version__
 from .camera import ROI, Camera, FrameInfo
 from .codecs import BloscCodec
 from .device import State, StorageCapabilities, ZarrStorage
@@ -19,8 +20,6 @@ from .settings import ArraySettings, Blosc, Dimension, Multiscale, S3Settings, S
 from .stores import LocalStore, MemoryStore, S3Store, Store
 from .stream import ArrayStats, Stream, open_stream
 from .writers import ChunkWriter, ShardWriter
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ROI",

@@ -35,8 +35,9 @@ def _record(args: argparse.Namespace) -> int:
     sessions = record(config, cameras)
     for src, session in zip(config.sources, sessions, strict=True):
         print(
-            f"recorded {session['frames']} frames from {session['driver']} into "
-            f"{config.store}{'/' + src.key if src.key else ''} (dropped by the source: {session['dropped']})"
+            f"recorded {session['frames_on_disk']} frames from {src.driver} into "
+            f"{config.store}{'/' + src.key if src.key else ''} (dropped by the source: "
+            f"{session['frames_dropped']})"
             + (f"; interrupted by {session['interrupted']}" if session["interrupted"] else "")
         )
     return EXIT_INTERRUPTED if sessions and sessions[0]["interrupted"] else EXIT_OK

@@ -22,6 +22,11 @@ __all__ = ["ZarrFormat", "ZarrV2", "ZarrV3", "format_for"]
 
 Documents = dict[str, dict[str, Any]]
 
+# Per-frame metadata columns: the missing marker of each kind (also each array's fill value, so a
+# chunk never written reads as missing), and the zstd level of string columns.
+_COLUMN_FILL: dict[str, Any] = {"float64": "NaN", "int64": -(2**63), "string": ""}
+COLUMN_ZSTD_LEVEL = 1
+
 
 def _join(*parts: str) -> str:
     return "/".join(p for p in parts if p)
@@ -54,12 +59,16 @@ class ZarrFormat(ABC):
         """The object writer of this format for one array."""
 
     @abstractmethod
-    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
-        """Documents of a small uncompressed 1-D array in chunks of ``chunk`` (per-frame metadata)."""
+    def column_documents(
+        self, path: str, shape: tuple[int, ...], chunks: tuple[int, ...], kind: str, names: tuple[str, ...]
+    ) -> Documents:
+        """Documents of a per-frame metadata column (``frame_columns.py``): ``kind`` "float64" or
+        "int64" (raw little-endian chunks) or "string" (vlen-utf8 then zstd); missing entries are
+        its fill value (``frame_columns.MISSING``)."""
 
     @abstractmethod
-    def vector_chunk_key(self, path: str, index: int) -> str:
-        """Key of that array's chunk ``index``."""
+    def column_chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
+        """Key of a column's chunk at grid position ``coords``."""
 
 
 class ZarrV2(ZarrFormat):
@@ -95,18 +104,23 @@ class ZarrV2(ZarrFormat):
             separator=self.settings.dimension_separator, layout=layout, store=store, array_path=array_path
         )
 
-    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
+    def column_documents(
+        self, path: str, shape: tuple[int, ...], chunks: tuple[int, ...], kind: str, names: tuple[str, ...]
+    ) -> Documents:
+        string = kind == "string"
         doc = zarr_v2.array_doc(
-            shape=(length,),
-            chunks=(chunk,),
-            dtype=dtype,
-            compressor=None,
+            shape=shape,
+            chunks=chunks,
+            dtype=np.dtype(object if string else kind),
+            compressor={"id": "zstd", "level": COLUMN_ZSTD_LEVEL} if string else None,
             separator=self.settings.dimension_separator,
+            fill_value=_COLUMN_FILL[kind],
+            filters=[{"id": "vlen-utf8"}] if string else None,
         )
-        return {_join(path, ".zarray"): doc}
+        return {_join(path, ".zarray"): doc, _join(path, ".zattrs"): {"_ARRAY_DIMENSIONS": list(names)}}
 
-    def vector_chunk_key(self, path: str, index: int) -> str:
-        return _join(path, str(index))
+    def column_chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
+        return _join(path, self.settings.dimension_separator.join(map(str, coords)))
 
 
 class ZarrV3(ZarrFormat):
@@ -139,12 +153,29 @@ class ZarrV3(ZarrFormat):
     def make_writer(self, layout: ArrayLayout, store: Store, array_path: str) -> ObjectWriter:
         return ShardWriter(layout=layout, store=store, array_path=array_path)
 
-    def vector_documents(self, path: str, length: int, dtype: np.dtype[Any], chunk: int) -> Documents:
-        doc = zarr_v3.plain_array_doc(shape=(length,), chunk=(chunk,), dtype=dtype)
+    def column_documents(
+        self, path: str, shape: tuple[int, ...], chunks: tuple[int, ...], kind: str, names: tuple[str, ...]
+    ) -> Documents:
+        codecs = (
+            [
+                {"name": "vlen-utf8", "configuration": {}},
+                {"name": "zstd", "configuration": {"level": COLUMN_ZSTD_LEVEL, "checksum": False}},
+            ]
+            if kind == "string"
+            else [{"name": "bytes", "configuration": {"endian": "little"}}]
+        )
+        doc = zarr_v3.plain_array_doc(
+            shape=shape,
+            chunk=chunks,
+            data_type=kind,
+            fill_value=_COLUMN_FILL[kind],
+            codecs=codecs,
+            dimension_names=names,
+        )
         return {_join(path, "zarr.json"): doc}
 
-    def vector_chunk_key(self, path: str, index: int) -> str:
-        return _join(path, f"c/{index}")
+    def column_chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
+        return _join(path, "c/" + "/".join(map(str, coords)))
 
 
 def format_for(settings: StreamSettings) -> ZarrFormat:

@@ -50,7 +50,7 @@ class ImagePublisher:
         self,
         layouts: Sequence[ArrayLayout],
         halved_append: bool,
-        publish: Callable[[list[int]], None],
+        publish: Callable[[list[int], int], None],  # level extents, frames inside them
         row_frames: dict[int, int],
     ) -> None:
         self._rows = [_Rows(layout) for layout in layouts]
@@ -78,9 +78,12 @@ class ImagePublisher:
             extent = min(extent, rows.extent() * 2**k if self._halved else rows.extent())
         if extent <= self.published:
             return
-        self._publish([self.level_extent(k, extent) for k in range(len(self._rows))])
-        # Metadata first: a caller told "n frames flushed" must find them if killed right after.
         # The extent is whole rows, but for the last one at the end: its frames all lie below it.
-        for row in range(self.published // self._chunk, -(-extent // self._chunk)):
-            self.frames_flushed += self._row_frames.pop(row, 0)
+        steps = range(self.published // self._chunk, -(-extent // self._chunk))
+        frames = self.frames_flushed + sum(self._row_frames.get(row, 0) for row in steps)
+        # Metadata first: a caller told "n frames flushed" must find them if killed right after.
+        self._publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
+        for row in steps:
+            self._row_frames.pop(row, None)
+        self.frames_flushed = frames
         self.published = extent

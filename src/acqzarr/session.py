@@ -3,8 +3,10 @@
 The config is validated completely (stream settings, each driver's own
 options, and that each driver's frames fit its array) before anything
 touches disk.  Each source runs in its own thread, so two cameras write into
-one store concurrently.  Per-frame metadata is published beside the image as
-it flushes (see frame_log); the image group gets a session record.
+one store concurrently.  Each frame's camera metadata (``FRAME_FIELDS``) goes
+into the image's per-frame metadata columns (``frame_columns.py``); the
+session record (``session_record.py``) names the driver, and its counters and
+drops follow the recording.
 SIGINT/SIGTERM stop the sources; the stream is then closed normally, so
 everything accepted is flushed and the store finalized.
 """
@@ -12,8 +14,6 @@ everything accepted is flushed and the store finalized.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import os
 import sys
 import threading
@@ -25,16 +25,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from . import __version__
 from .errors import ConfigError
-from .frame_log import FIELDS as FRAME_FIELDS
-from .frame_log import FrameLog
 from .overrides import apply_overrides
 from .progress import Display, make_display, snapshot
 from .settings import StreamSettings, format_validation_error, load_mapping
 from .stop import StopSignal
 from .stores import Store
 from .stream import Stream, open_stream
+
+# The per-frame metadata every recorded frame gets (int64 columns, see frame_columns.BUILTIN_COLUMNS).
+FRAME_FIELDS = ("frame_id", "timestamp_ns", "receive_ns", "dropped_before")
 
 __all__ = ["FRAME_FIELDS", "SessionConfig", "SourceSettings", "load_session", "record"]
 
@@ -176,13 +176,11 @@ def estimate(config: SessionConfig, cameras: Sequence[Any]) -> dict[str, Any]:
 
 
 class _Acquisition:
-    """One source feeding one array, on its own thread; it owns that array's frame log."""
-
-    PUBLISH_EVERY = 0.5  # seconds between per-frame metadata publications
+    """One source feeding one array, on its own thread."""
 
     def __init__(self, stream: Stream, src: SourceSettings, key: str, camera: Any, stop: StopSignal) -> None:
         self.stream, self.src, self.key, self.camera, self.stop = stream, src, key, camera, stop
-        self.log = FrameLog(stream, key)
+        self.frames = 0
         self.dropped = 0
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"acqzarr-source-{key}", daemon=True)
@@ -190,32 +188,34 @@ class _Acquisition:
     def _run(self) -> None:
         buf = np.empty(self.camera.shape, self.camera.dtype)
         limit = self.src.frames
-        last = time.monotonic()
         try:
             self.camera.start()
-            while (limit is None or len(self.log) < limit) and not self.stop.event.is_set():
+            while (limit is None or self.frames < limit) and not self.stop.event.is_set():
                 info = self.camera.read_into(buf)
                 if info is None:
                     break
-                received = time.monotonic_ns()
-                self.stream.append(buf, key=self.key)
-                self.log.add(info.frame_id, info.timestamp_ns, received, info.dropped_before)
-                self.dropped += info.dropped_before
-                now = time.monotonic()
-                if now - last >= self.PUBLISH_EVERY:
-                    self.log.publish(self.stream.stats(self.key).frames_flushed)
-                    last = now
+                meta = {
+                    "frame_id": info.frame_id,
+                    "timestamp_ns": info.timestamp_ns,
+                    "receive_ns": time.monotonic_ns(),
+                    "dropped_before": info.dropped_before,
+                }
+                self.stream.append(buf, key=self.key, metadata=meta)
+                self.frames += 1
+                if info.dropped_before:
+                    self.dropped += info.dropped_before
+                    self.stream.update_session({"frames_dropped": self.dropped}, key=self.key, write=False)
         except BaseException as exc:
             self.error = exc
             self.stop.event.set()  # one failed source ends the session for all
         finally:
             self.camera.stop()
 
-    def record(self, config: SessionConfig, started: dt.datetime) -> dict[str, Any]:
+    def source(self) -> dict[str, Any]:
+        """The session record's ``source``: the driver and the camera it drove."""
         cam = self.camera
         return {
-            "version": 2,
-            "software": f"acqzarr {__version__}",
+            "kind": "record",
             "driver": self.src.driver,
             "options": self.src.options,
             "camera": {
@@ -225,11 +225,12 @@ class _Acquisition:
                 "exposure_ms": cam.exposure_ms,
                 "roi": dataclasses.asdict(cam.roi),
             },
-            "settings": json.loads(config.model_dump_json(exclude={"source"})),
-            "start": started.isoformat(),
-            "stop": dt.datetime.now(dt.UTC).isoformat(),
-            "frames": len(self.log),
-            "dropped": int(cam.dropped),
+        }
+
+    def end(self) -> dict[str, Any]:
+        """What the record says at the end: drops, interruption, and whether it is complete."""
+        return {
+            "frames_dropped": int(self.camera.dropped),
             "interrupted": self.stop.signal,
             "completed": self.error is None and self.stop.signal is None,
         }
@@ -243,14 +244,13 @@ def record(
     store: Store | None = None,
     refresh: float = 1.0,
 ) -> list[dict[str, Any]]:
-    """Run the session; returns one record per source (each also written into its image group).
+    """Run the session; returns the session record of each source's image (also in the store).
 
     ``store`` replaces the configured store (tests slow it down on purpose).
     """
     out = log or sys.stdout
     stop = StopSignal()
-    stream = open_stream(config.stream_settings(), store)
-    started = dt.datetime.now(dt.UTC)
+    stream = open_stream(config.stream_settings(), store, source={"kind": "record"})
     t0 = time.monotonic()
     runs = [
         _Acquisition(stream, src, config.key_of(src), cam, stop)
@@ -260,6 +260,7 @@ def record(
     with stop:
         try:
             for run in runs:
+                stream.update_session({"source": run.source()}, key=run.key)
                 run.thread.start()
             while alive := [run for run in runs if run.thread.is_alive()]:
                 alive[0].thread.join(refresh)  # returns as soon as a source ends, at the latest after refresh
@@ -269,11 +270,10 @@ def record(
             stop.event.set()
             for run in runs:
                 run.thread.join()
-    records = [run.record(config, started) for run in runs]
     error = next((r.error for r in runs if r.error is not None), None)
     try:
-        for run, rec in zip(runs, records, strict=True):
-            stream.write_metadata({"acqzarr_session": rec}, key=run.key)
+        for run in runs:
+            stream.update_session(run.end(), key=run.key)
     finally:
         try:
             stream.close()
@@ -281,9 +281,7 @@ def record(
             if error is None:
                 raise  # otherwise the original failure is the one to report
         finally:
-            for run in runs:  # exactly what reached the disk, also after a failed close
-                run.log.publish(stream.stats(run.key).frames_flushed)
             display.close([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
     if error is not None:
         raise error
-    return records
+    return [stream.session(run.key) for run in runs]

@@ -356,6 +356,23 @@ class ArraySettings(_Model):
         default=None,
         description="Write a resolution pyramid beside full resolution; null writes level 0 only.",
     )
+    frame_columns: dict[str, Literal["float64", "int64"]] = Field(
+        default_factory=dict,
+        description="Per-frame metadata fields stored as typed columns (name -> float64 or int64), "
+        "besides the built-in ones (frame_id, timestamp_ns, ..., exposure_ms, stage_x_um, ...; see "
+        "the README). Any other field of `append(..., metadata=)` goes to the per-frame JSON column.",
+    )
+
+    @field_validator("frame_columns")
+    @classmethod
+    def _column_names_are_segments(cls, v: dict[str, str]) -> dict[str, str]:
+        for name in v:
+            if not _KEY_SEGMENT.match(name) or name == "json":
+                raise ValueError(
+                    f"a frame column name must be letters, digits, '_', '.', '-' (not starting with "
+                    f"'.' or '-') and not 'json' (the JSON column's name), got {name!r}"
+                )
+        return v
 
     @field_validator("dtype", mode="before")
     @classmethod

@@ -40,6 +40,11 @@ class Node:
     attrs: dict[str, Any]
 
 
+# v3 codecs that turn an array into bytes (or reorder it) rather than compress: a compressor is
+# whatever comes after them.
+SERIALIZERS = ("bytes", "transpose", "vlen-utf8")
+
+
 @dataclass
 class ArrayInfo:
     path: str
@@ -53,6 +58,9 @@ class ArrayInfo:
 
     @property
     def raw_bytes(self) -> int:
+        """Uncompressed size; a variable-length (string) array counts as its stored size."""
+        if self.dtype in ("string", "object"):
+            return self.stored_bytes
         return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
     @property
@@ -132,7 +140,7 @@ class StoreTree:
                 codecs = shard["configuration"].get("codecs", [])
             else:
                 chunks, shards = grid, None
-            compressor = next((c for c in codecs if c.get("name") not in ("bytes", "transpose")), None)
+            compressor = next((c for c in codecs if c.get("name") not in SERIALIZERS), None)
             conf = compressor.get("configuration", {}) if compressor else {}
             dtype = str(m["data_type"])
         else:
@@ -156,7 +164,8 @@ class StoreTree:
             shape = tuple(level0.meta.get("shape", ())) if level0 else ()
             frames = math.prod(shape[:-2]) if len(shape) > 2 else (1 if shape else 0)
             fields_node = self.nodes.get(_join(node.path, "acqzarr_frames"))
-            fields = list(fields_node.attrs.get("fields", [])) if fields_node else []
+            columns = fields_node.attrs.get("acqzarr_frames", {}).get("columns", {}) if fields_node else {}
+            fields = [f"{name} ({kind})" for name, kind in columns.items()]
             out.append(
                 ImageInfo(
                     node.path,
@@ -251,19 +260,33 @@ def render(info: dict[str, Any]) -> str:
             if a is not None:
                 lines.append("  " + _array_line(level, a))
         if im["frame_metadata"]:
-            lines.append(f"  per-frame metadata: acqzarr_frames/{{{','.join(im['frame_metadata'])}}}")
+            lines.append(f"  per-frame metadata in acqzarr_frames/: {', '.join(im['frame_metadata'])}")
         s = im["session"]
         if s:
-            state = "completed" if s.get("completed") else f"incomplete ({s.get('interrupted') or 'error'})"
-            lines.append(
-                f"  session: {s.get('driver')}, {s.get('frames')} frames, {s.get('dropped')} dropped, "
-                f"{s.get('start')} to {s.get('stop')}, {state}, {s.get('software')}"
-            )
+            lines.append("  session: " + _session_line(s))
     shown = {_join(im["path"], lv) for im in info["images"] for lv in im["levels"]}
     for path, a in arrays.items():
         if path not in shown and "acqzarr_frames" not in path:
             lines.append(_array_line(path or "(root)", a))
     return "\n".join(lines)
+
+
+def _session_line(s: dict[str, Any]) -> str:
+    """The session record (``session_record.py``) in one line: who wrote it, counts, how it ended."""
+    given = s.get("source")
+    source: dict[str, Any] = given if isinstance(given, dict) else {}
+    who = " ".join(str(source[k]) for k in ("kind", "driver", "series_id") if source.get(k))
+    if s.get("completed"):
+        state = "completed"
+    elif s.get("stop") is None:
+        state = "not closed (still recording, or killed)"
+    else:
+        state = f"incomplete ({s.get('interrupted') or source.get('end') or 'closed as incomplete'})"
+    return (
+        f"{who or 'unknown source'}, {s.get('frames_on_disk')} frames on disk, {s.get('frames_skipped')} "
+        f"skipped, {s.get('frames_dropped')} dropped, {s.get('start')} to {s.get('stop')}, {state}, "
+        f"{s.get('software')}"
+    )
 
 
 def _array_line(name: str, a: dict[str, Any]) -> str:

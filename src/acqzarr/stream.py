@@ -15,7 +15,7 @@ import functools
 import json
 import math
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -27,6 +27,7 @@ from .codecs import BloscCodec
 from .contrast import ContrastWindows
 from .errors import ConfigError, FrameError, StateError, StoreError, WriterError
 from .formats import format_for
+from .frame_columns import FrameColumns
 from .layout import ArrayLayout, Index
 from .memory import MemoryUsage, plan_memory
 from .metadata.ngff import RESERVED_KEYS
@@ -35,6 +36,7 @@ from .order import FrameOrder
 from .pipeline import Pipeline
 from .publish import ImagePublisher
 from .pyramid import Pyramid
+from .session_record import SESSION_KEY, Counters, SessionRecord
 from .settings import ArraySettings, StreamSettings
 from .stores import Store, open_store
 from .writers import LevelWriter
@@ -65,6 +67,8 @@ class _Image:
         writers: list[LevelWriter],
         order: FrameOrder,
         contrast: ContrastWindows,
+        frames: FrameColumns,
+        session: SessionRecord,
     ) -> None:
         self.settings = settings
         self.writers = writers
@@ -72,6 +76,10 @@ class _Image:
         self.layout = self.writer.layout
         self.order = order
         self.contrast = contrast
+        self.frames = frames  # per-frame metadata
+        self.session = session
+        self.counters = Counters()  # as last published
+        self.final = False  # the session record says how it ended
         self.pyramid: Pyramid | None = None
         self.publisher: ImagePublisher | None = None
         self.group_path = settings.key
@@ -86,8 +94,11 @@ class Stream:
     every frame, and let the ``with`` block (or ``close``) flush the rest.
     """
 
-    def __init__(self, settings: StreamSettings, store: Store | None = None) -> None:
+    def __init__(
+        self, settings: StreamSettings, store: Store | None = None, *, source: Mapping[str, Any] | None = None
+    ) -> None:
         self.settings = settings
+        self._source = source
         self.plan = plan_memory(settings)
         cap = self.plan.cap(settings)
         if cap < self.plan.required:
@@ -155,52 +166,66 @@ class Stream:
                 )
             )
         order = FrameOrder(layout0, settings.acquisition_axes, name)
-        image = _Image(settings, writers, order, contrast)
+        frames = FrameColumns(layout0, settings.frame_columns, self.format, self.store, settings.key)
+        session = SessionRecord(json.loads(self.settings.model_dump_json()), self._source)
+        image = _Image(settings, writers, order, contrast, frames, session)
         image.publisher = ImagePublisher(
             [w.layout for w in writers],
             halved_append=layout0.kinds[0] == "space",
-            publish=lambda extents: self._publish(image, extents),
+            publish=lambda extents, frames: self._publish(image, extents, frames),
             row_frames=image.writer.assembler.row_frames,
         )
-        self._publish(image, [0] * len(writers))
+        self._publish(image, [0] * len(writers), 0)
         if len(writers) > 1:
             assert settings.multiscale is not None
             image.pyramid = Pyramid(writers, settings.multiscale.method, self.pipeline)
         return image
 
     def _write_groups(self) -> None:
-        """Root and intermediate groups first, then each image group with its NGFF block."""
+        """Root and intermediate groups (each image group was written with its first publish)."""
         plain: set[str] = {""}
         for key in self._images:
             parts = key.split("/")[:-1] if key else []
             plain.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         for path in sorted(plain - set(self._images)):
             self.put_documents(self.format.group_documents(path, {}))
-        for image in self._images.values():
-            self._write_image_group(image)
+
+    def _image_group(self, image: _Image) -> dict[str, bytes]:
+        """The image group's documents: user attributes, the OME-NGFF block with the contrast seen
+        so far, and the session record with the counters of the published extent."""
+        attrs = self.format.image_attributes(image.settings, len(image.writers), image.contrast.windows)
+        record = image.session.render(image.counters, final=image.final)
+        docs = self.format.group_documents(
+            image.group_path, {**image.user_attrs, **attrs, SESSION_KEY: record}
+        )
+        return {key: json.dumps(doc, indent=2).encode() for key, doc in docs.items()}
 
     def _write_image_group(self, image: _Image) -> None:
-        attrs = self.format.image_attributes(image.settings, len(image.writers), image.contrast.windows)
         with self._meta_lock:
-            self.put_documents(self.format.group_documents(image.group_path, {**image.user_attrs, **attrs}))
+            self.store.put_group(self._image_group(image))
 
     def put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
         """Write JSON documents (each atomically) into the stream's store."""
         for key, doc in docs.items():
             self.store.put(key, [json.dumps(doc, indent=2).encode()])
 
-    def _publish(self, image: _Image, extents: list[int]) -> None:
-        """Write the shapes of all of an image's levels (level k gets ``extents[k]`` along the append
-        axis) as one atomic change (``Store.put_group``), so that no reader, and no reader after a
-        kill, sees levels covering different extents."""
+    def _publish(self, image: _Image, extents: list[int], frames: int) -> None:
+        """Show ``extents[k]`` steps of the append axis on level k, holding ``frames`` frames: the
+        shapes of all levels, the per-frame metadata columns (their chunks stored first) and the
+        image group (contrast so far, session record) as one atomic change (``Store.put_group``),
+        so that no reader, and no reader after a kill, sees them disagree."""
         docs: dict[str, bytes] = {}
         for writer, extent in zip(image.writers, extents, strict=True):
             for key, doc in self.format.array_documents(
                 writer.objects.array_path, writer.layout, writer.layout.shape_for(extent), writer.codec
             ).items():
                 docs[key] = json.dumps(doc, indent=2).encode()
+        for key, doc in image.frames.publish(extents[0]).items():
+            docs[key] = json.dumps(doc, indent=2).encode()
+        assembler = image.writer.assembler
+        image.counters = Counters(frames, assembler.frames_filled, assembler.frames_skipped)
         with self._meta_lock:
-            self.store.put_group(docs)
+            self.store.put_group({**docs, **self._image_group(image)})
 
     def _stored(self, key: str, level: int, writer: LevelWriter, bands: list[Index]) -> None:
         """I/O thread: ``bands`` of level ``level`` of image ``key`` are on storage."""
@@ -219,7 +244,7 @@ class Stream:
         image = self._route(key)
         if not isinstance(attributes, dict):
             raise ConfigError(f"attributes must be a dict, got {type(attributes).__name__}")
-        clash = sorted(RESERVED_KEYS.intersection(attributes))
+        clash = sorted(RESERVED_KEYS.union([SESSION_KEY]).intersection(attributes))
         if clash:
             raise ConfigError(f"attributes {clash} are written by acqzarr and cannot be set")
         try:
@@ -234,7 +259,38 @@ class Stream:
     def keys(self) -> list[str]:
         return list(self._images)
 
-    def append(self, frames: Any, key: str | None = None, *, index: Mapping[str, int] | None = None) -> None:
+    def update_session(
+        self, values: Mapping[str, Any], key: str | None = None, *, write: bool = True
+    ) -> None:
+        """Merge fields into the session record (``session_record.py``) of image ``key``, e.g.
+        ``{"frames_dropped": 3}`` or ``{"completed": False}`` (the close then leaves it false).
+
+        ``write=False`` leaves the store alone: the next publish of the image carries the change.
+        """
+        if self._closed:
+            raise StateError("update_session on a closed stream")
+        image = self._route(key)
+        try:
+            json.dumps(dict(values), allow_nan=False)
+            image.session.update(values)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"session fields: {exc}") from None
+        if write:
+            self._write_image_group(image)
+
+    def session(self, key: str | None = None) -> dict[str, Any]:
+        """The session record of image ``key`` as last written (after close: the final one)."""
+        image = self._route(key)
+        return image.session.render(image.counters, final=image.final)
+
+    def append(
+        self,
+        frames: Any,
+        key: str | None = None,
+        *,
+        index: Mapping[str, int] | None = None,
+        metadata: Any = None,
+    ) -> None:
         """Accept one frame (e.g. (y, x)) or any array whose trailing axes are a frame (a stack
         (n, y, x), a volume (c, z, y, x), ...) for array ``key``.
 
@@ -242,6 +298,11 @@ class Stream:
         (axis name -> position, e.g. ``{"t": 3, "c": 1, "z": 17}``), to that
         position (axes left out follow on from the last frame); the frames of
         a stack follow each other in acquisition order from there.
+
+        ``metadata`` is a mapping per frame (a list of them, or of None, for a
+        stack): numbers of a typed column (built-in or declared in
+        ``ArraySettings.frame_columns``) go to that column, everything else
+        to the frame's JSON entry (``frame_columns.py``), at the frame's index.
 
         Raises FrameError for a wrong key, dtype or shape, an index outside the
         array, a position already written or whose band is already stored, or
@@ -254,6 +315,7 @@ class Stream:
         image = self._route(key)
         self.pipeline.check()
         stack = self._validate(image, frames)
+        records = None if metadata is None else image.frames.check(metadata, len(stack))
         if not len(stack):
             return
         with image.writer.lock:
@@ -261,6 +323,11 @@ class Stream:
                 raise StateError("append on a closed stream")
             positions = self._positions(image, index, len(stack))
             assembler = image.writer.assembler
+            if records is not None:
+                # Before the frames: a band they complete may be published at once.  Checked first,
+                # so metadata never lands on a slot that was written already.
+                assembler.locate(positions)
+                image.frames.record(positions, records)
             before = assembler.frames_filled
             try:
                 image.writer.put(positions, stack)
@@ -268,6 +335,8 @@ class Stream:
                 accepted = assembler.frames_filled - before
                 if accepted:
                     image.order.moved_past(positions[accepted - 1])
+                if records is not None and accepted < len(positions):
+                    image.frames.forget(positions[accepted:])
 
     def skip(self, n: int = 1, key: str | None = None) -> None:
         """Leave the next ``n`` frame slots (in acquisition order) as fill value.
@@ -389,23 +458,31 @@ class Stream:
             for image in self._images.values():
                 for writer in image.writers:
                     writer.release_buffers()
-            self._settle()
-            for image in self._images.values():
-                assert image.publisher is not None
-                final = image.writer.assembler.extent
-                if image.publisher.published != final:  # never a silent short store
-                    raise WriterError(
-                        f"array {image.name}: {final} steps of the append axis were written but only "
-                        f"{image.publisher.published} could be published on every level"
-                    )
-                self._write_image_group(image)  # the contrast windows of everything seen
+            self._settle(self._finish_images)
 
-    def _settle(self) -> None:
-        """Raise the first writer failure, after turning the store's grouped documents into plain
-        ones (``Store.settle``) whatever happened: the store is left as any Zarr reader expects."""
+    def _finish_images(self) -> None:
+        """After a clean drain: check every image published its full extent, then write its final
+        group (the contrast of everything seen, the session record's end)."""
+        for image in self._images.values():
+            assert image.publisher is not None
+            final = image.writer.assembler.extent
+            if image.publisher.published != final:  # never a silent short store
+                raise WriterError(
+                    f"array {image.name}: {final} steps of the append axis were written but only "
+                    f"{image.publisher.published} could be published on every level"
+                )
+        for image in self._images.values():
+            image.final = True
+            self._write_image_group(image)
+
+    def _settle(self, finish: Callable[[], None]) -> None:
+        """``finish`` if no writer failed, then raise the first failure, after turning the store's
+        grouped documents into plain ones (``Store.settle``) whatever happened: the store is left
+        as any Zarr reader expects."""
         error: BaseException | None = None
         try:
             self.pipeline.check()
+            finish()
         except BaseException as exc:
             error = exc
         try:
@@ -447,6 +524,11 @@ def _too_little_memory(settings: StreamSettings, cap: int, per_array: dict[str, 
     )
 
 
-def open_stream(settings: StreamSettings, store: Store | None = None) -> Stream:
-    """Create the store and start the writer threads; returns a context-managed Stream."""
-    return Stream(settings, store)
+def open_stream(
+    settings: StreamSettings, store: Store | None = None, *, source: Mapping[str, Any] | None = None
+) -> Stream:
+    """Create the store and start the writer threads; returns a context-managed Stream.
+
+    ``source`` describes who writes (the session record's ``source``; default ``{"kind": "python"}``).
+    """
+    return Stream(settings, store, source=source)

@@ -19,7 +19,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from .store_info import Node, StoreTree, _join, ngff_block
+from .store_info import SERIALIZERS, Node, StoreTree, _join, ngff_block
 from .stores import Store
 
 __all__ = ["Problem", "validate"]
@@ -177,7 +177,7 @@ class _Decoder:
             comp = node.meta.get("compressor")
         else:
             codecs = (sharding or {}).get("codecs", node.meta.get("codecs", []))
-            comp = next((c for c in codecs if c.get("name") not in ("bytes", "transpose")), None)
+            comp = next((c for c in codecs if c.get("name") not in SERIALIZERS), None)
             if comp is not None:
                 comp = {"id": comp["name"], **comp.get("configuration", {})}
         if comp is not None and "typesize" in comp and comp.get("shuffle") in SHUFFLE_NAMES:

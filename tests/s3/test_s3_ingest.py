@@ -51,7 +51,7 @@ def test_serve_writes_each_series_under_an_s3_prefix(aws_env: Seaweed, s3_url: s
     objects = all_objects(aws_env, s3_url)
     assert all(k.startswith("run-1/") for k in objects)
     record = json.loads(objects["run-1/cam0/zarr.json"])["attributes"]["acqzarr_session"]
-    assert record["source"] == "zmq" and record["frames"] == 10
+    assert record["source"]["kind"] == "serve" and record["frames_on_disk"] == 10
     ids = np.frombuffer(objects["run-1/cam0/acqzarr_frames/frame_id/c/0"], "<i8")[:10]
     np.testing.assert_array_equal(ids, np.arange(10))
     assert aws_env.env["AWS_SECRET_ACCESS_KEY"] not in (tmp_path / "serve.log").read_text()

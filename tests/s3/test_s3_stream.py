@@ -265,7 +265,7 @@ def test_record_to_s3_keeps_the_credentials_out_of_everything(
     objects = all_objects(aws_env, s3_url)
     group = zarr.open_group(ObjectStore(raw_store(aws_env, s3_url), read_only=True), path="cam0", mode="r")
     session = group.attrs
-    assert session["acqzarr_session"]["frames"] == 20
+    assert session["acqzarr_session"]["frames_on_disk"] == 20
     assert session["acqzarr_session"]["settings"]["store"] == s3_url
     assert read_zarr_s3(aws_env, s3_url, "cam0/0").shape == (20, 64, 48)
     for text in (proc.stdout, proc.stderr, *(blob.decode("latin-1") for blob in objects.values())):

@@ -2,15 +2,16 @@
 
 A series is one store (``root/series_id``) with the arrays its settings
 declare; frames for each key go to that key's array, so several cameras in
-one series are compressed and written concurrently by the one stream.  The
-per-frame metadata (a ``FrameLog``, published live as far as the image is
-flushed) and the session record follow ``acqzarr record``'s layout, so
-readers need not care how a dataset was acquired.
+one series are compressed and written concurrently by the one stream.  Each
+frame's header fields go into the image's per-frame metadata columns
+(``frame_columns.py``, with ``acqzarr record``'s fields plus ``gap_before``;
+a frame's ``user_data`` into its JSON entry), and the session record
+(``session_record.py``) describes the series, so readers need not care how a
+dataset was acquired.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections import Counter
@@ -18,31 +19,30 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from ..errors import ProtocolError
-from ..frame_log import FIELDS, GROUP, FrameLog
 from ..layout import ArrayLayout
+from ..session import FRAME_FIELDS
 from ..settings import ArraySettings, StreamSettings
-from ..stream import Stream, open_stream
+from ..stream import open_stream
 from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart
 
 __all__ = ["INGEST_FRAME_FIELDS", "Series"]
 
 # acqzarr record's per-frame fields, plus the messages lost in transport before each frame.
-INGEST_FRAME_FIELDS = (*FIELDS, "gap_before")
+INGEST_FRAME_FIELDS = (*FRAME_FIELDS, "gap_before")
 
 
 class _Key:
-    """Per-array state: the frame geometry it accepts, a decode buffer, and its frame log."""
+    """Per-array state: the frame geometry it accepts and a decode buffer."""
 
-    def __init__(self, stream: Stream, settings: ArraySettings) -> None:
+    def __init__(self, settings: ArraySettings) -> None:
         layout = ArrayLayout(settings, sharded=False)
         self.key = settings.key
         self.shape = layout.frame_shape
         self.dtype = layout.dtype
         self.decode_buffer: np.ndarray[Any, Any] | None = None
-        self.log = FrameLog(stream, settings.key, INGEST_FRAME_FIELDS)
-        self.user_data: dict[str, Any] = {}
+        self.frames = 0
+        self.dropped = 0  # camera drops reported in frame headers
 
 
 class Series:
@@ -52,9 +52,6 @@ class Series:
         self.id = start.series_id
         self.start_header = start
         self.settings = settings
-        self.stream = open_stream(settings)
-        self.keys = {a.key: _Key(self.stream, a) for a in settings.arrays}
-        self.started = dt.datetime.now(dt.UTC)
         self.last_activity = time.monotonic()
         self.next_msg = start.msg_number + 1
         self.gaps = 0
@@ -64,6 +61,26 @@ class Series:
         self.bytes_raw = 0
         self._user_data_left = user_data_cap
         self.user_data_dropped = 0
+        self.stream = open_stream(settings, source=self._source())
+        self.keys = {a.key: _Key(a) for a in settings.arrays}
+
+    def _source(self, end: str | None = None, end_header: SeriesEnd | None = None) -> dict[str, Any]:
+        """The session record's ``source``: the series and what happened to its messages."""
+        return {
+            "kind": "serve",
+            "protocol_version": PROTOCOL_VERSION,
+            "series_id": self.id,
+            "preset": self.start_header.preset,
+            "sender_start_ns": self.start_header.timestamp_ns,
+            "gaps": self.gaps,
+            "rejected": dict(sorted(self.rejected.items())),
+            "user_data_dropped": self.user_data_dropped,
+            "end": end,
+            "user_data": {
+                "series_start": self.start_header.user_data,
+                "series_end": None if end_header is None else end_header.user_data,
+            },
+        }
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -95,65 +112,49 @@ class Series:
         return state
 
     def append(self, header: Frame, state: _Key, frame: np.ndarray[Any, Any], receive_ns: int) -> None:
-        """Hand the frame to the stream (which copies it), then note its metadata."""
-        self.stream.append(frame, key=header.key)
-        index = len(state.log)
-        state.log.add(
-            header.frame_id, header.timestamp_ns, receive_ns, header.dropped_before, self._pending_gap
-        )
-        self._pending_gap = 0
-        self.frames += 1
-        self.bytes_raw += frame.nbytes
+        """Hand the frame and its metadata to the stream (which copies the frame)."""
+        meta: dict[str, Any] = {
+            "frame_id": header.frame_id,
+            "timestamp_ns": header.timestamp_ns,
+            "receive_ns": receive_ns,
+            "dropped_before": header.dropped_before,
+            "gap_before": self._pending_gap,
+        }
         if header.user_data is not None:
             size = len(json.dumps(header.user_data))
             if size <= self._user_data_left:
-                state.user_data[str(index)] = header.user_data
+                meta["user_data"] = header.user_data
                 self._user_data_left -= size
             else:
                 self.user_data_dropped += 1
+        self.stream.append(frame, key=header.key, metadata=meta)
+        lost = header.dropped_before + self._pending_gap
+        self._pending_gap = 0
+        state.frames += 1
+        self.frames += 1
+        self.bytes_raw += frame.nbytes
+        if lost:
+            state.dropped += lost
+            self.stream.update_session(
+                {"frames_dropped": state.dropped, "source": self._source()}, key=header.key, write=False
+            )
 
     def bytes_written(self) -> int:
         return sum(self.stream.stats(k).bytes_written for k in self.keys)
 
-    def publish(self) -> None:
-        """Per-frame metadata for the frames readers can see now (called once per status interval)."""
-        for key, state in self.keys.items():
-            state.log.publish(self.stream.stats(key).frames_flushed)
-
     def finalize(self, end: str, end_header: SeriesEnd | None) -> dict[str, Any]:
-        """Write per-frame metadata and the session record into every image group, then close.
+        """Finish every image's session record, then close the stream.
 
         ``end`` says why: series_end, idle_timeout, shutdown or write_error.
         Complete means the sender ended the series and nothing was lost or
         rejected on the way.
         """
         completed = end == "series_end" and self.gaps == 0 and not self.rejected
-        record: dict[str, Any] = {
-            "version": 1,
-            "software": f"acqzarr {__version__}",
-            "source": "zmq",
-            "protocol_version": PROTOCOL_VERSION,
-            "series_id": self.id,
-            "preset": self.start_header.preset,
-            "settings": json.loads(self.settings.model_dump_json(exclude={"store", "overwrite"})),
-            "start": self.started.isoformat(),
-            "stop": dt.datetime.now(dt.UTC).isoformat(),
-            "frames_total": self.frames,
-            "gaps": self.gaps,
-            "rejected": dict(sorted(self.rejected.items())),
-            "user_data_dropped": self.user_data_dropped,
-            "end": end,
-            "completed": completed,
-            "user_data": {
-                "series_start": self.start_header.user_data,
-                "series_end": None if end_header is None else end_header.user_data,
-            },
-        }
+        source = self._source(end, end_header)
         error: BaseException | None = None
         try:
-            for key, state in self.keys.items():
-                record_key = {**record, "frames": len(state.log)}
-                self.stream.write_metadata({"acqzarr_session": record_key}, key=key)
+            for key in self.keys:
+                self.stream.update_session({"source": source, "completed": completed}, key=key, write=False)
         except Exception as exc:
             error = exc
         finally:
@@ -161,26 +162,22 @@ class Series:
                 self.stream.close()
             except Exception as exc:
                 error = error or exc
-            for key, state in self.keys.items():  # exactly what reached the disk, also after a failure
-                try:
-                    state.log.publish(self.stream.stats(key).frames_flushed)
-                    if state.user_data:
-                        self._write_user_data(key, state)
-                except Exception as exc:
-                    error = error or exc
+        record = self.stream.session(next(iter(self.keys)))
         summary = {
-            **record,
-            "bytes_written": self.bytes_written(),
+            "series_id": self.id,
             "store": self.settings.store,
+            "end": end,
+            "completed": completed,
+            "frames_total": self.frames,
+            "gaps": self.gaps,
+            "rejected": dict(sorted(self.rejected.items())),
+            "user_data_dropped": self.user_data_dropped,
+            "bytes_written": self.bytes_written(),
+            "start": record["start"],
+            "stop": record["stop"],
             "sender_start_ns": self.start_header.timestamp_ns,
         }
         if error is not None:
             summary["error"] = repr(error)
             summary["completed"] = False
         return summary
-
-    def _write_user_data(self, key: str, state: _Key) -> None:
-        """Per-frame user_data in the frame log group's attributes, keyed by frame index."""
-        base = "/".join(p for p in (key, GROUP) if p)
-        attrs = {"fields": list(INGEST_FRAME_FIELDS), "version": 1, "user_data": state.user_data}
-        self.stream.put_documents(self.stream.format.group_documents(base, attrs))

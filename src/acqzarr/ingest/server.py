@@ -177,11 +177,6 @@ class IngestServer:
     def _tick(self, force: bool = False) -> None:
         c = self.counters
         c.tick()
-        for series in self.series.values():  # live per-frame metadata, as far as the image is flushed
-            try:
-                series.publish()
-            except Exception:
-                log.exception("series %r: publishing per-frame metadata failed", series.id)
         suppressed = {r: n - _LOGGED_PER_REASON for r, n in self._logged.items() if n > _LOGGED_PER_REASON}
         if suppressed:
             log.warning("rejections not logged individually in the last interval: %s", suppressed)

@@ -25,15 +25,18 @@ def array_doc(
     dtype: np.dtype[Any],
     compressor: dict[str, Any] | None,
     separator: str,
+    fill_value: Any = 0,
+    filters: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    """An array document; ``dtype`` object ('|O') is a string array (with a ``vlen-utf8`` filter)."""
     return {
         "zarr_format": 2,
         "shape": list(shape),
         "chunks": list(chunks),
-        "dtype": v2_dtype(dtype),
+        "dtype": "|O" if dtype.kind == "O" else v2_dtype(dtype),
         "compressor": compressor,
-        "fill_value": 0,
+        "fill_value": fill_value,
         "order": "C",
-        "filters": None,
+        "filters": filters,
         "dimension_separator": separator,
     }

@@ -49,17 +49,24 @@ def array_doc(
 
 
 def plain_array_doc(
-    *, shape: tuple[int, ...], chunk: tuple[int, ...], dtype: np.dtype[Any]
+    *,
+    shape: tuple[int, ...],
+    chunk: tuple[int, ...],
+    data_type: str,
+    fill_value: Any,
+    codecs: list[dict[str, Any]],
+    dimension_names: tuple[str, ...],
 ) -> dict[str, Any]:
-    """A small unsharded, uncompressed array (per-frame metadata beside an image)."""
+    """An unsharded array (per-frame metadata columns beside an image)."""
     return {
         "zarr_format": 3,
         "node_type": "array",
         "shape": list(shape),
-        "data_type": dtype.name,
+        "data_type": data_type,
         "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk)}},
         "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": 0,
-        "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}],
+        "fill_value": fill_value,
+        "codecs": codecs,
         "attributes": {},
+        "dimension_names": list(dimension_names),
     }
