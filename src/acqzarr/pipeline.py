@@ -40,6 +40,7 @@ class _OrderedThread:
         self, name: str, record: Callable[[BaseException], None], failed: Callable[[], bool]
     ) -> None:
         self._jobs: queue.Queue[IOJob | None] = queue.Queue()
+        self.on_idle: Callable[[], None] | None = None  # run when a job leaves the queue empty
         self.submitted = 0  # jobs submitted so far (drain's markers not counted)
         self._record = record
         self._failed = failed
@@ -72,6 +73,8 @@ class _OrderedThread:
                 return
             try:
                 job(self._failed())
+                if self.on_idle is not None and self._jobs.empty() and not self._failed():
+                    self.on_idle()
             except BaseException as exc:
                 self._record(exc)
 
@@ -91,6 +94,10 @@ class Pipeline:
 
     def submit_io(self, job: IOJob) -> None:
         self._io.submit(job)
+
+    def when_io_idle(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` on the I/O thread whenever a job leaves its queue empty (and nothing failed)."""
+        self._io.on_idle = hook
 
     def submit_side(self, job: IOJob) -> None:
         """Run ``job`` on the downsampling thread (ordered, off the appending thread)."""

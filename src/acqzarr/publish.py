@@ -9,15 +9,27 @@ bands per step of the append axis's chunk grid (a *row*) for every level and
 publishes the extent all levels agree on, all level shapes at once, so a
 reader (or a reader after a kill) never sees one level cover a different
 time range than another.
+
+A publish is one atomic metadata change (level shapes, per-frame metadata
+columns, the image group), so they are coalesced: an image publishes when
+``interval`` has passed since its last publish, when the I/O thread has
+nothing else queued (``catch_up``), at the final extent, and on ``flush``.
+A stream of small frames then pays for ~10 metadata changes a second, not
+one per band, and a reader is never more than ``interval`` behind a busy
+writer.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Sequence
 
 from .layout import ArrayLayout, Index
 
-__all__ = ["ImagePublisher"]
+__all__ = ["PUBLISH_INTERVAL", "ImagePublisher"]
+
+PUBLISH_INTERVAL = 0.1  # seconds: the most a reader lags a busy writer
 
 
 class _Rows:
@@ -52,12 +64,16 @@ class ImagePublisher:
         halved_append: bool,
         publish: Callable[[list[int], int], None],  # level extents, frames inside them
         row_frames: dict[int, int],
+        interval: float | None = None,
     ) -> None:
         self._rows = [_Rows(layout) for layout in layouts]
         self._halved = halved_append
         self._publish = publish
         self._row_frames = row_frames  # level 0's frames per row, taken as rows are published
         self._chunk = layouts[0].index_chunks[0]
+        self._interval = PUBLISH_INTERVAL if interval is None else interval
+        self._last = 0.0  # time.monotonic() of the last publish
+        self._lock = threading.Lock()  # the I/O thread, and flush() on the caller's
         self.published = 0  # level-0 steps of the append axis that readers see
         self.frames_flushed = 0  # frames inside them
 
@@ -71,13 +87,30 @@ class ImagePublisher:
             rows.final = self.level_extent(k, extent)
 
     def stored(self, level: int, bands: Sequence[Index]) -> None:
-        """Bands of ``level`` are on storage; publish what every level now covers."""
-        self._rows[level].add(bands)
+        """Bands of ``level`` are on storage; publish what every level now covers, if it is time."""
+        with self._lock:
+            self._rows[level].add(bands)
+            extent = self._extent()
+            final = self._rows[0].final
+            if extent > self.published and (
+                extent == final or time.monotonic() - self._last >= self._interval
+            ):
+                self._publish_upto(extent)
+
+    def catch_up(self) -> None:
+        """Publish whatever is stored and not yet shown (the I/O thread is idle, or a flush)."""
+        with self._lock:
+            extent = self._extent()
+            if extent > self.published:
+                self._publish_upto(extent)
+
+    def _extent(self) -> int:
         extent = self._rows[0].extent()
         for k, rows in enumerate(self._rows[1:], start=1):
             extent = min(extent, rows.extent() * 2**k if self._halved else rows.extent())
-        if extent <= self.published:
-            return
+        return extent
+
+    def _publish_upto(self, extent: int) -> None:
         # The extent is whole rows, but for the last one at the end: its frames all lie below it.
         steps = range(self.published // self._chunk, -(-extent // self._chunk))
         frames = self.frames_flushed + sum(self._row_frames.get(row, 0) for row in steps)
@@ -87,3 +120,4 @@ class ImagePublisher:
             self._row_frames.pop(row, None)
         self.frames_flushed = frames
         self.published = extent
+        self._last = time.monotonic()

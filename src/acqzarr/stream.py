@@ -116,6 +116,7 @@ class Stream:
         self._close_lock = threading.Lock()
         self._meta_lock = threading.Lock()
         self.pipeline = Pipeline(settings.threads, InflightBudget(cap))
+        self.pipeline.when_io_idle(self._catch_up)
         self._images: dict[str, _Image] = {}
         try:
             for arr in settings.arrays:
@@ -226,6 +227,12 @@ class Stream:
         image.counters = Counters(frames, assembler.frames_filled, assembler.frames_skipped)
         with self._meta_lock:
             self.store.put_group({**docs, **self._image_group(image)})
+
+    def _catch_up(self) -> None:
+        """Publish every image's stored, unpublished bands (``publish.py`` coalesces publishes)."""
+        for image in list(self._images.values()):
+            if image.publisher is not None:
+                image.publisher.catch_up()
 
     def _stored(self, key: str, level: int, writer: LevelWriter, bands: list[Index]) -> None:
         """I/O thread: ``bands`` of level ``level`` of image ``key`` are on storage."""
@@ -425,6 +432,7 @@ class Stream:
         frames of bands still waiting for frames stay buffered).  Raises a writer failure."""
         self.pipeline.drain()
         self.pipeline.check()
+        self._catch_up()
 
     @property
     def closed(self) -> bool:
