@@ -1,5 +1,6 @@
 """acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows."""
 
+from ._version import __version__
 from .camera import ROI, Camera, FrameInfo
 from .codecs import BloscCodec
 from .device import State, StorageCapabilities, ZarrStorage
@@ -15,15 +16,25 @@ from .errors import (
 )
 from .formats import ZarrFormat, ZarrV2, ZarrV3
 from .memory import MemoryUsage
-from .settings import ArraySettings, Blosc, Dimension, Multiscale, S3Settings, StreamSettings
+from .settings import (
+    Acquisition,
+    ArraySettings,
+    Blosc,
+    Channel,
+    Dimension,
+    Multiscale,
+    Plate,
+    Position,
+    S3Settings,
+    StreamSettings,
+)
 from .stores import LocalStore, MemoryStore, S3Store, Store
 from .stream import ArrayStats, Stream, open_stream
 from .writers import ChunkWriter, ShardWriter
 
-__version__ = "0.1.0"
-
 __all__ = [
     "ROI",
+    "Acquisition",
     "AcqzarrError",
     "ArraySettings",
     "ArrayStats",
@@ -31,6 +42,7 @@ __all__ = [
     "Blosc",
     "BloscCodec",
     "Camera",
+    "Channel",
     "ChunkWriter",
     "ConfigError",
     "Dimension",
@@ -40,6 +52,8 @@ __all__ = [
     "MemoryStore",
     "MemoryUsage",
     "Multiscale",
+    "Plate",
+    "Position",
     "ProtocolError",
     "S3Settings",
     "S3Store",
