@@ -385,3 +385,82 @@ def test_images_expand_arrays_per_position_and_keep_the_stage() -> None:
     assert images[0].position == az.Position(name="s1", x=1.5)
     assert settings.arrays[0].position is None
     assert sys.modules["acqzarr"].StreamSettings.model_validate(settings.model_dump()) == settings
+
+
+# -- info and validate ----------------------------------------------------------------------------
+def _written(path: Path, settings: az.StreamSettings) -> Path:
+    with az.open_stream(settings) as stream:
+        for p in range(len(settings.position_paths or [])):
+            for arr in settings.arrays:
+                frame_shape = tuple(d.size for d in arr.dimensions[-2:])
+                stream.append(
+                    frames_for(frame_shape, 2, "uint16", seed=p), key=arr.key or None, index={"p": p}
+                )
+    return path
+
+
+def test_info_shows_channels_positions_and_the_plate(tmp_path: Path, version: int) -> None:
+    from acqzarr.store_info import describe, render
+
+    settings = _positions_settings(tmp_path / "pos.zarr", version)
+    arrays = [
+        settings.arrays[0].model_copy(
+            update={"channels": [az.Channel(label="DAPI"), az.Channel(label="GFP")]}
+        )
+    ]
+    settings = settings.model_copy(update={"arrays": [*arrays, settings.arrays[1]]})
+    info = describe(az.LocalStore(_written(tmp_path / "pos.zarr", settings)))
+    images = {im["path"]: im for im in info["images"]}
+    assert images["p0/cam0"]["channels"] == ["DAPI", "GFP"]
+    assert images["p0/cam0"]["translation"] == [0.0, 0.0, -20.5, 100.0]
+    assert images["p1/cam0"]["translation"] is None
+    assert info["series"] == ["p0/cam0", "p0/cam1", "p1/cam0", "p1/cam1", "p2/cam0", "p2/cam1"]
+    text = render(info)
+    assert "series (OME group): 6 images" in text
+    assert "channels: DAPI, GFP" in text and "stage position: y=-20.5, x=100" in text
+
+    plate = describe(
+        az.LocalStore(_written(tmp_path / "plate.zarr", _plate_settings(tmp_path / "plate.zarr", version)))
+    )
+    assert plate["plate"] == {
+        "name": "screen",
+        "rows": ["A", "B"],
+        "columns": ["1", "2", "3"],
+        "wells": [{"path": "A/1", "fields": ["0", "1"]}, {"path": "B/3", "fields": ["0", "1"]}],
+    }
+    assert "plate screen: 2 rows x 3 columns, 2 wells: A/1 (2 fields), B/3 (2 fields)" in render(plate)
+
+
+def _remove_group(path: Path, version: int, group: str) -> None:
+    for name in ("zarr.json", ".zgroup", ".zattrs"):
+        (path / group / name).unlink(missing_ok=True)
+
+
+def _edit_attrs(path: Path, version: int, group: str, edit: Any) -> None:
+    doc_path = path / group / ("zarr.json" if version == 3 else ".zattrs")
+    doc = json.loads(doc_path.read_text())
+    edit(doc["attributes"]["ome"] if version == 3 else doc)
+    doc_path.write_text(json.dumps(doc))
+
+
+def test_validate_accepts_plates_and_positions_and_catches_dangling_paths(
+    tmp_path: Path, version: int
+) -> None:
+    from acqzarr.validation import validate
+
+    def errors(path: Path) -> list[str]:
+        return [p.message for p in validate(az.LocalStore(path)) if p.severity == "error"]
+
+    plate = _written(tmp_path / "plate.zarr", _plate_settings(tmp_path / "plate.zarr", version))
+    pos = _written(tmp_path / "pos.zarr", _positions_settings(tmp_path / "pos.zarr", version))
+    assert errors(plate) == [] and errors(pos) == []
+
+    # A well the plate lists is gone; a field a well lists is not an image; a series entry is wrong.
+    _remove_group(plate, version, "A/1")
+    _edit_attrs(plate, version, "B/3", lambda a: a["well"]["images"].append({"path": "7"}))
+    _edit_attrs(pos, version, "OME", lambda a: a["series"].append("p9/cam0"))
+    assert errors(plate) == [
+        "plate.wells[0].path 'A/1' is not a well group in this store",
+        "well.images[2].path '7' is not an image in this store",
+    ]
+    assert errors(pos) == ["series[6] 'p9/cam0' is not an image in this store"]
