@@ -98,8 +98,15 @@ def test_zarr_v3_array_document(tmp_path: Path) -> None:
             },
         },
     ]
+    # Two cameras are two images: the root says so (bioformats2raw layout), the OME group lists them.
     root = json.loads((path / "zarr.json").read_text())
-    assert root == {"zarr_format": 3, "node_type": "group", "attributes": {}}
+    assert root == {
+        "zarr_format": 3,
+        "node_type": "group",
+        "attributes": {"ome": {"version": "0.5", "bioformats2raw.layout": 3}},
+    }
+    series = json.loads((path / "OME" / "zarr.json").read_text())
+    assert series["attributes"] == {"ome": {"version": "0.5", "series": ["cam0", "cam1"]}}
 
 
 @pytest.mark.parametrize("separator", [".", "/"])

@@ -16,13 +16,25 @@ from .errors import (
 )
 from .formats import ZarrFormat, ZarrV2, ZarrV3
 from .memory import MemoryUsage
-from .settings import ArraySettings, Blosc, Dimension, Multiscale, S3Settings, StreamSettings
+from .settings import (
+    Acquisition,
+    ArraySettings,
+    Blosc,
+    Channel,
+    Dimension,
+    Multiscale,
+    Plate,
+    Position,
+    S3Settings,
+    StreamSettings,
+)
 from .stores import LocalStore, MemoryStore, S3Store, Store
 from .stream import ArrayStats, Stream, open_stream
 from .writers import ChunkWriter, ShardWriter
 
 __all__ = [
     "ROI",
+    "Acquisition",
     "AcqzarrError",
     "ArraySettings",
     "ArrayStats",
@@ -30,6 +42,7 @@ __all__ = [
     "Blosc",
     "BloscCodec",
     "Camera",
+    "Channel",
     "ChunkWriter",
     "ConfigError",
     "Dimension",
@@ -39,6 +52,8 @@ __all__ = [
     "MemoryStore",
     "MemoryUsage",
     "Multiscale",
+    "Plate",
+    "Position",
     "ProtocolError",
     "S3Settings",
     "S3Store",

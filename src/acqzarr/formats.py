@@ -55,6 +55,10 @@ class ZarrFormat(ABC):
         """OME-NGFF attributes of an image group with ``levels`` levels at paths "0", "1", ..."""
 
     @abstractmethod
+    def collection_attributes(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Attributes of a group above the images (plate, well, series) from its NGFF fields."""
+
+    @abstractmethod
     def make_writer(self, layout: ArrayLayout, store: Store, array_path: str) -> ObjectWriter:
         """The object writer of this format for one array."""
 
@@ -98,6 +102,9 @@ class ZarrV2(ZarrFormat):
 
     def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
         return ngff.ngff_04_attrs(settings, levels, windows)
+
+    def collection_attributes(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return ngff.ngff_04_group(fields)
 
     def make_writer(self, layout: ArrayLayout, store: Store, array_path: str) -> ObjectWriter:
         return ChunkWriter(
@@ -149,6 +156,9 @@ class ZarrV3(ZarrFormat):
 
     def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
         return ngff.ngff_05_attrs(settings, levels, windows)
+
+    def collection_attributes(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return ngff.ngff_05_group(fields)
 
     def make_writer(self, layout: ArrayLayout, store: Store, array_path: str) -> ObjectWriter:
         return ShardWriter(layout=layout, store=store, array_path=array_path)

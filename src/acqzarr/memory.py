@@ -38,7 +38,7 @@ class MemoryUsage:
 class MemoryPlan:
     required: int  # bytes: every array level's open bands at once
     default_cap: int  # bytes: twice that
-    per_array: dict[str, int]  # required bytes per array key
+    per_array: dict[str, int]  # required bytes per image key (an array once per position)
 
     def cap(self, settings: StreamSettings) -> int:
         return settings.max_inflight_bytes or self.default_cap
@@ -47,7 +47,7 @@ class MemoryPlan:
 def plan_memory(settings: StreamSettings) -> MemoryPlan:
     fmt = format_for(settings)
     per_array: dict[str, int] = {}
-    for arr in settings.arrays:
+    for arr in settings.images:
         need = 0
         for level in level_settings(arr, level_count(arr)):
             layout = ArrayLayout(level, sharded=fmt.sharded)

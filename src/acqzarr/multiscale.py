@@ -26,13 +26,14 @@ from the origin: the metadata records that as a translation.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from .settings import ArraySettings, Dimension
 
-__all__ = ["level_count", "level_settings", "reduce_block"]
+__all__ = ["downsample", "level_count", "level_settings", "reduce_block", "space_axes"]
 
 MAX_LEVELS = 16
 
@@ -68,6 +69,21 @@ def level_count(settings: ArraySettings) -> int:
         if all(d.size <= d0.chunk for d, d0 in zip(top, dims, strict=True) if d.kind == "space" and d.size):
             return n
     return MAX_LEVELS
+
+
+def space_axes(settings: ArraySettings) -> tuple[int, ...]:
+    """The indices of the axes that halve from one level to the next."""
+    return tuple(i for i, d in enumerate(settings.dimensions) if d.kind == "space")
+
+
+def downsample(array: Any, method: str, axes: Sequence[int]) -> np.ndarray[Any, Any]:
+    """The next pyramid level of a whole level: ``array`` halved along ``axes`` by ``method``.
+
+    The stream builds its levels band by band with this same rule (``reduce_block``), so a reader
+    can check a stored pyramid, or rebuild a level, from the OME-NGFF multiscale ``metadata``,
+    which names this function and its keyword arguments.
+    """
+    return reduce_block(np.asarray(array), tuple(int(a) for a in axes), method)
 
 
 def _pad_edge(block: np.ndarray[Any, Any], axes: tuple[int, ...]) -> np.ndarray[Any, Any]:

@@ -38,7 +38,7 @@ class Snapshot:
 
 def snapshot(stream: Stream, key: str, elapsed: float, dropped: int) -> Snapshot:
     stats = stream.stats(key)
-    array = next(a for a in stream.settings.arrays if a.key == key)
+    array = next(a for a in stream.settings.images if a.key == key)
     frame_bytes = math.prod(d.size for d in array.dimensions if d.name in array.frame_names) * np.dtype(
         array.dtype
     ).itemsize

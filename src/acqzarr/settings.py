@@ -17,16 +17,28 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from .errors import ConfigError
 
 __all__ = [
     "DTYPES",
+    "Acquisition",
     "ArraySettings",
     "Blosc",
+    "Channel",
     "Dimension",
     "Multiscale",
+    "Plate",
+    "Position",
     "S3Settings",
     "StreamSettings",
     "dtype_name",
@@ -127,6 +139,12 @@ _UNIT_HINTS = {
 MAX_CHUNK_BYTES = 2**31 - 1 - 16
 
 _KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_COLOR = re.compile(r"^[0-9A-Fa-f]{6}$")
+
+# The group bioformats2raw.layout puts beside the images of a collection (its ``series`` list).
+COLLECTION_GROUP = "OME"
+# The index entry that selects a position in ``Stream.append(..., index={"p": i})``.
+POSITION_AXIS = "p"
 
 # An array-protocol type string ('<u2', 'u2', '|u1'); numpy's one-letter codes and C names ('H',
 # 'int', 'long') are left out because their width depends on the platform.
@@ -324,6 +342,47 @@ class Multiscale(_Model):
         return v
 
 
+def _finite(v: float | None, what: str) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {v}")
+    return v
+
+
+class Channel(_Model):
+    """How viewers name and show one channel index: written into the OME-NGFF ``omero`` block."""
+
+    label: str = Field(min_length=1, description="Channel name shown by viewers, e.g. 'DAPI'.")
+    color: str | None = Field(
+        default=None,
+        description="Display colour as 6 hex digits RRGGBB, e.g. '00FF00'; null takes a distinct "
+        "default per channel index (white for a single channel).",
+    )
+    window: tuple[float, float] | None = Field(
+        default=None,
+        description="Display contrast (start, end) in sample values; null uses the minimum and "
+        "maximum observed while streaming.",
+    )
+
+    @field_validator("color")
+    @classmethod
+    def _color_is_hex(cls, v: str | None) -> str | None:
+        if v is not None and not _COLOR.match(v):
+            raise ValueError(f"color must be 6 hex digits RRGGBB (e.g. '00FF00'), got {v!r}")
+        return None if v is None else v.upper()
+
+    @field_validator("window")
+    @classmethod
+    def _window_is_ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is None:
+            return v
+        start, end = v
+        _finite(start, "window start")
+        _finite(end, "window end")
+        if start > end:
+            raise ValueError(f"window start must not exceed its end, got ({start}, {end})")
+        return v
+
+
 class ArraySettings(_Model):
     """One array in the stream (typically one camera), written as an OME-NGFF image group."""
 
@@ -356,6 +415,14 @@ class ArraySettings(_Model):
         default=None,
         description="Write a resolution pyramid beside full resolution; null writes level 0 only.",
     )
+    channels: list[Channel] | None = Field(
+        default=None,
+        description="Name, colour and contrast of each channel index, as many as the channel axis "
+        "holds (exactly one for an array without a channel axis); null labels them '<key> c0', ...",
+    )
+    # The stage position of an image expanded from ``StreamSettings.positions`` (``images``); not a
+    # setting of its own, so private: it travels with the image's settings to its metadata.
+    _position: Position | None = PrivateAttr(default=None)
     frame_columns: dict[str, Literal["float64", "int64"]] = Field(
         default_factory=dict,
         description="Per-frame metadata fields stored as typed columns (name -> float64 or int64), "
@@ -403,6 +470,23 @@ class ArraySettings(_Model):
         """The axes that index frames (every axis but the frame's), in storage order."""
         names = tuple(d.name for d in self.dimensions)
         return names[: len(names) - len(self.frame_names)]
+
+    @property
+    def channel_axis(self) -> Dimension | None:
+        """The channel axis that indexes the ``omero`` channels: one after the append axis (a channel
+        append axis is unbounded or arrives over time, so it is shown as one image)."""
+        return next((d for d in self.dimensions[1:] if d.kind == "channel"), None)
+
+    @property
+    def channel_count(self) -> int:
+        """Channels in the ``omero`` block: the channel axis's size, else one."""
+        axis = self.channel_axis
+        return 1 if axis is None else axis.size
+
+    @property
+    def position(self) -> Position | None:
+        """The stage position of this image when it was expanded from ``StreamSettings.positions``."""
+        return self._position
 
     @property
     def acquisition_axes(self) -> tuple[str, ...]:
@@ -472,6 +556,118 @@ class ArraySettings(_Model):
                 f"come first (no axis can be iterated inside one that never ends); got {order}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _channels_match_the_channel_axis(self) -> ArraySettings:
+        if self.channels is not None and len(self.channels) != self.channel_count:
+            axis = self.channel_axis
+            has = f"channel axis {axis.name!r} of size {axis.size}" if axis else "no channel axis"
+            raise ValueError(
+                f"channels: the array has {has}, so it takes {self.channel_count} channels; "
+                f"got {len(self.channels)}"
+            )
+        return self
+
+
+class Position(_Model):
+    """One stage position: every array of the stream is written once per position."""
+
+    name: str = Field(
+        description="Name of the position's group in the store (one path segment, unique), e.g. 'p0'."
+    )
+    x: float | None = Field(
+        default=None, description="Stage x in the x axis's unit; written as a translation of the images."
+    )
+    y: float | None = Field(default=None, description="Stage y in the y axis's unit.")
+    z: float | None = Field(
+        default=None,
+        description="Stage z in the z axis's unit (ignored for arrays without a space axis named z).",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_segment(cls, v: str) -> str:
+        if not _KEY_SEGMENT.match(v) or v == COLLECTION_GROUP:
+            raise ValueError(
+                f"a position name must be one path segment of letters, digits, '_', '.', '-' (not "
+                f"starting with '.', not {COLLECTION_GROUP!r}), got {v!r}"
+            )
+        return v
+
+    @field_validator("x", "y", "z")
+    @classmethod
+    def _coordinate_is_finite(cls, v: float | None) -> float | None:
+        return _finite(v, "a stage coordinate")
+
+    @property
+    def translation(self) -> dict[str, float]:
+        """The given coordinates by axis name."""
+        return {n: v for n, v in (("x", self.x), ("y", self.y), ("z", self.z)) if v is not None}
+
+
+class Acquisition(_Model):
+    """One acquisition (run) of a plate, as OME-NGFF's plate metadata lists it."""
+
+    id: int = Field(ge=0, description="Identifier of the acquisition in the plate, >= 0.")
+    name: str | None = Field(default=None, description="Name of the acquisition.")
+    description: str | None = Field(default=None, description="Free-text description.")
+    maximumfieldcount: int | None = Field(
+        default=None, ge=1, description="Most fields of view per well in this acquisition."
+    )
+    starttime: int | None = Field(default=None, description="Start, as an integer epoch timestamp.")
+    endtime: int | None = Field(default=None, description="End, as an integer epoch timestamp.")
+
+
+class Plate(_Model):
+    """A high-content-screening plate: positions laid out as wells in rows and columns, each with
+    the same number of fields of view, written as an OME-NGFF plate."""
+
+    name: str | None = Field(default=None, description="Name of the plate.")
+    rows: list[str] = Field(
+        min_length=1, description="Row names of the physical plate in order, e.g. ['A', 'B', ...]."
+    )
+    columns: list[str] = Field(
+        min_length=1, description="Column names of the physical plate in order, e.g. ['1', '2', ...]."
+    )
+    wells: list[str] = Field(
+        min_length=1,
+        description="The wells imaged, as 'row/column' (e.g. 'B/3'), in acquisition order: position "
+        "p is field p % fields of well p // fields.",
+    )
+    fields: int = Field(default=1, ge=1, description="Fields of view per well.")
+    acquisitions: list[Acquisition] | None = Field(
+        default=None,
+        max_length=1,
+        description="The acquisition this stream writes (at most one), tagged on every field.",
+    )
+
+    @field_validator("rows", "columns")
+    @classmethod
+    def _names_are_alphanumeric_and_unique(cls, v: list[str]) -> list[str]:
+        bad = [n for n in v if not (n.isascii() and n.isalnum())]
+        if bad:
+            raise ValueError(f"row and column names must be letters and digits only, got {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"names must be unique, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _wells_are_on_the_plate(self) -> Plate:
+        if len(set(self.wells)) != len(self.wells):
+            raise ValueError(f"wells must be unique, got {self.wells}")
+        for well in self.wells:
+            row, sep, column = well.partition("/")
+            if not sep or row not in self.rows or column not in self.columns:
+                raise ValueError(
+                    f"well {well!r} must be 'row/column' with a row of {self.rows} and a column of "
+                    f"{self.columns}"
+                )
+        return self
+
+    @property
+    def paths(self) -> list[str]:
+        """The image path of every position: '<row>/<column>/<field>', well by well."""
+        return [f"{well}/{field}" for well in self.wells for field in range(self.fields)]
 
 
 class S3Settings(_Model):
@@ -620,6 +816,17 @@ class StreamSettings(_Model):
         "cache (several times faster on VMs where page-cache memory is slow to fault in). Falls back "
         "to ordinary writes on filesystems without O_DIRECT (e.g. tmpfs).",
     )
+    positions: list[Position] | None = Field(
+        default=None,
+        min_length=1,
+        description="Stage positions: every array is written once per position, as image "
+        "'<position>/<key>' (or '<position>' for key ''); `append(..., index={'p': i})` selects one.",
+    )
+    plate: Plate | None = Field(
+        default=None,
+        description="Lay the positions out as an OME-NGFF plate: images '<row>/<column>/<field>'. "
+        "Takes exactly one array, with key ''; excludes `positions`.",
+    )
     s3: S3Settings = Field(
         default_factory=S3Settings,
         description="Object storage connection, used when `store` is an s3:// URL. An acknowledged "
@@ -658,6 +865,60 @@ class StreamSettings(_Model):
                             f"shard must be 1, got {d.shard}"
                         )
         return self
+
+    @model_validator(mode="after")
+    def _positions_fit_the_arrays(self) -> StreamSettings:
+        if self.positions is not None and self.plate is not None:
+            raise ValueError("positions and plate are exclusive: a plate lays out its own positions")
+        if self.plate is not None and (len(self.arrays) != 1 or self.arrays[0].key != ""):
+            keys = [a.key for a in self.arrays]
+            raise ValueError(f"a plate takes exactly one array, with key '' (its fields); got keys {keys}")
+        if self.positions is not None:
+            names = [p.name for p in self.positions]
+            if len(set(names)) != len(names):
+                raise ValueError(f"position names must be unique, got {names}")
+        if self.position_paths is not None:
+            for i, arr in enumerate(self.arrays):
+                if POSITION_AXIS in (d.name for d in arr.dimensions):
+                    raise ValueError(
+                        f"arrays[{i}] has an axis named {POSITION_AXIS!r}, which selects the position "
+                        "in append's index when there are positions"
+                    )
+        if len(self.images) > 1 and self.plate is None:
+            clash = [a.key for a in self.arrays if a.key.split("/")[0] == COLLECTION_GROUP]
+            if clash:
+                raise ValueError(
+                    f"array key {clash[0]!r}: a store of several images keeps their list in group "
+                    f"{COLLECTION_GROUP!r}"
+                )
+        return self
+
+    @property
+    def position_paths(self) -> list[str] | None:
+        """The group path of each position, by position index ``p`` (None without positions)."""
+        if self.plate is not None:
+            return self.plate.paths
+        if self.positions is not None:
+            return [p.name for p in self.positions]
+        return None
+
+    @property
+    def images(self) -> list[ArraySettings]:
+        """One entry per image group: the arrays, once per position when there are positions, each
+        with ``key`` set to the image's full path and carrying its position."""
+        paths = self.position_paths
+        if paths is None:
+            return list(self.arrays)
+        positions: list[Position | None] = (
+            [None] * len(paths) if self.positions is None else [*self.positions]
+        )
+        out = []
+        for path, position in zip(paths, positions, strict=True):
+            for arr in self.arrays:
+                image = arr.model_copy(update={"key": "/".join(p for p in (path, arr.key) if p)})
+                image._position = position
+                out.append(image)
+        return out
 
     @classmethod
     def from_file(cls, path: str | Path) -> Self:

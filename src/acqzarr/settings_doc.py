@@ -12,11 +12,31 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
+from .settings import (
+    Acquisition,
+    ArraySettings,
+    Blosc,
+    Channel,
+    Dimension,
+    Plate,
+    Position,
+    S3Settings,
+    StreamSettings,
+)
 
 __all__ = ["model_section", "render"]
 
-MODELS: list[type[BaseModel]] = [StreamSettings, ArraySettings, Dimension, Blosc, S3Settings]
+MODELS: list[type[BaseModel]] = [
+    StreamSettings,
+    ArraySettings,
+    Dimension,
+    Blosc,
+    Channel,
+    Position,
+    Plate,
+    Acquisition,
+    S3Settings,
+]
 
 
 def _type_name(annotation: object) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 
 from .stores import Store
 
-__all__ = ["ArrayInfo", "ImageInfo", "Node", "StoreTree", "describe"]
+__all__ = ["ArrayInfo", "ImageInfo", "Node", "StoreTree", "describe", "ome_fields"]
 
 V2_DOCS = (".zgroup", ".zarray", ".zattrs")
 METADATA_NAMES = frozenset(("zarr.json", *V2_DOCS))
@@ -77,6 +77,8 @@ class ImageInfo:
     frames: int
     session: dict[str, Any] | None
     frame_fields: list[str] = field(default_factory=list)
+    channels: list[str] = field(default_factory=list)  # omero channel labels
+    translation: list[float] | None = None  # the multiscale-level translation (a stage position)
 
 
 class StoreTree:
@@ -166,6 +168,8 @@ class StoreTree:
             fields_node = self.nodes.get(_join(node.path, "acqzarr_frames"))
             columns = fields_node.attrs.get("acqzarr_frames", {}).get("columns", {}) if fields_node else {}
             fields = [f"{name} ({kind})" for name, kind in columns.items()]
+            omero = block.get("omero")
+            channels = omero.get("channels", []) if isinstance(omero, dict) else []
             out.append(
                 ImageInfo(
                     node.path,
@@ -175,9 +179,43 @@ class StoreTree:
                     frames,
                     node.attrs.get("acqzarr_session"),
                     fields,
+                    [str(c.get("label")) for c in channels if isinstance(c, dict)],
+                    _translation(ms),
                 )
             )
         return out
+
+    def images_paths(self) -> set[str]:
+        """Paths of the groups that are OME-NGFF images."""
+        return {n.path for n in self.nodes.values() if n.kind == "group" and ngff_block(n.attrs)[1]}
+
+    def plate(self) -> dict[str, Any] | None:
+        """The root's plate block, if the store is an HCS plate."""
+        root = self.nodes.get("")
+        plate = ome_fields(root.attrs).get("plate") if root is not None else None
+        return plate if isinstance(plate, dict) else None
+
+    def series(self) -> list[Any] | None:
+        """The image paths the ``OME`` group lists (bioformats2raw layout), if any."""
+        group = self.nodes.get("OME")
+        series = ome_fields(group.attrs).get("series") if group is not None else None
+        return series if isinstance(series, list) else None
+
+
+def ome_fields(attrs: dict[str, Any]) -> dict[str, Any]:
+    """A group's OME-NGFF keys: under "ome" in 0.5, at the top of the attributes in 0.4."""
+    ome = attrs.get("ome")
+    return ome if isinstance(ome, dict) else attrs
+
+
+def _translation(ms: dict[str, Any]) -> list[float] | None:
+    transforms = ms.get("coordinateTransformations")
+    if not isinstance(transforms, list):
+        return None
+    found = [
+        t.get("translation") for t in transforms if isinstance(t, dict) and t.get("type") == "translation"
+    ]
+    return found[0] if found and isinstance(found[0], list) else None
 
 
 def ngff_block(attrs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
@@ -233,11 +271,35 @@ def describe(store: Store) -> dict[str, Any]:
                 "frames": im.frames,
                 "frame_metadata": im.frame_fields,
                 "session": im.session,
+                "channels": im.channels,
+                "translation": im.translation,
             }
             for im in sorted(tree.images(), key=lambda i: i.path)
         ],
+        "plate": _plate_summary(tree),
+        "series": tree.series(),
         "stored_bytes": stored,
         "ratio": raw / stored if stored else None,
+    }
+
+
+def _plate_summary(tree: StoreTree) -> dict[str, Any] | None:
+    """The plate's name, rows, columns, and each well with its fields (from the well groups)."""
+    plate = tree.plate()
+    if plate is None:
+        return None
+    wells = []
+    for well in plate.get("wells") or []:
+        path = str(well.get("path")) if isinstance(well, dict) else str(well)
+        node = tree.nodes.get(path)
+        block = ome_fields(node.attrs).get("well") if node is not None else None
+        images = block.get("images", []) if isinstance(block, dict) else []
+        wells.append({"path": path, "fields": [str(i.get("path")) for i in images if isinstance(i, dict)]})
+    return {
+        "name": plate.get("name"),
+        "rows": [str(r.get("name")) for r in plate.get("rows") or [] if isinstance(r, dict)],
+        "columns": [str(c.get("name")) for c in plate.get("columns") or [] if isinstance(c, dict)],
+        "wells": wells,
     }
 
 
@@ -250,11 +312,25 @@ def render(info: dict[str, Any]) -> str:
         + (f", ratio {info['ratio']:.2f}" if info["ratio"] else "")
     ]
     arrays = {a["path"]: a for a in info["arrays"]}
+    plate = info.get("plate")
+    if plate:
+        lines.append(
+            f"plate {plate['name'] or '(unnamed)'}: {len(plate['rows'])} rows x {len(plate['columns'])} "
+            f"columns, {len(plate['wells'])} wells: "
+            + ", ".join(f"{w['path']} ({len(w['fields'])} fields)" for w in plate["wells"])
+        )
+    if info.get("series"):
+        lines.append(f"series (OME group): {len(info['series'])} images")
     for im in info["images"]:
         lines.append(
             f"image {im['path'] or '(root)'}: OME-NGFF {im['ngff']}, axes {','.join(im['axes'])}, "
             f"{im['frames']} frames, {len(im['levels'])} levels"
         )
+        if im.get("channels"):
+            lines.append(f"  channels: {', '.join(im['channels'])}")
+        if im.get("translation"):
+            shift = ", ".join(f"{a}={v:g}" for a, v in zip(im["axes"], im["translation"], strict=False) if v)
+            lines.append(f"  stage position: {shift or 'origin'}")
         for level in im["levels"]:
             a = arrays.get(_join(im["path"], level))
             if a is not None:

@@ -30,6 +30,7 @@ from .formats import format_for
 from .frame_columns import FrameColumns
 from .layout import ArrayLayout, Index
 from .memory import MemoryUsage, plan_memory
+from .metadata.collection import collection_groups
 from .metadata.ngff import RESERVED_KEYS
 from .multiscale import level_count, level_settings
 from .order import FrameOrder
@@ -37,7 +38,7 @@ from .pipeline import Pipeline
 from .publish import ImagePublisher
 from .pyramid import Pyramid
 from .session_record import SESSION_KEY, Counters, SessionRecord
-from .settings import ArraySettings, StreamSettings
+from .settings import POSITION_AXIS, ArraySettings, StreamSettings
 from .stores import Store, open_store
 from .writers import LevelWriter
 
@@ -119,8 +120,8 @@ class Stream:
         self.pipeline.when_io_idle(self._catch_up)
         self._images: dict[str, _Image] = {}
         try:
-            for arr in settings.arrays:
-                self._images[arr.key] = self._create_image(arr)
+            for image_settings in settings.images:
+                self._images[image_settings.key] = self._create_image(image_settings)
             self._write_groups()
         except BaseException:
             self.pipeline.close()
@@ -183,13 +184,16 @@ class Stream:
         return image
 
     def _write_groups(self) -> None:
-        """Root and intermediate groups (each image group was written with its first publish)."""
-        plain: set[str] = {""}
+        """Root and intermediate groups, with their plate, well or series metadata (each image
+        group was written with its first publish)."""
+        collection = collection_groups(self.settings)
+        plain: set[str] = {"", *collection}
         for key in self._images:
             parts = key.split("/")[:-1] if key else []
             plain.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         for path in sorted(plain - set(self._images)):
-            self.put_documents(self.format.group_documents(path, {}))
+            attrs = self.format.collection_attributes(collection.get(path, {}))
+            self.put_documents(self.format.group_documents(path, attrs))
 
     def _image_group(self, image: _Image) -> dict[str, bytes]:
         """The image group's documents: user attributes, the OME-NGFF block with the contrast seen
@@ -248,7 +252,7 @@ class Stream:
         """
         if self._closed:
             raise StateError("write_metadata on a closed stream")
-        image = self._route(key)
+        image, _ = self._route(key)
         if not isinstance(attributes, dict):
             raise ConfigError(f"attributes must be a dict, got {type(attributes).__name__}")
         clash = sorted(RESERVED_KEYS.union([SESSION_KEY]).intersection(attributes))
@@ -276,7 +280,7 @@ class Stream:
         """
         if self._closed:
             raise StateError("update_session on a closed stream")
-        image = self._route(key)
+        image, _ = self._route(key)
         try:
             json.dumps(dict(values), allow_nan=False)
             image.session.update(values)
@@ -287,7 +291,7 @@ class Stream:
 
     def session(self, key: str | None = None) -> dict[str, Any]:
         """The session record of image ``key`` as last written (after close: the final one)."""
-        image = self._route(key)
+        image, _ = self._route(key)
         return image.session.render(image.counters, final=image.final)
 
     def append(
@@ -304,7 +308,10 @@ class Stream:
         Frames go where the acquisition order puts them next, or, with ``index``
         (axis name -> position, e.g. ``{"t": 3, "c": 1, "z": 17}``), to that
         position (axes left out follow on from the last frame); the frames of
-        a stack follow each other in acquisition order from there.
+        a stack follow each other in acquisition order from there.  With stage
+        positions (or a plate), ``index["p"]`` picks the position's image of
+        array ``key``, so an MDA event's index passes straight in; ``key`` may
+        also be an image's full path ("p1/cam0").
 
         ``metadata`` is a mapping per frame (a list of them, or of None, for a
         stack): numbers of a typed column (built-in or declared in
@@ -319,7 +326,7 @@ class Stream:
         """
         if self._closed:
             raise StateError("append on a closed stream")
-        image = self._route(key)
+        image, index = self._route(key, index)
         self.pipeline.check()
         stack = self._validate(image, frames)
         records = None if metadata is None else image.frames.check(metadata, len(stack))
@@ -354,7 +361,7 @@ class Stream:
         """
         if self._closed:
             raise StateError("skip on a closed stream")
-        image = self._route(key)
+        image, _ = self._route(key)
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise FrameError(f"array {image.name}: skip takes a count of frames >= 0, got {n!r}")
         if n == 0:
@@ -383,15 +390,36 @@ class Stream:
             raise FrameError(f"array {image.name}: the array holds {cap} frames; {what}")
         return order.advance(order.position(first) if start is None else start, n)
 
-    def _route(self, key: str | None) -> _Image:
+    def _route(
+        self, key: str | None, index: Mapping[str, int] | None = None
+    ) -> tuple[_Image, Mapping[str, int] | None]:
+        """The image ``key`` names, or with ``index["p"]`` array ``key``'s image at that position;
+        and the index left for the image's own axes."""
+        paths = self.settings.position_paths
+        if paths is not None and index is not None and POSITION_AXIS in index:
+            key = self._position_key(paths, index[POSITION_AXIS], key)
+            index = {k: v for k, v in index.items() if k != POSITION_AXIS}
         if key is None:
             if len(self._images) != 1:
                 raise FrameError(f"this stream has several arrays; pass key= one of {self.keys}")
-            return next(iter(self._images.values()))
+            return next(iter(self._images.values())), index
         try:
-            return self._images[key]
+            return self._images[key], index
         except KeyError:
             raise FrameError(f"unknown array key {key!r}; expected one of {self.keys}") from None
+
+    def _position_key(self, paths: list[str], p: object, key: str | None) -> str:
+        """The image path of array ``key`` (of the only array when None) at position ``p``."""
+        if isinstance(p, bool) or not isinstance(p, int | np.integer) or not 0 <= p < len(paths):
+            raise FrameError(f"index {POSITION_AXIS!r}: expected a position 0 to {len(paths) - 1}, got {p!r}")
+        arrays = [a.key for a in self.settings.arrays]
+        if key is None and len(arrays) != 1:
+            raise FrameError(f"this stream has several arrays; pass key= one of {arrays}")
+        if key not in arrays and key is not None:
+            raise FrameError(
+                f"unknown array key {key!r} with index {POSITION_AXIS!r}; expected one of {arrays}"
+            )
+        return "/".join(part for part in (paths[int(p)], arrays[0] if key is None else key) if part)
 
     def _validate(self, image: _Image, frames: Any) -> np.ndarray[Any, Any]:
         """Frames as an (n, *frame_shape) array (a view where numpy can make one)."""
@@ -410,7 +438,7 @@ class Stream:
 
     # -- progress and shutdown ----------------------------------------------
     def stats(self, key: str | None = None) -> ArrayStats:
-        image = self._route(key)
+        image, _ = self._route(key)
         assembler = image.writer.assembler
         assert image.publisher is not None
         return ArrayStats(

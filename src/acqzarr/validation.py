@@ -5,8 +5,9 @@ rule: every metadata document parses and has the fields its Zarr version
 requires; every stored chunk or shard key lies inside the array's grid;
 every shard index is whole, checksummed (crc32c) and points inside its
 shard; every OME-NGFF image follows the 0.4 (Zarr v2) or 0.5 (Zarr v3)
-rules for axes, datasets and coordinate transformations; and no pyramid is
-ragged (every level covers level 0's extent).  ``deep`` also decodes every
+rules for axes, datasets and coordinate transformations; no pyramid is
+ragged (every level covers level 0's extent); and the plate, well and series
+metadata above the images point at groups that exist.  ``deep`` also decodes every
 chunk, which reads the whole store.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from .store_info import SERIALIZERS, Node, StoreTree, _join, ngff_block
+from .store_info import SERIALIZERS, Node, StoreTree, _join, ngff_block, ome_fields
 from .stores import Store
 
 __all__ = ["Problem", "validate"]
@@ -55,7 +56,35 @@ def validate(store: Store, *, deep: bool = False) -> list[Problem]:
             problems += _check_chunks(tree, node, deep)
         if node.kind == "group":
             problems += _check_ngff(tree, node)
-    return problems
+    return problems + _check_collections(tree)
+
+
+def _check_collections(tree: StoreTree) -> list[Problem]:
+    """Every well a plate lists is a well group, every field a well lists is an image, and every
+    path the OME group's ``series`` lists is an image: a reader follows them blindly."""
+    out: list[Problem] = []
+    images = tree.images_paths()
+    doc = "zarr.json" if tree.version == 3 else ".zattrs"
+    plate = tree.plate()
+    if plate is not None:
+        for i, well in enumerate(plate.get("wells") or []):
+            path = well.get("path") if isinstance(well, dict) else None
+            node = tree.nodes.get(str(path)) if path is not None else None
+            if node is None or "well" not in ome_fields(node.attrs):
+                out.append(Problem(doc, f"plate.wells[{i}].path {path!r} is not a well group in this store"))
+    for node in tree.nodes.values():
+        well = ome_fields(node.attrs).get("well") if node.kind == "group" else None
+        if not isinstance(well, dict):
+            continue
+        for i, image in enumerate(well.get("images") or []):
+            path = image.get("path") if isinstance(image, dict) else None
+            if path is None or _join(node.path, str(path)) not in images:
+                where = _join(node.path, doc)
+                out.append(Problem(where, f"well.images[{i}].path {path!r} is not an image in this store"))
+    for i, path in enumerate(tree.series() or []):
+        if not isinstance(path, str) or path not in images:
+            out.append(Problem(_join("OME", doc), f"series[{i}] {path!r} is not an image in this store"))
+    return out
 
 
 def _missing_fields(tree: StoreTree, node: Node) -> list[str]:

@@ -12,12 +12,26 @@ from typing import Any
 
 import numpy as np
 
+from .._version import __version__
+from ..multiscale import downsample, space_axes
 from ..settings import ArraySettings
 
-__all__ = ["RESERVED_KEYS", "axes", "multiscale", "ngff_04_attrs", "ngff_05_attrs", "omero"]
+__all__ = [
+    "RESERVED_KEYS",
+    "axes",
+    "method_metadata",
+    "multiscale",
+    "ngff_04_attrs",
+    "ngff_04_group",
+    "ngff_05_attrs",
+    "ngff_05_group",
+    "omero",
+]
 
 # Group attributes acqzarr owns; user metadata may not replace them.
 RESERVED_KEYS = frozenset({"ome", "multiscales", "omero", "_ARRAY_DIMENSIONS"})
+# The callable the multiscale metadata names: evaluated on level k, it gives level k + 1.
+DOWNSAMPLE = f"{downsample.__module__}.{downsample.__qualname__}"
 
 Windows = dict[int, tuple[float, float]]
 
@@ -49,7 +63,7 @@ def multiscale(settings: ArraySettings, levels: int) -> dict[str, Any]:
     axis, so its centre is shifted by (2**L - 1) / 2 samples: a translation.
     Decimation keeps the even samples, whose centres do not move.
     """
-    method = settings.multiscale.method if settings.multiscale is not None and levels > 1 else None
+    method = settings.multiscale.method if settings.multiscale is not None else None
     datasets = []
     for level in range(levels):
         factor = [2**level if d.kind == "space" else 1 for d in settings.dimensions]
@@ -64,34 +78,78 @@ def multiscale(settings: ArraySettings, levels: int) -> dict[str, Any]:
             transforms.append({"type": "translation", "translation": shift})
         datasets.append({"path": str(level), "coordinateTransformations": transforms})
     entry: dict[str, Any] = {"name": settings.key or "image", "axes": axes(settings), "datasets": datasets}
+    stage = _stage_transforms(settings)
+    if stage:
+        entry["coordinateTransformations"] = stage
     if method is not None:
         entry["type"] = method
-        entry["metadata"] = {"method": f"acqzarr.multiscale.{method}", "description": _DESCRIPTIONS[method]}
+        entry["metadata"] = method_metadata(settings)
     return entry
+
+
+def method_metadata(settings: ArraySettings) -> dict[str, Any]:
+    """How the pyramid was made, as a callable a reader can run: ``method`` names an importable
+    function, ``args`` and ``kwargs`` hold its arguments after the level as Python literals (the
+    acquire-zarr convention, read with ``ast.literal_eval``), so that ``method(level_k, *args,
+    **kwargs)`` equals level k + 1.  Written also when there is a single level (``levels: auto``
+    on a small image): it says how more levels would be made.
+    """
+    assert settings.multiscale is not None
+    method = settings.multiscale.method
+    return {
+        "description": _DESCRIPTIONS[method],
+        "method": DOWNSAMPLE,
+        "version": __version__,
+        "args": [],
+        "kwargs": {"method": repr(method), "axes": repr(space_axes(settings))},
+    }
+
+
+def _stage_transforms(settings: ArraySettings) -> list[dict[str, Any]]:
+    """The image's stage position as a multiscale-level translation (after a unit scale, as
+    NGFF requires a scale first), on the space axes named x, y and z; [] without a position."""
+    position = settings.position
+    offsets = position.translation if position is not None else {}
+    if not offsets:
+        return []
+    dims = settings.dimensions
+    return [
+        {"type": "scale", "scale": [1.0] * len(dims)},
+        {
+            "type": "translation",
+            "translation": [offsets.get(d.name, 0.0) if d.kind == "space" else 0.0 for d in dims],
+        },
+    ]
 
 
 def omero(settings: ArraySettings, windows: Windows) -> dict[str, Any]:
     """Rendering hints so viewers open with a sensible contrast: one channel per channel index.
 
     ``windows`` holds the (min, max) seen per channel; the window spans that,
-    within the dtype's range (channels with no data yet get the full range).
+    within the dtype's range (channels with no data yet get the full range),
+    unless the channel's settings give a window, which always wins.
     """
-    dims = settings.dimensions
-    channel = next((d for d in dims[1:] if d.kind == "channel"), None)
-    count = channel.size if channel is not None else 1
+    axis = settings.channel_axis
+    count = settings.channel_count
+    given = settings.channels
     dtype = np.dtype(settings.dtype)
     info = np.iinfo(dtype) if dtype.kind in "iu" else np.finfo(dtype)
-    lo_range, hi_range = float(info.min), float(info.max)
+    full = (float(info.min), float(info.max))
     channels = []
     for c in range(count):
-        start, end = windows.get(c, (lo_range, hi_range))
-        if dtype.kind == "f":
-            lo_range, hi_range = start, end  # a float type's own range is no use to a viewer
+        channel = given[c] if given is not None else None
+        observed = windows.get(c)
+        start, end = channel.window if channel and channel.window else (observed or full)
+        lo_range, hi_range = full
+        if dtype.kind == "f":  # a float type's own range is no use to a viewer
+            seen = [start, end, *(observed or ())]
+            lo_range, hi_range = min(seen), max(seen)
+        label = f"{settings.key or 'image'}" + (f" {axis.name}{c}" if axis is not None else "")
+        color = _COLORS[c % len(_COLORS)] if count > 1 else "FFFFFF"
         channels.append(
             {
-                "label": f"{settings.key or 'image'}"
-                + (f" {channel.name}{c}" if channel is not None else ""),
-                "color": _COLORS[c % len(_COLORS)] if count > 1 else "FFFFFF",
+                "label": channel.label if channel else label,
+                "color": channel.color if channel and channel.color else color,
                 "active": True,
                 "coefficient": 1.0,
                 "family": "linear",
@@ -120,3 +178,20 @@ def ngff_05_attrs(settings: ArraySettings, levels: int, windows: Windows) -> dic
             "omero": omero(settings, windows),
         }
     }
+
+
+def _versioned(fields: dict[str, Any], version: str) -> dict[str, Any]:
+    """Collection fields with ``version`` inside the plate and well blocks (both NGFF versions
+    put it there; 0.5 also puts it beside them, under "ome")."""
+    return {k: {**v, "version": version} if k in ("plate", "well") else v for k, v in fields.items()}
+
+
+def ngff_04_group(fields: dict[str, Any]) -> dict[str, Any]:
+    """Attributes of a group above the images (plate, well, bioformats2raw.layout, series):
+    NGFF 0.4 keeps them at the top level of ``.zattrs``."""
+    return _versioned(fields, "0.4") if fields else {}
+
+
+def ngff_05_group(fields: dict[str, Any]) -> dict[str, Any]:
+    """The same for NGFF 0.5: under ``attributes.ome`` beside ``version``."""
+    return {"ome": {"version": "0.5", **_versioned(fields, "0.5")}} if fields else {}
