@@ -307,3 +307,27 @@ def test_per_frame_metadata_is_published_live_up_to_the_flushed_frames(
     np.testing.assert_array_equal(ids, [1, 2, 3, 4, 5])
     gaps = np.asarray(zarr.open_array(str(store / "acqzarr_frames" / "gap_before"), mode="r")[:])
     assert not gaps.any()
+
+
+def test_a_series_with_positions_takes_each_frame_by_its_image_path(in_process: InProcess) -> None:
+    """With stage positions, a frame's key is the image path ("p1/cam0"); each image gets its frames
+    and their per-frame metadata, and the root lists the images for readers."""
+    settings = {**SMALL_SERIES, "positions": [{"name": "p0", "x": 1.0}, {"name": "p1", "x": 2.0}]}
+    in_process.send("pos", 0, {"htype": "series_start", "settings": settings})
+    for i in range(6):
+        key = f"p{i % 2}/cam0"
+        frame = (SMALL_FRAME + i).tobytes()
+        in_process.send(
+            "pos", 1 + i, {**FRAME, "series_id": "pos", "msg_number": 1 + i, "frame_id": i, "key": key}, frame
+        )
+    in_process.send("pos", 7, {"htype": "series_end"})
+    (summary,) = [r for r in in_process.server.counters.recent if r["series_id"] == "pos"]
+    assert summary["completed"] is True and summary["frames_total"] == 6
+    store = Path(summary["store"])
+    root = zarr.open_group(str(store), mode="r")
+    assert root.attrs["ome"]["bioformats2raw.layout"] == 3
+    for p in (0, 1):
+        data = np.asarray(root[f"p{p}/cam0/0"][...])  # type: ignore[index]
+        np.testing.assert_array_equal(data, [SMALL_FRAME + i for i in range(p, 6, 2)])
+        ids = np.asarray(root[f"p{p}/cam0/acqzarr_frames/frame_id"][...])  # type: ignore[index]
+        assert ids.tolist() == list(range(p, 6, 2))

@@ -233,3 +233,32 @@ def test_record_on_a_terminal_draws_the_live_table(tmp_path: Path) -> None:
         proc.stderr.close()
     screen = b"".join(chunks).decode(errors="replace")
     assert "MB/s in" in screen and "queued frames" in screen and "recorded 20 frames" in screen
+
+
+def test_a_session_with_positions_records_one_source_per_image(tmp_path: Path) -> None:
+    """With stage positions every image ("p0/cam0", "p1/cam0") is a source of its own; each gets its
+    frames, its per-frame metadata and a session record naming its driver."""
+    data = _session(tmp_path, version=2)
+    data["positions"] = [{"name": "p0", "x": 10.0, "y": 5.0}, {"name": "p1", "x": 20.0, "y": 5.0}]
+    data["source"] = [
+        {"key": "p0/cam0", "driver": "simulated.noise", "frames": 5, "options": {"height": 32, "width": 24}},
+        {
+            "key": "p1/cam0",
+            "driver": "simulated.radial_sine",
+            "frames": 7,
+            "options": {"height": 32, "width": 24},
+        },
+    ]
+    config, cameras = _load(tmp_path, data)
+    records = record(config, cameras, log=io.StringIO(), refresh=0.01)
+    assert [(r["frames_on_disk"], r["source"]["driver"]) for r in records] == [
+        (5, "simulated.noise"),
+        (7, "simulated.radial_sine"),
+    ]
+    root = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    assert root.attrs["bioformats2raw.layout"] == 3
+    for key, n in (("p0/cam0", 5), ("p1/cam0", 7)):
+        assert root[f"{key}/0"].shape == (n, 32, 24)  # type: ignore[union-attr]
+        assert root[f"{key}/acqzarr_frames/frame_id"].shape == (n,)  # type: ignore[union-attr]
+    with pytest.raises(az.ConfigError, match="must name one of the arrays"):
+        _load(tmp_path, {**data, "source": [{**data["source"][0], "key": "cam0"}]})

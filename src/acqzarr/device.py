@@ -114,11 +114,19 @@ class ZarrStorage:
         self._stream = Stream(self.get())
         self._state = State.RUNNING
 
-    def append(self, frames: Any, key: str | None = None, *, index: Mapping[str, int] | None = None) -> None:
-        """``Stream.append``: frames in acquisition order, or from ``index`` on."""
+    def append(
+        self,
+        frames: Any,
+        key: str | None = None,
+        *,
+        index: Mapping[str, int] | None = None,
+        metadata: Any = None,
+    ) -> None:
+        """``Stream.append``: frames in acquisition order, or from ``index`` on, with optional
+        per-frame ``metadata``."""
         self._require(State.RUNNING, action="append")
         assert self._stream is not None
-        self._stream.append(frames, key=key, index=index)
+        self._stream.append(frames, key=key, index=index, metadata=metadata)
 
     def skip(self, n: int = 1, key: str | None = None) -> None:
         """``Stream.skip``: leave the next ``n`` frame slots as fill value (counted)."""

@@ -69,7 +69,7 @@ class SessionConfig(StreamSettings):
 
     @model_validator(mode="after")
     def _one_source_per_array(self) -> SessionConfig:
-        keys = [a.key for a in self.arrays]
+        keys = [a.key for a in self.images]  # with positions, "<position>/<array key>"
         seen: set[str] = set()
         for i, src in enumerate(self.sources):
             where = "source" if isinstance(self.source, SourceSettings) else f"source.{i}"
@@ -86,7 +86,7 @@ class SessionConfig(StreamSettings):
         return [self.source] if isinstance(self.source, SourceSettings) else list(self.source)
 
     def key_of(self, source: SourceSettings) -> str:
-        return source.key if source.key is not None else self.arrays[0].key
+        return source.key if source.key is not None else self.images[0].key
 
     def stream_settings(self) -> StreamSettings:
         return StreamSettings.model_validate(self.model_dump(exclude={"source"}))
@@ -141,7 +141,7 @@ def _make_camera(config: SessionConfig, src: SourceSettings, where: str, origin:
     except (OSError, ValueError) as exc:  # e.g. a replay file that exists but cannot be read
         raise ConfigError(f"{origin}: invalid settings\n  {where}.options: {exc}") from None
     key = config.key_of(src)
-    array = next(a for a in config.arrays if a.key == key)
+    array = next(a for a in config.images if a.key == key)
     frame_shape = tuple(d.size for d in array.dimensions[-2:])
     if tuple(camera.shape) != frame_shape or np.dtype(camera.dtype) != np.dtype(array.dtype):
         raise ConfigError(

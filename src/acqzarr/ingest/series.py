@@ -62,7 +62,7 @@ class Series:
         self._user_data_left = user_data_cap
         self.user_data_dropped = 0
         self.stream = open_stream(settings, source=self._source())
-        self.keys = {a.key: _Key(a) for a in settings.arrays}
+        self.keys = {a.key: _Key(a) for a in settings.images}  # with positions: "<position>/<array>"
 
     def _source(self, end: str | None = None, end_header: SeriesEnd | None = None) -> dict[str, Any]:
         """The session record's ``source``: the series and what happened to its messages."""
