@@ -45,8 +45,13 @@ def _open(path: Path) -> Any:
 
         data = tifffile.memmap(path) if _tiff_contiguous(path) else tifffile.imread(path)
     elif path.is_dir():
-        import zarr
-
+        try:
+            import zarr
+        except ModuleNotFoundError:
+            raise ValueError(
+                f"{path}: replaying a Zarr array reads it with zarr-python, which is not installed: "
+                "pip install 'acqzarr[replay]' (or zarr>=3)"
+            ) from None
         data = zarr.open_array(str(path), mode="r")
     else:
         raise ValueError(f"unsupported replay source {path} (use .npy, .tif/.tiff or a Zarr array)")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import itertools
 import mmap
 import os
@@ -360,6 +359,8 @@ def _pwrite_all(fd: int, view: memoryview, nbytes: int, offset: int = 0) -> None
 
 def _drop_direct(fd: int) -> bool:
     """Turn O_DIRECT off on ``fd``; False if it was not on (nothing to retry)."""
+    import fcntl  # POSIX only; reached only where O_DIRECT exists, so ``import acqzarr`` works on Windows
+
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     if not flags & _O_DIRECT:
         return False
