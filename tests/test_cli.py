@@ -36,4 +36,10 @@ def test_demo_refuses_an_existing_store(tmp_path: Path) -> None:
     again = subprocess.run(args, capture_output=True, text=True)
     assert again.returncode == 1
     assert "already exists; pass overwrite=True" in again.stderr
-    assert az.__version__
+
+
+def test_the_version_has_one_source() -> None:
+    """pyproject reads the version from acqzarr/_version.py: the installed metadata agrees."""
+    from importlib.metadata import version
+
+    assert version("acqzarr") == az.__version__

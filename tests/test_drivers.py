@@ -12,7 +12,7 @@ import zarr
 from pydantic import ValidationError
 
 import acqzarr as az
-from acqzarr.camera import Camera
+from acqzarr.camera import ROI, Camera
 
 NAMES = ["simulated.empty", "simulated.random", "simulated.radial_sine", "simulated.noise"]
 
@@ -134,7 +134,7 @@ def test_an_roi_delivers_that_region_of_the_full_sensor(name: str) -> None:
     full, _, _ = _read_all(drivers.create(name, sensor))
     cam = drivers.create(name, {**sensor, "roi": {"x": 8, "y": 12, "width": 24, "height": 16}})
     assert cam.shape == (16, 24)
-    assert cam.roi == az.ROI(x=8, y=12, width=24, height=16)
+    assert cam.roi == ROI(x=8, y=12, width=24, height=16)
     cropped, _, _ = _read_all(cam)
     for a, b in zip(full, cropped, strict=True):
         np.testing.assert_array_equal(a[12:28, 8:32], b)
@@ -149,7 +149,7 @@ def test_roi_and_exposure_are_validated_against_the_sensor_and_frame_rate() -> N
         drivers.create("simulated.noise", {"fps": 50, "exposure_ms": 30})
     assert drivers.create("simulated.noise", {"fps": 50}).exposure_ms == 20.0
     assert drivers.create("simulated.noise", {}).exposure_ms is None
-    assert drivers.create("simulated.noise", {"height": 8, "width": 6}).roi == az.ROI(0, 0, 6, 8)
+    assert drivers.create("simulated.noise", {"height": 8, "width": 6}).roi == ROI(0, 0, 6, 8)
 
 
 def test_exposure_bounds_a_free_running_camera() -> None:

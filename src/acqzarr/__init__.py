@@ -1,8 +1,13 @@
-"""acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows."""
+"""acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows.
+
+The top level is what a program that records needs: the settings, ``open_stream`` and its
+``Stream``, the StorageInterface-style device ``ZarrStorage``, the stores and the errors.  The
+engine is reachable where the design documents it: ``acqzarr.writers`` (``ChunkWriter``,
+``ShardWriter``), ``acqzarr.formats`` (``ZarrV2``, ``ZarrV3``), ``acqzarr.codecs``; camera
+drivers implement ``acqzarr.camera.Camera``.
+"""
 
 from ._version import __version__
-from .camera import ROI, Camera, FrameInfo
-from .codecs import BloscCodec
 from .device import State, StorageCapabilities, ZarrStorage
 from .errors import (
     AcqzarrError,
@@ -14,7 +19,6 @@ from .errors import (
     StoreError,
     WriterError,
 )
-from .formats import ZarrFormat, ZarrV2, ZarrV3
 from .memory import MemoryUsage
 from .settings import (
     Acquisition,
@@ -30,24 +34,18 @@ from .settings import (
 )
 from .stores import LocalStore, MemoryStore, S3Store, Store
 from .stream import ArrayStats, Stream, open_stream
-from .writers import ChunkWriter, ShardWriter
 
 __all__ = [
-    "ROI",
     "Acquisition",
     "AcqzarrError",
     "ArraySettings",
     "ArrayStats",
     "BackpressureTimeout",
     "Blosc",
-    "BloscCodec",
-    "Camera",
     "Channel",
-    "ChunkWriter",
     "ConfigError",
     "Dimension",
     "FrameError",
-    "FrameInfo",
     "LocalStore",
     "MemoryStore",
     "MemoryUsage",
@@ -57,7 +55,6 @@ __all__ = [
     "ProtocolError",
     "S3Settings",
     "S3Store",
-    "ShardWriter",
     "State",
     "StateError",
     "StorageCapabilities",
@@ -66,10 +63,7 @@ __all__ = [
     "Stream",
     "StreamSettings",
     "WriterError",
-    "ZarrFormat",
     "ZarrStorage",
-    "ZarrV2",
-    "ZarrV3",
     "__version__",
     "open_stream",
 ]
