@@ -158,7 +158,7 @@ def _config(tmp_path: Path, **data: Any) -> Path:
             {"root": "gs://bucket/x"},
             "root: 'gs://bucket/x': use a directory or s3://bucket/prefix",
         ),
-        ({"root": "s3://bucket"}, "an s3 root needs a prefix"),
+        ({"root": "s3://bucket"}, "expected s3://bucket/prefix"),
         (
             {"curve": {"secret_key_file": "nope", "authorized_keys_dir": "."}},
             "secret_key_file 'nope': no such file",

@@ -208,7 +208,7 @@ def test_models_reject_unknown_keys_and_are_frozen() -> None:
         ),
         (
             lambda: az.StreamSettings(store="s3://bucket", arrays=_data()["arrays"]),
-            "StreamSettings: invalid settings\n  store: an S3 store needs a bucket and a prefix",
+            "StreamSettings: invalid settings\n  store: expected s3://bucket/prefix",
         ),
         (
             lambda: az.StreamSettings.model_validate({**_data(), "version": 4}),

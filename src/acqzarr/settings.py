@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .locations import is_s3, split_s3
 
 __all__ = [
     "DTYPES",
@@ -149,6 +150,14 @@ POSITION_AXIS = "p"
 # An array-protocol type string ('<u2', 'u2', '|u1'); numpy's one-letter codes and C names ('H',
 # 'int', 'long') are left out because their width depends on the platform.
 _TYPESTR = re.compile(r"^[<>=|]?[uif][0-9]+$")
+
+
+def is_key_path(value: str) -> bool:
+    """An image key: '' (the store root) or '/'-joined plain names, never '.' or '..'.  The ZeroMQ
+    protocol checks keys with this too."""
+    return value == "" or all(
+        _KEY_SEGMENT.match(seg) and seg not in (".", "..") for seg in value.split("/")
+    )
 
 
 def dtype_name(value: object) -> str:
@@ -451,12 +460,11 @@ class ArraySettings(_Model):
     def _key_is_relative_path(cls, v: str) -> str:
         if v == "":
             return v
-        for segment in v.split("/"):
-            if not _KEY_SEGMENT.match(segment) or segment in (".", ".."):
-                raise ValueError(
-                    f"key must be '/'-separated names of letters, digits, '_', '.', '-' "
-                    f"(no leading '.', no empty, '.' or '..' segments), got {v!r}"
-                )
+        if not is_key_path(v):
+            raise ValueError(
+                f"key must be '/'-separated names of letters, digits, '_', '.', '-' "
+                f"(no leading '.', no empty, '.' or '..' segments), got {v!r}"
+            )
         return v
 
     @property
@@ -836,13 +844,8 @@ class StreamSettings(_Model):
     @field_validator("store")
     @classmethod
     def _store_url_is_complete(cls, v: str) -> str:
-        if v.startswith("s3://"):
-            bucket, _, prefix = v.removeprefix("s3://").partition("/")
-            if not bucket or not prefix.strip("/"):
-                raise ValueError(
-                    f"an S3 store needs a bucket and a prefix, 's3://bucket/prefix', got {v!r} "
-                    "(the stream owns everything under its prefix, never a whole bucket)"
-                )
+        if is_s3(v):
+            split_s3(v)  # a bucket and a prefix, or a ValueError saying so
         return v
 
     @model_validator(mode="after")

@@ -149,8 +149,8 @@ def test_without_credentials_the_error_says_how_to_provide_them(
 @pytest.mark.parametrize(
     ("changes", "match"),
     [
-        ({"store": "s3://bucket"}, "an S3 store needs a bucket and a prefix"),
-        ({"store": "s3://bucket/"}, "an S3 store needs a bucket and a prefix"),
+        ({"store": "s3://bucket"}, "expected s3://bucket/prefix"),
+        ({"store": "s3://bucket/"}, "expected s3://bucket/prefix"),
         ({"s3": {"endpoint": "ftp://host"}}, "endpoint must be an http:// or https:// URL"),
         ({"s3": {"endpoint": "http://key:secret@host"}}, "endpoint must not contain credentials"),
         ({"s3": {"endpoint": "http://host:8333"}}, "plain http: set allow_http: true"),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..locations import is_s3, split_s3
 from ..memory import plan_memory
 from ..overrides import apply_overrides
 from ..settings import S3Settings, StreamSettings, format_validation_error, load_mapping
@@ -217,11 +218,11 @@ class ServeConfig(BaseModel):
     @field_validator("root")
     @classmethod
     def _root_is_a_directory_or_s3(cls, v: str) -> str:
-        if "://" in v and not v.startswith("s3://"):
+        if "://" in v and not is_s3(v):
             raise ValueError(f"{v!r}: use a directory or s3://bucket/prefix")
-        if v.startswith("s3://") and not v.removeprefix("s3://").strip("/").count("/"):
-            raise ValueError(f"{v!r}: an s3 root needs a prefix (s3://bucket/prefix), not a whole bucket")
-        return v.rstrip("/") if v.startswith("s3://") else v
+        if is_s3(v):
+            split_s3(v)  # a bucket and a prefix, or a ValueError saying so
+        return v.rstrip("/") if is_s3(v) else v
 
     @field_validator("presets")
     @classmethod

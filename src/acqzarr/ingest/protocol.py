@@ -31,7 +31,7 @@ from pydantic import (
 )
 
 from ..errors import ProtocolError
-from ..settings import DTYPES
+from ..settings import DTYPES, is_key_path
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -77,8 +77,6 @@ REASONS: dict[str, str] = {
 
 # One path segment: series_id names a directory under the server's root.
 _SERIES_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-# The rule ArraySettings.key applies: '/'-separated segments like the above ('' is the store root).
-_KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 def valid_series_id(value: str) -> bool:
@@ -87,10 +85,8 @@ def valid_series_id(value: str) -> bool:
 
 
 def valid_key(value: str) -> bool:
-    """An array key as ArraySettings allows it: '' or '/'-joined plain names, never '.' or '..'."""
-    return value == "" or all(
-        _KEY_SEGMENT.fullmatch(seg) and seg not in (".", "..") for seg in value.split("/")
-    )
+    """An array key as ArraySettings allows it (``settings.is_key_path``)."""
+    return is_key_path(value)
 
 
 class _Header(BaseModel):

@@ -26,6 +26,7 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
+from ..locations import is_s3
 from ..stop import StopSignal
 from ..stores import open_store
 from .config import ServeConfig, series_memory, series_settings
@@ -48,7 +49,7 @@ class IngestServer:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.remote_root = config.root.startswith("s3://")
+        self.remote_root = is_s3(config.root)
         self.root = Path(config.root)
         if not self.remote_root:
             self.root.mkdir(parents=True, exist_ok=True)

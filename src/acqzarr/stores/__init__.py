@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..locations import is_s3
 from .base import Buffer, Staged, Store
 from .local import LocalStore
 from .memory import MemoryStore
@@ -19,7 +20,7 @@ def open_store(
     location: str, *, fsync: bool = False, direct_io: bool = True, s3: S3Settings | None = None
 ) -> Store:
     """The store for a location string from the settings: a local path or ``s3://bucket/prefix``."""
-    if location.startswith("s3://"):
+    if is_s3(location):
         return S3Store(location, s3)
     if "://" in location and not location.startswith("file://"):
         from ..errors import ConfigError

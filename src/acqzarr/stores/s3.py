@@ -41,6 +41,7 @@ import obstore
 from obstore.store import S3Store as _ObS3Store
 
 from ..errors import StoreError
+from ..locations import split_s3
 from .base import Buffer, Store
 
 if TYPE_CHECKING:
@@ -55,11 +56,10 @@ _DELETE_BATCH = 1000  # the S3 DeleteObjects limit
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ("bucket", "some/prefix")."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    prefix = prefix.strip("/")
-    if not url.startswith("s3://") or not bucket or not prefix:
-        raise StoreError(f"{url!r}: expected s3://bucket/prefix")
-    return bucket, prefix
+    try:
+        return split_s3(url)
+    except ValueError as exc:
+        raise StoreError(str(exc)) from None
 
 
 class S3Store(Store):
