@@ -61,7 +61,7 @@ class ArrayLayout:
 
         self.frame_ndim = len(settings.frame_names)
         self.index_ndim = self.ndim - self.frame_ndim
-        self.frame_shape = tuple(d.size for d in dims[self.index_ndim :])
+        self.frame_shape = settings.frame_shape
         self.index_names = settings.index_names
         self.index_shape = tuple(d.size for d in dims[: self.index_ndim])  # [0] may be 0: unbounded
         self.index_chunks = self.chunks[: self.index_ndim]

@@ -39,9 +39,7 @@ class Snapshot:
 def snapshot(stream: Stream, key: str, elapsed: float, dropped: int) -> Snapshot:
     stats = stream.stats(key)
     array = next(a for a in stream.settings.images if a.key == key)
-    frame_bytes = math.prod(d.size for d in array.dimensions if d.name in array.frame_names) * np.dtype(
-        array.dtype
-    ).itemsize
+    frame_bytes = math.prod(array.frame_shape) * np.dtype(array.dtype).itemsize
     raw = stats.frames_appended * frame_bytes
     span = max(elapsed, 1e-9)
     memory = stream.memory()

@@ -142,7 +142,7 @@ def _make_camera(config: SessionConfig, src: SourceSettings, where: str, origin:
         raise ConfigError(f"{origin}: invalid settings\n  {where}.options: {exc}") from None
     key = config.key_of(src)
     array = next(a for a in config.images if a.key == key)
-    frame_shape = tuple(d.size for d in array.dimensions[-2:])
+    frame_shape = array.frame_shape
     if tuple(camera.shape) != frame_shape or np.dtype(camera.dtype) != np.dtype(array.dtype):
         raise ConfigError(
             f"{origin}: invalid settings\n  {where}.options: the driver delivers {tuple(camera.shape)} "

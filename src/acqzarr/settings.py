@@ -474,6 +474,11 @@ class ArraySettings(_Model):
         return names[-min(2, len(names) - 1) :]
 
     @property
+    def frame_shape(self) -> tuple[int, ...]:
+        """The shape of one frame: the sizes of ``frame_names``."""
+        return tuple(d.size for d in self.dimensions[len(self.dimensions) - len(self.frame_names) :])
+
+    @property
     def index_names(self) -> tuple[str, ...]:
         """The axes that index frames (every axis but the frame's), in storage order."""
         names = tuple(d.name for d in self.dimensions)
@@ -746,7 +751,7 @@ class S3Settings(_Model):
     concurrent_uploads: int = Field(
         default=4,
         ge=1,
-        description="Objects (chunks or shards) of one layer uploaded at once, to hide per-request "
+        description="Objects (chunks or shards) of one band uploaded at once, to hide per-request "
         "latency. Memory does not grow with it: the objects are already in the in-flight budget.",
     )
 
@@ -795,11 +800,10 @@ class StreamSettings(_Model):
     max_inflight_bytes: int | None = Field(
         default=None,
         ge=1,
-        description="Cap on memory reserved for frames not yet written: layer buffers plus their "
-        "worst-case encoded output. `append` blocks when it is reached. null reserves two layers per "
-        "array (one filling while the other is compressed and written): measured fastest on 2 cores, "
-        "cold and warm. An array with nothing in flight may "
-        "always start one layer, so a small cap slows the stream but never deadlocks it.",
+        description="Cap on memory reserved for frames not yet written: band buffers plus their "
+        "worst-case encoded output, all arrays and pyramid levels. `append` blocks when it is reached. "
+        "null: twice what the acquisition orders need (the bands open at once, one set filling while "
+        "the other is compressed and written). A cap below the need is refused at open.",
     )
     append_timeout: float | None = Field(
         default=None,

@@ -7,7 +7,7 @@ POSIX) and starts with a dot so Zarr readers never mistake it for a chunk.
 Large objects are written with O_DIRECT where the filesystem allows it.  On
 these VMs writing through a cold page cache runs at ~0.45 GB/s (every page of
 cache is a fresh host page fault) while O_DIRECT from a reused, page-aligned
-staging buffer runs at ~1.7 GB/s (PERF-NOTES; re-measured here).  The data
+staging buffer runs at ~1.7 GB/s (measured on 2-vCPU cloud VMs).  The data
 is copied into the staging buffer (warm memory, ~10 GB/s), written padded to
 the block size, and the file is truncated back to its real length before the
 rename.  Filesystems that refuse O_DIRECT (tmpfs) fall back to plain writes.
