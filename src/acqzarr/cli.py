@@ -8,7 +8,15 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .errors import AcqzarrError, ConfigError, StoreError
+from .errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUNTIME,
+    AcqzarrError,
+    ConfigError,
+    StoreError,
+)
 from .ingest.commands import add_subcommands as add_ingest_subcommands
 from .overrides import add_set_argument, parse_assignment
 from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
@@ -18,7 +26,6 @@ from .synthetic import camera_frames
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_RUNTIME, EXIT_CONFIG, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _record(args: argparse.Namespace) -> int:

@@ -60,3 +60,10 @@ class BackpressureTimeout(AcqzarrError, TimeoutError):
 
     The frame that timed out was not accepted; every earlier frame was.
     """
+
+
+# Exit codes of the acqzarr commands (``acqzarr record``, ``serve``, ``send``, ...), in one place.
+EXIT_OK = 0
+EXIT_RUNTIME = 1  # a failure while running (a writer error, an incomplete series, a store problem)
+EXIT_CONFIG = 2  # invalid settings or arguments: nothing was written
+EXIT_INTERRUPTED = 130  # stopped by SIGINT/SIGTERM after finalizing the store

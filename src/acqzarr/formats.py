@@ -13,6 +13,7 @@ import numpy as np
 
 from .codecs import BloscCodec, ShardLayout
 from .layout import ArrayLayout
+from .locations import join_key
 from .metadata import ngff, zarr_v2, zarr_v3
 from .settings import ArraySettings, StreamSettings
 from .stores import Store
@@ -26,10 +27,6 @@ Documents = dict[str, dict[str, Any]]
 # chunk never written reads as missing), and the zstd level of string columns.
 _COLUMN_FILL: dict[str, Any] = {"float64": "NaN", "int64": -(2**63), "string": ""}
 COLUMN_ZSTD_LEVEL = 1
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
 
 
 class ZarrFormat(ABC):
@@ -83,9 +80,9 @@ class ZarrV2(ZarrFormat):
     writer_class = ChunkWriter
 
     def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
-        docs = {_join(path, ".zgroup"): zarr_v2.group_doc()}
+        docs = {join_key(path, ".zgroup"): zarr_v2.group_doc()}
         if attributes:
-            docs[_join(path, ".zattrs")] = attributes
+            docs[join_key(path, ".zattrs")] = attributes
         return docs
 
     def array_documents(
@@ -98,7 +95,7 @@ class ZarrV2(ZarrFormat):
             compressor=None if codec is None else codec.v2_config(),
             separator=self.settings.dimension_separator,
         )
-        return {_join(path, ".zarray"): doc}
+        return {join_key(path, ".zarray"): doc}
 
     def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
         return ngff.ngff_04_attrs(settings, levels, windows)
@@ -124,10 +121,10 @@ class ZarrV2(ZarrFormat):
             fill_value=_COLUMN_FILL[kind],
             filters=[{"id": "vlen-utf8"}] if string else None,
         )
-        return {_join(path, ".zarray"): doc, _join(path, ".zattrs"): {"_ARRAY_DIMENSIONS": list(names)}}
+        return {join_key(path, ".zarray"): doc, join_key(path, ".zattrs"): {"_ARRAY_DIMENSIONS": list(names)}}
 
     def column_chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
-        return _join(path, self.settings.dimension_separator.join(map(str, coords)))
+        return join_key(path, self.settings.dimension_separator.join(map(str, coords)))
 
 
 class ZarrV3(ZarrFormat):
@@ -138,7 +135,7 @@ class ZarrV3(ZarrFormat):
     writer_class = ShardWriter
 
     def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
-        return {_join(path, "zarr.json"): zarr_v3.group_doc(attributes)}
+        return {join_key(path, "zarr.json"): zarr_v3.group_doc(attributes)}
 
     def array_documents(
         self, path: str, layout: ArrayLayout, shape: tuple[int, ...], codec: BloscCodec | None
@@ -152,7 +149,7 @@ class ZarrV3(ZarrFormat):
             index_codecs=ShardLayout(layout.chunks_per_shard).index_config(),
             dimension_names=layout.names,
         )
-        return {_join(path, "zarr.json"): doc}
+        return {join_key(path, "zarr.json"): doc}
 
     def image_attributes(self, settings: ArraySettings, levels: int, windows: ngff.Windows) -> dict[str, Any]:
         return ngff.ngff_05_attrs(settings, levels, windows)
@@ -182,10 +179,10 @@ class ZarrV3(ZarrFormat):
             codecs=codecs,
             dimension_names=names,
         )
-        return {_join(path, "zarr.json"): doc}
+        return {join_key(path, "zarr.json"): doc}
 
     def column_chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
-        return _join(path, "c/" + "/".join(map(str, coords)))
+        return join_key(path, "c/" + "/".join(map(str, coords)))
 
 
 def format_for(settings: StreamSettings) -> ZarrFormat:

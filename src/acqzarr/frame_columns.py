@@ -40,6 +40,7 @@ import numpy as np
 from .errors import FrameError
 from .formats import COLUMN_ZSTD_LEVEL, ZarrFormat
 from .layout import ArrayLayout, Index
+from .locations import join_key
 from .stores import Store
 
 __all__ = ["BUILTIN_COLUMNS", "GROUP", "JSON_COLUMN", "MISSING", "SCHEMA_VERSION", "FrameColumns"]
@@ -117,7 +118,7 @@ class FrameColumns:
         self._inner = layout.index_shape[1:]
         self._format = fmt
         self._store = store
-        self._path = "/".join(p for p in (path, GROUP) if p)
+        self._path = join_key(path, GROUP)
         self._name = layout.settings.key or "(root)"
         self._columns: dict[str, _Column] = {}
         self._lock = threading.Lock()

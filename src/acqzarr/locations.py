@@ -1,8 +1,8 @@
-"""Where a store lives: a local path or ``s3://bucket/prefix``; the one place a location is parsed."""
+"""Where a store lives (a local path or ``s3://bucket/prefix``) and how keys inside it are joined."""
 
 from __future__ import annotations
 
-__all__ = ["S3_SCHEME", "is_s3", "split_s3"]
+__all__ = ["S3_SCHEME", "is_s3", "join_key", "split_s3"]
 
 S3_SCHEME = "s3://"
 
@@ -25,3 +25,8 @@ def split_s3(url: str) -> tuple[str, str]:
             "never a whole bucket)"
         )
     return bucket, prefix
+
+
+def join_key(*parts: str) -> str:
+    """Store keys join with "/", and an empty part (the root image's key '') adds nothing."""
+    return "/".join(p for p in parts if p)

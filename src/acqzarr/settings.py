@@ -28,7 +28,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
-from .locations import is_s3, split_s3
+from .locations import is_s3, join_key, split_s3
 
 __all__ = [
     "DTYPES",
@@ -922,7 +922,7 @@ class StreamSettings(_Model):
         out = []
         for path, position in zip(paths, positions, strict=True):
             for arr in self.arrays:
-                image = arr.model_copy(update={"key": "/".join(p for p in (path, arr.key) if p)})
+                image = arr.model_copy(update={"key": join_key(path, arr.key)})
                 image._position = position
                 out.append(image)
         return out

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from .locations import join_key
 from .stores import Store
 
 __all__ = ["ArrayInfo", "ImageInfo", "Node", "StoreTree", "describe", "ome_fields"]
@@ -26,10 +27,6 @@ def _is_temp(key: str) -> bool:
     """A staging file of an atomic write that was interrupted (LocalStore names them .name.pid.n.tmp)."""
     name = key.rsplit("/", 1)[-1]
     return name.startswith(".") and name.endswith(".tmp")
-
-
-def _join(*parts: str) -> str:
-    return "/".join(p for p in parts if p)
 
 
 @dataclass
@@ -103,7 +100,7 @@ class StoreTree:
             elif self.version == 2 and name in (".zgroup", ".zarray"):
                 doc = self._doc(key)
                 if doc is not None:
-                    attrs_key = _join(parent, ".zattrs")
+                    attrs_key = join_key(parent, ".zattrs")
                     attrs = self._doc(attrs_key) if attrs_key in self.keys else {}
                     kind = "array" if name == ".zarray" else "group"
                     self.nodes[parent] = Node(parent, kind, doc, attrs or {})
@@ -151,7 +148,7 @@ class StoreTree:
             dtype = np.dtype(m["dtype"]).name
         codec = "none" if compressor is None else _codec_name(compressor, conf)
         objects = self.chunk_keys(array)
-        stored = sum(self.store.size(_join(array.path, k)) for k in objects)
+        stored = sum(self.store.size(join_key(array.path, k)) for k in objects)
         return ArrayInfo(array.path, tuple(m["shape"]), dtype, chunks, shards, codec, len(objects), stored)
 
     def images(self) -> list[ImageInfo]:
@@ -162,10 +159,10 @@ class StoreTree:
                 continue
             ms = block["multiscales"][0]
             levels = [str(d.get("path")) for d in ms.get("datasets", [])]
-            level0 = self.nodes.get(_join(node.path, levels[0])) if levels else None
+            level0 = self.nodes.get(join_key(node.path, levels[0])) if levels else None
             shape = tuple(level0.meta.get("shape", ())) if level0 else ()
             frames = math.prod(shape[:-2]) if len(shape) > 2 else (1 if shape else 0)
-            fields_node = self.nodes.get(_join(node.path, "acqzarr_frames"))
+            fields_node = self.nodes.get(join_key(node.path, "acqzarr_frames"))
             columns = fields_node.attrs.get("acqzarr_frames", {}).get("columns", {}) if fields_node else {}
             fields = [f"{name} ({kind})" for name, kind in columns.items()]
             omero = block.get("omero")
@@ -332,7 +329,7 @@ def render(info: dict[str, Any]) -> str:
             shift = ", ".join(f"{a}={v:g}" for a, v in zip(im["axes"], im["translation"], strict=False) if v)
             lines.append(f"  stage position: {shift or 'origin'}")
         for level in im["levels"]:
-            a = arrays.get(_join(im["path"], level))
+            a = arrays.get(join_key(im["path"], level))
             if a is not None:
                 lines.append("  " + _array_line(level, a))
         if im["frame_metadata"]:
@@ -340,7 +337,7 @@ def render(info: dict[str, Any]) -> str:
         s = im["session"]
         if s:
             lines.append("  session: " + _session_line(s))
-    shown = {_join(im["path"], lv) for im in info["images"] for lv in im["levels"]}
+    shown = {join_key(im["path"], lv) for im in info["images"] for lv in im["levels"]}
     for path, a in arrays.items():
         if path not in shown and "acqzarr_frames" not in path:
             lines.append(_array_line(path or "(root)", a))

@@ -29,6 +29,7 @@ from .errors import ConfigError, FrameError, StateError, StoreError, WriterError
 from .formats import format_for
 from .frame_columns import FrameColumns
 from .layout import ArrayLayout, Index
+from .locations import join_key
 from .memory import MemoryUsage, plan_memory
 from .metadata.collection import collection_groups
 from .metadata.ngff import RESERVED_KEYS
@@ -153,7 +154,7 @@ class Stream:
         writers: list[LevelWriter] = []
         for level, level_settings_ in enumerate(levels):
             layout = layout0 if level == 0 else ArrayLayout(level_settings_, sharded=self.format.sharded)
-            path = "/".join(p for p in (settings.key, str(level)) if p)
+            path = join_key(settings.key, str(level))
             writers.append(
                 LevelWriter(
                     layout=layout,
@@ -419,7 +420,7 @@ class Stream:
             raise FrameError(
                 f"unknown array key {key!r} with index {POSITION_AXIS!r}; expected one of {arrays}"
             )
-        return "/".join(part for part in (paths[int(p)], arrays[0] if key is None else key) if part)
+        return join_key(paths[int(p)], arrays[0] if key is None else key)
 
     def _validate(self, image: _Image, frames: Any) -> np.ndarray[Any, Any]:
         """Frames as an (n, *frame_shape) array (a view where numpy can make one)."""

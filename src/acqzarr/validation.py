@@ -20,7 +20,8 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from .store_info import SERIALIZERS, Node, StoreTree, _join, ngff_block, ome_fields
+from .locations import join_key
+from .store_info import SERIALIZERS, Node, StoreTree, ngff_block, ome_fields
 from .stores import Store
 
 __all__ = ["Problem", "validate"]
@@ -78,12 +79,12 @@ def _check_collections(tree: StoreTree) -> list[Problem]:
             continue
         for i, image in enumerate(well.get("images") or []):
             path = image.get("path") if isinstance(image, dict) else None
-            if path is None or _join(node.path, str(path)) not in images:
-                where = _join(node.path, doc)
+            if path is None or join_key(node.path, str(path)) not in images:
+                where = join_key(node.path, doc)
                 out.append(Problem(where, f"well.images[{i}].path {path!r} is not an image in this store"))
     for i, path in enumerate(tree.series() or []):
         if not isinstance(path, str) or path not in images:
-            out.append(Problem(_join("OME", doc), f"series[{i}] {path!r} is not an image in this store"))
+            out.append(Problem(join_key("OME", doc), f"series[{i}] {path!r} is not an image in this store"))
     return out
 
 
@@ -93,7 +94,7 @@ def _missing_fields(tree: StoreTree, node: Node) -> list[str]:
 
 
 def _check_node(tree: StoreTree, node: Node) -> list[Problem]:
-    key = _join(
+    key = join_key(
         node.path, "zarr.json" if tree.version == 3 else ".zarray" if node.kind == "array" else ".zgroup"
     )
     out = []
@@ -129,7 +130,7 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
     try:
         object_shape, sep, prefixed = _grid(tree, node)
     except (KeyError, TypeError, AttributeError) as exc:
-        return [Problem(_join(node.path, "zarr.json"), f"unreadable chunk grid: {exc!r}")]
+        return [Problem(join_key(node.path, "zarr.json"), f"unreadable chunk grid: {exc!r}")]
     extent = tuple(math.ceil(s / c) for s, c in zip(shape, object_shape, strict=False))
     if len(object_shape) != len(shape):
         return [Problem(node.path, f"chunk shape {object_shape} does not match the rank of shape {shape}")]
@@ -141,7 +142,7 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
     n_inner = math.prod(s // c for s, c in zip(object_shape, inner, strict=False))
     decoder = _Decoder(tree, node, sharding) if deep else None  # built once per array
     for rel in tree.chunk_keys(node):
-        key = _join(node.path, rel)
+        key = join_key(node.path, rel)
         body = rel[2:] if prefixed and rel.startswith("c" + sep) else (None if prefixed else rel)
         parts = body.split(sep) if body is not None else []
         if body is None or len(parts) != len(shape) or not all(p.isdigit() for p in parts):
@@ -240,7 +241,7 @@ def _check_ngff(tree: StoreTree, node: Node) -> list[Problem]:
     version, block = ngff_block(node.attrs)
     if block is None:
         return []
-    where = _join(node.path, "zarr.json" if tree.version == 3 else ".zattrs")
+    where = join_key(node.path, "zarr.json" if tree.version == 3 else ".zattrs")
     expected = NGFF_FOR_ZARR[tree.version or 3]
     out = []
     if version != expected:
@@ -293,7 +294,7 @@ def _check_multiscale(tree: StoreTree, node: Node, where: str, i: int, ms: Any) 
     for j, ds in enumerate(datasets):
         q = f"{p}.datasets[{j}]"
         path = ds.get("path") if isinstance(ds, dict) else None
-        array = tree.nodes.get(_join(node.path, str(path))) if path is not None else None
+        array = tree.nodes.get(join_key(node.path, str(path))) if path is not None else None
         if array is None or array.kind != "array":
             out.append(Problem(where, f"{q}.path {path!r} is not an array in this store"))
             continue

@@ -19,13 +19,12 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from ..errors import ConfigError
+from ..errors import EXIT_OK, EXIT_RUNTIME, ConfigError
 from ..overrides import add_set_argument, parse_assignment
 from ..settings import format_validation_error, load_mapping
 
 __all__ = ["add_subcommands"]
 
-EXIT_OK, EXIT_RUNTIME = 0, 1
 
 
 def _serve(args: argparse.Namespace) -> int:
