@@ -17,9 +17,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-import google_crc32c
 import numpy as np
 
+from .codecs.sharding import EMPTY, decode_index, index_nbytes
 from .locations import join_key
 from .store_info import SERIALIZERS, Node, StoreTree, ngff_block, ome_fields
 from .stores import Store
@@ -171,25 +171,15 @@ def _sharding(node: Node) -> dict[str, Any] | None:
     return next((c["configuration"] for c in codecs if c.get("name") == "sharding_indexed"), None)
 
 
-def _shard_index(data: bytes, n_chunks: int) -> tuple[np.ndarray[Any, Any] | None, str | None]:
-    nbytes = n_chunks * 16 + 4
-    if len(data) < nbytes:
-        return None, f"{len(data)} bytes cannot hold the {nbytes}-byte index"
-    body, checksum = data[-nbytes:-4], data[-4:]
-    if google_crc32c.value(body) != int.from_bytes(checksum, "little"):
-        return None, "shard index crc32c does not match"
-    return np.frombuffer(body, "<u8").reshape(n_chunks, 2), None
-
-
 def _check_shard(key: str, data: bytes, n: int) -> tuple[list[Problem], list[bytes]]:
     """Problems of a shard's index (at the end), and the inner chunks it points to."""
-    index, why = _shard_index(data, n)
-    if index is None:
-        return [Problem(key, why or "bad shard index")], []
-    empty = np.uint64(2**64 - 1)
-    used = index[(index[:, 0] != empty) | (index[:, 1] != empty)]
-    pieces = [data[o : o + b] for o, b in index.tolist() if o != 2**64 - 1]
-    body_end = len(data) - (n * 16 + 4)
+    try:
+        index = decode_index(data, n)
+    except ValueError as exc:
+        return [Problem(key, str(exc))], []
+    used = index[(index[:, 0] != EMPTY) | (index[:, 1] != EMPTY)]
+    pieces = [data[o : o + b] for o, b in index.tolist() if o != EMPTY]
+    body_end = len(data) - index_nbytes(n)
     if (used[:, 0] + used[:, 1] > body_end).any():
         return [Problem(key, "shard index points past the end of the chunk data")], pieces
     order = np.argsort(used[:, 0])

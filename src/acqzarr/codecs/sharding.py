@@ -18,9 +18,26 @@ import numpy as np
 
 from ..stores import Buffer
 
-__all__ = ["EMPTY", "ShardLayout", "encode_index"]
+__all__ = ["EMPTY", "ShardLayout", "decode_index", "encode_index", "index_nbytes"]
 
 EMPTY = np.uint64(2**64 - 1)
+
+
+def index_nbytes(n_chunks: int) -> int:
+    """Bytes of the encoded index of a shard of ``n_chunks`` chunks: 16 per chunk and the crc32c."""
+    return n_chunks * 16 + 4
+
+
+def decode_index(shard: bytes, n_chunks: int) -> np.ndarray[Any, np.dtype[np.uint64]]:
+    """The (n_chunks, 2) (offset, nbytes) index at the end of ``shard``; ValueError if it is cut
+    short or its checksum does not match."""
+    nbytes = index_nbytes(n_chunks)
+    if len(shard) < nbytes:
+        raise ValueError(f"{len(shard)} bytes cannot hold the {nbytes}-byte index")
+    body, checksum = shard[-nbytes:-4], shard[-4:]
+    if google_crc32c.value(body) != int.from_bytes(checksum, "little"):
+        raise ValueError("shard index crc32c does not match")
+    return np.frombuffer(body, "<u8").reshape(n_chunks, 2)
 
 
 def encode_index(index: np.ndarray[Any, np.dtype[np.uint64]]) -> bytes:
@@ -39,7 +56,7 @@ class ShardLayout:
 
     @property
     def index_nbytes(self) -> int:
-        return self.n_chunks * 16 + 4
+        return index_nbytes(self.n_chunks)
 
     def index(self, sizes: Sequence[int | None]) -> bytes:
         """The encoded index for chunks of these sizes stored back to back in C order (None = absent)."""
