@@ -43,10 +43,12 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _ngff_valid(path: Path, version: int) -> bool:
+    """ome-zarr-models' verdict: False only for its own rejection (a pydantic ValidationError, or
+    the ValueError it raises for a dataset path that is not an array); anything else propagates."""
+    group = zarr.open_group(str(path / "cam0"), mode="r", zarr_format=version)  # type: ignore[arg-type]
     try:
-        group = zarr.open_group(str(path / "cam0"), mode="r", zarr_format=version)  # type: ignore[arg-type]
         (Image05 if version == 3 else Image04).from_zarr(group)
-    except Exception:
+    except ValueError:  # pydantic's ValidationError is a ValueError
         return False
     return True
 
