@@ -2,7 +2,8 @@
 
 Waiting is observed with a thread and events: a waiter that should block is checked not to have returned
 after a short pause (which can only miss a bug, never fail a correct budget), and every release is
-followed by a generous wait for the waiter to finish.
+followed by a generous wait for the waiter to finish.  Calls that must not wait pass ``timeout=0`` (or a
+bounded one), so a budget that wrongly blocks fails the test instead of hanging it.
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def waiters() -> Iterator[Callable[..., Waiter]]:
 def in_flight(cap: int, nbytes: int) -> InflightBudget:
     """A budget holding ``nbytes`` submitted to the writers (nothing filling)."""
     budget = InflightBudget(cap)
-    budget.acquire(nbytes, timeout=None)
+    budget.acquire(nbytes, timeout=0)
     budget.submitted(nbytes)
     return budget
 
@@ -77,9 +78,9 @@ def in_flight(cap: int, nbytes: int) -> InflightBudget:
 def test_acquire_submitted_and_release_account_used_filling_and_peak() -> None:
     budget = InflightBudget(100)
     assert (budget.used, budget.filling, budget.peak) == (0, 0, 0)
-    budget.acquire(30, timeout=None)
+    budget.acquire(30, timeout=0)
     assert (budget.used, budget.filling, budget.peak) == (30, 30, 30)
-    budget.acquire(70, timeout=None)  # exactly the cap is allowed
+    budget.acquire(70, timeout=0)  # exactly the cap is allowed
     assert (budget.used, budget.filling, budget.peak) == (100, 100, 100)
     budget.submitted(30)
     assert (budget.used, budget.filling) == (100, 70)
@@ -88,7 +89,7 @@ def test_acquire_submitted_and_release_account_used_filling_and_peak() -> None:
     budget.submitted(70)
     budget.release(70)
     assert (budget.used, budget.filling, budget.peak) == (0, 0, 100)
-    budget.acquire(10, timeout=None)
+    budget.acquire(10, timeout=0)
     assert budget.peak == 100  # the high-water mark stays
 
 
@@ -143,16 +144,16 @@ def test_a_waiter_rechecks_may_exceed_when_notified(waiters: Callable[..., Waite
 
 def test_stuck_is_raised_at_once_when_only_filling_bytes_hold_the_cap() -> None:
     budget = InflightBudget(100)
-    budget.acquire(60, timeout=None)  # an open band, never submitted: nothing will free it
+    budget.acquire(60, timeout=0)  # an open band, never submitted: nothing will free it
     with pytest.raises(FrameError, match="stuck"):
-        budget.acquire(60, timeout=None, stuck=lambda: FrameError("stuck"))
+        budget.acquire(60, timeout=DONE, stuck=lambda: FrameError("stuck"))
     assert (budget.used, budget.filling, budget.peak) == (60, 60, 60)
 
 
 def test_stuck_is_not_raised_while_something_in_flight_can_free_memory() -> None:
     budget = InflightBudget(100)
-    budget.acquire(60, timeout=None)
-    budget.acquire(30, timeout=None)
+    budget.acquire(60, timeout=0)
+    budget.acquire(30, timeout=0)
     budget.submitted(30)  # 30 on its way to the store
     with pytest.raises(BackpressureTimeout):
         budget.acquire(60, timeout=0.01, stuck=lambda: FrameError("stuck"))
@@ -163,8 +164,8 @@ def test_a_waiter_becomes_stuck_when_the_last_in_flight_bytes_leave_it_over_the_
     waiters: Callable[..., Waiter],
 ) -> None:
     budget = InflightBudget(100)
-    budget.acquire(60, timeout=None)
-    budget.acquire(30, timeout=None)
+    budget.acquire(60, timeout=0)
+    budget.acquire(30, timeout=0)
     budget.submitted(30)
     w = waiters(budget, 60, timeout=None, stuck=lambda: FrameError("stuck"))
     w.assert_blocked()
@@ -189,6 +190,6 @@ def test_after_a_failure_acquire_over_the_cap_raises_it_instead_of_waiting() -> 
     failure = WriterError("disk full")
     budget.fail(failure)
     with pytest.raises(WriterError) as info:
-        budget.acquire(60, timeout=None)
+        budget.acquire(60, timeout=DONE)
     assert info.value is failure
     assert budget.used == 60

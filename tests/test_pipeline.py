@@ -154,7 +154,7 @@ def test_a_failed_side_job_fails_the_pipeline(pipeline: Pipeline) -> None:
 
 def test_a_failure_wakes_the_budgets_waiters_with_it() -> None:
     budget = InflightBudget(100)
-    budget.acquire(100, timeout=None)
+    budget.acquire(100, timeout=0)
     budget.submitted(100)
     p = Pipeline(threads=1, budget=budget)
     raised: list[BaseException] = []
