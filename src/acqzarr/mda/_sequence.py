@@ -134,7 +134,14 @@ def read_sequence(sequence: useq.MDASequence) -> SequenceLayout:
 
 
 def _frame_sizes(sequence: useq.MDASequence) -> dict[str, int]:
-    """t (always: it is the append axis; 0 = no end), c and z when the sequence uses them."""
+    """t (always: it is the append axis; 0 = no end), c and z when the sequence uses them.
+
+    ``run()`` given an iterable of events instead of a sequence hands handlers a placeholder
+    sequence without axes (pymmcore-plus's ``GeneratorMDASequence``): its shape is unknown, so it
+    is stored as a (t, y, x) series growing with each event's ``t`` index.
+    """
+    if not sequence.axis_order:
+        return {"t": 0}
     sizes = {"t": _timepoints(sequence.time_plan)}
     if sequence.channels:
         sizes["c"] = len(sequence.channels)

@@ -247,8 +247,8 @@ class MDAWriter:
                     fields["error"] = repr(self._error)
                 if reason is not None:
                     fields["mda_outcome"] = reason
-                for key in stream.keys:
-                    stream.update_session(fields, key=key, write=False)
+                for key in stream.keys:  # written now: a failed stream's close cannot publish it
+                    stream.update_session(fields, key=key)
             else:
                 for key in stream.keys:
                     stream.update_session({"mda_outcome": outcome}, key=key, write=False)
