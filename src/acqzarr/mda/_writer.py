@@ -1,0 +1,303 @@
+"""``MDAWriter``: a pymmcore-plus data handler that streams an MDA into an acqzarr store.
+
+pymmcore-plus calls a handler's ``sequenceStarted``, ``frameReady``,
+``sequenceCanceled`` and ``sequenceFinished`` on a relay thread, and an
+exception there ends that thread silently while ``run()`` returns normally.
+So no method here raises: the first error is kept, logged at ERROR on the
+``acqzarr.mda`` logger, the run is cancelled (``core.mda.cancel()``), the
+store is finalized with what was written (its session record says
+``completed: false``), and ``raise_if_failed()`` (or leaving a ``with
+MDAWriter(...)`` block, or ``acqzarr.mda.record``) raises it in the user's
+thread once ``run()`` has returned.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import useq
+
+from ..errors import WriterError
+from ..settings import Blosc, Multiscale, StreamSettings
+from ..stream import ArrayStats, Stream, open_stream
+from ._frame_meta import frame_metadata, jsonable
+from ._live import LatestFrames, LiveFrame
+from ._sequence import SequenceLayout, read_sequence
+from ._settings import build_settings
+
+__all__ = ["MDAWriter"]
+
+logger = logging.getLogger("acqzarr.mda")
+_DEFAULT = Blosc()
+# The attribute (in every image group) holding the sequence and pymmcore-plus's summary metadata.
+ATTRIBUTE = "pymmcore_plus"
+
+
+class MDAWriter:
+    """Write a pymmcore-plus MDA to a Zarr store: ``core.mda.run(seq, output=MDAWriter("run.zarr"))``.
+
+    The stream opens at ``sequenceStarted`` from the sequence
+    (``settings_from_sequence``) and the camera's image info in the summary
+    metadata (or, when a caller gives no summary, at the first frame from its
+    shape and dtype).  Each frame goes to its ``event.index``; events that
+    never come (skipped, or a cancelled run) are holes, read as 0 and counted
+    in ``stats().frames_skipped``.  The writer is reusable: each run starts a
+    new stream (pass ``overwrite=True`` to write the same path again).
+
+    Parameters
+    ----------
+    store
+        Path of the Zarr store (or ``s3://bucket/prefix``).
+    core
+        The ``CMMCorePlus`` (or ``UniMMCore``) running the MDA, cancelled when
+        writing fails.  None takes ``CMMCorePlus.instance()`` at the start of
+        the run (the first core created in the process) and warns when that
+        core is not the one running.
+    version, compression, chunks, shards, pyramid, overwrite, **stream
+        Storage settings, as in ``settings_from_sequence``.
+    """
+
+    def __init__(
+        self,
+        store: str | Path,
+        *,
+        core: Any = None,
+        version: int = 3,
+        compression: Blosc | None = _DEFAULT,
+        chunks: Mapping[str, int] | None = None,
+        shards: Mapping[str, int] | None = None,
+        pyramid: Multiscale | int | None = None,
+        overwrite: bool = False,
+        **stream: Any,
+    ) -> None:
+        self.store = str(store)
+        self._core = core
+        self._options: dict[str, Any] = dict(
+            version=version,
+            compression=compression,
+            chunks=chunks,
+            shards=shards,
+            pyramid=pyramid,
+            overwrite=overwrite,
+            **stream,
+        )
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._stream: Stream | None = None
+        self._layout: SequenceLayout | None = None
+        self._sequence: useq.MDASequence | None = None
+        self._summary: Mapping[str, Any] | None = None
+        self._runner: Any = None
+        self._error: BaseException | None = None
+        self._canceled = False
+        self._finished = False
+        self._final_stats: dict[str, ArrayStats] = {}
+        self.live = LatestFrames()
+
+    # -- pymmcore-plus's handler protocol (relay thread; never raises) --------
+    def sequenceStarted(
+        self, sequence: useq.MDASequence, summary_meta: Mapping[str, Any] | None = None
+    ) -> None:
+        """Open the store for ``sequence`` (the relay thread calls this before any frame)."""
+        with self._lock:
+            if self._stream is not None and not self._finished:
+                self._close("a new sequence started before the last one finished")
+            self._reset()
+            self._sequence = sequence
+            self._summary = summary_meta
+            self._runner = self._find_runner()
+            try:
+                self._layout = read_sequence(sequence)
+                infos = (summary_meta or {}).get("image_infos") or ()
+                if len(infos) > 1:
+                    raise WriterError(
+                        f"{len(infos)} cameras in the summary metadata; MDAWriter writes one camera"
+                    )
+                if infos:
+                    self._open(infos[0])
+            except BaseException as exc:
+                self._fail(exc)
+
+    def frameReady(
+        self, img: np.ndarray[Any, Any], event: useq.MDAEvent, meta: Mapping[str, Any] | None = None
+    ) -> None:
+        """Put ``img`` at ``event.index`` with ``meta`` as its per-frame metadata."""
+        if self._error is not None or self._finished:
+            return  # the run is being cancelled; the store keeps what was written before
+        try:
+            if self._layout is None:  # no sequenceStarted: a handler driven by hand
+                self._layout = read_sequence(useq.MDASequence())
+            if self._stream is None:
+                with self._lock:
+                    if self._stream is None:
+                        self._open({"plane_shape": img.shape, "dtype": str(img.dtype)})
+            assert self._stream is not None
+            own, p = self._layout.image_index(event.index)
+            index = own if p is None else {**own, "p": p}
+            self._stream.append(img, index=index, metadata=frame_metadata(meta, event))
+            self.live.put(img, own, self._image_path(p))
+        except BaseException as exc:
+            self._fail(exc)
+
+    def sequenceCanceled(self, sequence: useq.MDASequence) -> None:
+        self._canceled = True
+
+    def sequenceFinished(self, sequence: useq.MDASequence) -> None:
+        """Finalize the store: holes for events that never came, the session record's outcome."""
+        with self._lock:
+            self._close(None)
+
+    # -- the user's side --------------------------------------------------------
+    @property
+    def error(self) -> BaseException | None:
+        """The first error while writing (the run was cancelled because of it), or None."""
+        return self._error
+
+    @property
+    def canceled(self) -> bool:
+        """Whether the run was cancelled (by the user, or by this writer after an error)."""
+        return self._canceled
+
+    @property
+    def stream(self) -> Stream | None:
+        """The open stream (None before the first run starts); closed after the run finished."""
+        return self._stream
+
+    @property
+    def settings(self) -> StreamSettings | None:
+        return None if self._stream is None else self._stream.settings
+
+    def raise_if_failed(self) -> None:
+        """Raise the writing error (as a WriterError from it) if there was one."""
+        if self._error is not None:
+            raise WriterError(
+                f"MDAWriter({self.store!r}) failed and cancelled the run: {self._error!r}"
+            ) from (self._error)
+
+    def stats(self, image: str | None = None) -> ArrayStats:
+        """Progress of ``image`` (a group path; the only image when None), also after the run."""
+        if image is None and self._stream is not None and len(self._stream.keys) == 1:
+            image = self._stream.keys[0]
+        if image in self._final_stats:
+            return self._final_stats[image]
+        if self._stream is None:
+            raise WriterError("no stream yet: the MDA has not started")
+        return self._stream.stats(image)
+
+    @property
+    def images(self) -> list[str]:
+        """Group paths of the images in the store ('' for a single image at the root)."""
+        return [] if self._stream is None else self._stream.keys
+
+    def latest(self, image: str | None = None, channel: int | None = None) -> LiveFrame | None:
+        """The newest frame received (of ``image`` and ``channel`` when given), for a live view."""
+        return self.live.get(image, channel)
+
+    def __enter__(self) -> MDAWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.raise_if_failed()
+        elif self._error is not None:
+            exc.add_note(f"MDAWriter({self.store!r}) failed too: {self._error!r}")
+
+    # -- inside ------------------------------------------------------------------
+    def _open(self, image_info: Mapping[str, Any]) -> None:
+        assert self._layout is not None
+        settings = build_settings(self._layout, image_info, self.store, **self._options)
+        self._stream = open_stream(settings, source=_source())
+        attrs: dict[str, Any] = {"format": "acqzarr-mda", "version": 1}
+        if self._sequence is not None:
+            attrs["sequence"] = jsonable(self._sequence)
+        if self._summary is not None:
+            attrs["summary"] = jsonable({k: v for k, v in self._summary.items() if k != "mda_sequence"})
+        for key in self._stream.keys:
+            self._stream.write_metadata({ATTRIBUTE: attrs}, key=key)
+
+    def _image_path(self, p: int | None) -> str:
+        assert self._stream is not None
+        paths = self._stream.settings.position_paths
+        return "" if p is None or paths is None else paths[p]
+
+    def _close(self, reason: str | None) -> None:
+        """Close the stream once, recording how the run ended; keep a close error as the error."""
+        if self._finished:
+            return
+        self._finished = True
+        stream = self._stream
+        if stream is None:
+            return
+        outcome = "failed" if self._error is not None else "canceled" if self._canceled else "completed"
+        try:
+            if outcome != "completed" or reason is not None:
+                fields: dict[str, Any] = {"completed": False, "mda_outcome": outcome}
+                if self._error is not None:
+                    fields["error"] = repr(self._error)
+                if reason is not None:
+                    fields["mda_outcome"] = reason
+                for key in stream.keys:  # written now: a failed stream's close cannot publish it
+                    stream.update_session(fields, key=key)
+            else:
+                for key in stream.keys:
+                    stream.update_session({"mda_outcome": outcome}, key=key, write=False)
+        except BaseException as exc:
+            self._fail(exc)
+        try:
+            stream.close()
+        except BaseException as exc:
+            self._fail(exc)
+        self._final_stats = {key: stream.stats(key) for key in stream.keys}
+
+    def _fail(self, exc: BaseException) -> None:
+        """Keep the first error, say so, and stop the acquisition."""
+        if self._error is not None:
+            self._error.add_note(f"later error while writing: {exc!r}")
+            return
+        self._error = exc
+        logger.error("MDAWriter(%r) failed, cancelling the MDA: %r", self.store, exc, exc_info=exc)
+        runner = self._runner
+        if runner is not None:
+            try:
+                runner.cancel()
+            except Exception as cancel_exc:  # reported with the error, never raised on the relay
+                exc.add_note(f"cancelling the MDA failed: {cancel_exc!r}")
+
+    def _find_runner(self) -> Any:
+        """The MDA runner to cancel on error: ``core.mda`` of the given core, else of the global one."""
+        core = self._core
+        if core is None:
+            try:
+                from pymmcore_plus import CMMCorePlus
+            except ImportError:
+                return None
+            core = CMMCorePlus.instance()
+            if not core.mda.is_running():
+                logger.warning(
+                    "MDAWriter(%r): CMMCorePlus.instance() is not running this MDA; pass core= so an "
+                    "error while writing can cancel the run",
+                    self.store,
+                )
+        return core.mda
+
+
+def _source() -> dict[str, Any]:
+    """The session record's ``source``: pymmcore-plus and useq versions."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    source: dict[str, Any] = {"kind": "mda"}
+    for package in ("pymmcore-plus", "useq-schema"):
+        with contextlib.suppress(PackageNotFoundError):
+            source[package] = version(package)
+    return source
