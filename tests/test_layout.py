@@ -291,11 +291,6 @@ def test_copy_and_read_round_trip_for_any_geometry(lay: ArrayLayout, seed: int) 
     np.testing.assert_array_equal(out, frame)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="latent bug: a known extent of 0 is read as 'unbounded' (size 0) and gives a full chunk; "
-    "no caller passes 0 today (finish only visits rows below the extent)",
-)
 def test_a_final_extent_of_zero_leaves_no_slots() -> None:
     lay = layout_of((0, 37, 50), (3, 16, 16))
     assert lay.band_extent((0,), 0) == (0,)

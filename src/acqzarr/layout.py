@@ -112,12 +112,14 @@ class ArrayLayout:
         ``append_extent`` bounds the append axis where it is known (at close); None keeps a
         full chunk for an unbounded axis.
         """
-        sizes = list(self.index_shape)
+        sizes: list[int | None] = list(self.index_shape)
         if append_extent is not None:
             sizes[0] = append_extent
+        elif self.append_size == 0:
+            sizes[0] = None  # unbounded and not closed yet: the whole chunk
         out = []
         for b, c, s in zip(band, self.index_chunks, sizes, strict=True):
-            out.append(c if s == 0 else max(0, min(c, s - b * c)))
+            out.append(c if s is None else max(0, min(c, s - b * c)))
         return tuple(out)
 
     def row_bands(self, row: int) -> list[Index]:

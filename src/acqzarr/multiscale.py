@@ -127,11 +127,17 @@ def _mean(views: list[np.ndarray[Any, Any]]) -> np.ndarray[Any, Any]:
     dtype = views[0].dtype
     n = len(views)
     if dtype.kind == "f":
-        acc = views[0].astype(np.float64)
+        if dtype.itemsize < 8:  # float64 holds any sum of a few float32s
+            acc = views[0].astype(np.float64)
+            for v in views[1:]:
+                np.add(acc, v, out=acc)
+            acc /= n
+            return acc.astype(dtype)
+        # float64: divide first, so the mean of values near the largest float stays finite
+        acc = views[0] / n
         for v in views[1:]:
-            np.add(acc, v, out=acc)
-        acc /= n
-        return acc.astype(dtype)
+            np.add(acc, v / n, out=acc)
+        return acc
     if dtype.itemsize <= 4:
         # Sums of at most 8 values fit exactly in twice the width (32 bits for 8/16-bit types,
         # 64 for 32-bit ones); the narrowest that fits keeps memory traffic down.
