@@ -52,7 +52,11 @@ def assert_float_mean(actual: np.ndarray[Any, Any], x: np.ndarray[Any, Any], axe
     exact = reference(x, axes, "mean")
     biggest = reference(np.abs(x.astype(np.longdouble)), axes, "max")
     expected = exact.astype(x.dtype)
-    slack = np.spacing(np.abs(expected)).astype(np.longdouble) + 8 * np.finfo(np.float64).eps * biggest
+    info = np.finfo(x.dtype)
+    # One ulp of the result (eps relative, or the smallest subnormal near 0; np.spacing overflows
+    # at the largest float) plus the float64 summation slack.
+    ulp = np.abs(expected).astype(np.longdouble) * info.eps + info.smallest_subnormal
+    slack = ulp + 8 * np.finfo(np.float64).eps * biggest
     assert actual.dtype == x.dtype
     assert actual.shape == exact.shape
     assert (np.abs(actual.astype(np.longdouble) - exact) <= slack).all()
