@@ -1,6 +1,6 @@
 """Run the reliability suite at report size and write RELIABILITY.md from what it recorded.
 
-    python tests/reliability/report.py            # about 20 minutes on 2 cores
+    python tests/reliability/report.py            # about 9 minutes on 2 cores (more when shared)
     python tests/reliability/report.py --quick    # CI sizes (a few minutes)
 
 Nothing in RELIABILITY.md is typed by hand: every figure comes from a test that

@@ -223,10 +223,14 @@ def _check_image_group(
             assert 0 <= window["start"] <= window["end"] < 4093, window
 
 
+KILLS = scale("KILL_POINTS", 12)  # per Zarr version
+
+
 @pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.timeout(max(300, 30 + 6 * KILLS))  # 2-3 s a kill on 2 busy cores; report.py runs 128
 def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[str, Any]) -> None:
     rng = random.Random(1234 + version)
-    kills = scale("KILL_POINTS", 12)
+    kills = KILLS
     phases: dict[str, int] = {"appending": 0, "closing": 0, "closed": 0}
     configs: Counter[str] = Counter()
     frames_checked = 0
