@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+import zmq
 
 from acqzarr.ingest import StatusUnavailable, query
 
@@ -110,3 +112,17 @@ def running_server(base: Path, config: str | Path | None = None, **settings: Any
             log.close()
             shutil.rmtree(ipc_dir, ignore_errors=True)
         assert code == 0, (base / "serve.log").read_text()
+
+
+def raw_socket(endpoint: str) -> tuple[zmq.Context[Any], zmq.Socket[bytes]]:
+    """A PUSH socket connected to ``endpoint``, for sending hand-made (also malformed) messages."""
+    ctx: zmq.Context[Any] = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    sock.linger = 5000
+    sock.connect(endpoint)
+    return ctx, sock
+
+
+def header(**fields: Any) -> bytes:
+    """A message header: protocol version 1 and ``fields``, as JSON."""
+    return json.dumps({"version": 1, **fields}).encode()

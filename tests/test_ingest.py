@@ -13,28 +13,23 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import acqzarr_drivers as drivers
-import blosc2
 import numpy as np
 import pytest
 import yaml
 import zarr
 import zmq
 import zmq.auth
-from hypothesis import given
-from hypothesis import strategies as st
 
 import acqzarr as az
 from acqzarr.ingest import CurveClient, Sender
 from acqzarr.synthetic import camera_frames
 from conftest import assert_reads_back, dims, frames_for
-from ingest_helpers import REPO, ServerProcess, running_server
+from ingest_helpers import REPO, ServerProcess, header, raw_socket, running_server
 
 
 def two_camera_settings(version: int) -> dict[str, Any]:
@@ -183,18 +178,6 @@ def test_a_vanished_sender_is_finalized_after_the_idle_timeout(server: ServerPro
     assert session(server.root / "vanished", "cam0", 3)["completed"] is False
 
 
-def _raw_socket(endpoint: str) -> tuple[zmq.Context[Any], zmq.Socket[bytes]]:
-    ctx: zmq.Context[Any] = zmq.Context()
-    sock = ctx.socket(zmq.PUSH)
-    sock.linger = 5000
-    sock.connect(endpoint)
-    return ctx, sock
-
-
-def _header(**fields: Any) -> bytes:
-    return json.dumps({"version": 1, **fields}).encode()
-
-
 @pytest.mark.parametrize(
     "series_id",
     ["..", "../evil", "a/../../evil", "/tmp/evil", "a/b", "a\\b", "", ".hidden", "x" * 129, "a\x00b", "é"],
@@ -202,7 +185,7 @@ def _header(**fields: Any) -> bytes:
 def test_path_traversal_in_series_id_is_rejected(server: ServerProcess, series_id: str) -> None:
     before = server.status()["rejected"].get("bad_path", 0)
     listing = sorted(p.name for p in server.root.parent.iterdir())
-    ctx, sock = _raw_socket(server.tcp)
+    ctx, sock = raw_socket(server.tcp)
     try:
         start = {
             "htype": "series_start",
@@ -210,7 +193,7 @@ def test_path_traversal_in_series_id_is_rejected(server: ServerProcess, series_i
             "msg_number": 0,
             "settings": two_camera_settings(3),
         }
-        sock.send_multipart([_header(**start), b""])
+        sock.send_multipart([header(**start), b""])
     finally:
         sock.close()
         ctx.term()
@@ -223,11 +206,11 @@ def test_path_traversal_in_keys_is_rejected(server: ServerProcess) -> None:
     before = server.status()["rejected"]
     evil = two_camera_settings(3)
     evil["arrays"][0]["key"] = "../evil"
-    ctx, sock = _raw_socket(server.tcp)
+    ctx, sock = raw_socket(server.tcp)
     try:
         start = {"htype": "series_start", "series_id": "keys", "msg_number": 0}
-        sock.send_multipart([_header(**start, settings=evil), b""])  # the settings' key: never opened
-        sock.send_multipart([_header(**start, settings=two_camera_settings(3)), b""])
+        sock.send_multipart([header(**start, settings=evil), b""])  # the settings' key: never opened
+        sock.send_multipart([header(**start, settings=two_camera_settings(3)), b""])
         frame = {
             "htype": "frame",
             "series_id": "keys",
@@ -237,8 +220,8 @@ def test_path_traversal_in_keys_is_rejected(server: ServerProcess) -> None:
             "timestamp_ns": 0,
         }
         for n, key in enumerate(["../../evil", "/abs", "cam0/../../x", "cam0\\x"], start=1):
-            sock.send_multipart([_header(**frame, msg_number=n, key=key), bytes(40 * 48 * 2)])
-        sock.send_multipart([_header(htype="series_end", series_id="keys", msg_number=5), b""])
+            sock.send_multipart([header(**frame, msg_number=n, key=key), bytes(40 * 48 * 2)])
+        sock.send_multipart([header(htype="series_end", series_id="keys", msg_number=5), b""])
     finally:
         sock.close()
         ctx.term()
@@ -424,221 +407,6 @@ def test_curve_lets_only_authorized_senders_in(tmp_path: Path) -> None:
 
 # -- fuzzing: malformed messages interleaved with good frames ----------------------------------------
 
-FUZZ_SHAPE = (8, 12)
-FUZZ_SETTINGS = {
-    "arrays": [
-        {
-            "key": "cam0",
-            "dtype": "uint16",
-            "dimensions": [d.model_dump() for d in dims((0, 8, 12), (4, 8, 12))],
-        }
-    ]
-}
-_FRAME_FIELDS = [
-    "htype",
-    "series_id",
-    "msg_number",
-    "key",
-    "frame_id",
-    "shape",
-    "dtype",
-    "timestamp_ns",
-    "version",
-]
-
-good_op = st.tuples(st.just("good"), st.sampled_from(["raw", "blosc2"]))
-bad_op = st.one_of(
-    st.tuples(st.just("parts"), st.sampled_from([1, 3])),
-    st.tuples(
-        st.just("json"),
-        st.one_of(
-            st.binary(max_size=40).map(lambda b: b"\xff" + b),
-            st.sampled_from([b"", b"[]", b"3", b'"x"', b"null", b"{", b"{'a': 1}"]),
-        ),
-    ),
-    st.tuples(st.just("version"), st.integers(-(2**40), 2**40).filter(lambda v: v != 1)),
-    st.tuples(st.just("unknown_field"), st.text(alphabet="abcdefghij_", min_size=1, max_size=10)),
-    st.tuples(st.just("missing_field"), st.sampled_from(_FRAME_FIELDS)),
-    st.tuples(
-        st.just("wrong_type"),
-        st.sampled_from(
-            [
-                ("frame_id", "x"),
-                ("shape", "8x12"),
-                ("dtype", "uint17"),
-                ("encoding", "zip"),
-                ("msg_number", -1),
-                ("timestamp_ns", 1.5),
-                ("htype", "frames"),
-                ("key", 7),
-                ("shape", [8, -12]),
-                ("msg_number", "3"),
-                ("frame_id", 0.0),
-                ("version", True),
-            ]
-        ),
-    ),
-    st.tuples(st.just("payload_size"), st.integers(0, 400).filter(lambda n: n != 192)),
-    st.tuples(st.just("blosc2_size"), st.sampled_from(["other-shape", "truncated", "zeros"])),
-    st.tuples(
-        st.just("frame_mismatch"),
-        st.sampled_from([((12, 8), "uint16"), ((8, 12), "uint8"), ((96,), "uint16")]),
-    ),
-    st.tuples(st.just("unknown_key"), st.sampled_from(["cam1", "cam", "CAM0"])),
-    st.tuples(st.just("bad_key"), st.sampled_from(["../x", "/abs", "a//b", ".", "cam0/.."])),
-    st.tuples(st.just("bad_series"), st.sampled_from(["../x", "/abs", "a/b", "", ".."])),
-    st.tuples(
-        st.sampled_from(["unknown_series", "out_of_order", "header_size", "start_again", "busy"]), st.none()
-    ),
-)
-# kind -> (reason counted, counted on the series too, uses up a msg_number)
-EXPECTED = {
-    "parts": ("parts", False, False),
-    "json": ("json", False, False),
-    "version": ("version", False, False),
-    "unknown_field": ("header", False, False),
-    "missing_field": ("header", False, False),
-    "wrong_type": ("header", False, False),
-    "payload_size": ("payload_size", True, True),
-    "blosc2_size": ("payload_size", True, True),
-    "frame_mismatch": ("frame_mismatch", True, True),
-    "unknown_key": ("unknown_key", True, True),
-    "bad_key": ("bad_path", False, False),
-    "bad_series": ("bad_path", False, False),
-    "unknown_series": ("unknown_series", False, False),
-    "out_of_order": ("out_of_order", True, False),
-    "header_size": ("header_size", False, False),
-    "start_again": ("series_open", False, False),
-    "busy": ("busy", False, False),
-}
-
-
-def _fuzz_frame(i: int) -> np.ndarray[Any, Any]:
-    return ((np.arange(96).reshape(FUZZ_SHAPE) * 7 + 1000 * i) % 65536).astype(np.uint16)
-
-
-def _bad_message(kind: str, param: Any, sid: str, msg: int) -> list[bytes]:
-    frame = {
-        "htype": "frame",
-        "version": 1,
-        "series_id": sid,
-        "msg_number": msg,
-        "key": "cam0",
-        "frame_id": 0,
-        "shape": list(FUZZ_SHAPE),
-        "dtype": "uint16",
-        "timestamp_ns": 0,
-    }
-    payload = _fuzz_frame(99).tobytes()
-    if kind == "parts":
-        return [json.dumps(frame).encode()] if param == 1 else [json.dumps(frame).encode(), payload, b"x"]
-    if kind == "json":
-        return [param, payload]
-    if kind == "version":
-        frame["version"] = param
-    elif kind == "unknown_field":
-        frame[f"zz_{param}"] = 1
-    elif kind == "missing_field":
-        del frame[param]
-    elif kind == "wrong_type":
-        frame[param[0]] = param[1]
-    elif kind == "payload_size":
-        payload = bytes(param)
-    elif kind == "blosc2_size":
-        frame["encoding"] = "blosc2"
-        chunk = blosc2.compress(_fuzz_frame(1)[:, :6].copy(), typesize=2)
-        payload = {
-            "other-shape": chunk,
-            "truncated": blosc2.compress(_fuzz_frame(1), typesize=2)[:-1],
-            "zeros": bytes(32),
-        }[param]
-    elif kind == "frame_mismatch":
-        frame["shape"], frame["dtype"] = list(param[0]), param[1]
-        payload = bytes(int(np.prod(param[0])) * np.dtype(param[1]).itemsize)
-    elif kind in ("unknown_key", "bad_key"):
-        frame["key"] = param
-    elif kind == "bad_series":
-        frame["series_id"] = param
-    elif kind == "unknown_series":
-        frame["series_id"] = "never-started"
-    elif kind == "out_of_order":
-        frame["msg_number"] = msg - 1
-    elif kind == "header_size":
-        frame["user_data"] = "x" * 70000
-    elif kind in ("start_again", "busy"):
-        start = {
-            "htype": "series_start",
-            "version": 1,
-            "series_id": sid if kind == "start_again" else "other",
-            "msg_number": 0,
-            "settings": FUZZ_SETTINGS,
-        }
-        return [json.dumps(start).encode(), b""]
-    return [json.dumps(frame).encode(), payload]
-
-
-@given(ops=st.lists(st.one_of(good_op, bad_op), min_size=1, max_size=14), after_end=st.integers(0, 2))
-def test_fuzz_bad_messages_are_counted_and_good_frames_land(
-    server: ServerProcess, ops: list[tuple[str, Any]], after_end: int
-) -> None:
-    sid = f"fuzz-{uuid.uuid4().hex[:12]}"
-    before = server.status()
-    expected: Counter[str] = Counter()
-    on_series: Counter[str] = Counter()
-    good: list[np.ndarray[Any, Any]] = []
-    ctx, sock = _raw_socket(server.tcp)
-    try:
-        start = {"htype": "series_start", "series_id": sid, "msg_number": 0, "settings": FUZZ_SETTINGS}
-        sock.send_multipart([_header(**start), b""])
-        msg = 1
-        for kind, param in [("good", "raw"), *ops]:
-            if kind == "good":
-                data = _fuzz_frame(len(good))
-                payload = data.tobytes() if param == "raw" else blosc2.compress(data, typesize=2)
-                header = _header(
-                    htype="frame",
-                    series_id=sid,
-                    msg_number=msg,
-                    key="cam0",
-                    frame_id=len(good),
-                    shape=list(FUZZ_SHAPE),
-                    dtype="uint16",
-                    timestamp_ns=len(good),
-                    encoding=param,
-                )
-                sock.send_multipart([header, payload])
-                good.append(data)
-                msg += 1
-                continue
-            reason, attributable, consumes = EXPECTED[kind]
-            sock.send_multipart(_bad_message(kind, param, sid, msg))
-            expected[reason] += 1
-            if attributable:
-                on_series[reason] += 1
-            msg += consumes
-        sock.send_multipart([_header(htype="series_end", series_id=sid, msg_number=msg), b""])
-        for n in range(after_end):
-            sock.send_multipart(_bad_message("payload_size", 0, sid, msg + 1 + n))
-            expected["series_ended"] += 1
-        total = sum(expected.values())
-        snap = server.wait_for(
-            lambda s: (
-                s["rejected_total"] - before["rejected_total"] >= total
-                and any(r["series_id"] == sid for r in s["recent_series"])
-            )
-        )
-    finally:
-        sock.close()
-        ctx.term()
-    delta = Counter({k: v - before["rejected"].get(k, 0) for k, v in snap["rejected"].items()})
-    assert +delta == expected
-    assert snap["gaps"] == before["gaps"] and snap["frames"] - before["frames"] == len(good)
-    summary = next(r for r in snap["recent_series"] if r["series_id"] == sid)
-    assert summary["rejected"] == dict(on_series) and summary["gaps"] == 0
-    assert summary["completed"] is (not on_series) and summary["frames_total"] == len(good)
-    assert_reads_back(server.root / sid / "cam0" / "0", 3, np.stack(good))
-    assert server.proc.poll() is None
-
 
 def test_a_series_asking_for_more_memory_than_allowed_is_rejected(server: ServerProcess) -> None:
     """A sender's settings choose layer sizes; max_series_memory (8 GiB here) bounds what it may reserve."""
@@ -652,10 +420,10 @@ def test_a_series_asking_for_more_memory_than_allowed_is_rejected(server: Server
             }
         ]
     }
-    ctx, sock = _raw_socket(server.tcp)
+    ctx, sock = raw_socket(server.tcp)
     try:
         start = {"htype": "series_start", "series_id": "greedy", "msg_number": 0, "settings": huge}
-        sock.send_multipart([_header(**start), b""])
+        sock.send_multipart([header(**start), b""])
     finally:
         sock.close()
         ctx.term()

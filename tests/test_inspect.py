@@ -288,3 +288,93 @@ def test_info_and_validate_on_a_missing_store_fail_clearly(tmp_path: Path) -> No
         assert result.returncode == 1
         assert "no Zarr store at" in result.stderr
     assert not (tmp_path / "nope.zarr").exists()
+
+
+def _columns_store(tmp_path: Path, version: int) -> Path:
+    """(t, c, y, x) = (5, 2, 8, 6) frames, every one with metadata: columns shaped (5, 2)."""
+    path = tmp_path / f"columns-v{version}.zarr"
+    settings = stream_settings(path, version, shape=(0, 2, 8, 6), chunks=(2, 1, 8, 6))
+    with az.open_stream(settings) as stream:
+        for i in range(10):
+            stream.append(frames_for((8, 6), 1, "uint16", seed=i)[0], metadata={"frame_id": i, "note": i})
+    return path
+
+
+def _edit_column(name: str, edit: Callable[[dict[str, Any], int], None]) -> Callable[[Path, int], None]:
+    def change(path: Path, version: int) -> None:
+        doc_path = path / "cam0" / "acqzarr_frames" / name / ("zarr.json" if version == 3 else ".zarray")
+        doc = json.loads(doc_path.read_text())
+        edit(doc, version)
+        doc_path.write_text(json.dumps(doc))
+
+    return change
+
+
+def _shorter(doc: dict[str, Any], version: int) -> None:
+    doc["shape"][0] -= 1
+
+
+def _other_inner_axis(doc: dict[str, Any], version: int) -> None:
+    doc["shape"][1] = 3
+
+
+def _float32(doc: dict[str, Any], version: int) -> None:
+    doc["data_type" if version == 3 else "dtype"] = "float32" if version == 3 else "<f4"
+
+
+def _numbers(doc: dict[str, Any], version: int) -> None:
+    if version == 3:
+        doc["data_type"], doc["codecs"], doc["fill_value"] = "int64", [{"name": "bytes"}], 0
+    else:
+        doc["dtype"], doc["filters"], doc["fill_value"] = "<i8", None, 0
+
+
+def _unlisted_kind(doc: dict[str, Any], version: int) -> None:
+    doc["data_type" if version == 3 else "dtype"] = "float64" if version == 3 else "<f8"
+
+
+def _remove_column(path: Path, version: int) -> None:
+    (path / "cam0" / "acqzarr_frames" / "frame_id" / ("zarr.json" if version == 3 else ".zarray")).unlink()
+
+
+COLUMN_BREAKS: dict[str, tuple[Callable[[Path, int], None], str]] = {
+    "a column shorter than the image": (
+        _edit_column("frame_id", _shorter),
+        "cam0/acqzarr_frames/frame_id: per-frame column has shape (4, 2), "
+        "the image's frames are indexed (5, 2) (level 0 'cam0/0' is (5, 2, 8, 6))",
+    ),
+    "a column with another channel count": (
+        _edit_column("json", _other_inner_axis),
+        "cam0/acqzarr_frames/json: per-frame column has shape (5, 3), the image's frames are indexed (5, 2)",
+    ),
+    "a typed column of an undocumented kind": (
+        _edit_column("frame_id", _float32),
+        "cam0/acqzarr_frames/frame_id: per-frame column of kind 'float32'; "
+        "'frame_id' must be float64 or int64",
+    ),
+    "the JSON column stored as numbers": (
+        _edit_column("json", _numbers),
+        "cam0/acqzarr_frames/json: per-frame column of kind 'int64'; 'json' must be string",
+    ),
+    "a column of another kind than listed": (
+        _edit_column("frame_id", _unlisted_kind),
+        "cam0/acqzarr_frames/frame_id: stored as float64, but 'cam0/acqzarr_frames' lists it as 'int64'",
+    ),
+    "a listed column that is not there": (
+        _remove_column,
+        "cam0/acqzarr_frames: lists column 'frame_id', which is not an array in this store",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(COLUMN_BREAKS))
+def test_validate_reports_per_frame_columns_not_indexed_like_the_frames(
+    tmp_path: Path, version: int, case: str
+) -> None:
+    path = _columns_store(tmp_path, version)
+    assert validate(az.LocalStore(path), deep=True) == []
+    change, message = COLUMN_BREAKS[case]
+    change(path, version)
+    assert f"error: {message}" in "\n".join(_errors(path))
+    result = _cli("validate", str(path))
+    assert result.returncode == 1 and message in result.stdout

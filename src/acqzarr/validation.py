@@ -6,7 +6,8 @@ requires; every stored chunk or shard key lies inside the array's grid;
 every shard index is whole, checksummed (crc32c) and points inside its
 shard; every OME-NGFF image follows the 0.4 (Zarr v2) or 0.5 (Zarr v3)
 rules for axes, datasets and coordinate transformations; no pyramid is
-ragged (every level covers level 0's extent); and the plate, well and series
+ragged (every level covers level 0's extent); every per-frame metadata
+column is indexed like its image's frames; and the plate, well and series
 metadata above the images point at groups that exist.  ``deep`` also decodes every
 chunk, which reads the whole store.
 """
@@ -20,6 +21,8 @@ from typing import Any
 import numpy as np
 
 from .codecs.sharding import EMPTY, decode_index, index_nbytes
+from .frame_columns import GROUP as FRAMES_GROUP
+from .frame_columns import JSON_COLUMN
 from .locations import join_key
 from .store_info import SERIALIZERS, Node, StoreTree, ngff_block, ome_fields
 from .stores import Store
@@ -57,6 +60,7 @@ def validate(store: Store, *, deep: bool = False) -> list[Problem]:
             problems += _check_chunks(tree, node, deep)
         if node.kind == "group":
             problems += _check_ngff(tree, node)
+            problems += _check_frame_columns(tree, node)
     return problems + _check_collections(tree)
 
 
@@ -375,3 +379,89 @@ def _implied_sizes(n0: int, factor: float | None) -> tuple[int, ...]:
     ):  # scales written as decimals: 0.3 / 0.1 is 2.9999999999999996
         return (-(-n0 // whole),)
     return tuple(sorted({math.floor(n0 / factor), math.ceil(n0 / factor)}))
+
+
+def _check_frame_columns(tree: StoreTree, image: Node) -> list[Problem]:
+    """The per-frame metadata columns of an image (``frame_columns.py``): each is indexed like the
+    frames (its shape is level 0's index axes: the first as long as level 0's, the others equal),
+    of a documented kind (the JSON column a string, every other float64 or int64), and is the
+    kind the group's ``acqzarr_frames.columns`` lists.  A reader pairs ``column[t, c, z]`` with
+    ``image[t, c, z]``, so a column of another shape pairs metadata with the wrong frames."""
+    group = tree.nodes.get(join_key(image.path, FRAMES_GROUP))
+    _, block = ngff_block(image.attrs)
+    level0 = _level0(tree, image, block)
+    if group is None or level0 is None:
+        return []  # no columns, or no image to compare them with (reported by _check_ngff)
+    shape0 = tuple(level0.meta.get("shape", ()))
+    index_shape = shape0[: len(shape0) - min(2, len(shape0) - 1)]  # settings.ArraySettings.frame_names
+    if group.kind != "group":
+        return [Problem(group.path, f"{FRAMES_GROUP} must be a group of per-frame metadata columns")]
+    out: list[Problem] = []
+    described = group.attrs.get(FRAMES_GROUP, {})
+    listed = described.get("columns", {}) if isinstance(described, dict) else None
+    if not isinstance(listed, dict):
+        out.append(Problem(group.path, f"{FRAMES_GROUP}.columns must map column names to kinds"))
+        listed = {}
+    columns = {
+        n.path.rpartition("/")[2]: n for n in tree.nodes.values() if n.path.rpartition("/")[0] == group.path
+    }
+    for name, node in sorted(columns.items()):
+        if node.kind != "array":
+            out.append(Problem(node.path, "a group among the per-frame metadata columns"))
+            continue
+        shape = tuple(node.meta.get("shape", ()))
+        if shape != index_shape:
+            out.append(
+                Problem(
+                    node.path,
+                    f"per-frame column has shape {shape}, the image's frames are indexed {index_shape} "
+                    f"(level 0 {level0.path!r} is {shape0})",
+                )
+            )
+        kind = _column_kind(tree, node)
+        allowed = ("string",) if name == JSON_COLUMN else ("float64", "int64")
+        if kind not in allowed:
+            out.append(
+                Problem(
+                    node.path, f"per-frame column of kind {kind!r}; {name!r} must be {' or '.join(allowed)}"
+                )
+            )
+        elif name in listed and listed[name] != kind:
+            out.append(
+                Problem(node.path, f"stored as {kind}, but {group.path!r} lists it as {listed[name]!r}")
+            )
+        elif name not in listed:
+            out.append(
+                Problem(node.path, f"not listed in {FRAMES_GROUP}.columns of {group.path!r}", "warning")
+            )
+    for name in sorted(set(listed) - set(columns)):
+        out.append(Problem(group.path, f"lists column {name!r}, which is not an array in this store"))
+    return out
+
+
+def _level0(tree: StoreTree, image: Node, block: dict[str, Any] | None) -> Node | None:
+    try:
+        path = block["multiscales"][0]["datasets"][0]["path"]  # type: ignore[index]
+    except (TypeError, KeyError, IndexError):
+        return None
+    node = tree.nodes.get(join_key(image.path, str(path)))
+    return node if node is not None and node.kind == "array" else None
+
+
+def _column_kind(tree: StoreTree, node: Node) -> str | None:
+    """float64, int64 or string (as ``frame_columns`` names them), or the stored type if none."""
+    if tree.version == 3:
+        kind = node.meta.get("data_type")
+        return kind if isinstance(kind, str) else None
+    stored = node.meta.get("dtype")
+    try:
+        dtype = np.dtype(stored) if isinstance(stored, str) else None
+    except TypeError:
+        dtype = None
+    if dtype is None:
+        return None
+    filters = node.meta.get("filters") or []
+    if dtype.kind == "O":
+        vlen = any(isinstance(f, dict) and f.get("id") == "vlen-utf8" for f in filters)
+        return "string" if vlen else "object"
+    return dtype.name

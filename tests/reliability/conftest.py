@@ -33,6 +33,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return rep
 
 
+SIZES: dict[str, dict[str, int]] = {}  # knob -> the CI size (the default) and this run's
+
+
 def scale(name: str, default: int) -> int:
     """Sizes come from the environment so report.py can run the suite longer than CI does."""
-    return int(os.environ.get(f"ACQZARR_{name}", default))
+    value = int(os.environ.get(f"ACQZARR_{name}", default))
+    SIZES[f"ACQZARR_{name}"] = {"ci": default, "run": value}
+    return value
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Record the sizes this run used beside the figures, so the report states both."""
+    if SIZES and RESULTS.exists():
+        (RESULTS / "sizes.json").write_text(json.dumps(dict(sorted(SIZES.items())), indent=2))

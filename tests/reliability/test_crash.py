@@ -1,15 +1,20 @@
-"""SIGKILL at many random moments: the store always opens, validates and holds every flushed frame,
-and no pyramid is ragged (every level covers the extent level 0 publishes)."""
+"""SIGKILL at many random moments: the store always opens, validates and holds every flushed frame
+with its per-frame metadata, no pyramid is ragged (every level covers the extent level 0 publishes),
+and the session record and the contrast window describe the frames a reader finds."""
 
 from __future__ import annotations
 
+import inspect
 import itertools
+import json
+import math
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +34,37 @@ pytestmark = pytest.mark.reliability
 
 FRAME = (48, 40)
 PLANES = 6  # z planes per timepoint in the "pyramid-z" configuration
+CHANNELS = 3  # channels per timepoint in the "pyramid-c" configuration
 # Killed in turn: no pyramid; 3 levels halving y and x; 3 levels of (t, z, y, x) halving z too, the
-# frames filling z then t, so level 1 pairs planes 6 -> 3 and level 2 pairs 3 (the last with itself) -> 2.
-CONFIGS = ("plain", "pyramid", "pyramid-z")
+# frames filling z then t, so level 1 pairs planes 6 -> 3 and level 2 pairs 3 (the last with itself) -> 2;
+# 3 levels of (t, c, y, x), the frames filling c then t.  The last two index frames by two axes, so
+# their metadata columns are 2-D ((t, z) and (t, c)).
+CONFIGS = ("plain", "pyramid", "pyramid-z", "pyramid-c")
+COLUMNS = {"frame_id": "int64", "laser_mw": "float64", "json": "string"}  # laser_mw is declared
 
-WRITER = """
+
+def frame_metadata(i: int) -> dict[str, Any]:
+    """What the writer child appends with frame ``i`` (this function's source is part of WRITER):
+    a built-in int64 column, a declared float64 column, and a field for the JSON column."""
+    return {"frame_id": i, "laser_mw": 0.25 * i + 0.125, "note": {"seq": i, "tag": f"f{i % 7}"}}
+
+
+WRITER = (
+    """
 import sys, time, numpy as np, acqzarr as az
+from typing import Any
 settings = az.StreamSettings.model_validate_json(sys.argv[1])
 stop_after = int(sys.argv[2])
 yy, xx = np.mgrid[0:48, 0:40]
+"""
+    + inspect.getsource(frame_metadata)
+    + """
 stream = az.open_stream(settings)
 print("ready", flush=True)
 last = -1
 for i in range(stop_after):
     time.sleep(0.001)  # ~500-900 fps: kills land while appending, compressing, writing, publishing
-    stream.append(((yy * 40 + xx + i * 977) % 4093).astype(np.uint16))
+    stream.append(((yy * 40 + xx + i * 977) % 4093).astype(np.uint16), metadata=frame_metadata(i))
     flushed = stream.stats().frames_flushed
     if flushed != last:
         print(f"flushed {flushed}", flush=True)
@@ -52,6 +73,7 @@ print("closing", flush=True)
 stream.close()
 print(f"closed {stream.stats().frames_flushed}", flush=True)
 """
+)
 
 
 def frame(i: int) -> np.ndarray[Any, Any]:
@@ -73,6 +95,14 @@ def _settings(path: Path, version: int, config: str) -> str:
             az.Dimension(name="z", kind="space", size=PLANES, chunk=2, shard=3 if version == 3 else 1),
             *plane,
         ]
+    elif config == "pyramid-c":
+        dimensions = [
+            az.Dimension(name="t", kind="time", size=0, chunk=2),
+            az.Dimension(
+                name="c", kind="channel", size=CHANNELS, chunk=1, shard=CHANNELS if version == 3 else 1
+            ),
+            *plane,
+        ]
     else:
         dimensions = [az.Dimension(name="t", kind="time", size=0, chunk=3), *plane]
     return az.StreamSettings(
@@ -84,6 +114,7 @@ def _settings(path: Path, version: int, config: str) -> str:
                 dtype="uint16",
                 dimensions=dimensions,
                 multiscale=None if config == "plain" else az.Multiscale(levels=3),
+                frame_columns={"laser_mw": "float64"},
             )
         ],
     ).model_dump_json()
@@ -105,11 +136,13 @@ def _calibrate(path: Path, version: int, config: str, frames: int = 300) -> floa
     return (time.monotonic() - start) / frames
 
 
-def _check_store(path: Path, version: int, reported: int, levels: int, appended: int) -> int:
-    """Open with three independent readers; every reported frame (and only whole layers) must be there.
+def _check_store(path: Path, version: int, reported: int, levels: int, appended: int, phase: str) -> int:
+    """Open with three independent readers; every reported frame (and only whole layers) must be there,
+    with its metadata, and the image group must describe them (``_check_image_group``).
 
     ``appended`` is how many frames the writer was to append: the planes of a final partial timepoint
-    past it read as fill.  Returns the frames verified.
+    past it read as fill.  ``phase`` is how far the writer got ("appending", "closing", "closed").
+    Returns the frames verified.
     """
     group = zarr.open_group(str(path / "cam"), mode="r", zarr_format=version)
     (Image04 if version == 2 else Image05).from_zarr(group)
@@ -130,18 +163,76 @@ def _check_store(path: Path, version: int, reported: int, levels: int, appended:
     for level in range(1, levels):
         arr = zarr.open_array(str(path / "cam" / str(level)), mode="r")
         assert arr.shape[0] <= n  # a level never claims frames level 0 does not have
-    # ... nor lacks any: every level's shape is the extent level 0 implies (no ragged pyramid).
+    _check_frame_columns(path, level0.shape[:-2], appended)
+    _check_image_group(dict(group.attrs), version, slots, appended, reported, phase)
+    # ... nor lacks any: every level's shape is the extent level 0 implies (no ragged pyramid), and
+    # every column is indexed like the frames.
     errors = [str(p) for p in validate(LocalStore(path)) if p.severity == "error"]
     assert not errors, "acqzarr validate after the kill:\n" + "\n".join(errors)
     assert not [p for p in path.rglob("*.tmp") if not p.name.startswith(".")], "a temp file is visible"
     return min(slots, appended)
 
 
+def _check_frame_columns(path: Path, index_shape: tuple[int, ...], appended: int) -> None:
+    """Once a frame is published every column is there, shaped like the image's index axes, with the
+    metadata the writer appended for each published frame and "missing" in the holes after it."""
+    slots = math.prod(index_shape)
+    docs = path / "cam" / "acqzarr_frames"
+    if not ((docs / "zarr.json").exists() or (docs / ".zgroup").exists()):  # chunks are stored first
+        assert slots == 0, f"{slots} frames published without their metadata columns"
+        return
+    frames = zarr.open_group(str(path / "cam" / "acqzarr_frames"), mode="r")
+    assert frames.attrs["acqzarr_frames"]["columns"] == COLUMNS
+    got = {name: np.asarray(frames[name][...]) for name in sorted(frames.array_keys())}  # type: ignore[index]
+    assert set(got) == set(COLUMNS)
+    for name, column in got.items():
+        assert column.shape == index_shape, f"column {name}: {column.shape}, frames indexed {index_shape}"
+    n = min(slots, appended)
+    flat = {name: column.reshape(-1) for name, column in got.items()}  # acquisition order: C order here
+    np.testing.assert_array_equal(flat["frame_id"][:n], np.arange(n))
+    np.testing.assert_array_equal(flat["laser_mw"][:n], [frame_metadata(i)["laser_mw"] for i in range(n)])
+    notes = [json.loads(str(text)) for text in flat["json"][:n]]
+    assert notes == [{"note": frame_metadata(i)["note"]} for i in range(n)]
+    # Holes closed at close (the rest of a final partial timepoint) read as missing.
+    assert (flat["frame_id"][n:] == -(2**63)).all() and np.isnan(flat["laser_mw"][n:]).all()
+    assert [str(text) for text in flat["json"][n:]] == [""] * (slots - n)
+
+
+def _check_image_group(
+    attrs: dict[str, Any], version: int, slots: int, appended: int, reported: int, phase: str
+) -> None:
+    """The session record counts exactly the frames in the published image and says whether the writer
+    closed; the OME-NGFF omero block has a display window per channel, live from the first frame."""
+    record = attrs["acqzarr_session"]
+    on_disk = min(slots, appended)
+    assert record["frames_on_disk"] == on_disk, (record, slots, appended)
+    assert reported <= on_disk <= record["frames_accepted"] <= appended
+    if phase == "closed":
+        assert record["completed"] is True and record["stop"] is not None
+    elif phase == "appending":
+        assert record["completed"] is False and record["stop"] is None
+    else:  # killed inside close: before or after its final record
+        assert record["completed"] is (record["stop"] is not None)
+    omero = (attrs["ome"] if version == 3 else attrs)["omero"]
+    channels = omero["channels"]
+    assert len(channels) in (1, CHANNELS)
+    for channel in channels:
+        window = channel["window"]
+        assert window["min"] == 0 and window["max"] == 65535
+        if on_disk:  # the frames' values lie in [0, 4093): the window is what was seen, not the range
+            assert 0 <= window["start"] <= window["end"] < 4093, window
+
+
+KILLS = scale("KILL_POINTS", 12)  # per Zarr version
+
+
 @pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.timeout(max(300, 30 + 6 * KILLS))  # 2-3 s a kill on 2 busy cores; report.py runs 128
 def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[str, Any]) -> None:
     rng = random.Random(1234 + version)
-    kills = scale("KILL_POINTS", 12)
+    kills = KILLS
     phases: dict[str, int] = {"appending": 0, "closing": 0, "closed": 0}
+    configs: Counter[str] = Counter()
     frames_checked = 0
     per_frame = {c: _calibrate(tmp_path / f"calibration-{c}.zarr", version, c) for c in CONFIGS[1:]}
     per_frame["plain"] = per_frame["pyramid"]  # aimed as before: across the pyramid's longer life
@@ -171,10 +262,18 @@ def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[s
             else ("closing" if "closing" in lines else "appending")
         )
         phases[phase] += 1
+        configs[config] += 1
         if not path.exists() or not any(path.iterdir()):
             continue  # killed before the store was created: nothing to check
-        frames_checked += _check_store(path, version, reported, 1 if config == "plain" else 3, stop_after)
-    record_figures.update(version=version, kill_points=kills, phases=phases, frames_verified=frames_checked)
+        levels = 1 if config == "plain" else 3
+        frames_checked += _check_store(path, version, reported, levels, stop_after, phase)
+    record_figures.update(
+        version=version,
+        kill_points=kills,
+        phases=phases,
+        configs=dict(configs),
+        frames_verified=frames_checked,
+    )
 
 
 # Aimed at the publish itself: the writer kills itself in the middle of writing an image's level
@@ -214,12 +313,12 @@ def test_kills_inside_pyramid_publishing_leave_no_ragged_pyramid(
     tmp_path: Path, version: int, record_figures: dict[str, Any]
 ) -> None:
     rng = random.Random(99 + version)
-    kills = 0
+    kills = inside_open = 0
     for k, (config, where) in enumerate(
-        itertools.product(("pyramid", "pyramid-z"), ("document", "before-swap", "after-swap"))
+        itertools.product(CONFIGS[1:], ("document", "before-swap", "after-swap"))
     ):
         path = tmp_path / f"a{k}.zarr"
-        frames = 120
+        frames = 240  # publishes enough (every 6 frames in the z and c pyramids) for any ACQZARR_KILL_AT
         env = {**os.environ, "ACQZARR_KILL_WHERE": where, "ACQZARR_KILL_AT": str(rng.randint(3, 30))}
         proc = subprocess.run(
             [sys.executable, "-c", AIMED + WRITER, _settings(path, version, config), str(frames)],
@@ -231,7 +330,14 @@ def test_kills_inside_pyramid_publishing_leave_no_ragged_pyramid(
         assert proc.returncode == -signal.SIGKILL, (where, proc.stdout[-500:], proc.stderr[-2000:])
         lines = proc.stdout.splitlines()
         assert "closed" not in " ".join(lines), "the kill was aimed inside the run"
-        reported = max([int(ln.split()[1]) for ln in lines if ln.startswith("flushed")], default=0)
-        _check_store(path, version, reported, 3, frames)
         kills += 1
-    record_figures.update(version=version, aimed_kills=kills)
+        if "ready" not in lines:  # killed inside open_stream's one put_group: all of it or nothing
+            problems = [str(p) for p in validate(LocalStore(path))]
+            assert problems == [
+                "error: (root): no Zarr metadata (zarr.json, .zgroup or .zarray) in this store"
+            ]
+            inside_open += 1
+            continue
+        reported = max([int(ln.split()[1]) for ln in lines if ln.startswith("flushed")], default=0)
+        _check_store(path, version, reported, 3, frames, "appending")
+    record_figures.update(version=version, aimed_kills=kills, inside_open=inside_open)
