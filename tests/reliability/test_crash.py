@@ -281,7 +281,11 @@ def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[s
 # makes a generation current), where a kill left levels of different extents before.
 AIMED = """
 import os, signal
+import acqzarr.publish
 import acqzarr.stores.local_groups as lg
+
+# Every stored band publishes (no coalescing), so a run has enough publishes for any ACQZARR_KILL_AT.
+acqzarr.publish.PUBLISH_INTERVAL = 0.0
 
 where, at = os.environ["ACQZARR_KILL_WHERE"], int(os.environ["ACQZARR_KILL_AT"])
 seen = [0]
