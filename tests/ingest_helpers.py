@@ -114,6 +114,15 @@ def running_server(base: Path, config: str | Path | None = None, **settings: Any
         assert code == 0, (base / "serve.log").read_text()
 
 
+@contextmanager
+def loopback_server(base: Path) -> Iterator[ServerProcess]:
+    """The lossless (PULL) server of configs/serve-loopback.yaml, as the test modules share it."""
+    with running_server(
+        base, REPO / "configs" / "serve-loopback.yaml", idle_timeout=2.0, status_interval=0.5, rcvhwm=2
+    ) as srv:
+        yield srv
+
+
 def raw_socket(endpoint: str) -> tuple[zmq.Context[Any], zmq.Socket[bytes]]:
     """A PUSH socket connected to ``endpoint``, for sending hand-made (also malformed) messages."""
     ctx: zmq.Context[Any] = zmq.Context()

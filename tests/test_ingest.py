@@ -29,7 +29,7 @@ import acqzarr as az
 from acqzarr.ingest import CurveClient, Sender
 from acqzarr.synthetic import camera_frames
 from conftest import assert_reads_back, dims, frames_for
-from ingest_helpers import REPO, ServerProcess, header, raw_socket, running_server
+from ingest_helpers import ServerProcess, header, loopback_server, raw_socket, running_server
 
 
 def two_camera_settings(version: int) -> dict[str, Any]:
@@ -73,13 +73,7 @@ def session(store: Path, key: str, version: int) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One lossless (PULL) server for the module, started from configs/serve-loopback.yaml."""
-    with running_server(
-        tmp_path_factory.mktemp("serve"),
-        REPO / "configs" / "serve-loopback.yaml",
-        idle_timeout=2.0,
-        status_interval=0.5,
-        rcvhwm=2,
-    ) as srv:
+    with loopback_server(tmp_path_factory.mktemp("serve")) as srv:
         yield srv
 
 

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import assert_reads_back, dims
-from ingest_helpers import REPO, ServerProcess, header, raw_socket, running_server
+from ingest_helpers import ServerProcess, header, loopback_server, raw_socket
 
 from .conftest import RESULTS, scale
 
@@ -43,13 +43,7 @@ COUNTS: dict[str, Any] = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A lossless (PULL) server for the module, started from configs/serve-loopback.yaml."""
-    with running_server(
-        tmp_path_factory.mktemp("serve"),
-        REPO / "configs" / "serve-loopback.yaml",
-        idle_timeout=2.0,
-        status_interval=0.5,
-        rcvhwm=2,
-    ) as srv:
+    with loopback_server(tmp_path_factory.mktemp("serve")) as srv:
         yield srv
 
 
