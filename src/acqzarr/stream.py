@@ -46,6 +46,8 @@ from .writers import LevelWriter
 __all__ = ["ArrayStats", "Stream", "open_stream"]
 
 _ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
+# Image group attributes the stream writes itself: user metadata may not replace them.
+_OWN_ATTRIBUTES = RESERVED_KEYS | {SESSION_KEY}
 
 
 @dataclass(frozen=True)
@@ -256,7 +258,7 @@ class Stream:
         image, _ = self._route(key)
         if not isinstance(attributes, dict):
             raise ConfigError(f"attributes must be a dict, got {type(attributes).__name__}")
-        clash = sorted(RESERVED_KEYS.union([SESSION_KEY]).intersection(attributes))
+        clash = sorted(_OWN_ATTRIBUTES.intersection(attributes))
         if clash:
             raise ConfigError(f"attributes {clash} are written by acqzarr and cannot be set")
         try:
