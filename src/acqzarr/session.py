@@ -3,8 +3,8 @@
 The config is validated completely (stream settings, each driver's own
 options, and that each driver's frames fit its array) before anything
 touches disk.  Each source runs in its own thread, so two cameras write into
-one store concurrently.  Each frame's camera metadata (``FRAME_FIELDS``) goes
-into the image's per-frame metadata columns (``frame_columns.py``); the
+one store concurrently.  Each frame's camera metadata (frame_id, timestamps,
+drops) goes into the image's per-frame metadata columns (``frame_columns.py``); the
 session record (``session_record.py``) names the driver, and its counters and
 drops follow the recording.
 SIGINT/SIGTERM stop the sources; the stream is then closed normally, so
@@ -33,10 +33,7 @@ from .stop import StopSignal
 from .stores import Store
 from .stream import Stream, open_stream
 
-# The per-frame metadata every recorded frame gets (int64 columns, see frame_columns.BUILTIN_COLUMNS).
-FRAME_FIELDS = ("frame_id", "timestamp_ns", "receive_ns", "dropped_before")
-
-__all__ = ["FRAME_FIELDS", "SessionConfig", "SourceSettings", "load_session", "record"]
+__all__ = ["SessionConfig", "SourceSettings", "load_session", "record"]
 
 
 class SourceSettings(BaseModel):

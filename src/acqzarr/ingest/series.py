@@ -20,29 +20,22 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProtocolError
-from ..layout import ArrayLayout
-from ..session import FRAME_FIELDS
 from ..settings import ArraySettings, StreamSettings
 from ..stream import open_stream
 from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart
 
-__all__ = ["INGEST_FRAME_FIELDS", "Series"]
-
-# acqzarr record's per-frame fields, plus the messages lost in transport before each frame.
-INGEST_FRAME_FIELDS = (*FRAME_FIELDS, "gap_before")
+__all__ = ["Series"]
 
 
 class _Key:
     """Per-array state: the frame geometry it accepts and a decode buffer."""
 
     def __init__(self, settings: ArraySettings) -> None:
-        layout = ArrayLayout(settings, sharded=False)
         self.key = settings.key
-        self.shape = layout.frame_shape
-        self.dtype = layout.dtype
+        self.shape = settings.frame_shape
+        self.dtype = np.dtype(settings.dtype)
         self.decode_buffer: np.ndarray[Any, Any] | None = None
-        self.frames = 0
-        self.dropped = 0  # camera drops reported in frame headers
+        self.dropped = 0  # frames lost before this array's frames: camera drops and transport gaps
 
 
 class Series:
@@ -130,7 +123,6 @@ class Series:
         self.stream.append(frame, key=header.key, metadata=meta)
         lost = header.dropped_before + self._pending_gap
         self._pending_gap = 0
-        state.frames += 1
         self.frames += 1
         self.bytes_raw += frame.nbytes
         if lost:
