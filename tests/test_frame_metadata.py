@@ -212,3 +212,26 @@ def test_frame_columns_settings_are_checked() -> None:
         az.ArraySettings(dtype="uint8", dimensions=dims((0, 4, 4), (1, 4, 4)), frame_columns={"a": "str"})
     with pytest.raises(az.ConfigError, match="frame column name"):
         az.ArraySettings(dtype="uint8", dimensions=dims((0, 4, 4), (1, 4, 4)), frame_columns={"a/b": "int64"})
+
+
+def test_frames_a_call_could_not_take_leave_no_metadata_behind(tmp_path: Path) -> None:
+    """A stack refused part-way (its first frame would open a band the cap cannot hold) keeps no
+    metadata for the frames not taken: their slots read as missing, and they can be written later."""
+    path = tmp_path / "s.zarr"
+    settings = _settings(path, 3, dimensions=dims((0, 2, 8, 6), (2, 1, 8, 6)))
+    with az.open_stream(settings) as stream:
+        required = stream.memory().required  # the two bands (t 0-1, c 0 and c 1) the order keeps open
+    settings = settings.model_copy(update={"max_inflight_bytes": required, "overwrite": True})
+    frame = frames_for((8, 6), 1, "uint16")[0]
+    with az.open_stream(settings) as stream:
+        stream.append(np.stack([frame, frame]), metadata=[{"frame_id": 0}, {"frame_id": 1}])  # t0 c0, c1
+        with pytest.raises(az.FrameError, match="fill the in-flight cap"):
+            stream.append(
+                np.stack([frame, frame]),
+                index={"t": 2, "c": 0},
+                metadata=[{"frame_id": 90}, {"frame_id": 91}],
+            )
+        stream.append(np.stack([frame, frame]), metadata=[{"frame_id": 2}, {"frame_id": 3}])  # t1: bands done
+        stream.append(frame, index={"t": 2, "c": 0}, metadata={"frame_id": 4})
+    ids = _columns(path)["frame_id"]
+    assert ids.tolist() == [[0, 1], [2, 3], [4, MISSING_INT]]

@@ -129,11 +129,11 @@ class FrameColumns:
         """Split the metadata of ``n`` frames (a mapping for one frame, or a sequence of mappings or
         None, one per frame) into records; FrameError for anything that cannot be stored."""
         if isinstance(metadata, Mapping):
-            items: Sequence[Any] = [metadata] if n == 1 else []
             if n != 1:
                 raise FrameError(
                     f"array {self._name}: {n} frames need a list of {n} metadata mappings, got one mapping"
                 )
+            items: Sequence[Any] = [metadata]
         elif isinstance(metadata, Sequence) and not isinstance(metadata, str | bytes):
             items = metadata
             if len(items) != n:

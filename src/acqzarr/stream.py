@@ -340,20 +340,25 @@ class Stream:
                 raise StateError("append on a closed stream")
             positions = self._positions(image, index, len(stack))
             assembler = image.writer.assembler
-            if records is not None:
-                # Before the frames: a band they complete may be published at once.  Checked first,
-                # so metadata never lands on a slot that was written already.
-                assembler.locate(positions)
-                image.frames.record(positions, records)
+            recorded = False
+
+            def record() -> None:
+                # Once the positions are checked free (never over a written slot) and before the
+                # frames: a band they complete may be published at once.
+                nonlocal recorded
+                if records is not None:
+                    image.frames.record(positions, records)
+                    recorded = True
+
             before = assembler.frames_filled
             try:
-                image.writer.put(positions, stack)
+                image.writer.put(positions, stack, record)
             finally:
                 accepted = assembler.frames_filled - before
                 if accepted:
                     image.order.moved_past(positions[accepted - 1])
-                if records is not None and accepted < len(positions):
-                    image.frames.forget(positions[accepted:])
+                if recorded and accepted < len(positions):
+                    image.frames.forget(positions[accepted:])  # frames of the call not accepted after all
 
     def skip(self, n: int = 1, key: str | None = None) -> None:
         """Leave the next ``n`` frame slots (in acquisition order) as fill value.

@@ -100,9 +100,20 @@ class BandAssembler:
         return out
 
     # -- filling ---------------------------------------------------------
-    def put(self, positions: Sequence[Index], frames: np.ndarray[Any, Any]) -> None:
-        """Copy ``frames[k]`` to ``positions[k]`` (checked first); completes bands as they fill."""
+    def put(
+        self,
+        positions: Sequence[Index],
+        frames: np.ndarray[Any, Any],
+        checked: Callable[[], None] | None = None,
+    ) -> None:
+        """Copy ``frames[k]`` to ``positions[k]`` (checked first); completes bands as they fill.
+
+        ``checked`` runs once every position is known to be free, before the first copy: what must
+        be in place before a band can complete (its frames' metadata) goes there.
+        """
         slots = self.locate(positions)
+        if checked is not None:
+            checked()
         for k, (index, (band_coords, within)) in enumerate(zip(positions, slots, strict=True)):
             band = self.open.get(band_coords)
             if band is None or band.buffer is None:

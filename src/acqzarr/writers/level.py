@@ -77,8 +77,13 @@ class LevelWriter:
         self.objects.release = self._release
 
     # -- appending thread ------------------------------------------------
-    def put(self, positions: Sequence[Index], frames: np.ndarray[Any, Any]) -> None:
-        self.assembler.put(positions, frames)
+    def put(
+        self,
+        positions: Sequence[Index],
+        frames: np.ndarray[Any, Any],
+        checked: Callable[[], None] | None = None,
+    ) -> None:
+        self.assembler.put(positions, frames, checked)
 
     def skip(self, positions: Sequence[Index]) -> None:
         self.assembler.skip(positions)
