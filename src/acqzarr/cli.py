@@ -18,6 +18,7 @@ from .errors import (
     StoreError,
 )
 from .ingest.commands import add_subcommands as add_ingest_subcommands
+from .metadata.zarr_versions import spec_for
 from .overrides import add_set_argument, parse_assignment
 from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
 from .stores import Store, open_store
@@ -99,7 +100,8 @@ def _validate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     """Record a simulated camera into an OME-Zarr store and print what was written."""
     size = args.size
-    shard = 4 if args.version == 3 else 1
+    spec = spec_for(args.version)
+    shard = 4 if spec.sharded else 1
     settings = StreamSettings(
         store=args.output,
         version=args.version,
@@ -137,7 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
     raw = args.frames * size * size * 2
     print(
         f"wrote {stats.frames_flushed} frames of {size}x{size} uint16 to {args.output} "
-        f"(Zarr v{args.version}, OME-NGFF {'0.5' if args.version == 3 else '0.4'}) in {elapsed:.2f} s: "
+        f"(Zarr v{args.version}, OME-NGFF {spec.ngff_version}) in {elapsed:.2f} s: "
         f"{raw / elapsed / 1e6:.0f} MB/s, {args.frames / elapsed:.0f} frames/s, "
         f"{stats.bytes_written / 1e6:.1f} MB on disk (ratio {raw / max(stats.bytes_written, 1):.2f})"
     )

@@ -38,9 +38,10 @@ import numcodecs
 import numpy as np
 
 from .errors import FrameError
-from .formats import COLUMN_ZSTD_LEVEL, ZarrFormat
+from .formats import ZarrFormat
 from .layout import ArrayLayout, Index
 from .locations import join_key
+from .metadata.zarr_spec import COLUMN_ZSTD_LEVEL
 from .stores import Store
 
 __all__ = ["BUILTIN_COLUMNS", "GROUP", "JSON_COLUMN", "MISSING", "SCHEMA_VERSION", "FrameColumns"]
@@ -210,7 +211,7 @@ class FrameColumns:
                 for row in sorted(column.dirty):
                     if row * column.rows >= extent:
                         continue
-                    key = self._format.column_chunk_key(path, (row,) + (0,) * len(self._inner))
+                    key = self._format.chunk_key(path, (row,) + (0,) * len(self._inner))
                     puts.append((key, column.encode(column.pending[row])))
                     column.dirty.discard(row)
                 # Rows below the extent are complete: their values never change again.

@@ -29,6 +29,7 @@ from pydantic import (
 
 from .errors import ConfigError
 from .locations import is_s3, join_key, split_s3
+from .metadata.zarr_versions import spec_for
 
 __all__ = [
     "DTYPES",
@@ -863,12 +864,12 @@ class StreamSettings(_Model):
             for b in keys:
                 if a != b and b.startswith(a + "/"):
                     raise ValueError(f"array key {b!r} would nest inside image group {a!r}")
-        if self.version == 2:
+        if not spec_for(self.version).sharded:
             for i, arr in enumerate(self.arrays):
                 for j, d in enumerate(arr.dimensions):
                     if d.shard != 1:
                         raise ValueError(
-                            f"arrays[{i}].dimensions[{j}].shard: Zarr v2 has no shards, "
+                            f"arrays[{i}].dimensions[{j}].shard: Zarr v{self.version} has no shards, "
                             f"shard must be 1, got {d.shard}"
                         )
         return self

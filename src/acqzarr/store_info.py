@@ -15,31 +15,20 @@ from typing import Any
 import numpy as np
 
 from .locations import join_key
+from .metadata.zarr_spec import ArrayMeta, ParsedNode, ZarrSpec
+from .metadata.zarr_versions import SPECS, spec_in
 from .stores import Store
 
 __all__ = ["ArrayInfo", "ImageInfo", "Node", "StoreTree", "describe", "ome_fields"]
 
-V2_DOCS = (".zgroup", ".zarray", ".zattrs")
-METADATA_NAMES = frozenset(("zarr.json", *V2_DOCS))
+METADATA_NAMES = frozenset(name for spec in SPECS for name in spec.document_names)
+Node = ParsedNode
 
 
 def _is_temp(key: str) -> bool:
     """A staging file of an atomic write that was interrupted (LocalStore names them .name.pid.n.tmp)."""
     name = key.rsplit("/", 1)[-1]
     return name.startswith(".") and name.endswith(".tmp")
-
-
-@dataclass
-class Node:
-    path: str
-    kind: str  # "group" or "array"
-    meta: dict[str, Any]  # the array document (v2 .zarray / v3 zarr.json), or the group's
-    attrs: dict[str, Any]
-
-
-# v3 codecs that turn an array into bytes (or reorder it) rather than compress: a compressor is
-# whatever comes after them.
-SERIALIZERS = ("bytes", "transpose", "vlen-utf8")
 
 
 @dataclass
@@ -86,24 +75,23 @@ class StoreTree:
         keys = sorted(store.list())
         self.temp = [k for k in keys if _is_temp(k)]
         self.keys = [k for k in keys if not _is_temp(k)]
-        names = {k.rsplit("/", 1)[-1] for k in self.keys}
-        self.version = 3 if "zarr.json" in names else 2 if names & {".zgroup", ".zarray"} else None
+        # The store's Zarr version: the one whose node documents it holds (None: not a Zarr store).
+        self.spec: ZarrSpec | None = spec_in(k.rsplit("/", 1)[-1] for k in self.keys)
+        self.version = self.spec.version if self.spec is not None else None
         self.nodes: dict[str, Node] = {}
         self.broken: dict[str, str] = {}  # key -> why it could not be read
+        present = set(self.keys)
         for key in self.keys:
             parent, _, name = key.rpartition("/")
-            if self.version == 3 and name == "zarr.json":
-                doc = self._doc(key)
-                if doc is not None:
-                    kind = str(doc.get("node_type"))
-                    self.nodes[parent] = Node(parent, kind, doc, dict(doc.get("attributes") or {}))
-            elif self.version == 2 and name in (".zgroup", ".zarray"):
-                doc = self._doc(key)
-                if doc is not None:
-                    attrs_key = join_key(parent, ".zattrs")
-                    attrs = self._doc(attrs_key) if attrs_key in self.keys else {}
-                    kind = "array" if name == ".zarray" else "group"
-                    self.nodes[parent] = Node(parent, kind, doc, attrs or {})
+            if self.spec is None or name not in self.spec.node_names:
+                continue
+            doc = self._doc(key)
+            if doc is not None:
+                node = self.spec.read_node(
+                    parent, name, doc, lambda k: (self._doc(k) or {}) if k in present else {}
+                )
+                if node is not None:
+                    self.nodes[parent] = node
 
     def _doc(self, key: str) -> dict[str, Any] | None:
         try:
@@ -128,28 +116,18 @@ class StoreTree:
             if k.startswith(prefix) and k.rsplit("/", 1)[-1] not in METADATA_NAMES
         ]
 
+    def array_meta(self, array: Node) -> ArrayMeta:
+        """The array's document parsed by its Zarr version; KeyError, TypeError, ValueError or
+        AttributeError when it is malformed (``validate`` reports which)."""
+        assert self.spec is not None  # an array node exists only in a store of known version
+        return self.spec.parse_array(array.meta)
+
     def array_info(self, array: Node) -> ArrayInfo:
-        m = array.meta
-        if self.version == 3:
-            grid = tuple(m["chunk_grid"]["configuration"]["chunk_shape"])
-            codecs = m.get("codecs", [])
-            shard = next((c for c in codecs if c.get("name") == "sharding_indexed"), None)
-            if shard is not None:
-                chunks, shards = tuple(shard["configuration"]["chunk_shape"]), grid
-                codecs = shard["configuration"].get("codecs", [])
-            else:
-                chunks, shards = grid, None
-            compressor = next((c for c in codecs if c.get("name") not in SERIALIZERS), None)
-            conf = compressor.get("configuration", {}) if compressor else {}
-            dtype = str(m["data_type"])
-        else:
-            chunks, shards = tuple(m["chunks"]), None
-            compressor, conf = m.get("compressor"), m.get("compressor") or {}
-            dtype = np.dtype(m["dtype"]).name
-        codec = "none" if compressor is None else _codec_name(compressor, conf)
+        m = self.array_meta(array)
+        codec = "none" if m.compressor is None else _codec_name(m.compressor)
         objects = self.chunk_keys(array)
         stored = sum(self.store.size(join_key(array.path, k)) for k in objects)
-        return ArrayInfo(array.path, tuple(m["shape"]), dtype, chunks, shards, codec, len(objects), stored)
+        return ArrayInfo(array.path, m.shape, m.data_type, m.chunks, m.shards, codec, len(objects), stored)
 
     def images(self) -> list[ImageInfo]:
         out = []
@@ -227,12 +205,13 @@ def ngff_block(attrs: dict[str, Any]) -> tuple[str, dict[str, Any] | None]:
     return "", None
 
 
-def _codec_name(compressor: dict[str, Any], conf: dict[str, Any]) -> str:
-    name = compressor.get("name") or compressor.get("id")
+def _codec_name(compressor: dict[str, Any]) -> str:
+    """A compressor's numcodecs config in a few words ("blosc lz4 clevel 1 shuffle")."""
+    name = compressor.get("id")
     if name == "blosc":
-        shuffle = conf.get("shuffle")
-        shuffle = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle"}.get(shuffle, shuffle)  # type: ignore[arg-type]
-        return f"blosc {conf.get('cname')} clevel {conf.get('clevel')} {shuffle}"
+        shuffle = compressor.get("shuffle")
+        shuffle = {0: "noshuffle", 1: "shuffle", 2: "bitshuffle", -1: "autoshuffle"}.get(shuffle, shuffle)  # type: ignore[arg-type]
+        return f"blosc {compressor.get('cname')} clevel {compressor.get('clevel')} {shuffle}"
     return str(name)
 
 

@@ -33,6 +33,7 @@ from .locations import join_key
 from .memory import MemoryUsage, plan_memory
 from .metadata.collection import collection_groups
 from .metadata.ngff import RESERVED_KEYS
+from .metadata.zarr_versions import SPECS
 from .multiscale import level_count, level_settings
 from .order import FrameOrder
 from .pipeline import Pipeline
@@ -45,7 +46,6 @@ from .writers import LevelWriter
 
 __all__ = ["ArrayStats", "Stream", "open_stream"]
 
-_ZARR_MARKERS = ("zarr.json", ".zgroup", ".zarray")
 # Image group attributes the stream writes itself: user metadata may not replace them.
 _OWN_ATTRIBUTES = RESERVED_KEYS | {SESSION_KEY}
 
@@ -137,7 +137,7 @@ class Stream:
             return
         if not self.settings.overwrite:
             raise StoreError(f"{where}: already exists; pass overwrite=True to replace it")
-        if not any(self.store.exists(m) for m in _ZARR_MARKERS):
+        if not any(self.store.exists(m) for spec in SPECS for m in spec.node_names):
             raise StoreError(
                 f"{where}: exists and is not a Zarr store; refusing to delete it for overwrite=True"
             )

@@ -24,16 +24,13 @@ from .codecs.sharding import EMPTY, decode_index, index_nbytes
 from .frame_columns import GROUP as FRAMES_GROUP
 from .frame_columns import JSON_COLUMN
 from .locations import join_key
-from .store_info import SERIALIZERS, Node, StoreTree, ngff_block, ome_fields
+from .metadata.zarr_spec import ArrayMeta, ZarrSpec
+from .store_info import Node, StoreTree, ngff_block, ome_fields
 from .stores import Store
 
 __all__ = ["Problem", "validate"]
 
-V3_ARRAY_FIELDS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
-V2_ARRAY_FIELDS = ("shape", "chunks", "dtype", "compressor", "fill_value", "order", "filters", "zarr_format")
 AXIS_TYPES = ("time", "channel", "space")
-NGFF_FOR_ZARR = {2: "0.4", 3: "0.5"}
-SHUFFLE_NAMES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}  # the v3 blosc names, as numcodecs codes
 
 
 @dataclass(frozen=True)
@@ -49,34 +46,39 @@ class Problem:
 def validate(store: Store, *, deep: bool = False) -> list[Problem]:
     tree = StoreTree(store)
     problems = [Problem(k, why) for k, why in tree.broken.items()]
-    if tree.version is None:
+    spec = tree.spec
+    if spec is None:
         return [*problems, Problem("", "no Zarr metadata (zarr.json, .zgroup or .zarray) in this store")]
-    if "" not in tree.nodes and not any(k in tree.broken for k in ("zarr.json", ".zgroup", ".zarray")):
+    if "" not in tree.nodes and not any(k in tree.broken for k in spec.node_names):
         problems.append(Problem("", "the store root has no group or array metadata"))
     problems += [Problem(k, "a staging file left by an interrupted write", "warning") for k in tree.temp]
     for node in tree.nodes.values():
-        problems += _check_node(tree, node)
-        if node.kind == "array" and not _missing_fields(tree, node):
+        problems += _check_node(spec, tree, node)
+        if node.kind == "array" and not _missing_fields(spec, node):
             problems += _check_chunks(tree, node, deep)
         if node.kind == "group":
-            problems += _check_ngff(tree, node)
+            problems += _check_ngff(spec, tree, node)
             problems += _check_frame_columns(tree, node)
-    return problems + _check_collections(tree)
+    return problems + _check_collections(spec, tree)
 
 
-def _check_collections(tree: StoreTree) -> list[Problem]:
+def _check_collections(spec: ZarrSpec, tree: StoreTree) -> list[Problem]:
     """Every well a plate lists is a well group, every field a well lists is an image, and every
     path the OME group's ``series`` lists is an image: a reader follows them blindly."""
     out: list[Problem] = []
     images = tree.images_paths()
-    doc = "zarr.json" if tree.version == 3 else ".zattrs"
     plate = tree.plate()
     if plate is not None:
         for i, well in enumerate(plate.get("wells") or []):
             path = well.get("path") if isinstance(well, dict) else None
             node = tree.nodes.get(str(path)) if path is not None else None
             if node is None or "well" not in ome_fields(node.attrs):
-                out.append(Problem(doc, f"plate.wells[{i}].path {path!r} is not a well group in this store"))
+                out.append(
+                    Problem(
+                        spec.attributes_key(""),
+                        f"plate.wells[{i}].path {path!r} is not a well group in this store",
+                    )
+                )
     for node in tree.nodes.values():
         well = ome_fields(node.attrs).get("well") if node.kind == "group" else None
         if not isinstance(well, dict):
@@ -84,31 +86,30 @@ def _check_collections(tree: StoreTree) -> list[Problem]:
         for i, image in enumerate(well.get("images") or []):
             path = image.get("path") if isinstance(image, dict) else None
             if path is None or join_key(node.path, str(path)) not in images:
-                where = join_key(node.path, doc)
+                where = spec.attributes_key(node.path)
                 out.append(Problem(where, f"well.images[{i}].path {path!r} is not an image in this store"))
     for i, path in enumerate(tree.series() or []):
         if not isinstance(path, str) or path not in images:
-            out.append(Problem(join_key("OME", doc), f"series[{i}] {path!r} is not an image in this store"))
+            out.append(
+                Problem(spec.attributes_key("OME"), f"series[{i}] {path!r} is not an image in this store")
+            )
     return out
 
 
-def _missing_fields(tree: StoreTree, node: Node) -> list[str]:
-    required = V3_ARRAY_FIELDS if tree.version == 3 else V2_ARRAY_FIELDS
-    return [f for f in required if f not in node.meta]
+def _missing_fields(spec: ZarrSpec, node: Node) -> list[str]:
+    return [f for f in spec.required_array_fields if f not in node.meta]
 
 
-def _check_node(tree: StoreTree, node: Node) -> list[Problem]:
-    key = join_key(
-        node.path, "zarr.json" if tree.version == 3 else ".zarray" if node.kind == "array" else ".zgroup"
-    )
+def _check_node(spec: ZarrSpec, tree: StoreTree, node: Node) -> list[Problem]:
+    key = spec.document_key(node.path, node.kind)
     out = []
     fmt = node.meta.get("zarr_format")
-    if fmt != tree.version and not (tree.version == 2 and node.kind == "group" and fmt == 2):
-        out.append(Problem(key, f"zarr_format is {fmt!r}, expected {tree.version}"))
-    if tree.version == 3 and node.kind not in ("group", "array"):
+    if fmt != spec.version:
+        out.append(Problem(key, f"zarr_format is {fmt!r}, expected {spec.version}"))
+    if node.kind not in ("group", "array"):
         out.append(Problem(key, f"node_type is {node.kind!r}, expected 'group' or 'array'"))
     if node.kind == "array":
-        missing = _missing_fields(tree, node)
+        missing = _missing_fields(spec, node)
         if missing:
             out.append(Problem(key, f"array metadata lacks required fields {missing}"))
     parent = node.path.rpartition("/")[0] if node.path else None
@@ -117,42 +118,28 @@ def _check_node(tree: StoreTree, node: Node) -> list[Problem]:
     return out
 
 
-def _grid(tree: StoreTree, node: Node) -> tuple[tuple[int, ...], str, bool]:
-    """(object shape, key separator, v3 'c' prefix) of the array's stored objects."""
-    m = node.meta
-    if tree.version == 3:
-        shape = tuple(m["chunk_grid"]["configuration"]["chunk_shape"])
-        enc = m["chunk_key_encoding"]
-        sep = enc.get("configuration", {}).get("separator", "/" if enc.get("name") == "default" else ".")
-        return shape, sep, enc.get("name") == "default"
-    return tuple(m["chunks"]), m.get("dimension_separator", "."), False
-
-
 def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
     out: list[Problem] = []
-    shape = tuple(node.meta["shape"])
     try:
-        object_shape, sep, prefixed = _grid(tree, node)
-    except (KeyError, TypeError, AttributeError) as exc:
-        return [Problem(join_key(node.path, "zarr.json"), f"unreadable chunk grid: {exc!r}")]
-    extent = tuple(math.ceil(s / c) for s, c in zip(shape, object_shape, strict=False))
+        meta: ArrayMeta = tree.array_meta(node)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return [Problem(node.path, f"unreadable array metadata: {exc!r}")]
+    shape, object_shape = meta.shape, meta.grid
     if len(object_shape) != len(shape):
         return [Problem(node.path, f"chunk shape {object_shape} does not match the rank of shape {shape}")]
-    sharding = _sharding(node) if tree.version == 3 else None
+    extent = meta.grid_extent
+    sharding = meta.sharding
     start_index = sharding is not None and sharding.get("index_location", "end") != "end"
     if start_index:  # keys are still checked; the shards' contents are not
         out.append(Problem(node.path, "index_location 'start' is not checked", "warning"))
-    inner = tuple(sharding.get("chunk_shape", ())) if sharding is not None else ()
-    n_inner = math.prod(s // c for s, c in zip(object_shape, inner, strict=False))
-    decoder = _Decoder(tree, node, sharding) if deep else None  # built once per array
+    n_inner = math.prod(s // c for s, c in zip(object_shape, meta.chunks, strict=False))
+    decoder = _Decoder(meta.compressor) if deep else None  # built once per array
     for rel in tree.chunk_keys(node):
         key = join_key(node.path, rel)
-        body = rel[2:] if prefixed and rel.startswith("c" + sep) else (None if prefixed else rel)
-        parts = body.split(sep) if body is not None else []
-        if body is None or len(parts) != len(shape) or not all(p.isdigit() for p in parts):
+        index = meta.keys.parse(rel)
+        if index is None or len(index) != len(shape):
             out.append(Problem(key, "not a chunk key of this array", "warning"))
             continue
-        index = tuple(int(p) for p in parts)
         if any(i >= e for i, e in zip(index, extent, strict=True)):
             # The writers store objects before publishing the shape that covers them, so a crash can
             # leave these behind; readers ignore them.
@@ -168,11 +155,6 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
         if decoder is not None:
             out += decoder.decode(key, pieces)
     return out
-
-
-def _sharding(node: Node) -> dict[str, Any] | None:
-    codecs = node.meta.get("codecs", [])
-    return next((c["configuration"] for c in codecs if c.get("name") == "sharding_indexed"), None)
 
 
 def _check_shard(key: str, data: bytes, n: int) -> tuple[list[Problem], list[bytes]]:
@@ -196,17 +178,7 @@ def _check_shard(key: str, data: bytes, n: int) -> tuple[list[Problem], list[byt
 class _Decoder:
     """The array's compressor as a numcodecs codec, built once; decodes each stored chunk."""
 
-    def __init__(self, tree: StoreTree, node: Node, sharding: dict[str, Any] | None) -> None:
-        if tree.version == 2:
-            comp = node.meta.get("compressor")
-        else:
-            codecs = (sharding or {}).get("codecs", node.meta.get("codecs", []))
-            comp = next((c for c in codecs if c.get("name") not in SERIALIZERS), None)
-            if comp is not None:
-                comp = {"id": comp["name"], **comp.get("configuration", {})}
-        if comp is not None and "typesize" in comp and comp.get("shuffle") in SHUFFLE_NAMES:
-            comp["shuffle"] = SHUFFLE_NAMES[comp["shuffle"]]
-            comp.pop("typesize")
+    def __init__(self, comp: dict[str, Any] | None) -> None:
         self.config = comp
         self.codec: Any = None
         self.error: Exception | None = None
@@ -231,17 +203,17 @@ class _Decoder:
         return []
 
 
-def _check_ngff(tree: StoreTree, node: Node) -> list[Problem]:
+def _check_ngff(spec: ZarrSpec, tree: StoreTree, node: Node) -> list[Problem]:
     version, block = ngff_block(node.attrs)
     if block is None:
         return []
-    where = join_key(node.path, "zarr.json" if tree.version == 3 else ".zattrs")
-    expected = NGFF_FOR_ZARR[tree.version or 3]
+    where = spec.attributes_key(node.path)
+    expected = spec.ngff_version
     out = []
     if version != expected:
         out.append(
             Problem(
-                where, f"OME-NGFF version {version!r} in a Zarr v{tree.version} store; expected {expected}"
+                where, f"OME-NGFF version {version!r} in a Zarr v{spec.version} store; expected {expected}"
             )
         )
     multiscales = block.get("multiscales")
@@ -449,19 +421,9 @@ def _level0(tree: StoreTree, image: Node, block: dict[str, Any] | None) -> Node 
 
 
 def _column_kind(tree: StoreTree, node: Node) -> str | None:
-    """float64, int64 or string (as ``frame_columns`` names them), or the stored type if none."""
-    if tree.version == 3:
-        kind = node.meta.get("data_type")
-        return kind if isinstance(kind, str) else None
-    stored = node.meta.get("dtype")
+    """float64, int64 or string (as ``frame_columns`` names them), or the stored type if none;
+    None when the column's document does not parse."""
     try:
-        dtype = np.dtype(stored) if isinstance(stored, str) else None
-    except TypeError:
-        dtype = None
-    if dtype is None:
+        return tree.array_meta(node).data_type
+    except (KeyError, TypeError, ValueError, AttributeError):
         return None
-    filters = node.meta.get("filters") or []
-    if dtype.kind == "O":
-        vlen = any(isinstance(f, dict) and f.get("id") == "vlen-utf8" for f in filters)
-        return "string" if vlen else "object"
-    return dtype.name

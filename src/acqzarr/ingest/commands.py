@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from ..errors import EXIT_OK, EXIT_RUNTIME, ConfigError
+from ..metadata.zarr_versions import spec_for
 from ..overrides import add_set_argument, parse_assignment
 from ..settings import format_validation_error, load_mapping
 
@@ -43,7 +44,7 @@ def _default_settings(shape: tuple[int, ...], dtype: Any, key: str, version: int
     axes = []
     for name, size in zip("yx", shape, strict=True):
         chunk = min(256, size)
-        shard = min(4, math.ceil(size / chunk)) if version == 3 else 1
+        shard = min(4, math.ceil(size / chunk)) if spec_for(version).sharded else 1
         axes.append({"name": name, "kind": "space", "size": size, "chunk": chunk, "shard": shard})
     return {
         "version": version,

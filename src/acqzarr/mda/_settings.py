@@ -15,6 +15,7 @@ from typing import Any
 import useq
 
 from ..errors import ConfigError
+from ..metadata.zarr_versions import spec_for
 from ..settings import ArraySettings, Blosc, Channel, Dimension, Multiscale, Plate, Position, StreamSettings
 from ._sequence import SequenceLayout, read_sequence
 
@@ -108,7 +109,7 @@ def build_settings(
     dims = []
     for name, size in sizes.items():
         chunk = chunks.get(name, _default_chunk(size) if name in "yx" else 1)
-        default_shard = _default_shard(name, size, chunk, layout) if version == 3 else 1
+        default_shard = _default_shard(name, size, chunk, layout) if spec_for(version).sharded else 1
         unit, scale = _unit_scale(name, layout, pixel)
         dims.append(
             Dimension(

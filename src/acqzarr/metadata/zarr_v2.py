@@ -1,21 +1,21 @@
-"""Zarr v2 documents: ``.zgroup``, ``.zattrs`` and ``.zarray`` (one file each)."""
+"""Zarr v2 documents: ``.zgroup``, ``.zattrs`` and ``.zarray`` (one file each), written and read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["array_doc", "group_doc", "v2_dtype"]
+from ..locations import join_key
+from .zarr_spec import COLUMN_FILL, COLUMN_ZSTD_LEVEL, ArrayMeta, Documents, KeyEncoding, ParsedNode, ZarrSpec
+
+__all__ = ["ZarrV2Spec", "array_doc", "v2_dtype"]
 
 
 def v2_dtype(dtype: np.dtype[Any]) -> str:
     """The numpy typestr with explicit little-endian order ('|' for single bytes)."""
     return dtype.newbyteorder("<").str
-
-
-def group_doc() -> dict[str, Any]:
-    return {"zarr_format": 2}
 
 
 def array_doc(
@@ -40,3 +40,111 @@ def array_doc(
         "filters": filters,
         "dimension_separator": separator,
     }
+
+
+class ZarrV2Spec(ZarrSpec):
+    """Zarr v2 with OME-NGFF 0.4; acqzarr writes one object per chunk (no shards)."""
+
+    version = 2
+    ngff_version = "0.4"
+    sharded = False
+    document_names = (".zgroup", ".zarray", ".zattrs")
+    node_names = (".zgroup", ".zarray")
+    required_array_fields = (
+        "shape",
+        "chunks",
+        "dtype",
+        "compressor",
+        "fill_value",
+        "order",
+        "filters",
+        "zarr_format",
+    )
+
+    def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
+        docs = {join_key(path, ".zgroup"): {"zarr_format": 2}}
+        if attributes:
+            docs[join_key(path, ".zattrs")] = attributes
+        return docs
+
+    def image_array_documents(
+        self,
+        path: str,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        shards: tuple[int, ...],
+        dtype: np.dtype[Any],
+        codec: Any,
+        index_codecs: list[dict[str, Any]],
+        dimension_names: tuple[str, ...],
+        separator: str,
+    ) -> Documents:
+        doc = array_doc(
+            shape=shape,
+            chunks=chunks,
+            dtype=dtype,
+            compressor=None if codec is None else codec.v2_config(),
+            separator=separator,
+        )
+        return {join_key(path, ".zarray"): doc}
+
+    def column_documents(
+        self,
+        path: str,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        kind: str,
+        dimension_names: tuple[str, ...],
+        separator: str,
+    ) -> Documents:
+        string = kind == "string"
+        doc = array_doc(
+            shape=shape,
+            chunks=chunks,
+            dtype=np.dtype(object if string else kind),
+            compressor={"id": "zstd", "level": COLUMN_ZSTD_LEVEL} if string else None,
+            separator=separator,
+            fill_value=COLUMN_FILL[kind],
+            filters=[{"id": "vlen-utf8"}] if string else None,
+        )
+        return {
+            join_key(path, ".zarray"): doc,
+            join_key(path, ".zattrs"): {"_ARRAY_DIMENSIONS": list(dimension_names)},
+        }
+
+    def key_encoding(self, separator: str) -> KeyEncoding:
+        return KeyEncoding(separator)
+
+    def read_node(
+        self, parent: str, name: str, doc: dict[str, Any], attrs: Callable[[str], dict[str, Any]]
+    ) -> ParsedNode | None:
+        kind = {".zarray": "array", ".zgroup": "group"}.get(name)
+        return None if kind is None else ParsedNode(parent, kind, doc, attrs(join_key(parent, ".zattrs")))
+
+    def parse_array(self, doc: dict[str, Any]) -> ArrayMeta:
+        chunks = tuple(int(c) for c in doc["chunks"])
+        dtype = np.dtype(doc["dtype"])
+        filters = doc.get("filters") or []
+        vlen = any(isinstance(f, dict) and f.get("id") == "vlen-utf8" for f in filters)
+        data_type = ("string" if vlen else "object") if dtype.kind == "O" else dtype.name
+        compressor = doc.get("compressor")
+        return ArrayMeta(
+            shape=tuple(int(s) for s in doc["shape"]),
+            data_type=data_type,
+            chunks=chunks,
+            grid=chunks,
+            sharding=None,
+            compressor=dict(compressor) if isinstance(compressor, dict) else None,
+            keys=KeyEncoding(str(doc.get("dimension_separator") or ".")),
+            byte_order=doc["dtype"][0] if str(doc["dtype"])[:1] in "<>|" else "<",
+            fill_value=doc.get("fill_value"),
+            filters=tuple(str(f.get("id")) for f in filters if isinstance(f, dict)),
+        )
+
+    def document_key(self, path: str, kind: str) -> str:
+        return join_key(path, ".zarray" if kind == "array" else ".zgroup")
+
+    def attributes_key(self, path: str) -> str:
+        return join_key(path, ".zattrs")

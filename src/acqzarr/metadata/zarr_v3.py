@@ -1,72 +1,163 @@
-"""Zarr v3 ``zarr.json`` documents for groups and sharded arrays."""
+"""Zarr v3 ``zarr.json`` documents for groups, sharded arrays and plain arrays, written and read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["array_doc", "group_doc", "plain_array_doc"]
+from ..locations import join_key
+from .zarr_spec import (
+    COLUMN_FILL,
+    COLUMN_ZSTD_LEVEL,
+    ArrayMeta,
+    Documents,
+    KeyEncoding,
+    ParsedNode,
+    ZarrSpec,
+    numcodecs_config,
+)
+
+__all__ = ["SERIALIZERS", "ZarrV3Spec"]
+
+# Codecs that turn an array into bytes (or reorder it) rather than compress: the compressor is
+# whatever comes after them.
+SERIALIZERS = ("bytes", "transpose", "vlen-utf8")
+_DEFAULT_KEYS = {"name": "default", "configuration": {"separator": "/"}}
 
 
-def group_doc(attributes: dict[str, Any]) -> dict[str, Any]:
-    return {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-
-
-def array_doc(
-    *,
+def _array_doc(
     shape: tuple[int, ...],
-    shard_shape: tuple[int, ...],
-    chunk_shape: tuple[int, ...],
-    dtype: np.dtype[Any],
-    inner_codecs: list[dict[str, Any]],
-    index_codecs: list[dict[str, Any]],
-    dimension_names: tuple[str, ...],
-) -> dict[str, Any]:
-    """An array whose storage chunks are shards of ``chunk_shape`` inner chunks."""
-    return {
-        "zarr_format": 3,
-        "node_type": "array",
-        "shape": list(shape),
-        "data_type": str(dtype),
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(shard_shape)}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
-        "fill_value": 0,
-        "codecs": [
-            {
-                "name": "sharding_indexed",
-                "configuration": {
-                    "chunk_shape": list(chunk_shape),
-                    "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, *inner_codecs],
-                    "index_codecs": index_codecs,
-                    "index_location": "end",
-                },
-            }
-        ],
-        "attributes": {},
-        "dimension_names": list(dimension_names),
-    }
-
-
-def plain_array_doc(
-    *,
-    shape: tuple[int, ...],
-    chunk: tuple[int, ...],
+    grid: tuple[int, ...],
     data_type: str,
     fill_value: Any,
     codecs: list[dict[str, Any]],
     dimension_names: tuple[str, ...],
 ) -> dict[str, Any]:
-    """An unsharded array (per-frame metadata columns beside an image)."""
     return {
         "zarr_format": 3,
         "node_type": "array",
         "shape": list(shape),
         "data_type": data_type,
-        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunk)}},
-        "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
+        "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(grid)}},
+        "chunk_key_encoding": _DEFAULT_KEYS,
         "fill_value": fill_value,
         "codecs": codecs,
         "attributes": {},
         "dimension_names": list(dimension_names),
     }
+
+
+class ZarrV3Spec(ZarrSpec):
+    """Zarr v3 with OME-NGFF 0.5; acqzarr writes images as ``sharding_indexed`` shards."""
+
+    version = 3
+    ngff_version = "0.5"
+    sharded = True
+    document_names = ("zarr.json",)
+    node_names = ("zarr.json",)
+    required_array_fields = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "codecs", "fill_value")
+
+    def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
+        return {
+            join_key(path, "zarr.json"): {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+        }
+
+    def image_array_documents(
+        self,
+        path: str,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        shards: tuple[int, ...],
+        dtype: np.dtype[Any],
+        codec: Any,
+        index_codecs: list[dict[str, Any]],
+        dimension_names: tuple[str, ...],
+        separator: str,
+    ) -> Documents:
+        """A sharded array: each stored object is a shard of ``chunks``-shaped inner chunks."""
+        sharding = {
+            "name": "sharding_indexed",
+            "configuration": {
+                "chunk_shape": list(chunks),
+                "codecs": [
+                    {"name": "bytes", "configuration": {"endian": "little"}},
+                    *([] if codec is None else [codec.v3_config()]),
+                ],
+                "index_codecs": index_codecs,
+                "index_location": "end",
+            },
+        }
+        doc = _array_doc(shape, shards, str(dtype), 0, [sharding], dimension_names)
+        return {join_key(path, "zarr.json"): doc}
+
+    def column_documents(
+        self,
+        path: str,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        kind: str,
+        dimension_names: tuple[str, ...],
+        separator: str,
+    ) -> Documents:
+        codecs = (
+            [
+                {"name": "vlen-utf8", "configuration": {}},
+                {"name": "zstd", "configuration": {"level": COLUMN_ZSTD_LEVEL, "checksum": False}},
+            ]
+            if kind == "string"
+            else [{"name": "bytes", "configuration": {"endian": "little"}}]
+        )
+        doc = _array_doc(shape, chunks, kind, COLUMN_FILL[kind], codecs, dimension_names)
+        return {join_key(path, "zarr.json"): doc}
+
+    def key_encoding(self, separator: str) -> KeyEncoding:
+        return KeyEncoding("/", "c")
+
+    def read_node(
+        self, parent: str, name: str, doc: dict[str, Any], attrs: Callable[[str], dict[str, Any]]
+    ) -> ParsedNode | None:
+        if name != "zarr.json":
+            return None
+        return ParsedNode(parent, str(doc.get("node_type")), doc, dict(doc.get("attributes") or {}))
+
+    def parse_array(self, doc: dict[str, Any]) -> ArrayMeta:
+        grid = tuple(int(c) for c in doc["chunk_grid"]["configuration"]["chunk_shape"])
+        codecs = list(doc.get("codecs") or [])
+        sharding = next((c for c in codecs if c.get("name") == "sharding_indexed"), None)
+        config = dict(sharding["configuration"]) if sharding is not None else None
+        if config is not None:
+            chunks = tuple(int(c) for c in config["chunk_shape"])
+            codecs = list(config.get("codecs") or [])
+        else:
+            chunks = grid
+        compressor = next((c for c in codecs if c.get("name") not in SERIALIZERS), None)
+        serializer = next((c for c in codecs if c.get("name") == "bytes"), None)
+        endian = (serializer or {}).get("configuration", {}).get("endian", "little")
+        filters = tuple(str(c.get("name")) for c in codecs if c is not compressor and c is not serializer)
+        encoding = doc["chunk_key_encoding"]
+        default = encoding.get("name") == "default"
+        separator = (encoding.get("configuration") or {}).get("separator", "/" if default else ".")
+        return ArrayMeta(
+            shape=tuple(int(s) for s in doc["shape"]),
+            data_type=str(doc["data_type"]),
+            chunks=chunks,
+            grid=grid,
+            sharding=config,
+            compressor=None
+            if compressor is None
+            else numcodecs_config(str(compressor["name"]), dict(compressor.get("configuration") or {})),
+            keys=KeyEncoding(str(separator), "c" if default else None),
+            byte_order=">" if endian == "big" else "<",
+            fill_value=doc.get("fill_value"),
+            filters=filters,
+        )
+
+    def document_key(self, path: str, kind: str) -> str:
+        return join_key(path, "zarr.json")
+
+    def attributes_key(self, path: str) -> str:
+        return join_key(path, "zarr.json")

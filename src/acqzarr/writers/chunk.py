@@ -16,22 +16,18 @@ __all__ = ["ChunkWriter"]
 class ChunkWriter(ObjectWriter):
     """Writes each non-empty chunk of a band as its own object, key '<t>.<c>.<z>.<y>.<x>'."""
 
-    def __init__(self, *, separator: str = ".", **kwargs: Any) -> None:
+    def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.separator = separator
         self._coords = self.layout.chunk_grid_coords()
 
     @classmethod
     def task_groups(cls, layout: ArrayLayout) -> list[list[ChunkCoords]]:
         return [[c] for c in layout.chunk_grid_coords()]
 
-    def chunk_key(self, coords: tuple[int, ...]) -> str:
-        return f"{self.array_path}/{self.separator.join(map(str, coords))}"
-
     def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
         self._put_many(
             [
-                (self.chunk_key((*band.coords, *coord)), enc, enc.used)
+                (self.object_key((*band.coords, *coord)), enc, enc.used)
                 for coord, enc in zip(self._coords, results, strict=False)
             ]
         )

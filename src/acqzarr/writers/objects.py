@@ -11,6 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
 from ..layout import ArrayLayout, Index
+from ..locations import join_key
+from ..metadata.zarr_spec import KeyEncoding
 from ..stores import Store
 from .bands import Band
 from .encode import ChunkCoords, Encoded, output_nbytes
@@ -21,8 +23,9 @@ __all__ = ["ObjectWriter"]
 class ObjectWriter(ABC):
     """Turns a band's encoded task outputs into stored objects."""
 
-    def __init__(self, layout: ArrayLayout, store: Store, array_path: str) -> None:
+    def __init__(self, layout: ArrayLayout, store: Store, array_path: str, keys: KeyEncoding) -> None:
         self.layout = layout
+        self.keys = keys  # the array's chunk key encoding (its format's)
         # Chunk coordinates (frame grid) encoded together, one list per task, in the order of
         # ``results`` in ``store``; and the bytes to leave free after a task's chunks.
         self.tasks = self.task_groups(layout)
@@ -65,6 +68,10 @@ class ObjectWriter(ABC):
 
     def abort(self) -> None:  # noqa: B027 (nothing to drop unless a subclass holds objects back)
         """Drop anything held back after a failure."""
+
+    def object_key(self, coords: tuple[int, ...]) -> str:
+        """The store key of the object (chunk or shard) at grid position ``coords``."""
+        return join_key(self.array_path, self.keys.key(coords))
 
     def _put_many(self, items: Sequence[tuple[str, Encoded, int]]) -> None:
         """Store each ``(key, encoded, nbytes)`` whose encoded group holds any chunk (an all-fill

@@ -78,14 +78,11 @@ class ShardWriter(ObjectWriter):
     def trailer_for(cls, layout: ArrayLayout) -> int:
         return ShardLayout(layout.chunks_per_shard).index_nbytes if _one_band_thick(layout) else 0
 
-    def shard_key(self, coords: tuple[int, ...]) -> str:
-        return f"{self.array_path}/c/{'/'.join(map(str, coords))}"
-
     def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
         if self._single:
             self._put_many(
                 [
-                    (self.shard_key((*band.coords, *s)), enc, self._append_index(enc))
+                    (self.object_key((*band.coords, *s)), enc, self._append_index(enc))
                     for s, enc in zip(self._frame_shards, results, strict=False)
                 ]
             )
@@ -101,7 +98,7 @@ class ShardWriter(ObjectWriter):
                 staged = shard.staged.get(f)
                 if staged is None:
                     staged = shard.staged[f] = self.store.open_staged(
-                        self.shard_key((*ishard, *self._frame_shards[f]))
+                        self.object_key((*ishard, *self._frame_shards[f]))
                     )
                     shard.index[f] = np.full((self.shard_layout.n_chunks, 2), EMPTY, np.uint64)
                 at = staged.append(enc.buffer, enc.used)

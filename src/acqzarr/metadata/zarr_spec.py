@@ -1,0 +1,188 @@
+"""What every Zarr version's metadata looks like to acqzarr: one surface, two implementations.
+
+``zarr_v2.ZarrV2Spec`` and ``zarr_v3.ZarrV3Spec`` both build the documents the
+writers store (``formats.py``) and parse the documents ``acqzarr info`` and
+``acqzarr validate`` read back (``store_info.py``, ``validation.py``), so the
+rules of each version live in its own module and no caller branches on the
+version number.  A parsed array is an ``ArrayMeta``, the same for both
+versions; a chunk's key comes from its ``KeyEncoding``, the one place that
+turns grid coordinates into a key and back.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["COLUMN_FILL", "ArrayMeta", "Documents", "KeyEncoding", "ParsedNode", "ZarrSpec"]
+
+Documents = dict[str, dict[str, Any]]
+
+# Per-frame metadata columns: the missing marker of each kind (also each array's fill value, so a
+# chunk never written reads as missing); string columns are vlen-utf8 then zstd at this level.
+COLUMN_FILL: dict[str, Any] = {"float64": "NaN", "int64": -(2**63), "string": ""}
+COLUMN_ZSTD_LEVEL = 1
+
+
+@dataclass(frozen=True)
+class KeyEncoding:
+    """How a stored object's grid coordinates become its key (relative to the array) and back.
+
+    Zarr v2 joins the coordinates with the array's separator ("0.1.2");
+    Zarr v3's default encoding puts "c" in front ("c/0/1/2").
+    """
+
+    separator: str = "/"
+    prefix: str | None = None
+
+    def key(self, coords: tuple[int, ...]) -> str:
+        parts = [*([self.prefix] if self.prefix is not None else []), *map(str, coords)]
+        return self.separator.join(parts) or "0"
+
+    def parse(self, key: str) -> tuple[int, ...] | None:
+        """The coordinates a relative key names, or None if it is not a key of this encoding."""
+        parts = key.split(self.separator)
+        if self.prefix is not None:
+            if parts[0] != self.prefix:
+                return None
+            parts = parts[1:]
+        if not parts or not all(p.isdigit() for p in parts):
+            return None
+        return tuple(int(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class ArrayMeta:
+    """An array document, parsed into what readers need whatever the Zarr version.
+
+    ``grid`` is the shape of one stored object (a shard when sharded, else a
+    chunk); ``chunks`` the shape of one compressed chunk.  ``data_type`` is a
+    numpy dtype name, or "string" for a vlen-utf8 string array.
+    ``compressor`` is the chunk compressor as a numcodecs config (``id`` plus
+    parameters), or None when chunks are stored raw; ``filters`` names any
+    other codec a chunk passes through (v2 filters, a v3 transpose or
+    checksum), which ``array_reader`` does not apply.
+    """
+
+    shape: tuple[int, ...]
+    data_type: str
+    chunks: tuple[int, ...]
+    grid: tuple[int, ...]
+    sharding: dict[str, Any] | None  # the sharding_indexed configuration, when sharded
+    compressor: dict[str, Any] | None
+    keys: KeyEncoding
+    byte_order: str = "<"  # of a decoded chunk's items ("<", ">" or "|")
+    fill_value: Any = 0
+    filters: tuple[str, ...] = ()
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        """The numpy dtype of a decoded chunk; ValueError for a string or other non-numeric array."""
+        if self.data_type in ("string", "object"):
+            raise ValueError(f"a {self.data_type} array has no fixed-size numpy dtype")
+        return np.dtype(self.data_type).newbyteorder(">" if self.byte_order == ">" else "<")
+
+    @property
+    def shards(self) -> tuple[int, ...] | None:
+        return self.grid if self.sharding is not None else None
+
+    @property
+    def grid_extent(self) -> tuple[int, ...]:
+        """How many stored objects the array's shape spans along each axis."""
+        return tuple(-(-s // g) for s, g in zip(self.shape, self.grid, strict=True))
+
+
+@dataclass(frozen=True)
+class ParsedNode:
+    """A node found in a store: its path, kind, metadata document and attributes."""
+
+    path: str
+    kind: str  # "group" or "array" (anything else is reported by validate)
+    meta: dict[str, Any]
+    attrs: dict[str, Any]
+
+
+class ZarrSpec(ABC):
+    """One Zarr version's documents: written by ``formats.py``, read by ``store_info.py``."""
+
+    version: ClassVar[int]
+    ngff_version: ClassVar[str]  # the OME-NGFF version written with (and expected in) this Zarr version
+    sharded: ClassVar[bool]  # whether acqzarr writes images of this version in shards
+    document_names: ClassVar[tuple[str, ...]]  # the file names that hold this version's metadata
+    node_names: ClassVar[tuple[str, ...]]  # the file names whose presence makes a node
+    required_array_fields: ClassVar[tuple[str, ...]]
+
+    # --- writing ---------------------------------------------------------------------------------
+    @abstractmethod
+    def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
+        """Documents that make ``path`` a group carrying ``attributes``."""
+
+    @abstractmethod
+    def image_array_documents(
+        self,
+        path: str,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        shards: tuple[int, ...],
+        dtype: np.dtype[Any],
+        codec: Any,
+        index_codecs: list[dict[str, Any]],
+        dimension_names: tuple[str, ...],
+        separator: str,
+    ) -> Documents:
+        """Documents of an image level: ``codec`` is a ``BloscCodec`` or None (raw)."""
+
+    @abstractmethod
+    def column_documents(
+        self,
+        path: str,
+        *,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        kind: str,
+        dimension_names: tuple[str, ...],
+        separator: str,
+    ) -> Documents:
+        """Documents of a per-frame metadata column (``frame_columns.py``): ``kind`` "float64" or
+        "int64" (raw little-endian chunks) or "string" (vlen-utf8 then zstd)."""
+
+    @abstractmethod
+    def key_encoding(self, separator: str) -> KeyEncoding:
+        """The chunk keys of arrays acqzarr writes (``separator`` is the v2 dimension separator)."""
+
+    # --- reading ---------------------------------------------------------------------------------
+    @abstractmethod
+    def read_node(
+        self, parent: str, name: str, doc: dict[str, Any], attrs: Callable[[str], dict[str, Any]]
+    ) -> ParsedNode | None:
+        """The node that document ``name`` (one of ``node_names``) at ``parent`` defines;
+        ``attrs(key)`` reads a further document (v2 keeps attributes in ``.zattrs``)."""
+
+    @abstractmethod
+    def parse_array(self, doc: dict[str, Any]) -> ArrayMeta:
+        """Parse an array document; KeyError, TypeError, ValueError or AttributeError if malformed."""
+
+    @abstractmethod
+    def document_key(self, path: str, kind: str) -> str:
+        """The key of the document that defines the node at ``path``."""
+
+    @abstractmethod
+    def attributes_key(self, path: str) -> str:
+        """The key of the document that holds the attributes of the node at ``path``."""
+
+
+SHUFFLE_NAMES = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}  # the v3 blosc names, as numcodecs codes
+
+
+def numcodecs_config(name: str, configuration: dict[str, Any]) -> dict[str, Any]:
+    """A v3 codec entry as the numcodecs config that decodes the same bytes."""
+    config = {"id": name, **configuration}
+    if name == "blosc" and config.get("shuffle") in SHUFFLE_NAMES:
+        config["shuffle"] = SHUFFLE_NAMES[config["shuffle"]]
+        config.pop("typesize", None)
+    return config
