@@ -2,7 +2,8 @@
 
 For re-recording or re-chunking real data, and the way tests feed known
 frames through the whole pipeline.  Files are read lazily (memory-mapped
-.npy, one TIFF page or Zarr slice at a time), so stacks larger than memory
+.npy, one TIFF page, or one row of Zarr chunks at a time, decoded by
+``acqzarr.array_reader`` so no zarr-python is needed), so stacks larger than memory
 replay fine.  A file never drops frames; ``fps`` paces playback like a camera.
 """
 
@@ -45,14 +46,10 @@ def _open(path: Path) -> Any:
 
         data = tifffile.memmap(path) if _tiff_contiguous(path) else tifffile.imread(path)
     elif path.is_dir():
-        try:
-            import zarr
-        except ModuleNotFoundError:
-            raise ValueError(
-                f"{path}: replaying a Zarr array reads it with zarr-python, which is not installed: "
-                "pip install 'acqzarr[replay]' (or zarr>=3)"
-            ) from None
-        data = zarr.open_array(str(path), mode="r")
+        from acqzarr.array_reader import ArrayReader
+        from acqzarr.stores import LocalStore
+
+        data = ArrayReader(LocalStore(path))
     else:
         raise ValueError(f"unsupported replay source {path} (use .npy, .tif/.tiff or a Zarr array)")
     if data.ndim < 2:

@@ -15,9 +15,21 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BufferPool", "mapped_array"]
+__all__ = ["BufferPool", "anonymous_memory", "mapped_array"]
 
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
+
+
+def anonymous_memory(nbytes: int, *, populate: bool = True) -> mmap.mmap:
+    """Page-aligned, zeroed memory of its own, faulted in now where the kernel can (MAP_POPULATE).
+
+    Where ``mmap`` has no flags (Windows), an anonymous map is still page
+    aligned; its pages are faulted on first touch.
+    """
+    if not hasattr(mmap, "MAP_ANONYMOUS"):
+        return mmap.mmap(-1, nbytes)
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | (_POPULATE if populate else 0)
+    return mmap.mmap(-1, nbytes, flags=flags)
 
 
 def mapped_array(
@@ -31,9 +43,7 @@ def mapped_array(
     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     if nbytes == 0:
         return np.zeros(shape, dtype)
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | (_POPULATE if populate else 0)
-    mem = mmap.mmap(-1, nbytes, flags=flags)
-    return np.frombuffer(mem, dtype=dtype).reshape(shape)
+    return np.frombuffer(anonymous_memory(nbytes, populate=populate), dtype=dtype).reshape(shape)
 
 
 class BufferPool:

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..buffers import anonymous_memory
 from ..errors import StoreError
 from .base import Buffer, Staged, Store
 from .local_groups import META, LinkedGroups, SymlinksUnavailable, fsync_dir
@@ -42,7 +43,11 @@ __all__ = ["LocalStore"]
 _IOV_MAX = 1024
 _ALIGN = 4096  # covers 512-byte and 4 KiB logical blocks
 DIRECT_MIN_BYTES = 256 << 10  # below this the page cache is cheaper than a staging copy
-_O_DIRECT = getattr(os, "O_DIRECT", 0)
+_O_DIRECT = getattr(os, "O_DIRECT", 0)  # Linux; elsewhere every write is a plain buffered write
+# Binary on Windows (no newline translation), closed in child processes where the flag exists.
+_WRITE_FLAGS = (
+    os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+)
 
 
 class LocalStore(Store):
@@ -85,7 +90,7 @@ class LocalStore(Store):
         fd = -1
         try:
             self._ensure_dir(directory)
-            flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+            flags = _WRITE_FLAGS
             if direct:
                 fd = self._open_direct(tmp, flags)
             if fd < 0:  # not asked for, or the filesystem refused O_DIRECT: same bytes, plain fd
@@ -139,8 +144,7 @@ class LocalStore(Store):
         current: mmap.mmap | None = getattr(self._staging, "buf", None)
         if current is None or len(current) < nbytes:
             size = -(-nbytes // (1 << 20)) * (1 << 20)
-            flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
-            current = mmap.mmap(-1, size, flags=flags)
+            current = anonymous_memory(size)
             self._staging.buf = current
         return memoryview(current)
 
@@ -269,7 +273,7 @@ class _StagedFile(Staged):
         directory, name = os.path.split(self._path)
         self._tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(store._counter)}.tmp")
         self._end = 0
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        flags = _WRITE_FLAGS
         try:
             store._ensure_dir(directory)
             fd = store._open_direct(self._tmp, flags) if store.direct_io else -1
@@ -349,7 +353,7 @@ def _pwrite_all(fd: int, view: memoryview, nbytes: int, offset: int = 0) -> None
         if (offset + done) % _ALIGN:
             _drop_direct(fd)
         try:
-            done += os.pwrite(fd, view[done:], offset + done)
+            done += _pwrite(fd, view[done:], offset + done)
         except OSError as exc:
             if exc.errno != errno.EINVAL or not _drop_direct(fd):
                 raise
@@ -357,9 +361,20 @@ def _pwrite_all(fd: int, view: memoryview, nbytes: int, offset: int = 0) -> None
         os.ftruncate(fd, offset + nbytes)
 
 
+def _pwrite(fd: int, view: memoryview, offset: int) -> int:
+    """``os.pwrite``, or a seek and a write where it does not exist (Windows): each file is written
+    by one thread at a time, so the two steps cannot interleave with another write to it."""
+    if hasattr(os, "pwrite"):
+        return os.pwrite(fd, view, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.write(fd, view)
+
+
 def _drop_direct(fd: int) -> bool:
     """Turn O_DIRECT off on ``fd``; False if it was not on (nothing to retry)."""
-    import fcntl  # POSIX only; reached only where O_DIRECT exists, so ``import acqzarr`` works on Windows
+    if not _O_DIRECT:
+        return False  # no O_DIRECT on this platform: nothing can have turned it on
+    import fcntl  # POSIX only, like O_DIRECT: imported here so ``import acqzarr`` works on Windows
 
     flags = fcntl.fcntl(fd, fcntl.F_GETFL)
     if not flags & _O_DIRECT:

@@ -66,6 +66,7 @@ import itertools
 import os
 import re
 import shutil
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, unquote
@@ -245,7 +246,11 @@ def _remove(path: Path) -> None:
 
 
 def fsync_dir(directory: str | os.PathLike[str]) -> None:
-    """Make a directory's entries (created, renamed, removed names) durable."""
+    """Make a directory's entries (created, renamed, removed names) durable.
+
+    Windows cannot open a directory; NTFS journals its entries, so there is nothing to do."""
+    if sys.platform == "win32":
+        return
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
