@@ -23,6 +23,20 @@ def _block(after_heading: str) -> str:
     return match.group(1)
 
 
+def test_the_quick_start_records_and_the_read_back_example_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    section = README.read_text().split("## Recording from Python\n", 1)[1].split("\n## ", 1)[0]
+    record, read_back = re.findall(r"```python\n(.*?)```", section, re.S)[:2]
+    camera = np.random.default_rng(1).integers(0, 4096, (3, 2048, 2048), dtype=np.uint16)
+    exec(compile(record, "README.md", "exec"), {"camera": camera})
+    exec(compile(read_back, "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-1] == f"(3, 2048, 2048) {camera[-1].mean()}"
+    np.testing.assert_array_equal(zarr.open_array("run.zarr/cam0/0", mode="r")[...], camera)
+
+
 def test_the_per_frame_metadata_example_runs_and_reads_back(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
