@@ -113,6 +113,7 @@ def test_valid_settings_round_trip_through_yaml_and_json(tmp_path: Path) -> None
         ),
         (lambda d: d["arrays"][0].update(key="../escape"), "arrays.0.key", "'..'"),
         (lambda d: d["arrays"][0].update(key="/abs"), "arrays.0.key", "empty"),
+        (lambda d: d["arrays"][0].update(key="cam0\n"), "arrays.0.key", "letters, digits"),  # no "$" newline
         (lambda d: d["arrays"].append(dict(d["arrays"][0])), "(root)", "unique"),
         (
             lambda d: d["arrays"][0].update(multiscale={"levels": 0}),

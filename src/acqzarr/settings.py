@@ -140,7 +140,7 @@ _UNIT_HINTS = {
 # Blosc1 refuses buffers above BLOSC_MAX_BUFFERSIZE (INT32_MAX - 16 bytes of overhead).
 MAX_CHUNK_BYTES = 2**31 - 1 - 16
 
-_KEY_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_KEY_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _COLOR = re.compile(r"^[0-9A-Fa-f]{6}$")
 
 # The group bioformats2raw.layout puts beside the images of a collection (its ``series`` list).
@@ -153,12 +153,15 @@ POSITION_AXIS = "p"
 _TYPESTR = re.compile(r"^[<>=|]?[uif][0-9]+$")
 
 
+def is_key_segment(value: str) -> bool:
+    """One plain name in a store path: letters, digits, '_', '.', '-', not starting with '.' or '-'."""
+    return bool(_KEY_SEGMENT.fullmatch(value)) and value not in (".", "..")
+
+
 def is_key_path(value: str) -> bool:
     """An image key: '' (the store root) or '/'-joined plain names, never '.' or '..'.  The ZeroMQ
     protocol checks keys with this too."""
-    return value == "" or all(
-        _KEY_SEGMENT.match(seg) and seg not in (".", "..") for seg in value.split("/")
-    )
+    return value == "" or all(is_key_segment(seg) for seg in value.split("/"))
 
 
 def dtype_name(value: object) -> str:
@@ -444,7 +447,7 @@ class ArraySettings(_Model):
     @classmethod
     def _column_names_are_segments(cls, v: dict[str, str]) -> dict[str, str]:
         for name in v:
-            if not _KEY_SEGMENT.match(name) or name == "json":
+            if not _KEY_SEGMENT.fullmatch(name) or name == "json":
                 raise ValueError(
                     f"a frame column name must be letters, digits, '_', '.', '-' (not starting with "
                     f"'.' or '-') and not 'json' (the JSON column's name), got {name!r}"
@@ -601,7 +604,7 @@ class Position(_Model):
     @field_validator("name")
     @classmethod
     def _name_is_one_segment(cls, v: str) -> str:
-        if not _KEY_SEGMENT.match(v) or v == COLLECTION_GROUP:
+        if not _KEY_SEGMENT.fullmatch(v) or v == COLLECTION_GROUP:
             raise ValueError(
                 f"a position name must be one path segment of letters, digits, '_', '.', '-' (not "
                 f"starting with '.', not {COLLECTION_GROUP!r}), got {v!r}"

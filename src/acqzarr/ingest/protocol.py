@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Annotated, Any, Final, Literal
 
 import blosc2
@@ -31,7 +30,7 @@ from pydantic import (
 )
 
 from ..errors import ProtocolError
-from ..settings import DTYPES, is_key_path
+from ..settings import DTYPES, is_key_path, is_key_segment
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -75,13 +74,13 @@ REASONS: dict[str, str] = {
     "internal": "an unexpected error while handling the message (a bug; logged with its traceback)",
 }
 
-# One path segment: series_id names a directory under the server's root.
-_SERIES_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+MAX_SERIES_ID = 128
 
 
 def valid_series_id(value: str) -> bool:
-    """A single, plain directory name: no separators, no '..', no leading '.', 1-128 characters."""
-    return bool(_SERIES_ID.fullmatch(value)) and ".." not in value
+    """series_id names a directory under the server's root: one key segment (``settings``' rule),
+    with no '..' anywhere, at most 128 characters."""
+    return len(value) <= MAX_SERIES_ID and is_key_segment(value) and ".." not in value
 
 
 def valid_key(value: str) -> bool:
