@@ -292,7 +292,7 @@ def test_per_frame_metadata_is_published_live_up_to_the_flushed_frames(
     """Each status tick publishes the frame log for the frames on disk, never ahead of the image."""
     in_process.send("live", 0, {"htype": "series_start", "settings": SMALL_SERIES})
     in_process.frames("live", 1, 5)  # layers of 2 frames: 4 flushed, 1 in a partial layer
-    stream = in_process.server.series["live"].stream
+    stream = in_process.server.series["live"].recording.stream
     deadline = time.monotonic() + 30
     while stream.stats("cam0").frames_flushed < 4:
         assert time.monotonic() < deadline

@@ -262,3 +262,23 @@ def test_a_session_with_positions_records_one_source_per_image(tmp_path: Path) -
         assert root[f"{key}/acqzarr_frames/frame_id"].shape == (n,)  # type: ignore[union-attr]
     with pytest.raises(az.ConfigError, match="must name one of the arrays"):
         _load(tmp_path, {**data, "source": [{**data["source"][0], "key": "cam0"}]})
+
+
+class _ClosedPipe(io.StringIO):
+    """A log whose reader went away (``acqzarr record ... | head``)."""
+
+    def write(self, s: str) -> int:
+        raise BrokenPipeError("the reader went away (injected)")
+
+
+def test_a_session_that_fails_itself_still_closes_the_store_as_incomplete(tmp_path: Path) -> None:
+    """Not a source but the session fails (its progress output breaks): the sources are stopped,
+    every accepted frame is flushed, the record says incomplete, and the failure reaches the caller."""
+    config, cameras = _load(tmp_path, _session(tmp_path))  # no frame limit: records until stopped
+    with pytest.raises(BrokenPipeError):
+        record(config, cameras, log=_ClosedPipe(), refresh=0.01)
+    image = zarr.open_group(str(tmp_path / "s.zarr" / "cam0"), mode="r")
+    session = image.attrs["acqzarr_session"]
+    assert isinstance(session, dict)
+    assert session["completed"] is False and session["interrupted"] is None and session["stop"] is not None
+    assert session["frames_on_disk"] == session["frames_accepted"] == image["0"].shape[0]  # type: ignore[union-attr]

@@ -6,8 +6,8 @@ touches disk.  Each source runs in its own thread, so two cameras write into
 one store concurrently.  Each frame's camera metadata (frame_id, timestamps,
 drops) goes into the image's per-frame metadata columns (``frame_columns.py``); the
 session record (``session_record.py``) names the driver, and its counters and
-drops follow the recording.
-SIGINT/SIGTERM stop the sources; the stream is then closed normally, so
+drops follow the recording (``recording.py``, shared with ``acqzarr serve``).
+SIGINT/SIGTERM stop the sources; the recording then ends normally, so
 everything accepted is flushed and the store finalized.
 """
 
@@ -27,11 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError
 from .overrides import apply_overrides
-from .progress import Display, make_display, snapshot
+from .progress import Display, Snapshot, make_display, snapshot
+from .recording import End, Recording
 from .settings import StreamSettings, format_validation_error, load_mapping
 from .stop import StopSignal
 from .stores import Store
-from .stream import Stream, open_stream
 
 __all__ = ["SessionConfig", "SourceSettings", "load_session", "record"]
 
@@ -175,10 +175,10 @@ def estimate(config: SessionConfig, cameras: Sequence[Any]) -> dict[str, Any]:
 class _Acquisition:
     """One source feeding one array, on its own thread."""
 
-    def __init__(self, stream: Stream, src: SourceSettings, key: str, camera: Any, stop: StopSignal) -> None:
-        self.stream, self.src, self.key, self.camera, self.stop = stream, src, key, camera, stop
-        self.frames = 0
-        self.dropped = 0
+    def __init__(
+        self, recording: Recording, src: SourceSettings, key: str, camera: Any, stop: StopSignal
+    ) -> None:
+        self.recording, self.src, self.key, self.camera, self.stop = recording, src, key, camera, stop
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, name=f"acqzarr-source-{key}", daemon=True)
 
@@ -187,7 +187,9 @@ class _Acquisition:
         limit = self.src.frames
         try:
             self.camera.start()
-            while (limit is None or self.frames < limit) and not self.stop.event.is_set():
+            while (
+                limit is None or self.recording.counts(self.key).accepted < limit
+            ) and not self.stop.event.is_set():
                 info = self.camera.read_into(buf)
                 if info is None:
                     break
@@ -197,11 +199,7 @@ class _Acquisition:
                     "receive_ns": time.monotonic_ns(),
                     "dropped_before": info.dropped_before,
                 }
-                self.stream.append(buf, key=self.key, metadata=meta)
-                self.frames += 1
-                if info.dropped_before:
-                    self.dropped += info.dropped_before
-                    self.stream.update_session({"frames_dropped": self.dropped}, key=self.key, write=False)
+                self.recording.append(buf, self.key, meta, lost=info.dropped_before)
         except BaseException as exc:
             self.error = exc
             self.stop.event.set()  # one failed source ends the session for all
@@ -224,13 +222,14 @@ class _Acquisition:
             },
         }
 
-    def end(self) -> dict[str, Any]:
-        """What the record says at the end: drops, interruption, and whether it is complete."""
-        return {
-            "frames_dropped": int(self.camera.dropped),
-            "interrupted": self.stop.signal,
-            "completed": self.error is None and self.stop.signal is None,
-        }
+    def end(self, aborted: bool) -> End:
+        """How this source ended: the camera's own count of drops (it may also have lost frames after
+        the last one read), the signal that interrupted it, and whether it is complete (not if it
+        failed, was interrupted, or the session around it failed: ``aborted``)."""
+        return End(
+            completed=self.error is None and self.stop.signal is None and not aborted,
+            fields={"frames_dropped": int(self.camera.dropped), "interrupted": self.stop.signal},
+        )
 
 
 def record(
@@ -247,38 +246,38 @@ def record(
     """
     out = log or sys.stdout
     stop = StopSignal()
-    stream = open_stream(config.stream_settings(), store, source={"kind": "record"})
+    recording = Recording(config.stream_settings(), store, source={"kind": "record"})
     t0 = time.monotonic()
     runs = [
-        _Acquisition(stream, src, config.key_of(src), cam, stop)
+        _Acquisition(recording, src, config.key_of(src), cam, stop)
         for src, cam in zip(config.sources, cameras, strict=True)
     ]
+
+    def snapshots() -> list[Snapshot]:
+        elapsed = time.monotonic() - t0
+        return [snapshot(recording.stream, r.key, elapsed, recording.counts(r.key).dropped) for r in runs]
+
     display: Display = make_display(out)
+    aborted: BaseException | None = None  # the session itself failed, not one of its sources
     with stop:
         try:
             for run in runs:
-                stream.update_session({"source": run.source()}, key=run.key)
+                recording.describe(run.key, run.source())
                 run.thread.start()
             while alive := [run for run in runs if run.thread.is_alive()]:
                 alive[0].thread.join(refresh)  # returns as soon as a source ends, at the latest after refresh
-                if any(run.thread.is_alive() for run in runs):  # the final figures come from close()
-                    display.update([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
+                if any(run.thread.is_alive() for run in runs):  # the final figures come from finish()
+                    display.update(snapshots())
+        except BaseException as exc:
+            aborted = exc
         finally:
             stop.event.set()
             for run in runs:
-                run.thread.join()
-    error = next((r.error for r in runs if r.error is not None), None)
+                if run.thread.ident is not None:  # started
+                    run.thread.join()
+    failure = aborted or next((r.error for r in runs if r.error is not None), None)
     try:
-        for run in runs:
-            stream.update_session(run.end(), key=run.key)
+        recording.finish({run.key: run.end(aborted is not None) for run in runs}, failure)
     finally:
-        try:
-            stream.close()
-        except Exception:
-            if error is None:
-                raise  # otherwise the original failure is the one to report
-        finally:
-            display.close([snapshot(stream, r.key, time.monotonic() - t0, r.dropped) for r in runs])
-    if error is not None:
-        raise error
-    return [stream.session(run.key) for run in runs]
+        display.close(snapshots())
+    return [recording.stream.session(run.key) for run in runs]

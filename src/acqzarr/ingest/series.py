@@ -7,7 +7,9 @@ frame's header fields go into the image's per-frame metadata columns
 (``frame_columns.py``, with ``acqzarr record``'s fields plus ``gap_before``;
 a frame's ``user_data`` into its JSON entry), and the session record
 (``session_record.py``) describes the series, so readers need not care how a
-dataset was acquired.
+dataset was acquired.  Opening, counting drops and the end of the record are
+``recording.py``'s, as for ``acqzarr record``; what is the protocol's (message
+sequence, gaps, rejections, the ``user_data`` cap) is here.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProtocolError
+from ..recording import End, Recording
 from ..settings import ArraySettings, StreamSettings
-from ..stream import open_stream
 from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart
 
 __all__ = ["Series"]
@@ -35,7 +37,6 @@ class _Key:
         self.shape = settings.frame_shape
         self.dtype = np.dtype(settings.dtype)
         self.decode_buffer: np.ndarray[Any, Any] | None = None
-        self.dropped = 0  # frames lost before this array's frames: camera drops and transport gaps
 
 
 class Series:
@@ -50,11 +51,9 @@ class Series:
         self.gaps = 0
         self._pending_gap = 0
         self.rejected: Counter[str] = Counter()
-        self.frames = 0
-        self.bytes_raw = 0
         self._user_data_left = user_data_cap
         self.user_data_dropped = 0
-        self.stream = open_stream(settings, source=self._source())
+        self.recording = Recording(settings, source=self._source())
         self.keys = {a.key: _Key(a) for a in settings.images}  # with positions: "<position>/<array>"
 
     def _source(self, end: str | None = None, end_header: SeriesEnd | None = None) -> dict[str, Any]:
@@ -74,6 +73,11 @@ class Series:
                 "series_end": None if end_header is None else end_header.user_data,
             },
         }
+
+    @property
+    def frames(self) -> int:
+        """Frames accepted so far, all arrays."""
+        return sum(self.recording.counts(key).accepted for key in self.keys)
 
     def touch(self) -> None:
         self.last_activity = time.monotonic()
@@ -104,7 +108,7 @@ class Series:
             )
         return state
 
-    def append(self, header: Frame, state: _Key, frame: np.ndarray[Any, Any], receive_ns: int) -> None:
+    def append(self, header: Frame, frame: np.ndarray[Any, Any], receive_ns: int) -> None:
         """Hand the frame and its metadata to the stream (which copies the frame)."""
         meta: dict[str, Any] = {
             "frame_id": header.frame_id,
@@ -120,19 +124,14 @@ class Series:
                 self._user_data_left -= size
             else:
                 self.user_data_dropped += 1
-        self.stream.append(frame, key=header.key, metadata=meta)
-        lost = header.dropped_before + self._pending_gap
+        lost = header.dropped_before + self._pending_gap  # camera drops and transport gaps
+        self.recording.append(frame, header.key, meta, lost=lost)
         self._pending_gap = 0
-        self.frames += 1
-        self.bytes_raw += frame.nbytes
-        if lost:
-            state.dropped += lost
-            self.stream.update_session(
-                {"frames_dropped": state.dropped, "source": self._source()}, key=header.key, write=False
-            )
+        if lost:  # readers see the gaps so far with the drops
+            self.recording.describe(header.key, self._source(), write=False)
 
     def bytes_written(self) -> int:
-        return sum(self.stream.stats(k).bytes_written for k in self.keys)
+        return sum(self.recording.stream.stats(k).bytes_written for k in self.keys)
 
     def finalize(self, end: str, end_header: SeriesEnd | None) -> dict[str, Any]:
         """Finish every image's session record, then close the stream.
@@ -142,19 +141,13 @@ class Series:
         rejected on the way.
         """
         completed = end == "series_end" and self.gaps == 0 and not self.rejected
-        source = self._source(end, end_header)
+        ending = End(completed, {"source": self._source(end, end_header)})
         error: BaseException | None = None
         try:
-            for key in self.keys:
-                self.stream.update_session({"source": source, "completed": completed}, key=key, write=False)
-        except Exception as exc:
+            self.recording.finish(dict.fromkeys(self.keys, ending))
+        except Exception as exc:  # the server goes on; the summary reports it
             error = exc
-        finally:
-            try:
-                self.stream.close()
-            except Exception as exc:
-                error = error or exc
-        record = self.stream.session(next(iter(self.keys)))
+        record = self.recording.stream.session(next(iter(self.keys)))
         summary = {
             "series_id": self.id,
             "store": self.settings.store,

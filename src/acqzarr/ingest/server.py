@@ -310,7 +310,7 @@ class IngestServer:
         if header.encoding == "blosc2":
             state.decode_buffer = frame  # reused: the stream copies every frame it accepts
         try:
-            series.append(header, state, frame, receive_ns)
+            series.append(header, frame, receive_ns)
         except FrameError as exc:
             raise ProtocolError("append", str(exc)) from None
         except AcqzarrError as exc:  # the writer failed: the series cannot go on
