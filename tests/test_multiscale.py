@@ -129,6 +129,27 @@ def test_every_level_matches_the_reference(tmp_path: Path, version: int, method:
             assert_reads_back(path, version, expected)
 
 
+@pytest.mark.parametrize("method", ["mean", "min", "decimate"])
+@pytest.mark.parametrize(
+    ("shape", "chunks"),
+    [
+        ((9, 37, 50), (4, 15, 7)),  # odd frame chunks: pairs straddle tiles, planes are read out first
+        ((5, 300, 262), (2, 150, 132)),  # tiles taller than one strip of the reducer (64 rows)
+    ],
+    ids=["odd-chunks", "tall-tiles"],
+)
+def test_levels_match_the_reference_whatever_the_frame_chunks(
+    tmp_path: Path, version: int, method: str, shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> None:
+    """Planes halve tile by tile inside the band when the frame chunks are even, and are copied
+    out of the band first when they are not: both give the reference pyramid."""
+    data = sample_data(shape, "uint16")
+    kinds = ["time", "space", "space"]
+    record(tmp_path / "s.zarr", version, data, kinds, "tyx", chunks, az.Multiscale(levels=3, method=method))
+    for level, expected in enumerate(reference_pyramid(data, kinds, 3, method)):
+        assert_reads_back(tmp_path / "s.zarr" / "img" / str(level), version, expected)
+
+
 @pytest.mark.parametrize("method", ["mean", "decimate"])
 def test_z_as_append_axis_pairs_planes(tmp_path: Path, version: int, method: str) -> None:
     data = sample_data((7, 20, 22), "uint16")  # 7 planes: the last pairs with itself

@@ -1,9 +1,11 @@
 """Feeding the lower-resolution levels of one image from the complete bands of the level above.
 
 A level's writer hands each complete band here before its buffer may be
-reused.  On the pipeline's downsampling thread (ordered) the band's frames
-are read back from the tiles, halved along the frame's space axes, and
-written to the next level *by index*, like any index-addressed append.  A
+reused.  The band's frames are read back from the tiles and halved along the
+frame's space axes on the compression pool (a pyramid costs about as much
+CPU as compressing, so it needs every core); the pipeline's downsampling
+thread (ordered) pairs the planes up and writes the results to the next
+level *by index*, in order, like any index-addressed append.  A
 space axis among the index axes (z in t-z-y-x, or an appended z) halves too:
 planes 2j and 2j+1 make plane j of the next level.  When a pair straddles two
 bands, the first plane waits here for its partner; the last plane of an odd
@@ -14,17 +16,25 @@ publisher shows all levels together.
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, wait
 from typing import Any
 
 import numpy as np
 
-from .layout import Index
+from .layout import ArrayLayout, Index
 from .multiscale import reduce_block
 from .pipeline import Pipeline
 from .writers.bands import FILLED, SKIPPED, Band
 from .writers.level import LevelWriter
 
 __all__ = ["Pyramid"]
+
+# Where a plane of a pair comes from: its slot in the band being reduced, a copy kept from an
+# earlier band, or None for a plane that holds no frame.
+Source = Index | np.ndarray[Any, Any] | None
 
 
 class Pyramid:
@@ -37,8 +47,14 @@ class Pyramid:
         self.halved = spaces[0] if spaces else None  # at most one: a frame holds two space axes
         # Planes waiting for their partner, per target level: target index -> (plane, source plane index).
         self._held: list[dict[Index, tuple[np.ndarray[Any, Any] | None, int]]] = [{} for _ in writers]
-        self._scratch = [np.zeros(w.layout.frame_shape, w.layout.dtype) for w in writers[:-1]]
+        # Planes the pool threads read frames into, per source level; reused, so that the pages
+        # are touched once (fresh memory is slow here), and as many as tasks ran at once.
+        self._spares: list[list[np.ndarray[Any, Any]]] = [[] for _ in writers]
+        self._window = 2 * pipeline.threads  # planes reduced ahead of the one being put
         self._frame_axes = tuple(range(lay0.frame_ndim))
+        # Even chunks along the frame: no pair of samples straddles two tiles, so a plane halves
+        # tile by tile in the band buffer, without first being copied out of it.
+        self._tiled = [all(c % 2 == 0 for c in w.layout.frame_chunks) for w in writers]
         for level, writer in enumerate(writers[:-1]):
             writer.on_band = lambda band, level=level: self._on_band(level, band)
 
@@ -57,46 +73,119 @@ class Pyramid:
                 source.band_done(band)
 
     def _reduce_band(self, level: int, band: Band) -> None:
+        """Reduce the band's planes on the compression pool, and put the results in order.
+
+        Pairing happens here, in order (it decides which planes make one target plane); the
+        reductions, most of a pyramid's cost, run on the pool beside the compression, a few
+        planes ahead of the one being put (which bounds the planes in flight).
+        """
+        ahead: deque[tuple[Index, Future[np.ndarray[Any, Any]] | None]] = deque()
+        try:
+            for index, sources in self._pair_up(level, band):
+                if len(ahead) >= self._window:
+                    self._put(level + 1, *ahead.popleft())
+                holes = all(s is None for s in sources)
+                ahead.append(
+                    (index, None if holes else self.pipeline.compress(self._reduce, level, band, sources))
+                )
+            while ahead:
+                self._put(level + 1, *ahead.popleft())
+        finally:  # the tasks read the band's buffer: none may still run when it is released
+            wait([f for _, f in ahead if f is not None])
+
+    def _pair_up(self, level: int, band: Band) -> Iterator[tuple[Index, list[Source]]]:
+        """(target index, source planes) for every plane the band completes at the next level."""
         lay = self.writers[level].layout
         target = level + 1
         for within in band.slots((FILLED, SKIPPED)):
             index = tuple(b * c + w for b, c, w in zip(band.coords, lay.index_chunks, within, strict=True))
-            plane = None
-            if band.buffer is not None:
-                plane = self._scratch[level]
-                lay.read_frame(band.buffer, within, plane)
+            plane: Source = None if band.buffer is None else within
             if self.halved is None:
-                self._emit(target, index, [plane])
+                yield index, [plane]
                 continue
             h = self.halved
             t_index = (*index[:h], index[h] // 2, *index[h + 1 :])
             size = lay.index_shape[h]
             if size and (index[h] ^ 1) >= size:
-                self._emit(target, t_index, [plane, plane])  # the odd last plane pairs with itself
+                yield t_index, [plane, plane]  # the odd last plane pairs with itself
                 continue
             held = self._held[target].pop(t_index, None)
-            if held is None:
-                self._held[target][t_index] = (None if plane is None else plane.copy(), index[h])
+            if held is None:  # its partner is in a later band: keep a copy, this buffer goes back
+                copy = None
+                if band.buffer is not None:
+                    copy = np.empty(lay.frame_shape, lay.dtype)
+                    lay.read_frame(band.buffer, within, copy)
+                self._held[target][t_index] = (copy, index[h])
                 continue
             other, other_at = held
-            self._emit(target, t_index, [other, plane] if other_at < index[h] else [plane, other])
+            yield t_index, [other, plane] if other_at < index[h] else [plane, other]
 
-    def _emit(self, level: int, index: Index, planes: list[np.ndarray[Any, Any] | None]) -> None:
-        """Write the reduction of one plane, or of a pair of planes along the halved index axis, to
-        ``level`` at ``index``; None is a plane that holds no frame (a hole of a band never opened)."""
-        writer = self.writers[level]
+    def _reduce(self, level: int, band: Band, sources: list[Source]) -> np.ndarray[Any, Any]:
+        """A pool thread: the next level's plane made of ``sources``, reduced tile by tile where
+        they lie in the band when that is exact, otherwise read out of the band first."""
+        lay = self.writers[level].layout
+        out = self._plane(level + 1)
+        if len(sources) == 1 and isinstance(sources[0], tuple) and self._tiled[level]:
+            assert band.buffer is not None
+            return _halve_in_tiles(lay, band.buffer, sources[0], self.method, out)
+        read: dict[Index, np.ndarray[Any, Any]] = {}
+        try:
+            planes: list[np.ndarray[Any, Any] | None] = []
+            for source in sources:
+                if isinstance(source, tuple) and source not in read:
+                    assert band.buffer is not None
+                    read[source] = self._plane(level)
+                    lay.read_frame(band.buffer, source, read[source])
+                planes.append(read[source] if isinstance(source, tuple) else source)
+            return self._reduce_planes(planes, out)
+        finally:
+            self._spares[level].extend(read.values())
+
+    def _plane(self, level: int) -> np.ndarray[Any, Any]:
+        """A plane of ``level``'s frame shape to work in: a spare one if there is one.
+
+        Planes are reused (their pages are touched once: fresh memory is slow here); there are
+        as many as tasks ever held at once, which the window bounds.  list.pop and list.append
+        are atomic, so the pool threads need no lock.
+        """
+        try:
+            return self._spares[level].pop()
+        except IndexError:
+            lay = self.writers[level].layout
+            return np.empty(lay.frame_shape, lay.dtype)
+
+    def _reduce_planes(
+        self, planes: list[np.ndarray[Any, Any] | None], out: np.ndarray[Any, Any]
+    ) -> np.ndarray[Any, Any]:
+        """One plane halved along the frame axes, or a pair also halved along the index axis
+        (None is a plane that holds no frame: a hole of a band never opened, read as zeros)."""
         real = [p for p in planes if p is not None]
-        if not real:
-            with writer.lock:
-                writer.skip([index])
-            return
         if len(planes) == 1:
-            out = reduce_block(real[0], self._frame_axes, self.method)
-        else:
-            pair = np.stack([p if p is not None else np.zeros_like(real[0]) for p in planes])
-            out = np.asarray(reduce_block(pair, (0, *(a + 1 for a in self._frame_axes)), self.method)[0])
+            return reduce_block(real[0], self._frame_axes, self.method, out)
+        pair = np.stack([p if p is not None else np.zeros_like(real[0]) for p in planes])
+        reduce_block(pair, (0, *(a + 1 for a in self._frame_axes)), self.method, out[np.newaxis])
+        return out
+
+    def _put(self, level: int, index: Index, result: Future[np.ndarray[Any, Any]] | None) -> None:
+        """Write one reduced plane to ``level`` at ``index`` (None: leave a hole there)."""
+        writer = self.writers[level]
+        plane = None if result is None else result.result()
         with writer.lock:
-            writer.put([index], out[np.newaxis])
+            if plane is None:
+                writer.skip([index])
+            else:
+                writer.put([index], plane[np.newaxis])
+        if plane is not None:
+            self._spares[level].append(plane)  # put copied it
+
+    def _put_now(self, level: int, index: Index, plane: np.ndarray[Any, Any] | None) -> None:
+        """Write a held plane whose partner is past the end, paired with itself (replicate-edge)."""
+        if plane is None:
+            self._put(level, index, None)
+            return
+        done: Future[np.ndarray[Any, Any]] = Future()
+        done.set_result(self._reduce_planes([plane, plane], self._plane(level)))
+        self._put(level, index, done)
 
     # -- closing ----------------------------------------------------------------
     def finish(self, extents: list[int]) -> None:
@@ -108,10 +197,38 @@ class Pyramid:
             return
         writer = self.writers[level]
         for t_index, (plane, _at) in sorted(self._held[level].items()):
-            self._emit(level, t_index, [plane, plane])  # its partner is past the end: replicate-edge
+            self._put_now(level, t_index, plane)
         self._held[level].clear()
         with writer.lock:
             writer.finish(extents[level])
         if level + 1 < len(self.writers):
             self.pipeline.submit_side(lambda failed: self._finish_level(level + 1, extents, failed))
 
+
+def _halve_in_tiles(
+    lay: ArrayLayout, buffer: np.ndarray[Any, Any], within: Index, method: str, out: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """The frame at slot ``within`` of a band buffer, halved along the frame axes into ``out``,
+    computed where it lies, a row of tiles at a time (which stays in cache).
+
+    Exact when the frame chunks are even: every pair of samples then lies in one tile, and a tile
+    with an odd number of samples is a remainder at the frame's edge, where replicating the last
+    sample is the rule anyway.
+    """
+    f = lay.frame_ndim
+    in_tile = tuple(range(f - 1, 2 * f - 1))  # the sample axes of a row of tiles (grid axes first)
+    # A row of tiles (grid 1.., sample 0, sample 1..) is frame rows seen as (sample 0, grid 1,
+    # sample 1, ...): write each tile's result through that view of ``out``.
+    order = (f - 1, *itertools.chain.from_iterable((k - 1, f - 1 + k) for k in range(1, f)))
+    inverse = tuple(order.index(axis) for axis in range(len(order)))
+    for r in lay.regions:
+        at: tuple[int | slice, ...] = (*r.grid, *within, *r.within)
+        tiles = buffer[at]
+        dest = out[tuple(slice(s.start // 2, -(-s.stop // 2)) for s in r.source)]
+        halved = [-(-n // 2) if a in in_tile else n for a, n in enumerate(tiles.shape[1:])]
+        rows = halved[f - 1]
+        for i in range(tiles.shape[0]):
+            part = dest[i * rows : (i + 1) * rows].reshape([halved[o] for o in order])
+            assert np.may_share_memory(part, out)  # splits a contiguous axis: always a view
+            reduce_block(tiles[i], in_tile, method, out=part.transpose(inverse))
+    return out
