@@ -15,7 +15,7 @@ from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
 from acqzarr.metadata.ngff import omero
-from conftest import dims, frames_for
+from builders import dims, frames_for
 
 CHANNELS = [
     az.Channel(label="DAPI", color="0000ff", window=(100.0, 2000.0)),

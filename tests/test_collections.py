@@ -29,7 +29,7 @@ from ome_zarr_models.v05.image import Image as Image05
 from ome_zarr_models.v05.well import Well as Well05
 
 import acqzarr as az
-from conftest import dims, frames_for
+from builders import dims, frames_for
 
 POSITIONS = [
     az.Position(name="p0", x=100.0, y=-20.5, z=3.0),

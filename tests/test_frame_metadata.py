@@ -13,7 +13,8 @@ import pytest
 import zarr
 
 import acqzarr as az
-from conftest import dims, frames_for, read_tensorstore
+from builders import dims, frames_for
+from readback import read_tensorstore
 
 MISSING_INT = -(2**63)
 

@@ -28,8 +28,9 @@ import zmq.auth
 import acqzarr as az
 from acqzarr.ingest import CurveClient, Sender
 from acqzarr.synthetic import camera_frames
-from conftest import assert_reads_back, dims, frames_for
+from builders import dims, frames_for
 from ingest_helpers import ServerProcess, header, loopback_server, raw_socket, running_server
+from readback import assert_reads_back
 
 
 def two_camera_settings(version: int) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
 from acqzarr.validation import validate
-from conftest import frames_for, stream_settings
+from builders import frames_for, stream_settings
 
 
 def _store(tmp_path: Path, version: int, frames: int = 7) -> Path:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import acqzarr as az
 from acqzarr.layout import ArrayLayout
-from conftest import dims
+from builders import dims
 
 KINDS = {
     2: ["space", "space"],

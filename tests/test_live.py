@@ -17,7 +17,7 @@ import tensorstore as ts
 import zarr
 
 import acqzarr as az
-from conftest import read_tensorstore
+from readback import read_tensorstore
 
 FRAME = (40, 48)
 

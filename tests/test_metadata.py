@@ -11,7 +11,7 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
-from conftest import dims, frames_for
+from builders import dims, frames_for
 
 
 def _settings(path: Path, version: int) -> az.StreamSettings:

@@ -19,7 +19,8 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
-from conftest import assert_reads_back, dims, read_tensorstore, read_zarr
+from builders import dims
+from readback import assert_reads_back, read_tensorstore, read_zarr
 
 
 def reference_level(data: np.ndarray[Any, Any], space_axes: list[int], method: str) -> np.ndarray[Any, Any]:

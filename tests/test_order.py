@@ -17,7 +17,7 @@ import acqzarr as az
 from acqzarr.layout import ArrayLayout
 from acqzarr.memory import plan_memory
 from acqzarr.order import FrameOrder
-from conftest import assert_reads_back
+from readback import assert_reads_back
 from test_multiscale import reference_pyramid
 
 T, C, Z, Y, X = 3, 2, 7, 20, 18

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import acqzarr as az
-from conftest import read_zarr
+from readback import read_zarr
 
 KINDS = {
     2: ["space", "space"],

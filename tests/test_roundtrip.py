@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import acqzarr as az
-from conftest import assert_reads_back, dims, frames_for, stream_settings
+from builders import dims, frames_for, stream_settings
+from readback import assert_reads_back
 
 DTYPES = list(az.settings.DTYPES)
 

@@ -28,7 +28,7 @@ from ome_zarr_models.v05.image import Image as Image05
 from acqzarr.stores import LocalStore
 from acqzarr.validation import validate
 
-from .conftest import scale
+from .sizes import scale
 
 pytestmark = pytest.mark.reliability
 

@@ -17,7 +17,7 @@ import zarr
 import acqzarr as az
 import acqzarr.stores.local as local_store
 
-from .conftest import scale
+from .sizes import scale
 
 pytestmark = pytest.mark.reliability
 

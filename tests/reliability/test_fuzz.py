@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import acqzarr as az
 
-from .conftest import RESULTS, scale
+from .sizes import RESULTS, scale
 
 pytestmark = pytest.mark.reliability
 

@@ -20,10 +20,11 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_reads_back, dims
+from builders import dims
 from ingest_helpers import ServerProcess, header, loopback_server, raw_socket
+from readback import assert_reads_back
 
-from .conftest import RESULTS, scale
+from .sizes import RESULTS, scale
 
 pytestmark = pytest.mark.reliability
 

@@ -15,7 +15,7 @@ import zarr
 import acqzarr as az
 from acqzarr.synthetic import camera_frames
 
-from .conftest import scale
+from .sizes import scale
 
 pytestmark = pytest.mark.reliability
 

@@ -11,7 +11,7 @@ from acqzarr.ingest import Sender
 from acqzarr.synthetic import camera_frames
 from ingest_helpers import running_server
 
-from .conftest import all_objects, assert_reads_back_s3
+from .readback import all_objects, assert_reads_back_s3
 from .seaweed import Seaweed
 
 

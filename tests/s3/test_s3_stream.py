@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from ome_zarr_models.v05.image import Image as Image05
 from zarr.storage import ObjectStore
 
 import acqzarr as az
-from conftest import dims, frames_for
+from builders import dims, frames_for
 
-from .conftest import all_objects, assert_reads_back_s3, raw_store, read_zarr_s3, start_seaweed
+from .readback import all_objects, assert_reads_back_s3, raw_store, read_zarr_s3
 from .seaweed import Seaweed
 
 FRAME = (37, 50)
@@ -137,16 +136,6 @@ def test_existing_prefixes_are_refused_or_replaced_like_directories(
 
 
 # -- outages ---------------------------------------------------------------------
-@pytest.fixture
-def own_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Seaweed]:
-    """A server this test may stop and restart (the session's server stays up for the others)."""
-    server = start_seaweed(tmp_path / "own-seaweed")
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    yield server
-    server.stop(signal.SIGKILL)  # its data is throwaway: no need to wait for a graceful stop
-
-
 def _outage_settings(server: Seaweed, store: str, **s3: Any) -> az.StreamSettings:
     s3_settings = az.S3Settings(
         endpoint=server.endpoint, allow_http=True, initial_backoff=0.05, max_backoff=0.5, **s3
