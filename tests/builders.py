@@ -1,4 +1,9 @@
-"""What the tests build as input: stream settings and frames."""
+"""What the tests build as input: stream settings (as models or as the plain mappings a YAML file or a
+series message carries) and frames.
+
+One place for the common case (a (t, y, x) uint16 camera sharded the usual way on Zarr v3), so a test
+spells out only what it is about; a test whose point is an unusual setting still writes it in full.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,13 @@ import numpy as np
 
 import acqzarr as az
 
+SHAPE = (0, 37, 50)  # an unbounded time axis and a frame that no chunk divides evenly
+CHUNKS = (3, 16, 16)
+UNSHARDED: tuple[int, ...] = ()  # as ``shards``: one chunk a shard on every axis, in Zarr v3 too
+
+_NAMES = {2: "yx", 3: "tyx", 4: "tcyx", 5: "tczyx"}  # NGFF order: time, channel, then space
+_KIND_OF_NAME = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
+
 
 def dims(
     shape: Sequence[int],
@@ -18,17 +30,12 @@ def dims(
     kinds: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
 ) -> list[az.Dimension]:
-    """Dimensions from shapes; default kinds put time/channel first and space last (NGFF order)."""
+    """Dimensions from shapes.  Names default to yx, tyx, tcyx or tczyx by the number of axes; kinds
+    follow the names (t time, c channel, z, y and x space, any other name 'other'); no shards by
+    default (one chunk a shard on every axis)."""
     n = len(shape)
-    if kinds is None:
-        kinds = {
-            2: ["space"] * 2,
-            3: ["time", "space", "space"],
-            4: ["time", "channel", "space", "space"],
-            5: ["time", "channel", "space", "space", "space"],
-        }[n]
-    if names is None:
-        names = {2: "yx", 3: "tyx", 4: "tcyx", 5: "tczyx"}[n]
+    names = _NAMES[n] if names is None else names
+    kinds = [_KIND_OF_NAME.get(name, "other") for name in names] if kinds is None else kinds
     shards = shards or [1] * n
     return [
         az.Dimension(name=nm, kind=k, size=s, chunk=c, shard=sh)  # type: ignore[arg-type]
@@ -36,35 +43,79 @@ def dims(
     ]
 
 
-def stream_settings(
-    path: Path | str,
+def array_settings(
     version: int,
+    shape: Sequence[int] = SHAPE,
+    chunks: Sequence[int] = CHUNKS,
     *,
-    dtype: str = "uint16",
-    shape: Sequence[int] = (0, 37, 50),
-    chunks: Sequence[int] = (3, 16, 16),
     shards: Sequence[int] | None = None,
-    compression: az.Blosc | None = az.Blosc(),
+    kinds: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
     key: str = "cam0",
-    **kwargs: Any,
-) -> az.StreamSettings:
+    dtype: str = "uint16",
+    **fields: Any,
+) -> az.ArraySettings:
+    """One array of a stream in Zarr ``version``.
+
+    ``shards`` are the Zarr v3 chunks per shard, by default 1 on the append axis and 2 on every other
+    (so a shard holds several chunks of a frame), or UNSHARDED; Zarr v2 has no shards, so they are
+    dropped there.
+    ``fields`` are the other ArraySettings fields (compression, multiscale, channels, ...).
+    """
     if version == 2:
         shards = None
     elif shards is None:
         shards = [1] + [2] * (len(shape) - 1)
+    return az.ArraySettings(
+        key=key,
+        dtype=dtype,  # type: ignore[arg-type]
+        dimensions=dims(shape, chunks, shards, kinds, names),
+        **fields,
+    )
+
+
+def stream_settings(
+    store: Path | str,
+    version: int = 3,
+    shape: Sequence[int] = SHAPE,
+    chunks: Sequence[int] = CHUNKS,
+    *,
+    shards: Sequence[int] | None = None,
+    kinds: Sequence[str] | None = None,
+    names: Sequence[str] | None = None,
+    key: str = "cam0",
+    dtype: str = "uint16",
+    **fields: Any,
+) -> az.StreamSettings:
+    """A stream of one array (see ``array_settings``) at ``store``.
+
+    ``fields`` are fields of either model: ArraySettings' (compression, multiscale, frame_columns, ...)
+    go to the array, the rest (overwrite, s3, positions, ...) to the stream.  The two models share no
+    field name, and a name neither has is refused by StreamSettings.
+    """
+    array = {name: fields.pop(name) for name in list(fields) if name in az.ArraySettings.model_fields}
     return az.StreamSettings(
-        store=str(path),
+        store=str(store),
         version=version,
         arrays=[
-            az.ArraySettings(
-                key=key,
-                dtype=dtype,  # type: ignore[arg-type]
-                dimensions=dims(shape, chunks, shards),
-                compression=compression,
+            array_settings(
+                version, shape, chunks, shards=shards, kinds=kinds, names=names, key=key, dtype=dtype, **array
             )
         ],
-        **kwargs,
+        **fields,
     )
+
+
+def array_document(
+    version: int,
+    shape: Sequence[int] = SHAPE,
+    chunks: Sequence[int] = CHUNKS,
+    **options: Any,
+) -> dict[str, Any]:
+    """``array_settings(...)`` as the plain mapping a YAML file or a series message carries: JSON
+    types, and only the keys a person would write (those that differ from the defaults)."""
+    settings = array_settings(version, shape, chunks, **options)
+    return settings.model_dump(mode="json", exclude_defaults=True)
 
 
 def frames_for(layout_shape: Sequence[int], n: int, dtype: str, seed: int = 0) -> np.ndarray[Any, Any]:
