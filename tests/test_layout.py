@@ -18,13 +18,6 @@ import acqzarr as az
 from acqzarr.layout import ArrayLayout
 from builders import dims
 
-KINDS = {
-    2: ["space", "space"],
-    3: ["time", "space", "space"],
-    4: ["time", "channel", "space", "space"],
-    5: ["time", "channel", "space", "space", "space"],
-}
-
 
 def layout_of(
     shape: Sequence[int],
