@@ -17,7 +17,7 @@ import acqzarr as az
 from acqzarr.layout import ArrayLayout
 from acqzarr.memory import plan_memory
 from acqzarr.order import FrameOrder
-from builders import stream_settings
+from builders import UNSHARDED, array_settings, stream_settings
 from readback import assert_reads_back
 from test_multiscale import reference_pyramid
 
@@ -244,14 +244,7 @@ def test_memory_reports_the_cap_and_what_is_reserved(tmp_path: Path, data: np.nd
 
 def _layout(order: str, sizes: tuple[int, ...], chunks: tuple[int, ...]) -> FrameOrder:
     names = "tczyx" if len(sizes) == 5 else "tzyx"
-    kinds = [{"t": "time", "c": "channel"}.get(n, "space") for n in names]
-    arr = az.ArraySettings(
-        dtype="uint16",
-        dimensions=[
-            az.Dimension(name=n, kind=k, size=s, chunk=c)  # type: ignore[arg-type]
-            for n, k, s, c in zip(names, kinds, sizes, chunks, strict=True)
-        ],
-    )
+    arr = array_settings(3, sizes, chunks, shards=UNSHARDED, names=names, key="")
     return FrameOrder(ArrayLayout(arr, sharded=False), list(order), "a")
 
 
