@@ -97,24 +97,12 @@ def test_leading_axes_are_flattened_and_unwritten_chunks_read_as_fill(tmp_path: 
 
 def test_acqzarr_stores_replay_through_the_reader(tmp_path: Path) -> None:
     import acqzarr as az
+    from builders import stream_settings
 
     frames = _data((10, 24, 32), "uint16")
     for version in (2, 3):
-        shard = 2 if version == 3 else 1
-        settings = az.StreamSettings(
-            store=str(tmp_path / f"v{version}.zarr"),
-            version=version,
-            arrays=[
-                az.ArraySettings(
-                    key="",
-                    dtype="uint16",
-                    dimensions=[
-                        az.Dimension(name="t", kind="time", size=0, chunk=4, shard=shard),
-                        az.Dimension(name="y", kind="space", size=24, chunk=8, shard=shard),
-                        az.Dimension(name="x", kind="space", size=32, chunk=8, shard=shard),
-                    ],
-                )
-            ],
+        settings = stream_settings(
+            tmp_path / f"v{version}.zarr", version, (0, 24, 32), (4, 8, 8), shards=(2, 2, 2), key=""
         )
         with az.open_stream(settings) as stream:
             stream.append(frames)

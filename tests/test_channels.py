@@ -15,7 +15,7 @@ from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
 from acqzarr.metadata.ngff import omero
-from conftest import dims, frames_for
+from builders import UNSHARDED, array_document, dims, frames_for, stream_settings
 
 CHANNELS = [
     az.Channel(label="DAPI", color="0000ff", window=(100.0, 2000.0)),
@@ -25,18 +25,8 @@ CHANNELS = [
 
 
 def _settings(path: Path, version: int, channels: list[az.Channel] | None) -> az.StreamSettings:
-    shards = [1, 1, 2, 2] if version == 3 else None
-    return az.StreamSettings(
-        store=str(path),
-        version=version,
-        arrays=[
-            az.ArraySettings(
-                key="cam",
-                dtype="uint16",
-                dimensions=dims((0, 3, 32, 32), (2, 1, 16, 16), shards),
-                channels=channels,
-            )
-        ],
+    return stream_settings(
+        path, version, (0, 3, 32, 32), (2, 1, 16, 16), shards=(1, 1, 2, 2), key="cam", channels=channels
     )
 
 
@@ -118,22 +108,8 @@ def test_a_float_channel_window_range_covers_the_given_and_the_observed() -> Non
     ],
 )
 def test_bad_channels_are_config_errors_naming_the_key(channels: list[dict[str, Any]], reason: str) -> None:
-    data = {
-        "store": "x.zarr",
-        "arrays": [
-            {
-                "key": "cam",
-                "dtype": "uint16",
-                "dimensions": [
-                    {"name": "t", "kind": "time", "size": 0, "chunk": 1},
-                    {"name": "c", "kind": "channel", "size": 3, "chunk": 1},
-                    {"name": "y", "kind": "space", "size": 16, "chunk": 16},
-                    {"name": "x", "kind": "space", "size": 16, "chunk": 16},
-                ],
-                "channels": channels,
-            }
-        ],
-    }
+    array = array_document(3, (0, 3, 16, 16), (1, 1, 16, 16), shards=UNSHARDED, key="cam")
+    data = {"store": "x.zarr", "arrays": [{**array, "channels": channels}]}
     with pytest.raises(az.ConfigError, match=reason):
         az.StreamSettings.from_mapping(data)
 

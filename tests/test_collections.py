@@ -29,7 +29,7 @@ from ome_zarr_models.v05.image import Image as Image05
 from ome_zarr_models.v05.well import Well as Well05
 
 import acqzarr as az
-from conftest import dims, frames_for
+from builders import UNSHARDED, array_document, dims, frames_for, stream_settings
 
 POSITIONS = [
     az.Position(name="p0", x=100.0, y=-20.5, z=3.0),
@@ -225,13 +225,17 @@ def test_acquire_zarr_style_check_of_type_and_metadata(tmp_path: Path) -> None:
 
     for levels in (2, 1):
         path = tmp_path / f"l{levels}.zarr"
-        arr = az.ArraySettings(
+        settings = stream_settings(
+            path,
+            2,
+            (50, 48, 64),
+            (50, 24, 32),
+            key="",
             dtype="int32",
-            dimensions=dims((50, 48, 64), (50, 24, 32)),
             multiscale=az.Multiscale(levels=levels, method="mean"),
         )
         data = np.random.default_rng(0).integers(-(2**16), 2**16 - 1, (50, 48, 64), dtype=np.int32)
-        with az.open_stream(az.StreamSettings(store=str(path), version=2, arrays=[arr])) as stream:
+        with az.open_stream(settings) as stream:
             stream.append(data)
         group = zarr.open(str(path), mode="r")
         ms = group.attrs["multiscales"][0]
@@ -308,15 +312,7 @@ def test_napari_ome_zarr_reads_plates_and_positions(tmp_path: Path, version: int
 
 # -- settings -----------------------------------------------------------------------------------
 def _data(**extra: Any) -> dict[str, Any]:
-    array = {
-        "key": "",
-        "dtype": "uint8",
-        "dimensions": [
-            {"name": "t", "kind": "time", "size": 0, "chunk": 1},
-            {"name": "y", "kind": "space", "size": 8, "chunk": 8},
-            {"name": "x", "kind": "space", "size": 8, "chunk": 8},
-        ],
-    }
+    array = array_document(3, (0, 8, 8), (1, 8, 8), shards=UNSHARDED, key="", dtype="uint8")
     return {"store": "x.zarr", "arrays": [array], **extra}
 
 

@@ -9,7 +9,8 @@ import pytest
 
 import acqzarr as az
 from acqzarr.device import State, ZarrStorage
-from conftest import assert_reads_back, frames_for, stream_settings
+from builders import frames_for, stream_settings
+from readback import assert_reads_back
 
 
 def test_lifecycle_and_restart_into_a_new_store(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 import acqzarr as az
 from acqzarr.camera import ROI, Camera
+from builders import stream_settings
 
 NAMES = ["simulated.empty", "simulated.random", "simulated.radial_sine", "simulated.noise"]
 
@@ -87,20 +88,7 @@ def test_a_slow_reader_gets_counted_drops_not_silent_ones() -> None:
 
 def test_a_driver_feeds_a_stream(tmp_path: Path) -> None:
     cam = drivers.create("simulated.radial_sine", {"height": 40, "width": 36, "frames": 10, "ring": 32})
-    settings = az.StreamSettings(
-        store=str(tmp_path / "s.zarr"),
-        arrays=[
-            az.ArraySettings(
-                key="cam",
-                dtype="uint16",
-                dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=4),
-                    az.Dimension(name="y", kind="space", size=40, chunk=16, shard=2),
-                    az.Dimension(name="x", kind="space", size=36, chunk=16, shard=2),
-                ],
-            )
-        ],
-    )
+    settings = stream_settings(tmp_path / "s.zarr", 3, (0, 40, 36), (4, 16, 16), key="cam")
     buf = np.empty(cam.shape, cam.dtype)
     seen = []
     cam.start()

@@ -15,7 +15,8 @@ import zarr
 import acqzarr as az
 import acqzarr.stores.local as local_store
 from acqzarr.memory import plan_memory
-from conftest import assert_reads_back, frames_for, stream_settings
+from builders import frames_for, stream_settings
+from readback import assert_reads_back
 
 FRAME = (37, 50)
 

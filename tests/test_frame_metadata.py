@@ -13,19 +13,21 @@ import pytest
 import zarr
 
 import acqzarr as az
-from conftest import dims, frames_for, read_tensorstore
+from builders import UNSHARDED, dims, frames_for, stream_settings
+from readback import read_tensorstore
 
 MISSING_INT = -(2**63)
 
 
-def _settings(path: Path, version: int, **array: Any) -> az.StreamSettings:
+def _settings(
+    path: Path,
+    version: int,
+    shape: tuple[int, ...] = (0, 2, 3, 8, 6),
+    chunks: tuple[int, ...] = (1, 1, 3, 8, 6),
+    **array: Any,
+) -> az.StreamSettings:
     """(t, c, z, y, x) = (unbounded, 2, 3, 8, 6), one chunk per (t, c) holding the whole z stack."""
-    array.setdefault("dimensions", dims((0, 2, 3, 8, 6), (1, 1, 3, 8, 6)))
-    return az.StreamSettings(
-        store=str(path),
-        version=version,
-        arrays=[az.ArraySettings(key="cam", dtype="uint16", **array)],
-    )
+    return stream_settings(path, version, shape, chunks, shards=UNSHARDED, key="cam", **array)
 
 
 def _columns(path: Path) -> dict[str, np.ndarray[Any, Any]]:
@@ -218,7 +220,7 @@ def test_frames_a_call_could_not_take_leave_no_metadata_behind(tmp_path: Path) -
     """A stack refused part-way (its first frame would open a band the cap cannot hold) keeps no
     metadata for the frames not taken: their slots read as missing, and they can be written later."""
     path = tmp_path / "s.zarr"
-    settings = _settings(path, 3, dimensions=dims((0, 2, 8, 6), (2, 1, 8, 6)))
+    settings = _settings(path, 3, (0, 2, 8, 6), (2, 1, 8, 6))
     with az.open_stream(settings) as stream:
         required = stream.memory().required  # the two bands (t 0-1, c 0 and c 1) the order keeps open
     settings = settings.model_copy(update={"max_inflight_bytes": required, "overwrite": True})

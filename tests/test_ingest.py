@@ -28,32 +28,26 @@ import zmq.auth
 import acqzarr as az
 from acqzarr.ingest import CurveClient, Sender
 from acqzarr.synthetic import camera_frames
-from conftest import assert_reads_back, dims, frames_for
+from builders import UNSHARDED, array_document, frames_for
 from ingest_helpers import ServerProcess, header, loopback_server, raw_socket, running_server
+from readback import assert_reads_back
 
 
 def two_camera_settings(version: int) -> dict[str, Any]:
     """cam0: (t, y, x) uint16; cam1: (t, c, y, x) uint8, whose frames fill c then t."""
-    shards = version == 3
     return {
         "version": version,
         "arrays": [
-            {
-                "key": "cam0",
-                "dtype": "uint16",
-                "dimensions": [
-                    d.model_dump() for d in dims((0, 40, 48), (4, 16, 16), (1, 2, 2) if shards else None)
-                ],
-            },
-            {
-                "key": "cam1",
-                "dtype": "uint8",
-                "dimensions": [
-                    d.model_dump()
-                    for d in dims((0, 2, 24, 20), (3, 1, 8, 8), (1, 1, 2, 2) if shards else None)
-                ],
-                "compression": None,
-            },
+            array_document(version, (0, 40, 48), (4, 16, 16)),
+            array_document(
+                version,
+                (0, 2, 24, 20),
+                (3, 1, 8, 8),
+                shards=(1, 1, 2, 2),
+                key="cam1",
+                dtype="uint8",
+                compression=None,
+            ),
         ],
     }
 
@@ -127,15 +121,7 @@ def test_what_lands_is_exactly_what_was_sent(
 def test_push_backpressure_loses_nothing_with_a_stalled_writer(server: ServerProcess) -> None:
     """SIGSTOP the server mid-series: the sender blocks within a few frames, then everything lands."""
     data = frames_for((512, 512), 48, "uint16", seed=3)
-    settings = {
-        "arrays": [
-            {
-                "key": "cam0",
-                "dtype": "uint16",
-                "dimensions": [d.model_dump() for d in dims((0, 512, 512), (8, 256, 256), (1, 2, 2))],
-            }
-        ],
-    }
+    settings = {"arrays": [array_document(3, (0, 512, 512), (8, 256, 256))]}
     with Sender(server.tcp, hwm=2, buffers=2, timeout=60) as sender:
         sender.start_series("backpressure", settings)
         for i in range(4):
@@ -231,18 +217,7 @@ def test_path_traversal_in_keys_is_rejected(server: ServerProcess) -> None:
 def test_send_and_status_commands(server: ServerProcess, tmp_path: Path) -> None:
     settings = tmp_path / "series.yaml"
     settings.write_text(
-        yaml.safe_dump(
-            {
-                "version": 2,
-                "arrays": [
-                    {
-                        "key": "cam0",
-                        "dtype": "uint16",
-                        "dimensions": [d.model_dump() for d in dims((0, 64, 48), (8, 32, 16))],
-                    }
-                ],
-            }
-        )
+        yaml.safe_dump({"version": 2, "arrays": [array_document(2, (0, 64, 48), (8, 32, 16))]})
     )
     result = subprocess.run(
         [
@@ -307,15 +282,7 @@ def test_send_and_status_commands(server: ServerProcess, tmp_path: Path) -> None
 def test_pub_sub_gaps_are_counted_exactly(tmp_path: Path) -> None:
     """A stalled SUB server makes a PUB sender drop; every drop is a counted gap, every sent frame lands."""
     data = frames_for((256, 256), 60, "uint16", seed=6)
-    settings = {
-        "arrays": [
-            {
-                "key": "cam0",
-                "dtype": "uint16",
-                "dimensions": [d.model_dump() for d in dims((0, 256, 256), (8, 128, 128), (1, 2, 2))],
-            }
-        ]
-    }
+    settings = {"arrays": [array_document(3, (0, 256, 256), (8, 128, 128))]}
     with (
         running_server(tmp_path, socket="sub", rcvhwm=1, idle_timeout=30) as server,
         Sender(server.tcp, socket="pub", hwm=1, timeout=30) as sender,
@@ -405,15 +372,7 @@ def test_curve_lets_only_authorized_senders_in(tmp_path: Path) -> None:
 def test_a_series_asking_for_more_memory_than_allowed_is_rejected(server: ServerProcess) -> None:
     """A sender's settings choose layer sizes; max_series_memory (8 GiB here) bounds what it may reserve."""
     before = server.status()["rejected"].get("settings", 0)
-    huge = {
-        "arrays": [
-            {
-                "key": "cam0",
-                "dtype": "uint16",
-                "dimensions": [d.model_dump() for d in dims((0, 20000, 20000), (32, 1000, 1000))],
-            }
-        ]
-    }
+    huge = {"arrays": [array_document(3, (0, 20000, 20000), (32, 1000, 1000), shards=UNSHARDED)]}
     ctx, sock = raw_socket(server.tcp)
     try:
         start = {"htype": "series_start", "series_id": "greedy", "msg_number": 0, "settings": huge}

@@ -33,6 +33,7 @@ from acqzarr.ingest.protocol import (
     encode_payload,
     parse_header,
 )
+from builders import UNSHARDED, array_document
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME: dict[str, Any] = {
@@ -208,19 +209,7 @@ def test_protocol_doc_is_generated_from_the_models() -> None:
     assert generated.strip() == render().strip(), "regenerate: see docs/protocol.md's GENERATED markers"
 
 
-SMALL_SERIES: dict[str, Any] = {
-    "arrays": [
-        {
-            "key": "cam0",
-            "dtype": "uint16",
-            "dimensions": [
-                {"name": "t", "kind": "time", "size": 0, "chunk": 2},
-                {"name": "y", "kind": "space", "size": 4, "chunk": 4},
-                {"name": "x", "kind": "space", "size": 6, "chunk": 6},
-            ],
-        }
-    ]
-}
+SMALL_SERIES: dict[str, Any] = {"arrays": [array_document(3, (0, 4, 6), (2, 4, 6), shards=UNSHARDED)]}
 SMALL_FRAME = np.arange(24, dtype=np.uint16).reshape(4, 6)
 
 

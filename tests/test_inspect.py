@@ -18,7 +18,7 @@ from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
 from acqzarr.validation import validate
-from conftest import frames_for, stream_settings
+from builders import frames_for, stream_settings
 
 
 def _store(tmp_path: Path, version: int, frames: int = 7) -> Path:
@@ -150,13 +150,16 @@ def test_validate_and_ome_zarr_models_both_reject_broken_ngff(
 def _pyramid(tmp_path: Path, version: int, shape: tuple[int, ...], kinds: str = "time") -> Path:
     """A 3-level pyramid of ``shape`` (appended along the first axis, of kind ``kinds``)."""
     path = tmp_path / f"pyramid-v{version}.zarr"
-    settings = stream_settings(path, version, shape=(0, *shape[1:]), chunks=(2, 16, 16))
-    array = settings.arrays[0]
-    first = array.dimensions[0].model_copy(update={"name": "t" if kinds == "time" else "z", "kind": kinds})
-    array = array.model_copy(
-        update={"dimensions": [first, *array.dimensions[1:]], "multiscale": az.Multiscale(levels=3)}
+    settings = stream_settings(
+        path,
+        version,
+        (0, *shape[1:]),
+        (2, 16, 16),
+        names=("t" if kinds == "time" else "z") + "yx",
+        kinds=(kinds, "space", "space"),
+        multiscale=az.Multiscale(levels=3),
     )
-    with az.open_stream(settings.model_copy(update={"arrays": [array]})) as stream:
+    with az.open_stream(settings) as stream:
         stream.append(frames_for(shape[1:], shape[0], "uint16"))
     return path
 

@@ -16,14 +16,7 @@ from hypothesis import strategies as st
 
 import acqzarr as az
 from acqzarr.layout import ArrayLayout
-from conftest import dims
-
-KINDS = {
-    2: ["space", "space"],
-    3: ["time", "space", "space"],
-    4: ["time", "channel", "space", "space"],
-    5: ["time", "channel", "space", "space", "space"],
-}
+from builders import dims
 
 
 def layout_of(

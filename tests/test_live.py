@@ -17,7 +17,8 @@ import tensorstore as ts
 import zarr
 
 import acqzarr as az
-from conftest import read_tensorstore
+from builders import stream_settings
+from readback import read_tensorstore
 
 FRAME = (40, 48)
 
@@ -40,22 +41,7 @@ FRAME_SRC = textwrap.dedent(
 
 
 def settings(path: Path, version: int) -> az.StreamSettings:
-    shards = [1, 2, 2] if version == 3 else [1, 1, 1]
-    return az.StreamSettings(
-        store=str(path),
-        version=version,
-        arrays=[
-            az.ArraySettings(
-                key="cam0",
-                dtype="uint16",
-                dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=4, shard=shards[0]),
-                    az.Dimension(name="y", kind="space", size=FRAME[0], chunk=16, shard=shards[1]),
-                    az.Dimension(name="x", kind="space", size=FRAME[1], chunk=16, shard=shards[2]),
-                ],
-            )
-        ],
-    )
+    return stream_settings(path, version, (0, *FRAME), (4, 16, 16))
 
 
 READER = FRAME_SRC + textwrap.dedent(

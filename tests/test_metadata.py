@@ -11,7 +11,7 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
-from conftest import dims, frames_for
+from builders import array_settings, dims, frames_for
 
 
 def _settings(path: Path, version: int) -> az.StreamSettings:
@@ -28,11 +28,7 @@ def _settings(path: Path, version: int) -> az.StreamSettings:
         version=version,
         arrays=[
             az.ArraySettings(key="cam0", dtype="uint16", dimensions=d),
-            az.ArraySettings(
-                key="cam1",
-                dtype="uint8",
-                dimensions=dims((0, 20, 20), (2, 8, 8), [1, 2, 2] if version == 3 else None),
-            ),
+            array_settings(version, (0, 20, 20), (2, 8, 8), key="cam1", dtype="uint8"),
         ],
     )
 

@@ -19,7 +19,8 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
-from conftest import assert_reads_back, dims, read_tensorstore, read_zarr
+from builders import array_settings, dims, stream_settings
+from readback import assert_reads_back, read_tensorstore, read_zarr
 
 
 def reference_level(data: np.ndarray[Any, Any], space_axes: list[int], method: str) -> np.ndarray[Any, Any]:
@@ -83,19 +84,17 @@ def record(
     compression: az.Blosc | None = az.Blosc(),
 ) -> az.StreamSettings:
     shape = (data.shape[0] if bounded else 0, *data.shape[1:])
-    shards = [1] + [2] * (len(shape) - 1) if version == 3 else None
-    settings = az.StreamSettings(
-        store=str(path),
-        version=version,
-        arrays=[
-            az.ArraySettings(
-                key="img",
-                dtype=data.dtype.name,
-                dimensions=dims(shape, chunks, shards, kinds, names),
-                compression=compression,
-                multiscale=multiscale,
-            )
-        ],
+    settings = stream_settings(
+        path,
+        version,
+        shape,
+        chunks,
+        kinds=kinds,
+        names=names,
+        key="img",
+        dtype=data.dtype.name,
+        compression=compression,
+        multiscale=multiscale,
     )
     frame_nd = 1 if data.ndim == 2 else 2
     frames = data.reshape(-1, *data.shape[-frame_nd:])
@@ -333,17 +332,8 @@ while True:
 
 def test_sigkill_mid_stream_leaves_a_valid_pyramid_prefix(tmp_path: Path, version: int) -> None:
     path = tmp_path / "s.zarr"
-    settings = az.StreamSettings(
-        store=str(path),
-        version=version,
-        arrays=[
-            az.ArraySettings(
-                key="img",
-                dtype="uint16",
-                dimensions=dims((0, 33, 41), (4, 16, 16), [1, 2, 2] if version == 3 else None),
-                multiscale=az.Multiscale(levels=3),
-            )
-        ],
+    settings = stream_settings(
+        path, version, (0, 33, 41), (4, 16, 16), key="img", multiscale=az.Multiscale(levels=3)
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", KILLED_WRITER, settings.model_dump_json()], stdout=subprocess.PIPE, text=True
@@ -375,21 +365,19 @@ def test_sigkill_mid_stream_leaves_a_valid_pyramid_prefix(tmp_path: Path, versio
 def test_every_array_of_a_multi_array_stream(tmp_path: Path, version: int) -> None:
     a = sample_data((5, 30, 26), "uint16", seed=1)
     b = sample_data((6, 17, 9), "uint8", seed=2)
-    shards = [1, 2, 2] if version == 3 else None
     settings = az.StreamSettings(
         store=str(tmp_path / "s.zarr"),
         version=version,
         arrays=[
-            az.ArraySettings(
-                key="a",
-                dtype="uint16",
-                dimensions=dims((0, 30, 26), (2, 8, 8), shards),
-                multiscale=az.Multiscale(levels=3, method="min"),
+            array_settings(
+                version, (0, 30, 26), (2, 8, 8), key="a", multiscale=az.Multiscale(levels=3, method="min")
             ),
-            az.ArraySettings(
+            array_settings(
+                version,
+                (0, 17, 9),
+                (4, 8, 8),
                 key="b",
                 dtype="uint8",
-                dimensions=dims((0, 17, 9), (4, 8, 8), shards),
                 multiscale=az.Multiscale(levels=2, method="decimate"),
                 compression=None,
             ),

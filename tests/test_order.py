@@ -17,7 +17,8 @@ import acqzarr as az
 from acqzarr.layout import ArrayLayout
 from acqzarr.memory import plan_memory
 from acqzarr.order import FrameOrder
-from conftest import assert_reads_back
+from builders import UNSHARDED, array_settings, stream_settings
+from readback import assert_reads_back
 from test_multiscale import reference_pyramid
 
 T, C, Z, Y, X = 3, 2, 7, 20, 18
@@ -28,23 +29,15 @@ def tczyx(
     path: Path, version: int, order: str, *, bounded_t: bool = False, levels: int = 1, **kwargs: Any
 ) -> az.StreamSettings:
     """A (t, c, z, y, x) array; v3 shards span two bands along z (and 2x2 chunks in y/x)."""
-    shard = (1, 1, 2, 2, 2) if version == 3 else (1,) * 5
-    sizes = (T if bounded_t else 0, C, Z, Y, X)
-    chunks = (1, 1, 2, 8, 8)
-    return az.StreamSettings(
-        store=str(path),
-        version=version,
-        arrays=[
-            az.ArraySettings(
-                dtype=np.uint16,
-                acquisition_order=list(order),
-                dimensions=[
-                    az.Dimension(name=n, kind=k, size=s, chunk=c, shard=sh)  # type: ignore[arg-type]
-                    for n, k, s, c, sh in zip("tczyx", KINDS, sizes, chunks, shard, strict=True)
-                ],
-                multiscale=az.Multiscale(levels=levels, method="mean") if levels > 1 else None,
-            )
-        ],
+    return stream_settings(
+        path,
+        version,
+        (T if bounded_t else 0, C, Z, Y, X),
+        (1, 1, 2, 8, 8),
+        shards=(1, 1, 2, 2, 2),
+        key="",
+        acquisition_order=list(order),
+        multiscale=az.Multiscale(levels=levels, method="mean") if levels > 1 else None,
         **kwargs,
     )
 
@@ -251,14 +244,7 @@ def test_memory_reports_the_cap_and_what_is_reserved(tmp_path: Path, data: np.nd
 
 def _layout(order: str, sizes: tuple[int, ...], chunks: tuple[int, ...]) -> FrameOrder:
     names = "tczyx" if len(sizes) == 5 else "tzyx"
-    kinds = [{"t": "time", "c": "channel"}.get(n, "space") for n in names]
-    arr = az.ArraySettings(
-        dtype="uint16",
-        dimensions=[
-            az.Dimension(name=n, kind=k, size=s, chunk=c)  # type: ignore[arg-type]
-            for n, k, s, c in zip(names, kinds, sizes, chunks, strict=True)
-        ],
-    )
+    arr = array_settings(3, sizes, chunks, shards=UNSHARDED, names=names, key="")
     return FrameOrder(ArrayLayout(arr, sharded=False), list(order), "a")
 
 
@@ -282,16 +268,16 @@ def test_open_bands_of_an_order(
 
 def test_default_memory_does_not_depend_on_the_number_of_planes(tmp_path: Path) -> None:
     def cap(planes: int) -> int:
-        arr = az.ArraySettings(
-            dtype="uint16",
-            dimensions=[
-                az.Dimension(name="t", kind="time", size=0, chunk=1),
-                az.Dimension(name="z", kind="space", size=planes, chunk=64, shard=4),
-                az.Dimension(name="y", kind="space", size=2048, chunk=256, shard=4),
-                az.Dimension(name="x", kind="space", size=2048, chunk=256, shard=4),
-            ],
+        settings = stream_settings(
+            tmp_path / "x",
+            3,
+            (0, planes, 2048, 2048),
+            (1, 64, 256, 256),
+            shards=(1, 4, 4, 4),
+            names="tzyx",
+            key="",
         )
-        return plan_memory(az.StreamSettings(store=str(tmp_path / "x"), arrays=[arr])).default_cap
+        return plan_memory(settings).default_cap
 
     assert cap(256) == cap(1000) == cap(100_000)
     assert cap(1000) < 3 << 30  # ~2 bands of 512 MiB with their worst-case encoding (was 32 GiB)

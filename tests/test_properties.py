@@ -11,14 +11,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import acqzarr as az
-from conftest import read_zarr
-
-KINDS = {
-    2: ["space", "space"],
-    3: ["time", "space", "space"],
-    4: ["time", "channel", "space", "space"],
-    5: ["time", "channel", "space", "space", "space"],
-}
+from builders import stream_settings
+from readback import read_zarr
 
 
 @st.composite
@@ -49,12 +43,6 @@ def geometries(draw: st.DrawFn) -> dict[str, Any]:
 
 @given(geometries())
 def test_any_geometry_round_trips(g: dict[str, Any]) -> None:
-    names = "tczyx"[-g["ndim"] :] if g["ndim"] > 2 else "yx"
-    kinds = KINDS[g["ndim"]]
-    dimensions = [
-        az.Dimension(name=n, kind=k, size=s, chunk=c, shard=sh)  # type: ignore[arg-type]
-        for n, k, s, c, sh in zip(names, kinds, g["sizes"], g["chunks"], g["shards"], strict=True)
-    ]
     frame_nd = 1 if g["ndim"] == 2 else 2
     full_shape = (g["steps"], *g["sizes"][1:])
     rng = np.random.default_rng(g["steps"])
@@ -63,17 +51,15 @@ def test_any_geometry_round_trips(g: dict[str, Any]) -> None:
     frames = expected.reshape(-1, *full_shape[-frame_nd:])
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "s.zarr"
-        settings = az.StreamSettings(
-            store=str(path),
-            version=g["version"],
-            arrays=[
-                az.ArraySettings(
-                    key="a",
-                    dtype=g["dtype"],
-                    dimensions=dimensions,
-                    compression=az.Blosc() if g["compressed"] else None,
-                )
-            ],
+        settings = stream_settings(
+            path,
+            g["version"],
+            g["sizes"],
+            g["chunks"],
+            shards=g["shards"],
+            key="a",
+            dtype=g["dtype"],
+            compression=az.Blosc() if g["compressed"] else None,
         )
         with az.open_stream(settings) as stream:
             for i in range(0, len(frames), g["split"]):

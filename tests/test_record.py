@@ -18,21 +18,12 @@ import yaml
 import zarr
 from ome_zarr_models.v05.image import Image as Image05
 
+from builders import array_document
+
 CONFIG: dict[str, Any] = {
     "store": "out.zarr",
     "version": 3,
-    "arrays": [
-        {
-            "key": "cam0",
-            "dtype": "uint16",
-            "dimensions": [
-                {"name": "t", "kind": "time", "size": 0, "chunk": 8},
-                {"name": "y", "kind": "space", "size": 64, "chunk": 32, "shard": 2},
-                {"name": "x", "kind": "space", "size": 48, "chunk": 16, "shard": 2},
-            ],
-            "multiscale": {"levels": 2},
-        }
-    ],
+    "arrays": [array_document(3, (0, 64, 48), (8, 32, 16), multiscale={"levels": 2})],
     "source": {"driver": "simulated.noise", "frames": 20, "options": {"height": 64, "width": 48, "ring": 64}},
 }
 

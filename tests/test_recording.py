@@ -15,7 +15,7 @@ import zarr
 
 import acqzarr as az
 from acqzarr.recording import Counts, End, Recording
-from conftest import frames_for, stream_settings
+from builders import frames_for, stream_settings
 
 
 def _settings(path: Path, version: int, chunk_t: int) -> az.StreamSettings:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import acqzarr as az
-from conftest import assert_reads_back, dims, frames_for, stream_settings
+from builders import array_settings, frames_for, stream_settings
+from readback import assert_reads_back
 
 DTYPES = list(az.settings.DTYPES)
 
@@ -42,11 +43,8 @@ def test_every_blosc_setting_round_trips(tmp_path: Path, cname: str, shuffle: st
 
 def test_two_dimensional_array_appends_lines(tmp_path: Path, version: int) -> None:
     """A (y, x) array takes 1-D frames (a line-scan camera), appended along y."""
-    shards = [2, 2] if version == 3 else None
-    settings = az.StreamSettings(
-        store=str(tmp_path / "s.zarr"),
-        version=version,
-        arrays=[az.ArraySettings(key="line", dtype="uint8", dimensions=dims((0, 45), (8, 16), shards))],
+    settings = stream_settings(
+        tmp_path / "s.zarr", version, (0, 45), (8, 16), shards=(2, 2), key="line", dtype="uint8"
     )
     data = frames_for((45,), 21, "uint8")
     with az.open_stream(settings) as stream:
@@ -74,13 +72,8 @@ def test_higher_dimensional_arrays_fill_inner_axes_in_c_order(
     kinds: list[str],
     names: str,
 ) -> None:
-    shards = [1] + [2] * (len(shape) - 1) if version == 3 else None
-    settings = az.StreamSettings(
-        store=str(tmp_path / "s.zarr"),
-        version=version,
-        arrays=[
-            az.ArraySettings(key="img", dtype="uint16", dimensions=dims(shape, chunks, shards, kinds, names))
-        ],
+    settings = stream_settings(
+        tmp_path / "s.zarr", version, shape, chunks, kinds=kinds, names=names, key="img"
     )
     inner = shape[1:-2]
     steps = 5  # append-axis steps, not a multiple of the append chunk
@@ -94,17 +87,18 @@ def test_higher_dimensional_arrays_fill_inner_axes_in_c_order(
 
 
 def test_several_arrays_with_their_own_settings(tmp_path: Path, version: int) -> None:
-    shards_a = [1, 2, 2] if version == 3 else None
-    shards_b = [2, 1, 1] if version == 3 else None
     settings = az.StreamSettings(
         store=str(tmp_path / "s.zarr"),
         version=version,
         arrays=[
-            az.ArraySettings(key="cam0", dtype="uint16", dimensions=dims((0, 30, 40), (4, 16, 16), shards_a)),
-            az.ArraySettings(
+            array_settings(version, (0, 30, 40), (4, 16, 16)),
+            array_settings(
+                version,
+                (0, 17, 9),
+                (3, 8, 8),
+                shards=(2, 1, 1),
                 key="rig/cam1",
                 dtype="uint8",
-                dimensions=dims((0, 17, 9), (3, 8, 8), shards_b),
                 compression=None,
             ),
         ],

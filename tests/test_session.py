@@ -24,23 +24,14 @@ import acqzarr as az
 from acqzarr.progress import LiveTable, LogLines, Snapshot, make_display
 from acqzarr.session import SessionConfig, load_session, record
 from acqzarr.stores import Buffer
+from builders import UNSHARDED, array_document
 
 
 def _session(tmp_path: Path, version: int = 3, **source: Any) -> dict[str, Any]:
     return {
         "store": str(tmp_path / "s.zarr"),
         "version": version,
-        "arrays": [
-            {
-                "key": "cam0",
-                "dtype": "uint16",
-                "dimensions": [
-                    {"name": "t", "kind": "time", "size": 0, "chunk": 4},
-                    {"name": "y", "kind": "space", "size": 32, "chunk": 16},
-                    {"name": "x", "kind": "space", "size": 24, "chunk": 8},
-                ],
-            }
-        ],
+        "arrays": [array_document(version, (0, 32, 24), (4, 16, 8), shards=UNSHARDED)],
         "source": {"driver": "simulated.noise", "options": {"height": 32, "width": 24}, **source},
     }
 

@@ -11,7 +11,7 @@ import zarr
 
 import acqzarr as az
 from acqzarr.codecs import ShardLayout
-from conftest import frames_for, stream_settings
+from builders import frames_for, stream_settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EMPTY = 2**64 - 1

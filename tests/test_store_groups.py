@@ -28,7 +28,7 @@ import acqzarr as az
 import acqzarr.stores.local_groups as local_groups
 from acqzarr.stores.base import Store
 from acqzarr.stores.local_groups import META
-from conftest import assert_reads_back
+from readback import assert_reads_back
 
 LEVELS = ("img/zarr.json", "img/0/zarr.json", "img/1/zarr.json", "img/2/zarr.json")
 

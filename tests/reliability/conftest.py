@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-RESULTS = Path(os.environ.get("ACQZARR_RELIABILITY_RESULTS", Path(__file__).parent / ".results"))
+from .sizes import RESULTS, SIZES
 
 
 @pytest.fixture
@@ -31,16 +29,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if rep.when == "call":
         item.rep_call = rep  # type: ignore[attr-defined]
     return rep
-
-
-SIZES: dict[str, dict[str, int]] = {}  # knob -> the CI size (the default) and this run's
-
-
-def scale(name: str, default: int) -> int:
-    """Sizes come from the environment so report.py can run the suite longer than CI does."""
-    value = int(os.environ.get(f"ACQZARR_{name}", default))
-    SIZES[f"ACQZARR_{name}"] = {"ci": default, "run": value}
-    return value
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -27,8 +27,9 @@ from ome_zarr_models.v05.image import Image as Image05
 
 from acqzarr.stores import LocalStore
 from acqzarr.validation import validate
+from builders import stream_settings
 
-from .conftest import scale
+from .sizes import scale
 
 pytestmark = pytest.mark.reliability
 
@@ -84,39 +85,21 @@ def frame(i: int) -> np.ndarray[Any, Any]:
 def _settings(path: Path, version: int, config: str) -> str:
     import acqzarr as az
 
-    shard = 2 if version == 3 else 1
-    plane = [
-        az.Dimension(name="y", kind="space", size=FRAME[0], chunk=16, shard=shard),
-        az.Dimension(name="x", kind="space", size=FRAME[1], chunk=16, shard=shard),
-    ]
-    if config == "pyramid-z":
-        dimensions = [
-            az.Dimension(name="t", kind="time", size=0, chunk=1),
-            az.Dimension(name="z", kind="space", size=PLANES, chunk=2, shard=3 if version == 3 else 1),
-            *plane,
-        ]
-    elif config == "pyramid-c":
-        dimensions = [
-            az.Dimension(name="t", kind="time", size=0, chunk=2),
-            az.Dimension(
-                name="c", kind="channel", size=CHANNELS, chunk=1, shard=CHANNELS if version == 3 else 1
-            ),
-            *plane,
-        ]
-    else:
-        dimensions = [az.Dimension(name="t", kind="time", size=0, chunk=3), *plane]
-    return az.StreamSettings(
-        store=str(path),
-        version=version,
-        arrays=[
-            az.ArraySettings(
-                key="cam",
-                dtype="uint16",
-                dimensions=dimensions,
-                multiscale=None if config == "plain" else az.Multiscale(levels=3),
-                frame_columns={"laser_mw": "float64"},
-            )
-        ],
+    # v3 shards: 2x2 chunks of a frame, and the whole z stack (3 chunks) or every channel in one shard
+    names, shape, chunks, shards = {
+        "pyramid-z": ("tzyx", (0, PLANES, *FRAME), (1, 2, 16, 16), (1, 3, 2, 2)),
+        "pyramid-c": ("tcyx", (0, CHANNELS, *FRAME), (2, 1, 16, 16), (1, CHANNELS, 2, 2)),
+    }.get(config, ("tyx", (0, *FRAME), (3, 16, 16), (1, 2, 2)))
+    return stream_settings(
+        path,
+        version,
+        shape,
+        chunks,
+        shards=shards,
+        names=names,
+        key="cam",
+        multiscale=None if config == "plain" else az.Multiscale(levels=3),
+        frame_columns={"laser_mw": "float64"},
     ).model_dump_json()
 
 

@@ -16,30 +16,22 @@ import zarr
 
 import acqzarr as az
 import acqzarr.stores.local as local_store
+from builders import stream_settings
 
-from .conftest import scale
+from .sizes import scale
 
 pytestmark = pytest.mark.reliability
 
 
 def _settings(path: Path, version: int, direct: bool) -> az.StreamSettings:
-    shard = 2 if version == 3 else 1
-    return az.StreamSettings(
-        store=str(path),
-        version=version,
+    return stream_settings(
+        path,
+        version,
+        (0, 512, 512),
+        (4, 128, 128),
+        key="cam",
         direct_io=direct,
-        arrays=[
-            az.ArraySettings(
-                key="cam",
-                dtype="uint16",
-                dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=4),
-                    az.Dimension(name="y", kind="space", size=512, chunk=128, shard=shard),
-                    az.Dimension(name="x", kind="space", size=512, chunk=128, shard=shard),
-                ],
-                multiscale=az.Multiscale(levels=2),
-            )
-        ],
+        multiscale=az.Multiscale(levels=2),
     )
 
 

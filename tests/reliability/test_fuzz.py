@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import acqzarr as az
+from builders import stream_settings
 
-from .conftest import RESULTS, scale
+from .sizes import RESULTS, scale
 
 pytestmark = pytest.mark.reliability
 
@@ -51,21 +52,7 @@ def candidate_frames(draw: st.DrawFn) -> np.ndarray[Any, Any]:
 @settings(max_examples=scale("FUZZ_FRAMES", 120), deadline=None)
 @given(st.lists(candidate_frames(), min_size=1, max_size=6))
 def test_frames_are_accepted_exactly_when_shape_and_dtype_fit(frames: list[np.ndarray[Any, Any]]) -> None:
-    settings_ = az.StreamSettings(
-        store="fuzz",
-        version=3,
-        arrays=[
-            az.ArraySettings(
-                key="c",
-                dtype="uint16",
-                dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=2),
-                    az.Dimension(name="y", kind="space", size=FRAME[0], chunk=8, shard=2),
-                    az.Dimension(name="x", kind="space", size=FRAME[1], chunk=8, shard=2),
-                ],
-            )
-        ],
-    )
+    settings_ = stream_settings("fuzz", 3, (0, *FRAME), (2, 8, 8), key="c")
     store = az.MemoryStore()
     accepted: list[np.ndarray[Any, Any]] = []
     with az.open_stream(settings_, store=store) as stream:

@@ -20,10 +20,11 @@ import zarr
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_reads_back, dims
+from builders import UNSHARDED, array_document
 from ingest_helpers import ServerProcess, header, loopback_server, raw_socket
+from readback import assert_reads_back
 
-from .conftest import RESULTS, scale
+from .sizes import RESULTS, scale
 
 pytestmark = pytest.mark.reliability
 
@@ -48,15 +49,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
 
 
 FUZZ_SHAPE = (8, 12)
-FUZZ_SETTINGS = {
-    "arrays": [
-        {
-            "key": "cam0",
-            "dtype": "uint16",
-            "dimensions": [d.model_dump() for d in dims((0, 8, 12), (4, 8, 12))],
-        }
-    ]
-}
+FUZZ_SETTINGS = {"arrays": [array_document(3, (0, *FUZZ_SHAPE), (4, *FUZZ_SHAPE), shards=UNSHARDED)]}
 _FRAME_FIELDS = [
     "htype",
     "series_id",

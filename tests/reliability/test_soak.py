@@ -14,8 +14,9 @@ import zarr
 
 import acqzarr as az
 from acqzarr.synthetic import camera_frames
+from builders import array_settings, stream_settings
 
-from .conftest import scale
+from .sizes import scale
 
 pytestmark = pytest.mark.reliability
 
@@ -35,21 +36,14 @@ def _soak(
     path: Path, frame: tuple[int, int], count: int, chunk: tuple[int, int, int], shard: int, pyramid: bool
 ) -> dict[str, Any]:
     pool = camera_frames(8, frame)
-    settings = az.StreamSettings(
-        store=str(path),
-        version=3,
-        arrays=[
-            az.ArraySettings(
-                key="cam",
-                dtype="uint16",
-                dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=chunk[0]),
-                    az.Dimension(name="y", kind="space", size=frame[0], chunk=chunk[1], shard=shard),
-                    az.Dimension(name="x", kind="space", size=frame[1], chunk=chunk[2], shard=shard),
-                ],
-                multiscale=az.Multiscale(levels=2, method="mean") if pyramid else None,
-            )
-        ],
+    settings = stream_settings(
+        path,
+        3,
+        (0, *frame),
+        chunk,
+        shards=(1, shard, shard),
+        key="cam",
+        multiscale=az.Multiscale(levels=2, method="mean") if pyramid else None,
     )
     fds_before = _fds()
     samples: list[int] = []
@@ -121,18 +115,7 @@ def test_concurrent_appends_to_different_keys_with_a_polling_reader(tmp_path: Pa
     settings = az.StreamSettings(
         store=str(path),
         version=3,
-        arrays=[
-            az.ArraySettings(
-                key=k,
-                dtype="uint16",
-                dimensions=[
-                    az.Dimension(name="t", kind="time", size=0, chunk=8),
-                    az.Dimension(name="y", kind="space", size=40, chunk=16, shard=2),
-                    az.Dimension(name="x", kind="space", size=40, chunk=16, shard=2),
-                ],
-            )
-            for k in keys
-        ],
+        arrays=[array_settings(3, (0, 40, 40), (8, 16, 16), key=k) for k in keys],
     )
     data = {
         k: np.random.default_rng(i).integers(0, 4096, (n, 40, 40), dtype=np.uint16)

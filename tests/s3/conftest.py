@@ -1,4 +1,4 @@
-"""A real S3 server (SeaweedFS) for the session, and readers that go through S3 only.
+"""A real S3 server (SeaweedFS) for the session, and one of its own for a test that stops it.
 
 The client side gets the server's keys through the standard AWS environment
 variables, exactly as a user would provide them; nothing else is configured.
@@ -10,15 +10,8 @@ import signal
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import obstore
 import pytest
-import tensorstore as ts
-import zarr
-from obstore.store import S3Store
-from zarr.storage import ObjectStore
 
 import acqzarr as az
 
@@ -58,6 +51,16 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seaweed]:
 
 
 @pytest.fixture
+def own_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Seaweed]:
+    """A server this test may stop and restart (the session's server stays up for the others)."""
+    server = start_seaweed(tmp_path / "own-seaweed")
+    for name, value in server.env.items():
+        monkeypatch.setenv(name, value)
+    yield server
+    server.stop(signal.SIGKILL)  # its data is throwaway: no need to wait for a graceful stop
+
+
+@pytest.fixture
 def aws_env(s3_server: Seaweed, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Seaweed:
     """The server's keys in the AWS variables, and nothing from the developer's own AWS setup."""
     for name in _AWS_VARS:
@@ -79,63 +82,3 @@ def s3_url(aws_env: Seaweed, request: pytest.FixtureRequest) -> str:
     """A prefix of its own for every test: tests share one server and one bucket."""
     name = request.node.name.replace("[", "-").replace("]", "").replace("/", "-")
     return f"s3://{aws_env.bucket}/{name}-{uuid.uuid4().hex[:8]}"
-
-
-def raw_store(server: Seaweed, url: str) -> S3Store:
-    """An obstore client independent of acqzarr, on the prefix of ``url``."""
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    return S3Store(
-        bucket,
-        prefix=prefix,
-        endpoint=server.endpoint,
-        region="us-east-1",
-        client_options={"allow_http": True},
-    )
-
-
-def all_objects(server: Seaweed, url: str) -> dict[str, bytes]:
-    store = raw_store(server, url)
-    return {
-        meta["path"]: bytes(obstore.get(store, meta["path"]).bytes())
-        for batch in obstore.list(store)
-        for meta in batch
-    }
-
-
-def read_zarr_s3(server: Seaweed, url: str, path: str) -> np.ndarray[Any, Any]:
-    """zarr-python 3 through its ObjectStore (obstore underneath, no s3fs)."""
-    store = ObjectStore(raw_store(server, url), read_only=True)
-    return np.asarray(zarr.open_array(store, path=path, mode="r")[...])
-
-
-def tensorstore_spec(server: Seaweed, url: str, path: str, version: int) -> dict[str, Any]:
-    bucket, _, prefix = url.removeprefix("s3://").partition("/")
-    return {
-        "driver": "zarr3" if version == 3 else "zarr",
-        "kvstore": {
-            "driver": "s3",
-            "bucket": bucket,
-            "path": f"{prefix}/{path}/",
-            "endpoint": server.endpoint,
-            "aws_region": "us-east-1",
-            "aws_credentials": {"type": "environment"},
-        },
-        "recheck_cached_metadata": True,
-        "recheck_cached_data": True,
-    }
-
-
-def read_tensorstore_s3(server: Seaweed, url: str, path: str, version: int) -> np.ndarray[Any, Any]:
-    """tensorstore's own S3 kvstore driver (its own HTTP client and request signing)."""
-    spec = tensorstore_spec(server, url, path, version)
-    return np.asarray(ts.open(spec, read=True).result().read().result())
-
-
-def assert_reads_back_s3(
-    server: Seaweed, url: str, path: str, version: int, expected: np.ndarray[Any, Any]
-) -> None:
-    """zarr-python and tensorstore, each over S3, return exactly ``expected``."""
-    for got in (read_zarr_s3(server, url, path), read_tensorstore_s3(server, url, path, version)):
-        assert got.shape == expected.shape
-        assert got.dtype == expected.dtype
-        np.testing.assert_array_equal(got, expected)

@@ -9,9 +9,10 @@ import numpy as np
 
 from acqzarr.ingest import Sender
 from acqzarr.synthetic import camera_frames
+from builders import array_document
 from ingest_helpers import running_server
 
-from .conftest import all_objects, assert_reads_back_s3
+from .readback import all_objects, assert_reads_back_s3
 from .seaweed import Seaweed
 
 
@@ -19,18 +20,7 @@ def test_serve_writes_each_series_under_an_s3_prefix(aws_env: Seaweed, s3_url: s
     frames = camera_frames(10, (40, 48), "uint16", seed=3)
     settings = {
         "version": 3,
-        "arrays": [
-            {
-                "key": "cam0",
-                "dtype": "uint16",
-                "dimensions": [
-                    {"name": "t", "kind": "time", "size": 0, "chunk": 4},
-                    {"name": "y", "kind": "space", "size": 40, "chunk": 16, "shard": 2},
-                    {"name": "x", "kind": "space", "size": 48, "chunk": 16, "shard": 2},
-                ],
-                "multiscale": {"levels": 2},
-            }
-        ],
+        "arrays": [array_document(3, (0, 40, 48), (4, 16, 16), multiscale={"levels": 2})],
     }
     s3 = {"endpoint": aws_env.endpoint, "allow_http": True}
     with running_server(tmp_path, root=s3_url, s3=s3, status_interval=0.5) as server:

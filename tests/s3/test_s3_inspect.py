@@ -9,9 +9,9 @@ import sys
 import obstore
 
 import acqzarr as az
-from conftest import frames_for
+from builders import frames_for
 
-from .conftest import all_objects, raw_store
+from .readback import all_objects, raw_store
 from .seaweed import Seaweed
 from .test_s3_stream import FRAME, _settings
 

@@ -12,8 +12,8 @@ import acqzarr as az
 from acqzarr.stores import open_store
 from test_stores import StoreContract
 
-from .conftest import all_objects, raw_store
 from .faults import FaultProxy
+from .readback import all_objects, raw_store
 from .seaweed import Seaweed
 
 MIB = 1 << 20

@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,28 +22,22 @@ from ome_zarr_models.v05.image import Image as Image05
 from zarr.storage import ObjectStore
 
 import acqzarr as az
-from conftest import dims, frames_for
+from builders import frames_for, stream_settings
 
-from .conftest import all_objects, assert_reads_back_s3, raw_store, read_zarr_s3, start_seaweed
+from .readback import all_objects, assert_reads_back_s3, raw_store, read_zarr_s3
 from .seaweed import Seaweed
 
 FRAME = (37, 50)
 
 
 def _settings(store: str, version: int, s3: az.S3Settings, **kwargs: Any) -> az.StreamSettings:
-    shards = [1, 2, 2] if version == 3 else None
-    return az.StreamSettings(
-        store=store,
-        version=version,
+    return stream_settings(
+        store,
+        version,
+        (0, *FRAME),
+        (3, 16, 16),
         s3=s3,
-        arrays=[
-            az.ArraySettings(
-                key="cam0",
-                dtype="uint16",
-                dimensions=dims((0, *FRAME), (3, 16, 16), shards),
-                multiscale=az.Multiscale(levels=3, method="mean"),
-            )
-        ],
+        multiscale=az.Multiscale(levels=3, method="mean"),
         **kwargs,
     )
 
@@ -91,17 +84,14 @@ def test_large_shards_go_up_as_multipart_uploads(
     s3 = s3_settings.model_copy(update={"multipart_threshold": 5 << 20, "part_size": 5 << 20})
     data = frames_for((1024, 1024), 16, "uint16")
     for t_shard, name in [(1, "one"), (2, "two")]:
-        settings = az.StreamSettings(
-            store=f"{s3_url}/{name}",
+        settings = stream_settings(
+            f"{s3_url}/{name}",
+            3,
+            (0, 1024, 1024),
+            (4, 512, 512),
+            shards=(t_shard, 2, 2),
             s3=s3,
-            arrays=[
-                az.ArraySettings(
-                    key="cam0",
-                    dtype="uint16",
-                    dimensions=dims((0, 1024, 1024), (4, 512, 512), (t_shard, 2, 2)),
-                    compression=None,
-                )
-            ],
+            compression=None,
         )
         with az.open_stream(settings) as stream:
             stream.append(data)
@@ -137,33 +127,19 @@ def test_existing_prefixes_are_refused_or_replaced_like_directories(
 
 
 # -- outages ---------------------------------------------------------------------
-@pytest.fixture
-def own_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Seaweed]:
-    """A server this test may stop and restart (the session's server stays up for the others)."""
-    server = start_seaweed(tmp_path / "own-seaweed")
-    for name, value in server.env.items():
-        monkeypatch.setenv(name, value)
-    yield server
-    server.stop(signal.SIGKILL)  # its data is throwaway: no need to wait for a graceful stop
-
-
 def _outage_settings(server: Seaweed, store: str, **s3: Any) -> az.StreamSettings:
     s3_settings = az.S3Settings(
         endpoint=server.endpoint, allow_http=True, initial_backoff=0.05, max_backoff=0.5, **s3
     )
-    return az.StreamSettings(
-        store=store,
+    return stream_settings(
+        store,
+        3,
+        (0, 64, 64),
+        (4, 32, 32),
+        compression=None,
         s3=s3_settings,
         max_inflight_bytes=3 * (4 * 64 * 64 * 2) * 2,  # about 3 layers with their encoded output
         append_timeout=1.0,
-        arrays=[
-            az.ArraySettings(
-                key="cam0",
-                dtype="uint16",
-                dimensions=dims((0, 64, 64), (4, 32, 32), (1, 2, 2)),
-                compression=None,
-            )
-        ],
     )
 
 
@@ -306,17 +282,8 @@ def test_sigkill_mid_stream_keeps_every_frame_reported_flushed(
     aws_env: Seaweed, s3_url: str, s3_settings: az.S3Settings
 ) -> None:
     """As on disk: metadata is published only after the data it exposes is stored."""
-    settings = az.StreamSettings(
-        store=s3_url,
-        s3=s3_settings,
-        arrays=[
-            az.ArraySettings(
-                key="cam",
-                dtype="uint16",
-                dimensions=dims((0, 48, 40), (3, 16, 16), (1, 2, 2)),
-                multiscale=az.Multiscale(levels=2),
-            )
-        ],
+    settings = stream_settings(
+        s3_url, 3, (0, 48, 40), (3, 16, 16), key="cam", s3=s3_settings, multiscale=az.Multiscale(levels=2)
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", _KILLED_WRITER, settings.model_dump_json()],
