@@ -1,4 +1,5 @@
-"""Running `acqzarr serve` in a child process for the ingest tests, and waiting on its status socket."""
+"""Running `acqzarr serve` in a child process for the ingest tests, and waiting on its status socket;
+an in-process server whose messages a test hands over one by one."""
 
 from __future__ import annotations
 
@@ -16,10 +17,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 import zmq
 
-from acqzarr.ingest import StatusUnavailable, query
+from acqzarr.ingest import IngestServer, ServeConfig, StatusUnavailable, query
+from builders import UNSHARDED, array_document
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -135,3 +138,50 @@ def raw_socket(endpoint: str) -> tuple[zmq.Context[Any], zmq.Socket[bytes]]:
 def header(**fields: Any) -> bytes:
     """A message header: protocol version 1 and ``fields``, as JSON."""
     return json.dumps({"version": 1, **fields}).encode()
+
+
+SMALL_SERIES: dict[str, Any] = {"arrays": [array_document(3, (0, 4, 6), (2, 4, 6), shards=UNSHARDED)]}
+SMALL_FRAME_HEADER: dict[str, Any] = {
+    "htype": "frame",
+    "key": "cam0",
+    "shape": [4, 6],
+    "dtype": "uint16",
+    "timestamp_ns": 12,
+}
+
+
+def small_frame(i: int) -> np.ndarray[Any, Any]:
+    """Frame ``i`` of a SMALL_SERIES series: a (4, 6) uint16 ramp plus ``i``, so frames differ."""
+    return np.arange(24, dtype=np.uint16).reshape(4, 6) + i
+
+
+class InProcess:
+    """An IngestServer whose ``handle`` the test calls directly: deterministic, no sender process.
+
+    Series end on finalize threads; ``series`` waits for them (``IngestServer.wait_finalized``).
+    """
+
+    def __init__(self, root: Path, **config: Any) -> None:
+        self.server = IngestServer(ServeConfig(root=str(root), endpoints=["tcp://127.0.0.1:*"], **config))
+
+    def send(self, sid: str, n: int, header: dict[str, Any], payload: bytes = b"") -> None:
+        doc = {"version": 1, "series_id": sid, "msg_number": n, **header}
+        self.server.handle([zmq.Frame(json.dumps(doc).encode()), zmq.Frame(payload)])
+
+    def start(self, sid: str) -> None:
+        self.send(sid, 0, {"htype": "series_start", "settings": SMALL_SERIES})
+
+    def frames(self, sid: str, first: int, count: int) -> None:
+        """Frames ``first`` to ``first + count - 1`` (their msg_number and frame_id), small_frame(i)."""
+        for i in range(first, first + count):
+            self.send(sid, i, {**SMALL_FRAME_HEADER, "frame_id": i}, small_frame(i).tobytes())
+
+    def end(self, sid: str, n: int) -> None:
+        self.send(sid, n, {"htype": "series_end"})
+
+    def series(self, sid: str, frames: int) -> None:
+        """A whole series, finalized when this returns."""
+        self.start(sid)
+        self.frames(sid, 1, frames)
+        self.end(sid, frames + 1)
+        self.server.wait_finalized()

@@ -33,7 +33,7 @@ from acqzarr.ingest.protocol import (
     encode_payload,
     parse_header,
 )
-from builders import UNSHARDED, array_document
+from ingest_helpers import SMALL_SERIES, InProcess, small_frame
 
 REPO = Path(__file__).resolve().parents[1]
 FRAME: dict[str, Any] = {
@@ -209,34 +209,6 @@ def test_protocol_doc_is_generated_from_the_models() -> None:
     assert generated.strip() == render().strip(), "regenerate: see docs/protocol.md's GENERATED markers"
 
 
-SMALL_SERIES: dict[str, Any] = {"arrays": [array_document(3, (0, 4, 6), (2, 4, 6), shards=UNSHARDED)]}
-SMALL_FRAME = np.arange(24, dtype=np.uint16).reshape(4, 6)
-
-
-class InProcess:
-    """An IngestServer whose ``handle`` the test calls directly: deterministic, no sender process."""
-
-    def __init__(self, root: Path) -> None:
-        from acqzarr.ingest import IngestServer
-
-        self.server = IngestServer(ServeConfig(root=str(root), endpoints=["tcp://127.0.0.1:*"]))
-
-    def send(self, sid: str, n: int, header: dict[str, Any], payload: bytes = b"") -> None:
-        doc = {"version": 1, "series_id": sid, "msg_number": n, **header}
-        self.server.handle([zmq.Frame(json.dumps(doc).encode()), zmq.Frame(payload)])
-
-    def frames(self, sid: str, first: int, count: int) -> None:
-        for i in range(first, first + count):
-            self.send(
-                sid, i, {**FRAME, "series_id": sid, "msg_number": i, "frame_id": i}, SMALL_FRAME.tobytes()
-            )
-
-    def series(self, sid: str, frames: int) -> None:
-        self.send(sid, 0, {"htype": "series_start", "settings": SMALL_SERIES})
-        self.frames(sid, 1, frames)
-        self.send(sid, frames + 1, {"htype": "series_end"})
-
-
 @pytest.fixture
 def in_process(tmp_path: Path) -> Iterator[InProcess]:
     ingest = InProcess(tmp_path / "root")
@@ -272,14 +244,14 @@ def test_a_failing_writer_finalizes_only_its_series(
     assert dict(server.counters.rejected) == {"append": 1, "series_ended": 3}
     assert recent["fine"]["completed"] is True and recent["fine"]["frames_total"] == 3
     data = np.asarray(zarr.open_array(str(tmp_path / "root" / "broken" / "cam0" / "0"), mode="r")[:])
-    np.testing.assert_array_equal(data, np.stack([SMALL_FRAME, SMALL_FRAME]))
+    np.testing.assert_array_equal(data, np.stack([small_frame(1), small_frame(2)]))
 
 
 def test_per_frame_metadata_is_published_live_up_to_the_flushed_frames(
     in_process: InProcess, tmp_path: Path
 ) -> None:
     """Each status tick publishes the frame log for the frames on disk, never ahead of the image."""
-    in_process.send("live", 0, {"htype": "series_start", "settings": SMALL_SERIES})
+    in_process.start("live")
     in_process.frames("live", 1, 5)  # layers of 2 frames: 4 flushed, 1 in a partial layer
     stream = in_process.server.series["live"].recording.stream
     deadline = time.monotonic() + 30
@@ -292,6 +264,7 @@ def test_per_frame_metadata_is_published_live_up_to_the_flushed_frames(
     np.testing.assert_array_equal(ids, [1, 2, 3, 4])
     assert zarr.open_array(str(store / "0"), mode="r").shape[0] == 4
     in_process.send("live", 6, {"htype": "series_end"})
+    in_process.server.wait_finalized()
     ids = np.asarray(zarr.open_array(str(store / "acqzarr_frames" / "frame_id"), mode="r")[:])
     np.testing.assert_array_equal(ids, [1, 2, 3, 4, 5])
     gaps = np.asarray(zarr.open_array(str(store / "acqzarr_frames" / "gap_before"), mode="r")[:])
@@ -305,11 +278,12 @@ def test_a_series_with_positions_takes_each_frame_by_its_image_path(in_process: 
     in_process.send("pos", 0, {"htype": "series_start", "settings": settings})
     for i in range(6):
         key = f"p{i % 2}/cam0"
-        frame = (SMALL_FRAME + i).tobytes()
+        frame = small_frame(i).tobytes()
         in_process.send(
             "pos", 1 + i, {**FRAME, "series_id": "pos", "msg_number": 1 + i, "frame_id": i, "key": key}, frame
         )
     in_process.send("pos", 7, {"htype": "series_end"})
+    in_process.server.wait_finalized()
     (summary,) = [r for r in in_process.server.counters.recent if r["series_id"] == "pos"]
     assert summary["completed"] is True and summary["frames_total"] == 6
     store = Path(summary["store"])
@@ -317,6 +291,6 @@ def test_a_series_with_positions_takes_each_frame_by_its_image_path(in_process: 
     assert root.attrs["ome"]["bioformats2raw.layout"] == 3
     for p in (0, 1):
         data = np.asarray(root[f"p{p}/cam0/0"][...])  # type: ignore[index]
-        np.testing.assert_array_equal(data, [SMALL_FRAME + i for i in range(p, 6, 2)])
+        np.testing.assert_array_equal(data, [small_frame(i) for i in range(p, 6, 2)])
         ids = np.asarray(root[f"p{p}/cam0/acqzarr_frames/frame_id"][...])  # type: ignore[index]
         assert ids.tolist() == list(range(p, 6, 2))

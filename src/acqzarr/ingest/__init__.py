@@ -1,8 +1,8 @@
 """ZeroMQ frame ingestion: ``acqzarr serve`` writes series that ``Sender`` (or ``acqzarr send``) streams.
 
 The wire protocol is in ``protocol`` (and docs/protocol.md); the server
-(``server``, one ``series`` per store), its config (``config``) and live
-counters (``status``) are the receiving side.
+(``server``, one ``series`` per store, closed on ``finalizer`` threads), its
+config (``config``) and live counters (``status``) are the receiving side.
 """
 
 from .config import CurveServer, ServeConfig, load_serve_config

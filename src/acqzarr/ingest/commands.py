@@ -123,7 +123,7 @@ def _send(args: argparse.Namespace) -> int:
         s = sender.summary
         print(
             f"server: {'complete' if s['completed'] else 'INCOMPLETE'} ({s['end']}), {s['frames_total']} "
-            f"frames, {s['gaps']} gaps, rejected {s['rejected'] or 'none'} -> {s['store']}"
+            f"frames, {s['gaps']} gaps, rejected {s['rejected'] or 'none'} -> {s['store']}{_error(s)}"
         )
         return EXIT_OK if s["completed"] else EXIT_RUNTIME
     return EXIT_OK
@@ -141,9 +141,14 @@ def _status(args: argparse.Namespace) -> int:
         state = "complete" if s["completed"] else "INCOMPLETE"
         print(
             f"  {s['series_id']}: {state} ({s['end']}), {s['frames_total']} frames, {s['gaps']} gaps, "
-            f"rejected {s['rejected'] or 'none'} -> {s['store']}"
+            f"rejected {s['rejected'] or 'none'} -> {s['store']}{_error(s)}"
         )
     return EXIT_OK
+
+
+def _error(summary: dict[str, Any]) -> str:
+    """How a series' finalize failed, if it did (the store is then incomplete)."""
+    return f"; finalizing failed: {summary['error']}" if "error" in summary else ""
 
 
 def add_subcommands(sub: Any) -> None:

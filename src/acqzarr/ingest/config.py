@@ -158,8 +158,9 @@ class ServeConfig(BaseModel):
     max_open_series: int = Field(
         default=1,
         ge=1,
-        description="Series open at once; each holds a stream and its layer buffers. Another "
-        "series_start is rejected ('busy') until one ends.",
+        description="Series held at once, open or still being finalized; each holds a stream and its "
+        "layer buffers. Another series_start is rejected ('busy') while this many are open, and waits "
+        "(the socket unread) while some of them are finalizing.",
     )
     max_series_memory: int = Field(
         default=8 * 2**30,

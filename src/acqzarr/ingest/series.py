@@ -134,21 +134,33 @@ class Series:
         return sum(self.recording.stream.stats(k).bytes_written for k in self.keys)
 
     def finalize(self, end: str, end_header: SeriesEnd | None) -> dict[str, Any]:
-        """Finish every image's session record, then close the stream.
+        """Finish every image's session record, then close the stream; the series' summary.
 
         ``end`` says why: series_end, idle_timeout, shutdown or write_error.
         Complete means the sender ended the series and nothing was lost or
-        rejected on the way.
+        rejected on the way.  Runs on a finalize thread (``finalizer.py``);
+        a failed end or close is the summary's ``error``, never raised.
         """
         completed = end == "series_end" and self.gaps == 0 and not self.rejected
         ending = End(completed, {"source": self._source(end, end_header)})
-        error: BaseException | None = None
         try:
             self.recording.finish(dict.fromkeys(self.keys, ending))
         except Exception as exc:  # the server goes on; the summary reports it
-            error = exc
+            return self.failed_summary(end, exc)
         record = self.recording.stream.session(next(iter(self.keys)))
-        summary = {
+        return self._summary(end, completed, record["start"], record["stop"])
+
+    def failed_summary(self, end: str, error: BaseException) -> dict[str, Any]:
+        """The summary of a series whose finalize failed with ``error``: never complete."""
+        try:
+            record = self.recording.stream.session(next(iter(self.keys)))
+            start, stop = record["start"], record["stop"]
+        except Exception:  # the record itself is what failed: the summary still goes out
+            start = stop = None
+        return {**self._summary(end, False, start, stop), "error": repr(error)}
+
+    def _summary(self, end: str, completed: bool, start: Any, stop: Any) -> dict[str, Any]:
+        return {
             "series_id": self.id,
             "store": self.settings.store,
             "end": end,
@@ -158,11 +170,7 @@ class Series:
             "rejected": dict(sorted(self.rejected.items())),
             "user_data_dropped": self.user_data_dropped,
             "bytes_written": self.bytes_written(),
-            "start": record["start"],
-            "stop": record["stop"],
+            "start": start,
+            "stop": stop,
             "sender_start_ns": self.start_header.timestamp_ns,
         }
-        if error is not None:
-            summary["error"] = repr(error)
-            summary["completed"] = False
-        return summary

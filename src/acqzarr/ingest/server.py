@@ -4,6 +4,12 @@ One thread receives, validates and appends; the stream's own pool
 compresses and writes, so while ``append`` blocks on a full pipeline the
 socket is not read, the receive high-water mark fills, and PUSH senders
 block (backpressure, nothing lost) while PUB senders drop (counted as gaps).
+An ended series is finalized on its own thread (``finalizer.py``), so one
+series' close never stalls the frames of the others; its outcome is counted
+and logged here when it is done.  A finalizing series still holds its
+stream's memory, so it counts against ``max_open_series``: a series_start
+that needs the slot of a finalizing series waits for it, the socket unread
+meanwhile (the only wait on a finalize), while status requests are answered.
 
 Nothing a sender does can stop the server: every message that fails a check
 is rejected with a reason from ``protocol.REASONS``, counted, logged (rate
@@ -30,6 +36,7 @@ from ..locations import is_s3
 from ..stop import StopSignal
 from ..stores import open_store
 from .config import ServeConfig, series_memory, series_settings
+from .finalizer import Finalizer
 from .protocol import Frame, SeriesEnd, SeriesStart, decode_payload, parse_header
 from .series import Series
 from .status import Counters, format_line
@@ -54,7 +61,9 @@ class IngestServer:
         if not self.remote_root:
             self.root.mkdir(parents=True, exist_ok=True)
         self.counters = Counters()
-        self.series: dict[str, Series] = {}
+        self.series: dict[str, Series] = {}  # open: taking frames
+        self.finalizer = Finalizer(config.max_open_series)  # ended: being finalized
+        self._held: tuple[str, list[zmq.Frame]] | None = None  # a series_start waiting for a slot
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._logged: Counter[str] = Counter()
         self._last_line: tuple[int, int, int, int] | None = None
@@ -103,6 +112,8 @@ class IngestServer:
             raise ConfigError(f"{where}: cannot bind {endpoint}: {exc}") from None
 
     def close(self) -> None:
+        """Close the sockets, after waiting for every pending finalize (nothing is cut short)."""
+        self.finalizer.close()
         for sock in (getattr(self, "_data", None), self._status):
             if sock is not None:
                 sock.close(linger=0)
@@ -124,32 +135,62 @@ class IngestServer:
         log.info(
             "serving %s on %s, writing under %s", self.config.socket, self.config.endpoints, self.config.root
         )
+        reading = True
         while not stop.is_set():
+            self._reap()
+            self._take_held()
+            if reading != (self._held is None):  # a held series_start: leave the socket unread
+                reading = self._held is None
+                if reading:  # the senders of open series were not idle, the server was not reading
+                    poller.register(self._data, zmq.POLLIN)
+                    for series in self.series.values():
+                        series.touch()
+                else:
+                    poller.unregister(self._data)
             timeout = max(0.0, min(0.1, next_tick - time.monotonic()))
             events = dict(poller.poll(int(timeout * 1000)))
             if self._data in events:
                 self._receive(_BATCH)
             if self._status is not None and self._status in events:
                 self._answer_status()
-            self._expire_idle()
+            if self._held is None:
+                self._expire_idle()
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + interval
+        if not reading:
+            poller.register(self._data, zmq.POLLIN)
         self._drain(poller)
         for series in list(self.series.values()):
-            self._finalize(series, "shutdown", None)
+            self._end(series, "shutdown", None)
+        self.wait_finalized()
         self._tick(force=True)
 
     def _drain(self, poller: zmq.Poller) -> None:
         deadline = time.monotonic() + self.config.drain_timeout
         while time.monotonic() < deadline:
+            if self._held is not None:  # shutting down: waiting here stalls nothing that matters
+                self.finalizer.wait(max(0.0, deadline - time.monotonic()))
+                self._reap()
+                self._take_held()
+                continue
             events = dict(poller.poll(50))
             if self._data not in events:
                 break
             self._receive(_BATCH)
+        if self._held is not None:
+            log.warning("series_start of %r not taken: shut down while it waited for a slot", self._held[0])
+            self._held = None
+
+    def wait_finalized(self) -> None:
+        """Wait for every pending finalize and count its outcome (shutdown; tests)."""
+        self.finalizer.wait(every=True)
+        self._reap()
 
     def _receive(self, limit: int) -> None:
         for _ in range(limit):
+            if self._held is not None:
+                return
             try:
                 parts = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -162,17 +203,27 @@ class IngestServer:
         self._status.send(json.dumps(self.snapshot()).encode())
 
     def snapshot(self) -> dict[str, Any]:
+        self._reap()
         c = self.counters
-        c.bytes_written_open = sum(s.bytes_written() for s in self.series.values())
+        now = time.monotonic()
+        finalizing = self.finalizer.pending
+        c.bytes_written_open = sum(s.bytes_written() for s in self.series.values()) + sum(
+            f.series.bytes_written() for f in finalizing.values()
+        )
         c.open_series = {
             sid: {
                 "frames": s.frames,
                 "gaps": s.gaps,
                 "rejected": sum(s.rejected.values()),
-                "idle_s": round(time.monotonic() - s.last_activity, 3),
+                "idle_s": round(now - s.last_activity, 3),
             }
             for sid, s in self.series.items()
         }
+        c.finalizing_series = {
+            sid: {"end": f.end, "frames": f.series.frames, "finalizing_s": round(now - f.since, 3)}
+            for sid, f in finalizing.items()
+        }
+        c.waiting_series = [] if self._held is None else [self._held[0]]
         return c.snapshot()
 
     def _tick(self, force: bool = False) -> None:
@@ -183,7 +234,7 @@ class IngestServer:
             log.warning("rejections not logged individually in the last interval: %s", suppressed)
         self._logged.clear()
         state = (c.frames, sum(c.rejected.values()), c.gaps, c.series_finished)
-        if force or self.series or state != self._last_line:
+        if force or self.series or self.finalizer.pending or state != self._last_line:
             log.info("%s", format_line(self.snapshot()))
             self._last_line = state
 
@@ -196,7 +247,7 @@ class IngestServer:
                     series.id,
                     now - series.last_activity,
                 )
-                self._finalize(series, "idle_timeout", None)
+                self._end(series, "idle_timeout", None)
 
     # -- messages ---------------------------------------------------------------
     def handle(self, parts: list[zmq.Frame]) -> None:
@@ -209,7 +260,9 @@ class IngestServer:
             header = parse_header(parts[0].bytes, self.config.max_header_bytes)
             payload = parts[1].buffer
             if isinstance(header, SeriesStart):
-                self._start(header, payload)
+                if not self._start(header, payload):
+                    self._held = (header.series_id, parts)
+                    log.info("series_start of %r waits for a finalizing series", header.series_id)
                 return
             series = self._open(header.series_id)
             before = series.gaps
@@ -221,7 +274,7 @@ class IngestServer:
             else:
                 if payload.nbytes:
                     raise ProtocolError("payload_size", f"series_end carries {payload.nbytes} payload bytes")
-                self._finalize(series, "series_end", header)
+                self._end(series, "series_end", header)
         except ProtocolError as exc:
             self._reject(exc.reason, str(exc), series)
         except Exception as exc:  # a bug must not take the server down; it is counted and shown
@@ -244,7 +297,8 @@ class IngestServer:
             raise ProtocolError("series_ended", f"series {series_id!r} is already finalized")
         raise ProtocolError("unknown_series", f"series {series_id!r} was never started")
 
-    def _start(self, header: SeriesStart, payload: memoryview) -> None:
+    def _start(self, header: SeriesStart, payload: memoryview) -> bool:
+        """Open the series; False if it must wait for a finalizing series (see ``_must_wait``)."""
         sid = header.series_id
         cfg = self.config
         if payload.nbytes:
@@ -253,6 +307,9 @@ class IngestServer:
             raise ProtocolError("series_open", f"series {sid!r} is already open")
         if len(self.series) >= cfg.max_open_series:
             raise ProtocolError("busy", f"{len(self.series)} series open ({sorted(self.series)}), the limit")
+        self._reap()
+        if self._must_wait(sid):
+            return False
         path = f"{cfg.root}/{sid}" if self.remote_root else str(self.root / sid)
         # valid_series_id already ensures it (a plain name); belt and braces for directories:
         if not self.remote_root and Path(path).resolve().parent != self.root.resolve():
@@ -295,6 +352,20 @@ class IngestServer:
             ", ".join(f"{a.key or '(root)'} {a.dtype}" for a in settings.arrays),
             path,
         )
+        return True
+
+    def _must_wait(self, sid: str) -> bool:
+        """A series_start waits while finalizing series hold the slots it needs (their streams'
+        memory is not freed yet), or while its own store is still being finalized."""
+        finalizing = self.finalizer.pending
+        return sid in finalizing or len(self.series) + len(finalizing) >= self.config.max_open_series
+
+    def _take_held(self) -> None:
+        """Handle the held series_start once it need not wait any more."""
+        if self._held is not None and not self._must_wait(self._held[0]):
+            _, parts = self._held
+            self._held = None
+            self.handle(parts)
 
     def _exists(self, path: str) -> bool:
         if not self.remote_root:
@@ -315,7 +386,7 @@ class IngestServer:
             raise ProtocolError("append", str(exc)) from None
         except AcqzarrError as exc:  # the writer failed: the series cannot go on
             log.error("series %r: %s; finalizing with what is stored", series.id, exc)
-            self._finalize(series, "write_error", None)
+            self._end(series, "write_error", None)
             raise ProtocolError("append", f"series {series.id!r} failed: {exc}") from None
         c = self.counters
         c.frames += 1
@@ -323,12 +394,21 @@ class IngestServer:
         c.bytes_raw += frame.nbytes
         c.camera_dropped += header.dropped_before
 
-    def _finalize(self, series: Series, end: str, header: SeriesEnd | None) -> None:
+    def _end(self, series: Series, end: str, header: SeriesEnd | None) -> None:
+        """The series takes no more messages; it is finalized on a finalize thread."""
         del self.series[series.id]
         self._ended[series.id] = None
         while len(self._ended) > _REMEMBER_ENDED:
             self._ended.popitem(last=False)
-        summary = series.finalize(end, header)
+        self.finalizer.submit(series, end, header)
+
+    def _reap(self) -> None:
+        """Count and log the series whose finalize is done."""
+        for series, summary in self.finalizer.finished():
+            self._finalized(series, summary)
+
+    def _finalized(self, series: Series, summary: dict[str, Any]) -> None:
+        end = summary["end"]
         c = self.counters
         c.series_finished += 1
         c.bytes_written_finished += summary["bytes_written"]
@@ -351,16 +431,18 @@ class IngestServer:
             }
             | ({"error": summary["error"]} if "error" in summary else {})
         )
-        level = logging.INFO if summary["completed"] else logging.WARNING
+        error = summary.get("error")
+        level = logging.INFO if summary["completed"] else logging.ERROR if error else logging.WARNING
         log.log(
             level,
-            "series %r finalized (%s): %d frames, %d gaps, rejected %s, %s",
+            "series %r finalized (%s): %s frames, %d gaps, rejected %s, %s%s",
             series.id,
             end,
             summary["frames_total"],
             summary["gaps"],
             summary["rejected"] or "none",
             "complete" if summary["completed"] else "INCOMPLETE",
+            "" if error is None else f"; finalizing failed: {error}",
         )
 
 

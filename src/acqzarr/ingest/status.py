@@ -41,6 +41,8 @@ class Counters:
         self.series_started = 0
         self.series_finished = 0
         self.open_series: dict[str, dict[str, Any]] = {}
+        self.finalizing_series: dict[str, dict[str, Any]] = {}  # ended, their stores being finalized
+        self.waiting_series: list[str] = []  # a series_start waiting for a finalizing series' slot
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SERIES)
         self.bytes_written_finished = 0
         self.bytes_written_open = 0
@@ -74,6 +76,8 @@ class Counters:
             "series_started": self.series_started,
             "series_finished": self.series_finished,
             "open_series": dict(self.open_series),
+            "finalizing_series": dict(self.finalizing_series),
+            "waiting_series": list(self.waiting_series),
             "recent_series": list(self.recent),
         }
 
@@ -81,13 +85,15 @@ class Counters:
 def format_line(snap: dict[str, Any]) -> str:
     """One console line: frames, rates, losses and rejections by reason."""
     rejected = ", ".join(f"{k} {v}" for k, v in snap["rejected"].items()) or "none"
+    finalizing = sorted(snap.get("finalizing_series", ()))  # absent from an older server's answer
     return (
         f"frames {snap['frames']} ({snap['fps']:.1f} fps)"
         f" | in {snap['raw_bytes_per_s'] / 1e6:.0f} MB/s | wire {snap['bytes_received'] / 1e6:.0f} MB"
         f" | written {snap['bytes_written'] / 1e6:.0f} MB | gaps {snap['gaps']}"
         f" | camera drops {snap['camera_dropped']}"
         f" | rejected {snap['rejected_total']} ({rejected})"
-        f" | open {sorted(snap['open_series']) or '-'} | finished {snap['series_finished']}"
+        f" | open {sorted(snap['open_series']) or '-'}"
+        f"{f' | finalizing {finalizing}' if finalizing else ''} | finished {snap['series_finished']}"
     )
 
 
