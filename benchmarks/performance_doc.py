@@ -59,13 +59,15 @@ def goals_text(goals: list[dict[str, Any]]) -> str:
     return "; ".join(parts) or "-"
 
 
-def _header(report: Report) -> str:
+def _header(report: Report, command: bool = True) -> str:
+    """Where, when, which commits, how many runs (and, for the doc, the command that ran)."""
     sides = report["sides"]
     against = f" against {sides['old']['rev']}" if "old" in sides else ""
+    ran = f"; `{report['command']}`" if command and "command" in report else ""
     quick = " **--quick: a check of the harness, not a result.**" if report.get("quick") else ""
     return (
         f"{report['machine']}, {report['date']}; commit {sides['new']['rev']}{against}; medians of "
-        f"{report['repeat']} run(s) per row; `{report.get('command', 'benchmarks/targets.py')}`.{quick}"
+        f"{report['repeat']} run(s) per row{ran}.{quick}"
     )
 
 
@@ -204,7 +206,7 @@ def readme_block(report: Report | None) -> str:
     if report is None:
         return f"Issue 16's targets: not measured yet (`{RUN}`).\n"
     lines = [
-        f"Issue 16's targets (`benchmarks/targets.py`; {_header(report)}), from "
+        f"Issue 16's targets (`benchmarks/targets.py`; {_header(report, command=False)}), from "
         "[docs/performance.md](docs/performance.md):\n"
     ]
     for e in report["rows"]:
