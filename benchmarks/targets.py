@@ -1,7 +1,7 @@
 """Issue 16's rows (Performance II), each beside the row it is a ratio of, measured in the same run.
 
-    python benchmarks/targets.py --quick            # every row at small sizes, ~1 minute: checks the
-                                                    # harness; its figures are not results
+    python benchmarks/targets.py --quick --json /tmp/quick.json   # every row at small sizes, ~1 minute:
+                                                    # checks the harness; its figures are not results
     python benchmarks/targets.py --repeat 3         # full sizes, medians of 3 interleaved runs;
                                                     # writes benchmarks/last-run-targets.json
     python benchmarks/targets.py --row acqzarr-pyramid --repeat 3   # one row (its reference comes along)
