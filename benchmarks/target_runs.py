@@ -1,0 +1,314 @@
+"""What runs inside each worker process of ``targets.py``: one row's timed part, measured from inside.
+
+    python benchmarks/target_runs.py pool '<workload json>' <file.npy>     # make the frame pool once
+    python benchmarks/target_runs.py limit '<workload json>' <dir>         # numcodecs Blosc on a pool
+    python benchmarks/target_runs.py stream '<workload json>' <dir>        # acqzarr, in-process
+    python benchmarks/target_runs.py send '<workload json>' <endpoint> <status> <series> <key>
+    python benchmarks/target_runs.py serve <config.json>                   # acqzarr serve, profiled
+    python benchmarks/target_runs.py verify '<workload json>' <array dir>  # read back, after timing
+
+``targets.py`` starts these with ``PYTHONPATH`` pointing at one commit's ``src``, so whatever
+imports ``acqzarr`` here measures that commit. Each prints one JSON line. A workload is the dict
+``runners.axes`` takes (size, frames, chunk_t, chunk_xy, shard_xy, pool), plus ``pool_file``
+(the frames every process of a run shares, generated once), ``cameras``, ``pyramid_levels`` and
+``threads`` where the row needs them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from measure import Span, ThreadCPU, latency, peak_rss, rss, steady_rate
+from runners import axes, chunk_frames, disk_bytes, engine_memory, frame_bytes, verify
+
+Workload = dict[str, Any]
+
+
+def stream_settings(w: Workload) -> dict[str, Any]:
+    """The settings every acqzarr row writes with, in-process or sent over ZeroMQ: v3, the
+    workload's chunks and shards, Blosc lz4 clevel 1 byte shuffle (what the limit rows compress
+    with), one array per camera (cam0, cam1, ...), and a mean pyramid when the row has one."""
+    pyramid = (
+        {"multiscale": {"levels": w["pyramid_levels"], "method": "mean"}} if w.get("pyramid_levels") else {}
+    )
+    return {
+        "version": 3,
+        "arrays": [
+            {
+                "key": f"cam{k}",
+                "dtype": "uint16",
+                "dimensions": [
+                    {"name": a.name, "kind": a.kind, "size": a.size, "chunk": a.chunk, "shard": a.shard}
+                    for a in axes(w)
+                ],
+                "compression": {"cname": "lz4", "clevel": 1, "shuffle": "byte"},
+                **pyramid,
+            }
+            for k in range(w.get("cameras", 1))
+        ],
+    }
+
+
+def load_pool(w: Workload) -> np.ndarray:
+    pool: np.ndarray = np.load(w["pool_file"])
+    return pool
+
+
+# -- the compression limit ----------------------------------------------------------
+def layer_chunks(w: Workload, pool: np.ndarray) -> list[list[np.ndarray]]:
+    """The chunks of every layer (chunk_t frames) acqzarr is given, in the order it is given them.
+
+    Frame i is ``pool[i % len(pool)]``, so layers repeat after lcm(pool, chunk_t) frames: only the
+    distinct layers are tiled (contiguous copies, as the engine's band buffers hold them) and the
+    list refers to them again, which keeps the tiles of a 2,000-frame run in memory."""
+    ct, c, size = chunk_frames(w), w["chunk_xy"], w["size"]
+    layers = w["frames"] // ct
+    distinct: dict[int, list[np.ndarray]] = {}
+    order = []
+    for k in range(layers):
+        first = (k * ct) % len(pool)
+        if first not in distinct:
+            frames = pool[(first + np.arange(ct)) % len(pool)]
+            distinct[first] = [
+                np.ascontiguousarray(frames[:, y : y + c, x : x + c])
+                for y in range(0, size, c)
+                for x in range(0, size, c)
+            ]
+        order.append(distinct[first])
+    return order
+
+
+def run_limit(w: Workload) -> dict[str, Any]:
+    """Compress the workload's chunks with numcodecs Blosc (lz4, clevel 1, byte shuffle), on a
+    pool of ``threads`` threads over chunks, or with plain calls in this thread when 1.
+
+    Blosc's own threads are off (``use_threads = False``), so each call runs on one core and the
+    pool's width is the only parallelism: the machine's compression limit for these chunks, with
+    nothing else (no tiling, no I/O) in the timed part. One layer is compressed first, untimed."""
+    from numcodecs import Blosc, blosc
+
+    blosc.use_threads = False
+    codec = Blosc(cname="lz4", clevel=1, shuffle=Blosc.SHUFFLE)
+    layers = layer_chunks(w, load_pool(w))
+    chunks = [ch for layer in layers for ch in layer]
+    for ch in layers[0]:
+        codec.encode(ch)
+    threads = ThreadCPU()
+    before, span = threads.snapshot(), Span()
+    if w["threads"] == 1:
+        encoded = sum(len(codec.encode(ch)) for ch in chunks)
+    else:
+        with ThreadPoolExecutor(w["threads"], thread_name_prefix="bench-blosc") as ex:
+            encoded = sum(ex.map(lambda ch: len(codec.encode(ch)), chunks))
+    figures = span.stop()
+    raw = sum(ch.nbytes for ch in chunks)
+    return {
+        **figures,
+        "raw_bytes": raw,
+        "frames": w["frames"],
+        "encoded_bytes": encoded,
+        "threads": threads.profile(before, threads.snapshot()),
+    }
+
+
+# -- acqzarr in-process -------------------------------------------------------------
+def run_stream(w: Workload, base: Path) -> dict[str, Any]:
+    """Open a stream, append ``frames`` frames to each camera's array, close; timed from
+    ``open_stream`` until ``close`` returns, every append timed on its own.
+
+    One camera appends from the main thread; several cameras append from one thread each
+    (``bench-camera-<k>``), as a recording session's sources do, all at once."""
+    import acqzarr as az
+
+    pool = load_pool(w)
+    path = base / "stream.zarr"
+    settings = az.StreamSettings.model_validate({**stream_settings(w), "store": str(path), "overwrite": True})
+    keys = [a.key for a in settings.arrays]
+    lat: dict[str, list[float]] = {k: [] for k in keys}
+    stamps: dict[str, list[float]] = {k: [] for k in keys}
+    errors: list[BaseException] = []
+    threads = ThreadCPU()
+    before, span = threads.snapshot(), Span()
+    stream = az.open_stream(settings)
+
+    def feed(key: str) -> None:
+        try:
+            for i in range(w["frames"]):
+                t0 = time.perf_counter()
+                stream.append(pool[i % len(pool)], key=key)
+                t1 = time.perf_counter()
+                lat[key].append((t1 - t0) * 1e3)
+                stamps[key].append(t1)
+        except BaseException as exc:
+            errors.append(exc)
+
+    if len(keys) == 1:
+        feed(keys[0])
+    else:
+        cameras = [
+            threading.Thread(target=feed, args=(k,), name=f"bench-camera-{i}") for i, k in enumerate(keys)
+        ]
+        for t in cameras:
+            t.start()
+        for t in cameras:
+            t.join()
+    if errors:
+        raise errors[0]
+    memory = engine_memory(stream)
+    stream.close()
+    figures = span.stop()
+    profile = threads.profile(before, threads.snapshot())
+    frames = len(keys) * w["frames"]
+    result = {
+        **figures,
+        **latency([x for k in keys for x in lat[k]]),
+        "raw_bytes": frames * frame_bytes(w),
+        "frames": frames,
+        "steady_rate": steady_rate(sorted(s for k in keys for s in stamps[k]), frame_bytes(w)),
+        "engine": memory,
+        "threads": profile,
+        "disk": disk_bytes(path),
+        "acqzarr": str(Path(az.__file__).parent),
+    }
+    if w.get("verify", True):
+        w["_pool"] = pool
+        result["ok"] = all(
+            verify({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path / k / "0")}}, w)
+            for k in keys
+        )
+    return result
+
+
+# -- ZeroMQ: a sender, and the server it sends to ------------------------------------------
+def run_send(w: Workload, endpoint: str, status: str, series: str, key: str) -> dict[str, Any]:
+    """One sender: start a series of one camera, send ``frames`` frames, end it; timed from
+    ``start_series`` until the server reports the series finalized (every byte on disk).
+
+    Each frame is copied into a pool buffer first (``np.copyto``, standing in for a camera's
+    ``read_into``); the latency of a frame is acquire + copy + send. ``start``/``end`` are
+    CLOCK_MONOTONIC, which every process on the machine shares, so concurrent senders give one
+    span."""
+    from acqzarr.ingest import Sender
+
+    pool = load_pool(w)
+    shape = (w["size"], w["size"])
+    settings = stream_settings({**w, "cameras": 1})
+    lat: list[float] = []
+    with Sender(endpoint, timeout=300, status_endpoint=status) as sender:
+        span, start = Span(), time.monotonic()
+        sender.start_series(series, settings)
+        for i in range(w["frames"]):
+            t0 = time.perf_counter()
+            buf = sender.acquire(shape, "uint16")
+            np.copyto(buf, pool[i % len(pool)])
+            sender.send(buf, key=key)
+            lat.append((time.perf_counter() - t0) * 1e3)
+        summary = sender.end_series()
+        end = time.monotonic()
+        figures = span.stop()
+    assert summary is not None
+    return {
+        **figures,
+        **latency(lat),
+        "lat": lat,
+        "start": start,
+        "end": end,
+        "completed": bool(summary["completed"]),
+        "frames_total": summary["frames_total"],
+        "bytes_written": summary["bytes_written"],
+        "inflight_cap": inflight_cap(settings),
+    }
+
+
+def inflight_cap(settings: dict[str, Any]) -> int | None:
+    """The in-flight cap a stream with these settings reserves up to (for a series: on the
+    server), from the engine's own memory plan; None for a commit without one (``--against``)."""
+    import acqzarr as az
+
+    try:
+        from acqzarr.memory import plan_memory
+    except ImportError:
+        return None
+    validated = az.StreamSettings.model_validate({**settings, "store": "unused.zarr"})
+    return int(plan_memory(validated).cap(validated))
+
+
+def run_serve(config_path: str) -> int:
+    """``acqzarr serve`` in this process, with a control thread reading commands on stdin:
+
+    ``ready <file>`` waits until the status socket answers, ``snap <file>`` records every thread's
+    CPU so far; both then write a JSON snapshot to ``<file>`` (written whole, then renamed)."""
+    from acqzarr.cli import main
+
+    threads = ThreadCPU()
+    status = json.loads(Path(config_path).read_text())["status_endpoint"]
+
+    def control() -> None:
+        from acqzarr.ingest import StatusUnavailable, query
+
+        for line in sys.stdin:
+            command, out = line.split(maxsplit=1)
+            if command == "ready":
+                while True:
+                    try:
+                        query(status, timeout=0.5)
+                        break
+                    except StatusUnavailable:
+                        continue
+            snap = {**threads.snapshot(), "peak_rss": peak_rss()}
+            tmp = Path(out.strip() + ".tmp")
+            tmp.write_text(json.dumps(snap))
+            tmp.rename(out.strip())
+
+    threading.Thread(target=control, name="bench-control", daemon=True).start()
+    return main(["serve", config_path])
+
+
+def run_verify(w: Workload, array: str) -> dict[str, Any]:
+    w["_pool"] = load_pool(w)
+    return {"ok": verify({"driver": "zarr3", "kvstore": {"driver": "file", "path": array}}, w)}
+
+
+def make_pool(w: Workload, out: str) -> dict[str, Any]:
+    """Generate the run's camera-like frames once (seconds for 16 frames of 2048x2048), so every
+    process, and both commits under ``--against``, appends the very same frames."""
+    from acqzarr.synthetic import camera_frames
+
+    pool = camera_frames(w["pool"], (w["size"], w["size"]))
+    tmp = out + ".tmp.npy"
+    np.save(tmp, pool)
+    os.replace(tmp, out)
+    return {"bytes": int(pool.nbytes), "rss": rss()}
+
+
+def main(argv: list[str]) -> int:
+    command = argv[0]
+    if command == "serve":
+        return run_serve(argv[1])
+    w = json.loads(argv[1])
+    if command == "pool":
+        out = make_pool(w, argv[2])
+    elif command == "limit":
+        out = run_limit(w)
+    elif command == "stream":
+        out = run_stream(w, Path(argv[2]))
+    elif command == "send":
+        out = run_send(w, *argv[2:6])
+    elif command == "verify":
+        out = run_verify(w, argv[2])
+    else:
+        raise SystemExit(f"unknown command {command!r}")
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
