@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from acqzarr import buffers
-from acqzarr.buffers import BufferPool, mapped_array
+from acqzarr.buffers import BufferPool, BufferPools, mapped_array
 
 WAIT = 10.0
 
@@ -188,3 +188,26 @@ def test_clear_drops_the_free_buffers(mapper: Callable[..., CountingMapper]) -> 
     b = pool.take()
     assert b is not a
     assert len(m.calls) == 4  # one, two prefilled, and a new one after the clear
+
+
+def test_arrays_of_one_shape_share_a_pool_and_its_buffers(mapper: Callable[..., CountingMapper]) -> None:
+    """Two cameras of one model: a buffer one gives back is the next the other takes, so what stays
+    mapped is the most in flight at once, not the sum of each array's peak."""
+    m = mapper()
+    pools = BufferPools()
+    cam0 = pools.get((4, 4), np.dtype("uint16"))
+    cam1 = pools.get((4, 4), np.dtype("uint16"))
+    a = cam0.take()
+    cam0.give(a)
+    assert cam1.take() is a
+    assert len(m.calls) == 1
+    # Another shape, dtype or populating mode is another pool.
+    others = [
+        pools.get((4, 5), np.dtype("uint16")),
+        pools.get((4, 4), np.dtype("int16")),
+        pools.get((4, 4), np.dtype("uint16"), populate=False),
+    ]
+    assert len({id(p) for p in [cam0, *others]}) == 4
+    cam1.give(a)
+    pools.clear()
+    assert cam0.take() is not a and len(m.calls) == 2

@@ -17,6 +17,9 @@ import numpy as np
 import pytest
 import zarr
 
+from acqzarr.memory import MIN_DEFAULT_CAP, plan_memory
+from builders import stream_settings
+
 PLANES, SIZE, CHUNK_Z = 512, 512, 32
 BAND = CHUNK_Z * SIZE * SIZE * 2  # one band: 32 planes of 512x512 uint16 = 16 MiB
 
@@ -63,8 +66,9 @@ print(json.dumps({"baseline": baseline, "peak": status("VmHWM"), "cap": during.c
 @pytest.mark.parametrize("version", [2, 3])
 def test_a_deep_z_stack_streams_in_a_few_bands_of_memory(tmp_path: Path, version: int) -> None:
     """(t, z, y, x) with 512 planes per timepoint, chunk z 32 (v3: shards of 4 chunks along z, so a
-    shard spans 4 bands): the peak resident memory grows by less than 4 bands over the baseline,
-    and never by more than the engine's own reservation says."""
+    shard spans 4 bands): the peak resident memory grows by less than the default cap (4 bands, or
+    the floor for small bands: 16 of these), never by more than the engine's own reservation
+    says, and the cap does not depend on the number of planes."""
     path = tmp_path / "z.zarr"
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(path), str(version), str(PLANES), str(SIZE), str(CHUNK_Z)],
@@ -75,9 +79,10 @@ def test_a_deep_z_stack_streams_in_a_few_bands_of_memory(tmp_path: Path, version
     )
     m = json.loads(out.stdout)
     grown = m["peak"] - m["baseline"]
-    assert grown < 4 * BAND, f"peak RSS grew {grown / BAND:.2f} bands ({m})"
+    assert m["required"] < 3 * BAND, m  # a band and its worst-case encoding: not the volume
+    assert m["cap"] == max(2 * m["required"], MIN_DEFAULT_CAP), m
     assert grown <= m["reserved_peak"] + (4 << 20), m  # the reservation bounds what is resident
-    assert m["reserved_peak"] <= m["cap"] < 5 * BAND, m  # two worst-case bands, not the volume
+    assert m["reserved_peak"] <= m["cap"], m
     stored = zarr.open_array(str(path / "0"), mode="r")
     assert stored.shape == (2, PLANES, SIZE, SIZE)
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
@@ -85,3 +90,14 @@ def test_a_deep_z_stack_streams_in_a_few_bands_of_memory(tmp_path: Path, version
     noise = np.random.default_rng(0).integers(0, 16, (SIZE, SIZE), dtype=np.uint16)
     for t, z in [(0, 0), (0, 255), (1, 511)]:
         np.testing.assert_array_equal(stored[t, z], base + noise + np.uint16(z + t))
+
+
+def test_the_default_cap_is_twice_the_need_and_never_below_the_floor(tmp_path: Path) -> None:
+    """Big bands: twice what the order needs.  Small bands (a 512x512 frame is one shard, one
+    compression task a band): at least MIN_DEFAULT_CAP, so several bands compress at once."""
+    big = plan_memory(stream_settings(tmp_path / "big", 3, (0, 2048, 2048), (32, 256, 256), shards=(1, 4, 4)))
+    small = plan_memory(
+        stream_settings(tmp_path / "small", 3, (0, 512, 512), (32, 128, 128), shards=(1, 4, 4))
+    )
+    assert big.default_cap == 2 * big.required > MIN_DEFAULT_CAP
+    assert 2 * small.required < MIN_DEFAULT_CAP == small.default_cap

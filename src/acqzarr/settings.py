@@ -807,7 +807,8 @@ class StreamSettings(_Model):
         description="Cap on memory reserved for frames not yet written: band buffers plus their "
         "worst-case encoded output, all arrays and pyramid levels. `append` blocks when it is reached. "
         "null: twice what the acquisition orders need (the bands open at once, one set filling while "
-        "the other is compressed and written). A cap below the need is refused at open.",
+        "the other is compressed and written), and at least 256 MiB (small bands compress several at "
+        "a time). A cap below the need is refused at open.",
     )
     append_timeout: float | None = Field(
         default=None,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .budget import InflightBudget
+from .buffers import BufferPools
 from .codecs import BloscCodec
 from .contrast import ContrastWindows
 from .errors import ConfigError, FrameError, StateError, StoreError, WriterError
@@ -120,6 +121,7 @@ class Stream:
         self._close_lock = threading.Lock()
         self._meta_lock = threading.Lock()
         self.pipeline = Pipeline(settings.threads, InflightBudget(cap))
+        self._pools = BufferPools()  # band and output buffers, shared by arrays of one shape
         self.pipeline.when_io_idle(self._catch_up)
         self._images: dict[str, _Image] = {}
         try:
@@ -168,6 +170,7 @@ class Stream:
                     on_stored=functools.partial(self._stored, settings.key, level),
                     observe=contrast.observe if level == 0 else None,
                     waits_for_budget=level == 0,
+                    pools=self._pools,
                 )
             )
         order = FrameOrder(layout0, settings.acquisition_axes, name)
@@ -499,9 +502,7 @@ class Stream:
                     )
             self.pipeline.drain()
             self.pipeline.close()
-            for image in self._images.values():
-                for writer in image.writers:
-                    writer.release_buffers()
+            self._pools.clear()
             self._settle(self._finish_images)
 
     def _finish_images(self) -> None:

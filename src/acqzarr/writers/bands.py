@@ -56,6 +56,7 @@ class BandAssembler:
         append_timeout: float | None,
         may_exceed: Callable[[], bool],
         on_complete: Callable[[Band], None],
+        pool: BufferPool,
     ) -> None:
         self.layout = layout
         self.name = name
@@ -64,7 +65,7 @@ class BandAssembler:
         self.append_timeout = append_timeout
         self.may_exceed = may_exceed
         self.on_complete = on_complete
-        self.pool = BufferPool(layout.band_shape, layout.dtype)
+        self.pool = pool  # band buffers, shared with the stream's other arrays of this band shape
         self.open: dict[Index, Band] = {}
         # Bands complete and handed on: every band of the rows below ``_rows_closed`` (a row is one
         # step of the append axis's chunk grid), and those in ``_closed`` above it.  Kept compact

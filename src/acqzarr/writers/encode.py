@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import BufferPool
+from ..buffers import BufferPools
 from ..codecs import BloscCodec
 from ..codecs.blosc import BLOSC_MAX_OVERHEAD
 from ..layout import ArrayLayout
@@ -69,6 +69,7 @@ class Encoder:
         codec: BloscCodec | None,
         chunks_per_task: int,
         trailer: int,
+        pools: BufferPools,
         observe: Callable[[tuple[int, ...], np.ndarray[Any, Any]], None] | None = None,
     ) -> None:
         self.layout = layout
@@ -76,7 +77,7 @@ class Encoder:
         self.observe = observe  # sees every stored chunk (the contrast window)
         self.output_nbytes = output_nbytes(layout, chunks_per_task, trailer)
         # Output buffers fault in lazily: resident memory follows the compressed size.
-        self.pool = BufferPool((self.output_nbytes,), np.dtype(np.uint8), populate=False)
+        self.pool = pools.get((self.output_nbytes,), np.dtype(np.uint8), populate=False)
         self._bits_dtype = np.dtype(f"u{layout.dtype.itemsize}")
 
     def encode(

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from ..buffers import BufferPools
 from ..codecs import BloscCodec
 from ..layout import ArrayLayout, Index
 from ..pipeline import Pipeline
@@ -42,6 +43,7 @@ class LevelWriter:
         append_timeout: float | None,
         on_stored: Callable[[LevelWriter, list[Index]], None],
         observe: Callable[[Index, np.ndarray[Any, Any]], None] | None = None,
+        pools: BufferPools,
         waits_for_budget: bool = True,
     ) -> None:
         self.layout = layout
@@ -52,7 +54,7 @@ class LevelWriter:
         self._on_stored = on_stored
         self.on_band: Callable[[Band], None] | None = None  # the pyramid, fed with complete bands
         chunks_per_task = max(len(t) for t in objects.tasks)
-        self.encoder = Encoder(layout, codec, chunks_per_task, objects.trailer, observe)
+        self.encoder = Encoder(layout, codec, chunks_per_task, objects.trailer, pools, observe)
         self.reservation = type(objects).reservation(layout)
         self._in_flight = 0  # bands submitted whose I/O job has not finished
         self._count_lock = threading.Lock()
@@ -66,6 +68,7 @@ class LevelWriter:
             # with nothing of its own in flight it may exceed the cap, so levels cannot deadlock.
             may_exceed=(lambda: False) if waits_for_budget else (lambda: self._in_flight == 0),
             on_complete=self._submit,
+            pool=pools.get(layout.band_shape, layout.dtype),
         )
         # The first band buffer now, the second while the first fills: the acquisition loop
         # never pays for mapping memory.
@@ -93,10 +96,6 @@ class LevelWriter:
         self.objects.final_extent = extent
         self.assembler.finish(extent)
         self.pipeline.submit_io(self._finish_job)
-
-    def release_buffers(self) -> None:
-        self.assembler.pool.clear()
-        self.encoder.pool.clear()
 
     def _submit(self, band: Band) -> None:
         with self._count_lock:
