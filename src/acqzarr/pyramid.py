@@ -80,16 +80,21 @@ class Pyramid:
         planes ahead of the one being put (which bounds the planes in flight).
         """
         ahead: deque[tuple[Index, Future[np.ndarray[Any, Any]] | None]] = deque()
+
+        def put_next() -> None:
+            index, reduced = ahead.popleft()
+            self._put(level + 1, index, None if reduced is None else reduced.result())
+
         try:
             for index, sources in self._pair_up(level, band):
                 if len(ahead) >= self._window:
-                    self._put(level + 1, *ahead.popleft())
+                    put_next()
                 holes = all(s is None for s in sources)
                 ahead.append(
                     (index, None if holes else self.pipeline.compress(self._reduce, level, band, sources))
                 )
             while ahead:
-                self._put(level + 1, *ahead.popleft())
+                put_next()
         finally:  # the tasks read the band's buffer: none may still run when it is released
             wait([f for _, f in ahead if f is not None])
 
@@ -166,10 +171,9 @@ class Pyramid:
         reduce_block(pair, (0, *(a + 1 for a in self._frame_axes)), self.method, out[np.newaxis])
         return out
 
-    def _put(self, level: int, index: Index, result: Future[np.ndarray[Any, Any]] | None) -> None:
+    def _put(self, level: int, index: Index, plane: np.ndarray[Any, Any] | None) -> None:
         """Write one reduced plane to ``level`` at ``index`` (None: leave a hole there)."""
         writer = self.writers[level]
-        plane = None if result is None else result.result()
         with writer.lock:
             if plane is None:
                 writer.skip([index])
@@ -177,15 +181,6 @@ class Pyramid:
                 writer.put([index], plane[np.newaxis])
         if plane is not None:
             self._spares[level].append(plane)  # put copied it
-
-    def _put_now(self, level: int, index: Index, plane: np.ndarray[Any, Any] | None) -> None:
-        """Write a held plane whose partner is past the end, paired with itself (replicate-edge)."""
-        if plane is None:
-            self._put(level, index, None)
-            return
-        done: Future[np.ndarray[Any, Any]] = Future()
-        done.set_result(self._reduce_planes([plane, plane], self._plane(level)))
-        self._put(level, index, done)
 
     # -- closing ----------------------------------------------------------------
     def finish(self, extents: list[int]) -> None:
@@ -197,7 +192,12 @@ class Pyramid:
             return
         writer = self.writers[level]
         for t_index, (plane, _at) in sorted(self._held[level].items()):
-            self._put_now(level, t_index, plane)
+            # its partner is past the end: it pairs with itself (replicate-edge)
+            self._put(
+                level,
+                t_index,
+                None if plane is None else self._reduce_planes([plane, plane], self._plane(level)),
+            )
         self._held[level].clear()
         with writer.lock:
             writer.finish(extents[level])
