@@ -80,21 +80,7 @@ def _outcome(f: Finalizing) -> dict[str, Any]:
         return f.future.result()
     # Even the failure's own summary failed: say what is known, never lose the series.
     log.error("series %r: finalizing failed", f.series.id, exc_info=error)
-    return {
-        "series_id": f.series.id,
-        "store": f.series.settings.store,
-        "end": f.end,
-        "completed": False,
-        "frames_total": None,
-        "gaps": f.series.gaps,
-        "rejected": dict(sorted(f.series.rejected.items())),
-        "user_data_dropped": f.series.user_data_dropped,
-        "bytes_written": 0,
-        "start": None,
-        "stop": None,
-        "sender_start_ns": f.series.start_header.timestamp_ns,
-        "error": repr(error),
-    }
+    return f.series.failed_summary(f.end, error)
 
 
 def _finalize(series: Series, end: str, header: SeriesEnd | None) -> dict[str, Any]:

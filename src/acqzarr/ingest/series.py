@@ -157,19 +157,25 @@ class Series:
             start, stop = record["start"], record["stop"]
         except Exception:  # the record itself is what failed: the summary still goes out
             start = stop = None
-        return {**self._summary(end, False, start, stop), "error": repr(error)}
+        try:
+            return {**self._summary(end, False, start, stop), "error": repr(error)}
+        except Exception:  # not even the stream's counts: what the protocol knows still goes out
+            return {**self._summary(end, False, None, None, counted=False), "error": repr(error)}
 
-    def _summary(self, end: str, completed: bool, start: Any, stop: Any) -> dict[str, Any]:
+    def _summary(
+        self, end: str, completed: bool, start: Any, stop: Any, *, counted: bool = True
+    ) -> dict[str, Any]:
+        """The series' summary; ``counted=False`` leaves out the stream's own counts."""
         return {
             "series_id": self.id,
             "store": self.settings.store,
             "end": end,
             "completed": completed,
-            "frames_total": self.frames,
+            "frames_total": self.frames if counted else None,
             "gaps": self.gaps,
             "rejected": dict(sorted(self.rejected.items())),
             "user_data_dropped": self.user_data_dropped,
-            "bytes_written": self.bytes_written(),
+            "bytes_written": self.bytes_written() if counted else 0,
             "start": start,
             "stop": stop,
             "sender_start_ns": self.start_header.timestamp_ns,
