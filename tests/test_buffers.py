@@ -211,3 +211,23 @@ def test_arrays_of_one_shape_share_a_pool_and_its_buffers(mapper: Callable[..., 
     cam1.give(a)
     pools.clear()
     assert cam0.take() is not a and len(m.calls) == 2
+
+
+def test_mapped_counts_what_the_pools_keep() -> None:
+    """``MemoryUsage.mapped``: every buffer mapped (taken, prefilled or returned) until a clear drops
+    the free ones; buffers still out stay counted."""
+    pools = BufferPools()
+    band = pools.get((4, 4), np.dtype("uint16"))
+    out = pools.get((100,), np.dtype("uint8"), populate=False)
+    assert pools.mapped_nbytes() == 0
+    a, b = band.take(), band.take()
+    band.prefill(1)
+    out.take()
+    assert pools.mapped_nbytes() == 3 * 32 + 100
+    band.give(a)
+    assert band.take() is a and pools.mapped_nbytes() == 3 * 32 + 100  # reused: nothing new
+    band.give(a)
+    pools.clear()  # drops a and the prefilled one; b and the output buffer are still out
+    assert pools.mapped_nbytes() == 32 + 100
+    band.give(b)
+    assert pools.mapped_nbytes() == 32 + 100

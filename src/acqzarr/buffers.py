@@ -9,6 +9,7 @@ instead of being allocated per band.
 
 from __future__ import annotations
 
+import math
 import mmap
 import threading
 from typing import Any
@@ -60,6 +61,7 @@ class BufferPool:
         self._free: list[np.ndarray[Any, Any]] = []
         self._cond = threading.Condition()
         self._mapping = 0  # buffers being mapped in the background
+        self.mapped = 0  # buffers this pool has mapped so far (it keeps them until cleared)
 
     def take(self) -> np.ndarray[Any, Any]:
         with self._cond:
@@ -67,7 +69,10 @@ class BufferPool:
                 self._cond.wait()  # one is on its way: cheaper than mapping another
             if self._free:
                 return self._free.pop()
-        return mapped_array(self.shape, self.dtype, populate=self.populate)
+        buf = mapped_array(self.shape, self.dtype, populate=self.populate)
+        with self._cond:
+            self.mapped += 1
+        return buf
 
     def give(self, buf: np.ndarray[Any, Any]) -> None:
         with self._cond:
@@ -92,6 +97,7 @@ class BufferPool:
                     raise
                 with self._cond:
                     self._mapping -= 1
+                    self.mapped += 1
                     self._free.append(buf)
                     self._cond.notify_all()
 
@@ -100,8 +106,13 @@ class BufferPool:
         else:
             fill()
 
+    @property
+    def mapped_nbytes(self) -> int:
+        return self.mapped * math.prod(self.shape) * self.dtype.itemsize
+
     def clear(self) -> None:
         with self._cond:
+            self.mapped -= len(self._free)
             self._free.clear()
 
 
@@ -125,6 +136,12 @@ class BufferPools:
             if pool is None:
                 pool = self._pools[key] = BufferPool(key[0], np.dtype(dtype), populate=populate)
             return pool
+
+    def mapped_nbytes(self) -> int:
+        """Bytes of buffers mapped and kept: they grow to the most in flight at once, which can
+        first happen late in a run (within the cap), and output buffers fault in lazily."""
+        with self._lock:
+            return sum(pool.mapped_nbytes for pool in self._pools.values())
 
     def clear(self) -> None:
         """Drop every free buffer (the stream is closed: nothing is in flight)."""

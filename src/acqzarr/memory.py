@@ -38,6 +38,7 @@ class MemoryUsage:
     used: int  # reserved now: open bands, bands being encoded or written
     peak: int  # the most reserved at any moment so far
     required: int  # what the acquisition orders need at least (the cap is never below it)
+    mapped: int  # buffers mapped and kept for reuse (band buffers resident, outputs on first touch)
 
 
 @dataclass(frozen=True)

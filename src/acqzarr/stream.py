@@ -461,10 +461,16 @@ class Stream:
         )
 
     def memory(self) -> MemoryUsage:
-        """The stream's in-flight memory: cap, bytes reserved now, the peak, and the minimum the
-        acquisition orders need (all arrays and pyramid levels)."""
+        """The stream's in-flight memory: cap, bytes reserved now, the peak, the minimum the
+        acquisition orders need (all arrays and pyramid levels), and the buffers mapped for reuse."""
         budget = self.pipeline.budget
-        return MemoryUsage(cap=budget.cap, used=budget.used, peak=budget.peak, required=self.plan.required)
+        return MemoryUsage(
+            cap=budget.cap,
+            used=budget.used,
+            peak=budget.peak,
+            required=self.plan.required,
+            mapped=self._pools.mapped_nbytes(),
+        )
 
     def flush(self) -> None:
         """Wait until everything submitted so far is stored and published (complete bands only:

@@ -47,6 +47,7 @@ def _soak(
     )
     fds_before = _fds()
     samples: list[int] = []
+    pooled: list[int] = []  # buffers the pools have mapped at each sample (they grow within the cap)
     quarter_times: list[float] = []
     every = max(1, count // 40)
     t0 = last = time.perf_counter()
@@ -56,6 +57,8 @@ def _soak(
             stream.append(pool[i % len(pool)])
             if i % every == 0:
                 samples.append(_rss())
+                memory = stream.memory()
+                pooled.append(memory.mapped)
             if (i + 1) % (count // 4) == 0:
                 now = time.perf_counter()
                 quarter_times.append(now - last)
@@ -78,6 +81,9 @@ def _soak(
         "rss_first_half_max_mib": round(max(samples[:half]) / 2**20, 1),
         "rss_second_half_max_mib": round(max(samples[half:]) / 2**20, 1),
         "inflight_cap_mib": round(cap / 2**20, 1),
+        "inflight_peak_mib": round(memory.peak / 2**20, 1),
+        "pools_first_half_max_mib": round(max(pooled[:half]) / 2**20, 1),
+        "pools_max_mib": round(max(pooled) / 2**20, 1),
         "fds_before": fds_before,
         "fds_after": fds_after,
     }
@@ -104,8 +110,12 @@ def test_memory_and_descriptors_stay_flat(
     figures = _soak(tmp_path / "s.zarr", frame, count, chunk, shard, pyramid)
     record_figures.update(name=name, **figures)
     assert figures["fds_after"] == figures["fds_before"], "file descriptors leaked"
-    # Flat: the second half never needs more than the first (64 MiB of allocator slack allowed).
-    assert figures["rss_second_half_max_mib"] <= figures["rss_first_half_max_mib"] + 64
+    assert figures["inflight_peak_mib"] <= figures["inflight_cap_mib"]
+    # Flat: the second half needs no more than the first, beyond what the buffer pools grew by and
+    # 64 MiB of allocator slack.  The pools map a buffer when the most in flight at once first needs
+    # it, which can be late in a run (timing decides when a third band is out at once), within the cap.
+    late_pools = figures["pools_max_mib"] - figures["pools_first_half_max_mib"]
+    assert figures["rss_second_half_max_mib"] <= figures["rss_first_half_max_mib"] + late_pools + 64
 
 
 def test_concurrent_appends_to_different_keys_with_a_polling_reader(tmp_path: Path) -> None:
