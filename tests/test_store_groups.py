@@ -262,16 +262,19 @@ class TestLocalGroups(AtomicGroupContract):
         assert sorted(os.listdir(meta)) == ["current", "g100", "g99", "keys"]
         assert sorted(os.listdir(meta / "g100")) == sorted(k.replace("/", "%2F") for k in LEVELS)
         assert [gen_of(store.get(k)) for k in LEVELS] == [98, 99, 98, 99]
-        assert not [p for p in store.root.rglob(".*") if p.name != META]  # no temporary names left
+        staging = store.root / ".acqzarr-staging"  # temporary links are made there: none is left
+        assert not [p for p in store.root.rglob(".*") if p.name != META and p != staging]
+        assert list(staging.iterdir()) == []
 
     def test_settle_leaves_no_link_and_no_meta(self, store: az.LocalStore) -> None:
         store.put_group(group(1))
         store.put_group(group(2))
-        stray = store.root / "img/0/.zarr.json.99.0.tmp"  # a killed writer's temporary link
+        stray = store.root / ".acqzarr-staging/.zarr.json.99.0.tmp"  # a killed writer's temporary link
         os.symlink(store._groups.target("img/0/zarr.json"), stray)
         store.settle()
         assert links_under(store.root) == []
         assert not (store.root / META).exists()
+        assert not (store.root / ".acqzarr-staging").exists()
         assert all((store.root / k).is_file() for k in LEVELS)
         assert [gen_of(store.get(k)) for k in LEVELS] == [2, 2, 2, 2]
 

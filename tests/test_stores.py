@@ -123,6 +123,68 @@ class TestLocalStore(StoreContract):
         assert store.direct_io is False
 
 
+    def test_writes_stage_outside_the_hierarchy_and_settle_removes_the_staging_dir(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import os
+
+        import acqzarr.stores.local as local
+
+        renamed: list[tuple[str, str]] = []
+        real_replace = os.replace
+
+        def recording(src: str, dst: str) -> None:
+            renamed.append((str(src), str(dst)))
+            real_replace(src, dst)
+
+        monkeypatch.setattr(local.os, "replace", recording)
+        store = az.LocalStore(tmp_path / "r")
+        store.put("g/a/0", [b"small"])
+        store.put("g/a/1", [bytes(1 << 20)])  # O_DIRECT where the filesystem allows it
+        staged = store.open_staged("g/a/2")
+        staged.append(np.zeros(4096, np.uint8), 4096)
+        staged.commit(b"tail")
+        store.put_group({"g/zarr.json": b"{}", "g/a/zarr.json": b"{}"})
+        staging = tmp_path / "r" / ".acqzarr-staging"
+        assert [dst for _, dst in renamed[:3]] == [str(tmp_path / "r" / "g" / "a" / k) for k in "012"]
+        assert all(Path(src).parent == staging for src, _ in renamed[:3])
+        assert not any(p.name.endswith(".tmp") for p in (tmp_path / "r" / "g").rglob("*"))
+        store.settle()
+        assert not staging.exists()
+        assert sorted(store.list()) == ["g/a/0", "g/a/1", "g/a/2", "g/a/zarr.json", "g/zarr.json"]
+        assert store.get("g/a/2") == bytes(4096) + b"tail"
+
+    def test_a_write_killed_before_its_rename_leaves_group_listings_clean(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A kill between creating the staging file and renaming it (simulated: the rename never
+        returns and nothing cleans up) leaves no stray name in a group's directory, where zarr-python
+        looks for members and warns about one it cannot open."""
+        import zarr
+
+        import acqzarr.stores.local as local
+        from acqzarr.validation import validate
+
+        path = tmp_path / "r"
+        group = zarr.open_group(str(path / "g"), mode="w", zarr_format=2)
+        group.create_array("a", shape=(4,), chunks=(2,), dtype="uint8")
+
+        def killed(src: str, dst: str) -> None:
+            raise KeyboardInterrupt  # not an OSError: no cleanup runs, as after SIGKILL
+
+        monkeypatch.setattr(local.os, "replace", killed)
+        with pytest.raises(KeyboardInterrupt):
+            az.LocalStore(path).put("g/.zattrs", [b'{"x": 1}'])
+        monkeypatch.undo()
+        leftover = list((path / ".acqzarr-staging").iterdir())
+        assert [p.name.startswith("..zattrs.") for p in leftover] == [True]
+        members = zarr.open_group(str(path / "g"), mode="r").members()  # warnings are errors here
+        assert [name for name, _ in members] == ["a"]
+        problems = validate(az.LocalStore(path))
+        staging = [(p.severity, p.key.split("/")[0]) for p in problems if "staging file" in p.message]
+        assert staging == [("warning", ".acqzarr-staging")]  # validate still says what was cut short
+
+
 class TestMemoryStore(StoreContract):
     @pytest.fixture
     def store(self, tmp_path: Path) -> az.Store:

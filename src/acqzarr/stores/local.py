@@ -1,8 +1,9 @@
 """A store on the local filesystem, one file per key.
 
 Atomicity comes from the classic write-to-temp-then-rename: the temporary
-file lives in the same directory (so ``os.replace`` is a rename, atomic on
-POSIX) and starts with a dot so Zarr readers never mistake it for a chunk.
+file lives in ``.acqzarr-staging`` at the root (same filesystem, so
+``os.replace`` is an atomic rename; outside every group's directory, so a kill
+leaves nothing a Zarr reader lists as a member: see ``staging``).
 
 Large objects are written with O_DIRECT where the filesystem allows it.  On
 these VMs writing through a cold page cache runs at ~0.45 GB/s (every page of
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import itertools
 import mmap
 import os
 import shutil
@@ -37,6 +37,7 @@ from ..buffers import anonymous_memory
 from ..errors import StoreError
 from .base import Buffer, Staged, Store
 from .local_groups import META, LinkedGroups, SymlinksUnavailable, fsync_dir
+from .staging import StagingDir
 
 __all__ = ["LocalStore"]
 
@@ -60,8 +61,8 @@ class LocalStore(Store):
         self._staging = threading.local()
         self._made_dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
-        self._counter = itertools.count()
-        self._groups = LinkedGroups(self.root, fsync=fsync)
+        self._stage = StagingDir(self.root)
+        self._groups = LinkedGroups(self.root, self._stage, fsync=fsync)
         self._groups_lock = threading.Lock()
         self._symlinks = True
 
@@ -85,16 +86,12 @@ class LocalStore(Store):
     def _atomic_write(self, key: str, write: Callable[[int], None], *, direct: bool) -> None:
         """Write a hidden temporary file with ``write(fd)``, then rename it over ``key``."""
         path = os.path.join(self.root, self.check_key(key))
-        directory, name = os.path.split(path)
-        tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(self._counter)}.tmp")
+        directory = os.path.dirname(path)
+        tmp = self._stage.name_for(path)
         fd = -1
         try:
             self._ensure_dir(directory)
-            flags = _WRITE_FLAGS
-            if direct:
-                fd = self._open_direct(tmp, flags)
-            if fd < 0:  # not asked for, or the filesystem refused O_DIRECT: same bytes, plain fd
-                fd = os.open(tmp, flags, 0o644)
+            fd, _ = self._open_staging(tmp, direct=direct)
             write(fd)
             if self.fsync:
                 os.fsync(fd)
@@ -117,6 +114,14 @@ class LocalStore(Store):
             return
         view = buffer.data.cast("B")
         self._atomic_write(key, lambda fd: _pwrite_all(fd, view[:padded], nbytes), direct=True)
+
+    def _open_staging(self, tmp: str, *, direct: bool) -> tuple[int, bool]:
+        """Create the staging file ``tmp``: (fd, whether it is O_DIRECT)."""
+        fd = self._stage.create(lambda: self._open_direct(tmp, _WRITE_FLAGS)) if direct else -1
+        if fd >= 0:
+            return fd, True
+        # not asked for, or the filesystem refused O_DIRECT: same bytes, plain fd
+        return self._stage.create(lambda: os.open(tmp, _WRITE_FLAGS, 0o644)), False
 
     def _open_direct(self, path: str, flags: int) -> int:
         """Open with O_DIRECT, or return -1 (and stop trying) where the filesystem refuses it."""
@@ -181,7 +186,8 @@ class LocalStore(Store):
         super().put_group(items)
 
     def settle(self) -> None:
-        """Replace each grouped link by a regular file of the same content, then drop ``.acqzarr-meta``.
+        """Replace each grouped link by a regular file of the same content, then drop ``.acqzarr-meta``
+        (and ``.acqzarr-staging`` when empty).
 
         Each replacement is a rename of identical bytes, and no ``put_group``
         runs meanwhile (the lock), so a reader sees no change; a kill halfway
@@ -198,6 +204,7 @@ class LocalStore(Store):
                         continue
                     self.put(key, [blob])
                 self._groups.remove()
+                self._stage.tidy()
             except StoreError:
                 raise
             except OSError as exc:
@@ -263,22 +270,18 @@ class LocalStore(Store):
 
 
 class _StagedFile(Staged):
-    """A hidden temporary file beside ``key``, appended to at block-aligned offsets (O_DIRECT where
+    """A temporary file in the staging directory, appended to at block-aligned offsets (O_DIRECT where
     the filesystem allows, straight from the caller's aligned buffer) and renamed into place by
     ``commit``: the same atomic rename as ``put``, reached in pieces."""
 
     def __init__(self, store: LocalStore, key: str) -> None:
         self._store = store
         self._path = os.path.join(store.root, store.check_key(key))
-        directory, name = os.path.split(self._path)
-        self._tmp = os.path.join(directory, f".{name}.{os.getpid()}.{next(store._counter)}.tmp")
+        self._tmp = store._stage.name_for(self._path)
         self._end = 0
-        flags = _WRITE_FLAGS
         try:
-            store._ensure_dir(directory)
-            fd = store._open_direct(self._tmp, flags) if store.direct_io else -1
-            self._direct = fd >= 0
-            self._fd = fd if fd >= 0 else os.open(self._tmp, flags, 0o644)
+            store._ensure_dir(os.path.dirname(self._path))
+            self._fd, self._direct = store._open_staging(self._tmp, direct=store.direct_io)
         except OSError as exc:
             raise self._error(exc) from exc
 

@@ -40,9 +40,8 @@ Why no reader ever sees a mix of old and new across a group:
    consistent group.  What an interrupted call leaves behind is invisible to
    Zarr readers: an unreferenced generation directory and temporary names in
    ``.acqzarr-meta`` (removed by the next ``put_group``), a temporary link
-   ``.name.pid.n.tmp`` beside a key (named like ``put``'s staging files;
-   removed by ``settle``).  A later process picks the state up from the disk
-   alone.
+   in ``.acqzarr-staging`` (with ``put``'s staging files; removed by
+   ``settle``).  A later process picks the state up from the disk alone.
 
 Only the current and the previous generation are kept: a reader that resolved
 ``current`` just before a swap still finds its files.  A lookup stalled across
@@ -71,6 +70,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from urllib.parse import quote, unquote
 
+from .staging import StagingDir
+
 __all__ = ["META", "LinkedGroups", "SymlinksUnavailable"]
 
 META = ".acqzarr-meta"
@@ -86,9 +87,10 @@ class SymlinksUnavailable(Exception):
 class LinkedGroups:
     """The on-disk generations of the grouped keys under ``root``; all state lives on disk."""
 
-    def __init__(self, root: Path, *, fsync: bool) -> None:
+    def __init__(self, root: Path, staging: StagingDir, *, fsync: bool) -> None:
         self.root = root
         self.meta = root / META
+        self.staging = staging  # where temporary links are made before their rename
         self.fsync = fsync
         self._counter = itertools.count()
 
@@ -142,19 +144,9 @@ class LinkedGroups:
     def remove(self) -> None:
         """Drop the generations once no key links to them any more (``current`` first, see ``_current``).
 
-        Temporary links a killed writer left beside grouped keys go too: they
-        would dangle once the generations are gone.
+        Temporary links a killed writer left in the staging directory would dangle
+        then: ``StagingDir.tidy`` drops them.
         """
-        for key in self._read_keys():
-            directory, name = os.path.split(self.root / key)
-            staging = re.compile(rf"\.{re.escape(name)}\.\d+\.\d+\.tmp")
-            try:
-                names = os.listdir(directory)
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for path in (os.path.join(directory, n) for n in names if staging.fullmatch(n)):
-                if os.path.islink(path):
-                    os.unlink(path)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.meta / _CURRENT)
         _remove(self.meta)
@@ -199,8 +191,8 @@ class LinkedGroups:
 
     def _link(self, path: Path, target: str) -> None:
         """Atomically make ``path`` a symlink to ``target``: a temporary link renamed over it."""
-        tmp = path.parent / f".{path.name}.{os.getpid()}.{next(self._counter)}.tmp"  # a staging name
-        os.symlink(target, tmp)
+        tmp = self.staging.name_for(str(path))  # the target is relative: it resolves where renamed to
+        self.staging.create(lambda: os.symlink(target, tmp))
         try:
             os.replace(tmp, path)
         except OSError:
