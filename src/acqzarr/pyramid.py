@@ -16,7 +16,6 @@ publisher shows all levels together.
 
 from __future__ import annotations
 
-import itertools
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, wait
@@ -209,26 +208,24 @@ def _halve_in_tiles(
     lay: ArrayLayout, buffer: np.ndarray[Any, Any], within: Index, method: str, out: np.ndarray[Any, Any]
 ) -> np.ndarray[Any, Any]:
     """The frame at slot ``within`` of a band buffer, halved along the frame axes into ``out``,
-    computed where it lies, a row of tiles at a time (which stays in cache).
+    computed where it lies: one ``reduce_block`` call per copy region (all its tiles at once).
 
     Exact when the frame chunks are even: every pair of samples then lies in one tile, and a tile
     with an odd number of samples is a remainder at the frame's edge, where replicating the last
-    sample is the rule anyway.
+    sample is the rule anyway.  One call for all the tiles, not one per row of tiles: the pool
+    threads share the GIL, and each numpy call is a release and a reacquire (a row at a time made
+    ~8x the calls, and the reductions scaled 1.2x on two threads instead of ~1.9x).
     """
     f = lay.frame_ndim
-    in_tile = tuple(range(f - 1, 2 * f - 1))  # the sample axes of a row of tiles (grid axes first)
-    # A row of tiles (grid 1.., sample 0, sample 1..) is frame rows seen as (sample 0, grid 1,
-    # sample 1, ...): write each tile's result through that view of ``out``.
-    order = (f - 1, *itertools.chain.from_iterable((k - 1, f - 1 + k) for k in range(1, f)))
-    inverse = tuple(order.index(axis) for axis in range(len(order)))
     for r in lay.regions:
-        at: tuple[int | slice, ...] = (*r.grid, *within, *r.within)
-        tiles = buffer[at]
+        tiles = buffer[(*r.grid, *within, *r.within)]  # grid axes, then sample axes
+        grid, samples = tiles.shape[:f], tiles.shape[f:]
+        halved = [-(-n // 2) for n in samples]
         dest = out[tuple(slice(s.start // 2, -(-s.stop // 2)) for s in r.source)]
-        halved = [-(-n // 2) if a in in_tile else n for a, n in enumerate(tiles.shape[1:])]
-        rows = halved[f - 1]
-        for i in range(tiles.shape[0]):
-            part = dest[i * rows : (i + 1) * rows].reshape([halved[o] for o in order])
-            assert np.may_share_memory(part, out)  # splits a contiguous axis: always a view
-            reduce_block(tiles[i], in_tile, method, out=part.transpose(inverse))
+        # ``dest`` seen as (grid 0, sample 0, grid 1, sample 1, ...) and reordered like ``tiles``:
+        # splitting the axes of a strided view is always a view, so the results land in ``out``.
+        split = dest.reshape([n for k in range(f) for n in (grid[k], halved[k])])
+        view = split.transpose([*range(0, 2 * f, 2), *range(1, 2 * f, 2)])
+        assert np.may_share_memory(view, out)
+        reduce_block(tiles, tuple(range(f, 2 * f)), method, out=view)
     return out
