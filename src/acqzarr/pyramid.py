@@ -218,7 +218,8 @@ def _halve_in_tiles(
     """
     f = lay.frame_ndim
     for r in lay.regions:
-        tiles = buffer[(*r.grid, *within, *r.within)]  # grid axes, then sample axes
+        at: tuple[int | slice, ...] = (*r.grid, *within, *r.within)
+        tiles = buffer[at]  # grid axes, then sample axes
         grid, samples = tiles.shape[:f], tiles.shape[f:]
         halved = [-(-n // 2) for n in samples]
         dest = out[tuple(slice(s.start // 2, -(-s.stop // 2)) for s in r.source)]
