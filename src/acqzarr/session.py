@@ -185,11 +185,10 @@ class _Acquisition:
     def _run(self) -> None:
         buf = np.empty(self.camera.shape, self.camera.dtype)
         limit = self.src.frames
+        appended = 0  # this source is the array's only one: its count, without a stats call a frame
         try:
             self.camera.start()
-            while (
-                limit is None or self.recording.counts(self.key).accepted < limit
-            ) and not self.stop.event.is_set():
+            while (limit is None or appended < limit) and not self.stop.event.is_set():
                 info = self.camera.read_into(buf)
                 if info is None:
                     break
@@ -200,6 +199,7 @@ class _Acquisition:
                     "dropped_before": info.dropped_before,
                 }
                 self.recording.append(buf, self.key, meta, lost=info.dropped_before)
+                appended += 1
         except BaseException as exc:
             self.error = exc
             self.stop.event.set()  # one failed source ends the session for all
