@@ -139,9 +139,16 @@ def run_stream(w: Workload, base: Path) -> dict[str, Any]:
     before, span = threads.snapshot(), Span()
     stream = az.open_stream(settings)
 
+    pace = w.get("pace_fps")  # frames per second per camera, as a camera delivers them; None: flat out
+
     def feed(key: str) -> None:
         try:
+            start = time.perf_counter()
             for i in range(w["frames"]):
+                if pace:
+                    ahead = start + i / pace - time.perf_counter()
+                    if ahead > 0:
+                        time.sleep(ahead)
                 t0 = time.perf_counter()
                 stream.append(pool[i % len(pool)], key=key)
                 t1 = time.perf_counter()
