@@ -61,8 +61,8 @@ class LocalStore(Store):
         self._staging = threading.local()
         self._made_dirs: set[str] = set()
         self._dirs_lock = threading.Lock()
-        self._stage = StagingDir(self.root)
-        self._groups = LinkedGroups(self.root, self._stage, fsync=fsync)
+        self._staging_dir = StagingDir(self.root)
+        self._groups = LinkedGroups(self.root, self._staging_dir, fsync=fsync)
         self._groups_lock = threading.Lock()
         self._symlinks = True
 
@@ -87,7 +87,7 @@ class LocalStore(Store):
         """Write a hidden temporary file with ``write(fd)``, then rename it over ``key``."""
         path = os.path.join(self.root, self.check_key(key))
         directory = os.path.dirname(path)
-        tmp = self._stage.name_for(path)
+        tmp = self._staging_dir.name_for(path)
         fd = -1
         try:
             self._ensure_dir(directory)
@@ -117,11 +117,11 @@ class LocalStore(Store):
 
     def _open_staging(self, tmp: str, *, direct: bool) -> tuple[int, bool]:
         """Create the staging file ``tmp``: (fd, whether it is O_DIRECT)."""
-        fd = self._stage.create(lambda: self._open_direct(tmp, _WRITE_FLAGS)) if direct else -1
+        fd = self._staging_dir.create(lambda: self._open_direct(tmp, _WRITE_FLAGS)) if direct else -1
         if fd >= 0:
             return fd, True
         # not asked for, or the filesystem refused O_DIRECT: same bytes, plain fd
-        return self._stage.create(lambda: os.open(tmp, _WRITE_FLAGS, 0o644)), False
+        return self._staging_dir.create(lambda: os.open(tmp, _WRITE_FLAGS, 0o644)), False
 
     def _open_direct(self, path: str, flags: int) -> int:
         """Open with O_DIRECT, or return -1 (and stop trying) where the filesystem refuses it."""
@@ -204,7 +204,7 @@ class LocalStore(Store):
                         continue
                     self.put(key, [blob])
                 self._groups.remove()
-                self._stage.tidy()
+                self._staging_dir.tidy()
             except StoreError:
                 raise
             except OSError as exc:
@@ -277,7 +277,7 @@ class _StagedFile(Staged):
     def __init__(self, store: LocalStore, key: str) -> None:
         self._store = store
         self._path = os.path.join(store.root, store.check_key(key))
-        self._tmp = store._stage.name_for(self._path)
+        self._tmp = store._staging_dir.name_for(self._path)
         self._end = 0
         try:
             store._ensure_dir(os.path.dirname(self._path))
