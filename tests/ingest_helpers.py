@@ -1,5 +1,6 @@
 """Running `acqzarr serve` in a child process for the ingest tests, and waiting on its status socket;
-an in-process server whose messages a test hands over one by one."""
+an in-process server whose messages a test hands over one by one; the server's loop on a thread,
+fed over a real socket (``Served``), with a stream's close held where a test decides."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +21,10 @@ from typing import Any
 
 import numpy as np
 import yaml
+import zarr
 import zmq
 
+import acqzarr as az
 from acqzarr.ingest import IngestServer, ServeConfig, StatusUnavailable, query
 from builders import UNSHARDED, array_document
 
@@ -158,6 +162,9 @@ def small_frame(i: int) -> np.ndarray[Any, Any]:
 class InProcess:
     """An IngestServer whose ``handle`` the test calls directly: deterministic, no sender process.
 
+    A series is open when the ``send`` of its series_start returns (``IngestServer.wait_opened``),
+    unless it waits for a finalizing series' slot.
+
     Series end on finalize threads; ``series`` waits for them (``IngestServer.wait_finalized``).
     """
 
@@ -167,6 +174,7 @@ class InProcess:
     def send(self, sid: str, n: int, header: dict[str, Any], payload: bytes = b"") -> None:
         doc = {"version": 1, "series_id": sid, "msg_number": n, **header}
         self.server.handle([zmq.Frame(json.dumps(doc).encode()), zmq.Frame(payload)])
+        self.server.wait_opened()  # a series_start opens its store on an open thread
 
     def start(self, sid: str) -> None:
         self.send(sid, 0, {"htype": "series_start", "settings": SMALL_SERIES})
@@ -185,3 +193,87 @@ class InProcess:
         self.frames(sid, 1, frames)
         self.end(sid, frames + 1)
         self.server.wait_finalized()
+
+
+WAIT = 60.0  # seconds: a deadline for things that must happen, never a measurement
+
+
+def wait_until(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.01)
+
+
+class HeldClose:
+    """Makes one stream's ``close`` wait until ``release`` is set; ``entered`` says it is waiting."""
+
+    def __init__(self, stream: az.Stream) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self._close = stream.close
+        stream.close = self._held  # type: ignore[method-assign]
+
+    def _held(self) -> None:
+        self.entered.set()
+        self.release.wait(WAIT)
+        self._close()
+
+
+def recent(server: IngestServer) -> dict[str, dict[str, Any]]:
+    return {r["series_id"]: r for r in server.snapshot()["recent_series"]}
+
+
+def assert_store(root: Path, sid: str, frames: range) -> None:
+    """The store of ``sid`` holds exactly ``small_frame(i)`` for ``i`` in ``frames``, with their
+    frame ids, and a completed, stopped session record."""
+    group = zarr.open_group(str(root / sid), mode="r")
+    data = np.asarray(group["cam0/0"][...])  # type: ignore[index]
+    assert data.tobytes() == np.stack([small_frame(i) for i in frames]).tobytes()
+    ids = np.asarray(group["cam0/acqzarr_frames/frame_id"][...])  # type: ignore[index]
+    assert ids.tolist() == list(frames)
+    record = json.loads((root / sid / "cam0" / "zarr.json").read_text())["attributes"]["acqzarr_session"]
+    assert record["completed"] is True and record["stop"] is not None
+    assert record["frames_on_disk"] == len(frames) and record["source"]["end"] == "series_end"
+
+
+class Served:
+    """``IngestServer.run`` on a thread (as ``acqzarr serve`` runs it), fed over a real socket and
+    watched through its status socket."""
+
+    def __init__(self, root: Path, **config: Any) -> None:
+        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.status_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.server = IngestServer(
+            ServeConfig(root=str(root), endpoints=[endpoint], status_endpoint=self.status_endpoint, **config)
+        )
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.server.run, args=(self.stop,))
+        self.thread.start()
+        self.ctx, self.sock = raw_socket(endpoint)
+
+    def send(self, sid: str, n: int, fields: dict[str, Any], payload: bytes = b"") -> None:
+        self.sock.send_multipart([header(series_id=sid, msg_number=n, **fields), payload])
+
+    def start(self, sid: str) -> None:
+        self.send(sid, 0, {"htype": "series_start", "settings": SMALL_SERIES})
+
+    def frames(self, sid: str, first: int, count: int) -> None:
+        for i in range(first, first + count):
+            fields = {**SMALL_FRAME_HEADER, "frame_id": i}
+            self.send(sid, i, fields, small_frame(i).tobytes())
+
+    def status(self) -> dict[str, Any]:
+        return query(self.status_endpoint, timeout=WAIT)
+
+    def wait_status(self, condition: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
+        wait_until(lambda: condition(self.status()), what)
+        return self.status()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        self.sock.close()
+        self.ctx.term()
+        self.server.close()

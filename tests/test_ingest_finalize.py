@@ -8,13 +8,10 @@ A finalize that fails reaches the user in the series' summary (status) and the s
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,58 +20,17 @@ import pytest
 import zarr
 
 import acqzarr as az
-from acqzarr.ingest import IngestServer, ServeConfig, query
 from acqzarr.ingest.series import Series
 from ingest_helpers import (
-    SMALL_FRAME_HEADER,
-    SMALL_SERIES,
+    WAIT,
+    HeldClose,
     InProcess,
-    free_port,
-    header,
-    raw_socket,
+    Served,
+    assert_store,
+    recent,
     small_frame,
+    wait_until,
 )
-
-WAIT = 60.0  # seconds: a deadline for things that must happen, never a measurement
-
-
-def wait_until(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        time.sleep(0.01)
-
-
-class HeldClose:
-    """Makes one stream's ``close`` wait until ``release`` is set; ``entered`` says it is waiting."""
-
-    def __init__(self, stream: az.Stream) -> None:
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self._close = stream.close
-        stream.close = self._held  # type: ignore[method-assign]
-
-    def _held(self) -> None:
-        self.entered.set()
-        self.release.wait(WAIT)
-        self._close()
-
-
-def recent(server: IngestServer) -> dict[str, dict[str, Any]]:
-    return {r["series_id"]: r for r in server.snapshot()["recent_series"]}
-
-
-def assert_store(root: Path, sid: str, frames: range) -> None:
-    """The store of ``sid`` holds exactly ``small_frame(i)`` for ``i`` in ``frames``, with their
-    frame ids, and a completed, stopped session record."""
-    group = zarr.open_group(str(root / sid), mode="r")
-    data = np.asarray(group["cam0/0"][...])  # type: ignore[index]
-    assert data.tobytes() == np.stack([small_frame(i) for i in frames]).tobytes()
-    ids = np.asarray(group["cam0/acqzarr_frames/frame_id"][...])  # type: ignore[index]
-    assert ids.tolist() == list(frames)
-    record = json.loads((root / sid / "cam0" / "zarr.json").read_text())["attributes"]["acqzarr_session"]
-    assert record["completed"] is True and record["stop"] is not None
-    assert record["frames_on_disk"] == len(frames) and record["source"]["end"] == "series_end"
 
 
 @pytest.fixture
@@ -169,48 +125,6 @@ def test_a_failing_finalize_reaches_the_summary_and_the_log(
         assert recent(server)["B"]["completed"] is True
     finally:
         server.close()
-
-
-class Served:
-    """``IngestServer.run`` on a thread (as ``acqzarr serve`` runs it), fed over a real socket and
-    watched through its status socket."""
-
-    def __init__(self, root: Path, **config: Any) -> None:
-        endpoint = f"tcp://127.0.0.1:{free_port()}"
-        self.status_endpoint = f"tcp://127.0.0.1:{free_port()}"
-        self.server = IngestServer(
-            ServeConfig(root=str(root), endpoints=[endpoint], status_endpoint=self.status_endpoint, **config)
-        )
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.server.run, args=(self.stop,))
-        self.thread.start()
-        self.ctx, self.sock = raw_socket(endpoint)
-
-    def send(self, sid: str, n: int, fields: dict[str, Any], payload: bytes = b"") -> None:
-        self.sock.send_multipart([header(series_id=sid, msg_number=n, **fields), payload])
-
-    def start(self, sid: str) -> None:
-        self.send(sid, 0, {"htype": "series_start", "settings": SMALL_SERIES})
-
-    def frames(self, sid: str, first: int, count: int) -> None:
-        for i in range(first, first + count):
-            fields = {**SMALL_FRAME_HEADER, "frame_id": i}
-            self.send(sid, i, fields, small_frame(i).tobytes())
-
-    def status(self) -> dict[str, Any]:
-        return query(self.status_endpoint, timeout=WAIT)
-
-    def wait_status(self, condition: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
-        wait_until(lambda: condition(self.status()), what)
-        return self.status()
-
-    def shutdown(self) -> None:
-        self.stop.set()
-        self.thread.join(WAIT)
-        assert not self.thread.is_alive()
-        self.sock.close()
-        self.ctx.term()
-        self.server.close()
 
 
 @pytest.fixture

@@ -158,9 +158,17 @@ class ServeConfig(BaseModel):
     max_open_series: int = Field(
         default=1,
         ge=1,
-        description="Series held at once, open or still being finalized; each holds a stream and its "
-        "layer buffers. Another series_start is rejected ('busy') while this many are open, and waits "
-        "(the socket unread) while some of them are finalizing.",
+        description="Series held at once, open, opening or still being finalized; each holds a stream "
+        "and its band buffers. Another series_start is rejected ('busy') while this many are open or "
+        "starting, and waits (its messages held, see max_waiting_bytes) while some of them are "
+        "finalizing.",
+    )
+    max_waiting_bytes: int = Field(
+        default=256 * 2**20,
+        ge=1,
+        description="Bytes of messages held for series that are not open yet (waiting for a "
+        "finalizing series' slot, or for their store to open), in arrival order, while the socket "
+        "goes on serving the other series; at this many the socket is left unread until one opens.",
     )
     max_series_memory: int = Field(
         default=8 * 2**30,

@@ -71,6 +71,7 @@ REASONS: dict[str, str] = {
     "payload_size": "payload length differs from what the header implies",
     "decode": "blosc2 payload that does not decompress",
     "append": "the stream refused the frame (e.g. past a bounded append axis) or its writer failed",
+    "shutdown": "message of a series still waiting for a slot when the server shut down",
     "internal": "an unexpected error while handling the message (a bug; logged with its traceback)",
 }
 

@@ -4,12 +4,15 @@ One thread receives, validates and appends; the stream's own pool
 compresses and writes, so while ``append`` blocks on a full pipeline the
 socket is not read, the receive high-water mark fills, and PUSH senders
 block (backpressure, nothing lost) while PUB senders drop (counted as gaps).
-An ended series is finalized on its own thread (``finalizer.py``), so one
-series' close never stalls the frames of the others; its outcome is counted
-and logged here when it is done.  A finalizing series still holds its
-stream's memory, so it counts against ``max_open_series``: a series_start
-that needs the slot of a finalizing series waits for it, the socket unread
-meanwhile (the only wait on a finalize), while status requests are answered.
+A new series opens on an open thread (``opener.py``) and an ended one is
+finalized on a finalize thread (``finalizer.py``), so neither a store being
+created nor one being closed stalls the frames of the other series.  A
+finalizing series still holds its stream's memory, so it counts against
+``max_open_series``: a series_start that needs the slot of a finalizing
+series waits for it.  Until a series is open its messages are held in order
+(up to ``max_waiting_bytes``; beyond it the socket is left unread until a
+series opens) and the socket goes on serving the others; outcomes are counted
+and logged here, on the receive thread.
 
 Nothing a sender does can stop the server: every message that fails a check
 is rejected with a reason from ``protocol.REASONS``, counted, logged (rate
@@ -18,12 +21,14 @@ limited), and the series goes on.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import ctypes
 import json
 import logging
 import threading
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +38,12 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
 from ..locations import is_s3
+from ..settings import StreamSettings
 from ..stop import StopSignal
 from ..stores import open_store
 from .config import ServeConfig, series_memory, series_settings
 from .finalizer import Finalizer
+from .opener import Held, Opener, Waiting
 from .protocol import Frame, SeriesEnd, SeriesStart, decode_payload, parse_header
 from .series import Series
 from .status import Counters, format_line
@@ -45,6 +52,7 @@ __all__ = ["IngestServer", "serve"]
 
 log = logging.getLogger("acqzarr.ingest")
 
+_OPEN_POLL = 0.005  # seconds between looks at a running open (a store opens in 0.01-1 s)
 _BATCH = 64  # messages handled per poll before timers and the status socket get a turn
 _LOGGED_PER_REASON = 5  # rejection log lines per reason per status interval; the rest are summarised
 _REMEMBER_ENDED = 4096  # finalized series ids kept, so late frames are "series_ended", not "unknown"
@@ -63,7 +71,7 @@ class IngestServer:
         self.counters = Counters()
         self.series: dict[str, Series] = {}  # open: taking frames
         self.finalizer = Finalizer(config.max_open_series)  # ended: being finalized
-        self._held: tuple[str, list[zmq.Frame]] | None = None  # a series_start waiting for a slot
+        self.opener = Opener(config.max_open_series, config.max_waiting_bytes)  # not open yet
         self._ended: OrderedDict[str, None] = OrderedDict()
         self._logged: Counter[str] = Counter()
         self._last_line: tuple[int, int, int, int] | None = None
@@ -112,7 +120,9 @@ class IngestServer:
             raise ConfigError(f"{where}: cannot bind {endpoint}: {exc}") from None
 
     def close(self) -> None:
-        """Close the sockets, after waiting for every pending finalize (nothing is cut short)."""
+        """Close the sockets, after waiting for every pending open and finalize (nothing is cut
+        short)."""
+        self.opener.close()
         self.finalizer.close()
         for sock in (getattr(self, "_data", None), self._status):
             if sock is not None:
@@ -138,22 +148,24 @@ class IngestServer:
         reading = True
         while not stop.is_set():
             self._reap()
-            self._take_held()
-            if reading != (self._held is None):  # a held series_start: leave the socket unread
-                reading = self._held is None
+            self._advance()
+            if reading == self.opener.full:  # too much held for waiting series: leave the socket unread
+                reading = not self.opener.full
                 if reading:  # the senders of open series were not idle, the server was not reading
                     poller.register(self._data, zmq.POLLIN)
                     for series in self.series.values():
                         series.touch()
                 else:
                     poller.unregister(self._data)
-            timeout = max(0.0, min(0.1, next_tick - time.monotonic()))
+            # An open running: look for its end often (it is polled, like finalizes).
+            soon = _OPEN_POLL if self.opener.opening else 0.1
+            timeout = max(0.0, min(soon, next_tick - time.monotonic()))
             events = dict(poller.poll(int(timeout * 1000)))
             if self._data in events:
                 self._receive(_BATCH)
             if self._status is not None and self._status in events:
                 self._answer_status()
-            if self._held is None:
+            if reading:
                 self._expire_idle()
             if time.monotonic() >= next_tick:
                 self._tick()
@@ -167,29 +179,51 @@ class IngestServer:
         self._tick(force=True)
 
     def _drain(self, poller: zmq.Poller) -> None:
+        """Take what is queued (up to drain_timeout) and let waiting series open meanwhile; then
+        wait for the opens already running (a store half created is never left behind) and give
+        up the series still waiting for a slot, their messages rejected as 'shutdown'."""
         deadline = time.monotonic() + self.config.drain_timeout
         while time.monotonic() < deadline:
-            if self._held is not None:  # shutting down: waiting here stalls nothing that matters
-                self.finalizer.wait(max(0.0, deadline - time.monotonic()))
-                self._reap()
-                self._take_held()
-                continue
-            events = dict(poller.poll(50))
-            if self._data not in events:
+            self._reap()
+            self._advance()
+            if not self.opener.full:
+                events = dict(poller.poll(50))
+                if self._data in events:
+                    self._receive(_BATCH)
+                    continue
+            if not self.opener.waiting:
                 break
-            self._receive(_BATCH)
-        if self._held is not None:
-            log.warning("series_start of %r not taken: shut down while it waited for a slot", self._held[0])
-            self._held = None
+            # Shutting down: waiting here stalls nothing that matters.
+            left = max(0.0, min(0.05, deadline - time.monotonic()))
+            self.opener.wait(left)
+            self.finalizer.wait(left)
+        self.wait_opened()
+        for waiting in list(self.opener.waiting.values()):
+            if waiting.opening is None:
+                log.warning(
+                    "series_start of %r not taken: shut down while it waited for a slot", waiting.series_id
+                )
+                self.opener.release(waiting)
+                for _ in range(1 + len(waiting.messages)):
+                    self._reject("shutdown", f"series {waiting.series_id!r} never started", None)
 
     def wait_finalized(self) -> None:
         """Wait for every pending finalize and count its outcome (shutdown; tests)."""
         self.finalizer.wait(every=True)
         self._reap()
 
+    def wait_opened(self) -> None:
+        """Wait for every running open and take the series (tests that call ``handle`` directly,
+        with no loop to do it)."""
+        self._advance()
+        for waiting in list(self.opener.waiting.values()):
+            if waiting.opening is not None:
+                cf.wait([waiting.opening])
+                self._opened(waiting)
+
     def _receive(self, limit: int) -> None:
         for _ in range(limit):
-            if self._held is not None:
+            if self.opener.full:
                 return
             try:
                 parts = self._data.recv_multipart(zmq.NOBLOCK, copy=False)
@@ -223,7 +257,8 @@ class IngestServer:
             sid: {"end": f.end, "frames": f.series.frames, "finalizing_s": round(now - f.since, 3)}
             for sid, f in finalizing.items()
         }
-        c.waiting_series = [] if self._held is None else [self._held[0]]
+        c.waiting_series = list(self.opener.waiting)
+        c.held_bytes = self.opener.nbytes
         return c.snapshot()
 
     def _tick(self, force: bool = False) -> None:
@@ -250,19 +285,22 @@ class IngestServer:
                 self._end(series, "idle_timeout", None)
 
     # -- messages ---------------------------------------------------------------
-    def handle(self, parts: list[zmq.Frame]) -> None:
-        """Validate and act on one multipart message; never raises."""
-        receive_ns = time.monotonic_ns()
+    def handle(self, parts: list[zmq.Frame], receive_ns: int | None = None) -> None:
+        """Validate and act on one multipart message (received at ``receive_ns``, default now);
+        never raises."""
+        receive_ns = time.monotonic_ns() if receive_ns is None else receive_ns
         series: Series | None = None
         try:
             if len(parts) != 2:
                 raise ProtocolError("parts", f"{len(parts)} parts, expected 2 [header, payload]")
             header = parse_header(parts[0].bytes, self.config.max_header_bytes)
             payload = parts[1].buffer
+            waiting = self.opener.waiting.get(header.series_id)
+            if waiting is not None:  # handled, in order, once the series is open
+                self.opener.hold(waiting, Held(parts, receive_ns))
+                return
             if isinstance(header, SeriesStart):
-                if not self._start(header, payload):
-                    self._held = (header.series_id, parts)
-                    log.info("series_start of %r waits for a finalizing series", header.series_id)
+                self._start(header, payload, Held(parts, receive_ns))
                 return
             series = self._open(header.series_id)
             before = series.gaps
@@ -297,19 +335,53 @@ class IngestServer:
             raise ProtocolError("series_ended", f"series {series_id!r} is already finalized")
         raise ProtocolError("unknown_series", f"series {series_id!r} was never started")
 
-    def _start(self, header: SeriesStart, payload: memoryview) -> bool:
-        """Open the series; False if it must wait for a finalizing series (see ``_must_wait``)."""
+    # -- starting a series --------------------------------------------------------
+    def _start(self, header: SeriesStart, payload: memoryview, message: Held) -> None:
+        """Check a series_start against the server's state; the series then waits (``opener.py``)
+        for its slot, if a finalizing series holds it, and for its store to open."""
         sid = header.series_id
-        cfg = self.config
         if payload.nbytes:
             raise ProtocolError("payload_size", f"series_start carries {payload.nbytes} payload bytes")
         if sid in self.series:
             raise ProtocolError("series_open", f"series {sid!r} is already open")
-        if len(self.series) >= cfg.max_open_series:
-            raise ProtocolError("busy", f"{len(self.series)} series open ({sorted(self.series)}), the limit")
+        taken = len(self.series) + len(self.opener.waiting)
+        if taken >= self.config.max_open_series:
+            names = sorted([*self.series, *self.opener.waiting])
+            raise ProtocolError("busy", f"{taken} series open or starting ({names}), the limit")
         self._reap()
+        waiting = self.opener.wait_for(sid, message)
         if self._must_wait(sid):
-            return False
+            log.info("series_start of %r waits for a finalizing series", sid)
+        else:
+            self._begin(waiting)
+
+    def _must_wait(self, sid: str) -> bool:
+        """A series waits while finalizing series hold the slots it needs (their streams' memory is
+        not freed yet), or while its own store is still being finalized."""
+        finalizing = self.finalizer.pending
+        held = len(self.series) + self.opener.opening + len(finalizing)
+        return sid in finalizing or held >= self.config.max_open_series
+
+    def _begin(self, waiting: Waiting) -> None:
+        """Check the series' settings here and open its store on an open thread; a series that
+        cannot start is given up, its messages rejected."""
+        start = waiting.start
+        header = parse_header(start.parts[0].bytes, self.config.max_header_bytes)
+        assert isinstance(header, SeriesStart)
+        try:
+            settings, path = self._series_settings(header)
+        except ProtocolError as exc:
+            self._give_up(waiting, exc)
+            return
+        exists = None if self.config.overwrite else self._exists
+        cap = self.config.max_user_data_bytes
+        self.opener.open(waiting, lambda: _open_series(header, settings, path, exists, cap))
+
+    def _series_settings(self, header: SeriesStart) -> tuple[StreamSettings, str]:
+        """The stream settings a series_start asks for, and its store's path, as the server
+        allows them."""
+        sid = header.series_id
+        cfg = self.config
         path = f"{cfg.root}/{sid}" if self.remote_root else str(self.root / sid)
         # valid_series_id already ensures it (a plain name); belt and braces for directories:
         if not self.remote_root and Path(path).resolve().parent != self.root.resolve():
@@ -337,35 +409,49 @@ class IngestServer:
                 "settings",
                 f"series {sid!r} would reserve {need} bytes; max_series_memory is {cfg.max_series_memory}",
             )
-        if not cfg.overwrite and self._exists(path):
-            raise ProtocolError("series_exists", f"{path} already exists (the server does not overwrite)")
+        return settings, path
+
+    def _advance(self) -> None:
+        """Move the waiting series on: open those whose slot is free, take those now open."""
+        for waiting in list(self.opener.waiting.values()):
+            if waiting.opening is None and not self._must_wait(waiting.series_id):
+                self._begin(waiting)
+            if waiting.opening is not None and waiting.opening.done():
+                self._opened(waiting)
+
+    def _opened(self, waiting: Waiting) -> None:
+        """Take a series whose open is done, then handle its held messages in order."""
+        assert waiting.opening is not None
+        sid = waiting.series_id
         try:
-            series = Series(header, settings, cfg.max_user_data_bytes)
-        except (AcqzarrError, OSError, MemoryError) as exc:
-            raise ProtocolError("store", f"series {sid!r}: cannot create {path}: {exc}") from None
+            series = waiting.opening.result()
+        except ProtocolError as exc:
+            self._give_up(waiting, exc)
+            return
+        except Exception as exc:  # a bug: the series cannot start, the server goes on
+            log.error("series %r: opening failed", sid, exc_info=exc)
+            self._give_up(waiting, ProtocolError("internal", repr(exc)))
+            return
+        self.opener.release(waiting)
         self.series[sid] = series
         self._ended.pop(sid, None)
         self.counters.series_started += 1
         log.info(
             "series %r started: %s into %s",
             sid,
-            ", ".join(f"{a.key or '(root)'} {a.dtype}" for a in settings.arrays),
-            path,
+            ", ".join(f"{a.key or '(root)'} {a.dtype}" for a in series.settings.arrays),
+            series.settings.store,
         )
-        return True
+        for held in waiting.messages:
+            self.handle(held.parts, held.receive_ns)
 
-    def _must_wait(self, sid: str) -> bool:
-        """A series_start waits while finalizing series hold the slots it needs (their streams'
-        memory is not freed yet), or while its own store is still being finalized."""
-        finalizing = self.finalizer.pending
-        return sid in finalizing or len(self.series) + len(finalizing) >= self.config.max_open_series
-
-    def _take_held(self) -> None:
-        """Handle the held series_start once it need not wait any more."""
-        if self._held is not None and not self._must_wait(self._held[0]):
-            _, parts = self._held
-            self._held = None
-            self.handle(parts)
+    def _give_up(self, waiting: Waiting, error: ProtocolError) -> None:
+        """A series that cannot start: its series_start is rejected for ``error``, and its held
+        messages as the messages of a series that never started."""
+        self.opener.release(waiting)
+        self._reject(error.reason, str(error), None)
+        for held in waiting.messages:
+            self.handle(held.parts, held.receive_ns)
 
     def _exists(self, path: str) -> bool:
         if not self.remote_root:
@@ -375,6 +461,7 @@ class IngestServer:
         except AcqzarrError as exc:  # the object store cannot be reached: the series cannot start
             raise ProtocolError("store", f"cannot check {path}: {exc}") from None
 
+    # -- messages of open series --------------------------------------------------
     def _frame(self, series: Series, header: Frame, payload: memoryview, receive_ns: int) -> None:
         state = series.key(header)
         frame = decode_payload(header, payload, state.decode_buffer)
@@ -444,6 +531,22 @@ class IngestServer:
             "complete" if summary["completed"] else "INCOMPLETE",
             "" if error is None else f"; finalizing failed: {error}",
         )
+
+
+def _open_series(
+    header: SeriesStart,
+    settings: StreamSettings,
+    path: str,
+    exists: Callable[[str], bool] | None,
+    user_data_cap: int,
+) -> Series:
+    """An open thread: create the series' store and open its stream."""
+    if exists is not None and exists(path):
+        raise ProtocolError("series_exists", f"{path} already exists (the server does not overwrite)")
+    try:
+        return Series(header, settings, user_data_cap)
+    except (AcqzarrError, OSError, MemoryError) as exc:
+        raise ProtocolError("store", f"series {header.series_id!r}: cannot create {path}: {exc}") from None
 
 
 def _keep_freed_frames_warm() -> None:

@@ -42,7 +42,8 @@ class Counters:
         self.series_finished = 0
         self.open_series: dict[str, dict[str, Any]] = {}
         self.finalizing_series: dict[str, dict[str, Any]] = {}  # ended, their stores being finalized
-        self.waiting_series: list[str] = []  # a series_start waiting for a finalizing series' slot
+        self.waiting_series: list[str] = []  # not open yet: waiting for a slot or their store to open
+        self.held_bytes = 0  # messages held for the waiting series
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SERIES)
         self.bytes_written_finished = 0
         self.bytes_written_open = 0
@@ -78,6 +79,7 @@ class Counters:
             "open_series": dict(self.open_series),
             "finalizing_series": dict(self.finalizing_series),
             "waiting_series": list(self.waiting_series),
+            "held_bytes": self.held_bytes,
             "recent_series": list(self.recent),
         }
 
@@ -86,6 +88,7 @@ def format_line(snap: dict[str, Any]) -> str:
     """One console line: frames, rates, losses and rejections by reason."""
     rejected = ", ".join(f"{k} {v}" for k, v in snap["rejected"].items()) or "none"
     finalizing = sorted(snap.get("finalizing_series", ()))  # absent from an older server's answer
+    waiting = snap.get("waiting_series", [])
     return (
         f"frames {snap['frames']} ({snap['fps']:.1f} fps)"
         f" | in {snap['raw_bytes_per_s'] / 1e6:.0f} MB/s | wire {snap['bytes_received'] / 1e6:.0f} MB"
@@ -93,6 +96,7 @@ def format_line(snap: dict[str, Any]) -> str:
         f" | camera drops {snap['camera_dropped']}"
         f" | rejected {snap['rejected_total']} ({rejected})"
         f" | open {sorted(snap['open_series']) or '-'}"
+        f"{f' | starting {waiting}' if waiting else ''}"
         f"{f' | finalizing {finalizing}' if finalizing else ''} | finished {snap['series_finished']}"
     )
 
