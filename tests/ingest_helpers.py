@@ -237,6 +237,23 @@ def assert_store(root: Path, sid: str, frames: range) -> None:
     assert record["frames_on_disk"] == len(frames) and record["source"]["end"] == "series_end"
 
 
+def hold_closes(monkeypatch: Any, *series_ids: str) -> list[HeldClose]:
+    """Every series named (every series, with none named) gets a HeldClose once started, in the
+    list returned; the caller releases them (also when the test fails)."""
+    from acqzarr.ingest.series import Series
+
+    holds: list[HeldClose] = []
+    real_init = Series.__init__
+
+    def init(series: Series, *args: Any, **kw: Any) -> None:
+        real_init(series, *args, **kw)
+        if not series_ids or series.id in series_ids:
+            holds.append(HeldClose(series.recording.stream))
+
+    monkeypatch.setattr(Series, "__init__", init)
+    return holds
+
+
 class Served:
     """``IngestServer.run`` on a thread (as ``acqzarr serve`` runs it), fed over a real socket and
     watched through its status socket."""

@@ -27,6 +27,7 @@ from ingest_helpers import (
     InProcess,
     Served,
     assert_store,
+    hold_closes,
     recent,
     small_frame,
     wait_until,
@@ -130,15 +131,7 @@ def test_a_failing_finalize_reaches_the_summary_and_the_log(
 @pytest.fixture
 def held_a(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[HeldClose]]:
     """Series "A" (once started) gets a HeldClose; the list holds it."""
-    holds: list[HeldClose] = []
-    real_init = Series.__init__
-
-    def init(self: Series, *args: Any, **kw: Any) -> None:
-        real_init(self, *args, **kw)
-        if self.id == "A":
-            holds.append(HeldClose(self.recording.stream))
-
-    monkeypatch.setattr(Series, "__init__", init)
+    holds = hold_closes(monkeypatch, "A")
     yield holds
     for held in holds:
         held.release.set()

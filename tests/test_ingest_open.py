@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from acqzarr.ingest.series import Series
-from ingest_helpers import WAIT, HeldClose, Served, assert_store, recent, wait_until
+from ingest_helpers import WAIT, Served, assert_store, hold_closes, recent, wait_until
 
 
 class HeldOpen:
@@ -83,15 +83,7 @@ def test_a_start_waiting_for_a_slot_does_not_pause_other_series(
     """Two slots, A finalizing (its close held) and C open: B's start waits for a slot. C's frames,
     sent after B's, are written meanwhile; when C ends, its slot goes to B, whose held frames land;
     A's close is released last."""
-    holds: list[HeldClose] = []
-    real_init = Series.__init__
-
-    def init(series: Series, *args: Any, **kw: Any) -> None:
-        real_init(series, *args, **kw)
-        if series.id == "A":
-            holds.append(HeldClose(series.recording.stream))
-
-    monkeypatch.setattr(Series, "__init__", init)
+    holds = hold_closes(monkeypatch, "A")
     root = tmp_path / "root"
     served = Served(root, max_open_series=2)
     try:
@@ -157,14 +149,7 @@ def test_a_series_still_waiting_for_a_slot_at_shutdown_is_rejected_and_counted(
 ) -> None:
     """Stopped while B waits for A's slot (A's close held): B is never started, its three messages
     are rejected as 'shutdown' (counted, not silently dropped), and A still finishes complete."""
-    holds: list[HeldClose] = []
-    real_init = Series.__init__
-
-    def init(series: Series, *args: Any, **kw: Any) -> None:
-        real_init(series, *args, **kw)
-        holds.append(HeldClose(series.recording.stream))
-
-    monkeypatch.setattr(Series, "__init__", init)
+    holds = hold_closes(monkeypatch)
     root = tmp_path / "root"
     served = Served(root, drain_timeout=0.2)
     try:
