@@ -79,6 +79,16 @@ def _memory_cell(m: dict[str, Any]) -> str:
     return f"{_mib(m['peak_rss'])} (+{_mib(growth)}) / {_mib(cap) if cap else '-'}"
 
 
+def _latency_cell(m: dict[str, Any], f: dict[str, Any]) -> str:
+    """p50 of the median run / p99 judged (the median of the runs' p99s), with their range."""
+    if "p99" not in m:
+        return "-"
+    p99s = m.get("p99s") or [m["p99"]]
+    p99 = f.get("p99", m["p99"])
+    spread = f" ({p99s[0]:.1f}-{p99s[-1]:.1f})" if len(p99s) > 1 else ""
+    return f"{m['p50']:.2f} / {p99:.1f}{spread}"
+
+
 def _row_cells(e: Entry, against: bool) -> list[str]:
     m, f = e["median"]["new"], e["figures"]["new"]
     ref = f"{e['ref']} {_gb(f['ref_rate'])}" if e["ref"] else "-"
@@ -92,7 +102,7 @@ def _row_cells(e: Entry, against: bool) -> list[str]:
         goals_text(f["goals"]),
         f"{m['cores']:.2f}",
         _memory_cell(m),
-        f"{m['p50']:.2f} / {m['p99']:.1f}" if "p99" in m else "-",
+        _latency_cell(m, f),
         {True: "ok", False: "**MISMATCH**", None: "-"}[m.get("ok")],
     ]
     if against:
@@ -142,7 +152,8 @@ off) on a pool of 2 threads (or 1): the 2-core compression limit, with no tiling
 `cores` is process CPU time over wall time (ZeroMQ: server plus senders). `peak RSS` is the
 process's high-water mark (ZeroMQ: the server's); `+growth` is that over what was resident before
 the timed part (the frame pool, the interpreter), judged against the engine's in-flight cap (for
-ZeroMQ the sum of every series' cap). Latency is per `append` (ZeroMQ: acquire + copy + `send`).
+ZeroMQ the sum of every series' cap). Latency is per `append` (ZeroMQ: acquire + copy + `send`):
+p50 of the median run, and p99 as judged, the median of the runs' p99s (their range in brackets).
 `new / old` is this commit over `--against` on the same row, run alternately in the same
 invocation.
 """

@@ -45,6 +45,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -424,6 +425,7 @@ def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
         return runs[0] if runs else {"error": "not run"}
     median = dict(ok[len(ok) // 2])
     median["rates"] = [r["rate"] for r in ok]
+    median["p99s"] = sorted(r["p99"] for r in ok if "p99" in r)
     median["errors"] = [r["error"] for r in runs if "error" in r]
     return median
 
@@ -462,8 +464,12 @@ def _side_figures(row: Row, m: dict[str, Any], ref: dict[str, Any] | None) -> di
     value = _metric(row.metric, m)
     ref_rate = ref.get("rate") if ref else None
     x_ref = value / ref_rate if value and ref_rate else None
-    figures = {"x_ref": x_ref, "fps": m.get("fps"), "p99": m.get("p99"), "memory": memory_over_cap(m)}
-    return {"value": value, "ref_rate": ref_rate, "x_ref": x_ref, "goals": judge(row.goals, figures)}
+    # Latency is judged on the median of the runs' p99s, not on the p99 of the median-rate run: a
+    # row whose p99 is below the goal in one run of three has not met it.
+    p99 = statistics.median(m["p99s"]) if m.get("p99s") else m.get("p99")
+    figures = {"x_ref": x_ref, "fps": m.get("fps"), "p99": p99, "memory": memory_over_cap(m)}
+    judged = judge(row.goals, figures)
+    return {"value": value, "ref_rate": ref_rate, "x_ref": x_ref, "p99": p99, "goals": judged}
 
 
 def summarise(
@@ -524,15 +530,40 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", action="store_true", help="skip reading the outputs back")
     p.add_argument("--dir", help="where stores are written (default: a temporary dir under the cwd)")
     p.add_argument(
+        "--judge",
+        metavar="JSON",
+        help="judge the runs stored in a report again with this version's rules, and rewrite it",
+    )
+    p.add_argument(
         "--json",
         help=f"write the report here (default: {DEFAULT_JSON.name}; with --quick only where this says)",
     )
     return p
 
 
+def rejudge(path: Path) -> dict[str, Any]:
+    """A stored report, its rows summarised again from their stored runs (same rows, same runs)."""
+    report: dict[str, Any] = json.loads(path.read_text())
+    fields = {f for f in Row.__dataclass_fields__}
+    rows = []
+    for e in report["rows"]:
+        row = {k: v for k, v in e.items() if k in fields}
+        row["goals"] = tuple(tuple(g) for g in row.get("goals", ()))
+        rows.append(Row(**row))
+    sides = list(report["sides"])
+    runs = {(e["name"], side): e["runs"][side] for e in report["rows"] for side in sides}
+    report["rows"] = summarise(rows, runs, sides)
+    return report
+
+
 def main() -> int:
     p = parser()
     args = p.parse_args()
+    if args.judge:
+        report = rejudge(Path(args.judge))
+        Path(args.judge).write_text(json.dumps(report, indent=1) + "\n")
+        print(targets_markdown(report))
+        return 0
     rows = plan(args)
     unknown = sorted(set(args.row or []) - {r.name for r in rows})
     if unknown:
