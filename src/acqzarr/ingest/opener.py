@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
+from .protocol import SeriesStart
 from .series import Series
 
 __all__ = ["Held", "Opener", "Waiting"]
@@ -51,6 +52,7 @@ class Waiting:
     and, once its slot is free, the open running on an open thread."""
 
     series_id: str
+    header: SeriesStart  # of ``start``, as parsed when it arrived
     start: Held
     messages: list[Held] = field(default_factory=list)
     opening: cf.Future[Series] | None = None  # None: waiting for a slot
@@ -70,9 +72,9 @@ class Opener:
         self.waiting: OrderedDict[str, Waiting] = OrderedDict()
         self.nbytes = 0  # held by all waiting series
 
-    def wait_for(self, series_id: str, start: Held) -> Waiting:
+    def wait_for(self, header: SeriesStart, start: Held) -> Waiting:
         """A series_start that waits (for a slot, then for its open)."""
-        waiting = self.waiting[series_id] = Waiting(series_id, start)
+        waiting = self.waiting[header.series_id] = Waiting(header.series_id, header, start)
         self.nbytes += start.nbytes
         return waiting
 

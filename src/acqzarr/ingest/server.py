@@ -349,7 +349,7 @@ class IngestServer:
             names = sorted([*self.series, *self.opener.waiting])
             raise ProtocolError("busy", f"{taken} series open or starting ({names}), the limit")
         self._reap()
-        waiting = self.opener.wait_for(sid, message)
+        waiting = self.opener.wait_for(header, message)
         if self._must_wait(sid):
             log.info("series_start of %r waits for a finalizing series", sid)
         else:
@@ -365,9 +365,7 @@ class IngestServer:
     def _begin(self, waiting: Waiting) -> None:
         """Check the series' settings here and open its store on an open thread; a series that
         cannot start is given up, its messages rejected."""
-        start = waiting.start
-        header = parse_header(start.parts[0].bytes, self.config.max_header_bytes)
-        assert isinstance(header, SeriesStart)
+        header = waiting.header
         try:
             settings, path = self._series_settings(header)
         except ProtocolError as exc:
