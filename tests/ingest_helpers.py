@@ -280,6 +280,12 @@ class Served:
             fields = {**SMALL_FRAME_HEADER, "frame_id": i}
             self.send(sid, i, fields, small_frame(i).tobytes())
 
+    def series(self, sid: str, frames: int) -> None:
+        """A whole series sent: its start, frames 1 to ``frames``, its end (not waited for)."""
+        self.start(sid)
+        self.frames(sid, 1, frames)
+        self.send(sid, frames + 1, {"htype": "series_end"})
+
     def status(self) -> dict[str, Any]:
         return query(self.status_endpoint, timeout=WAIT)
 

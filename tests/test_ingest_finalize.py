@@ -143,9 +143,7 @@ def test_a_new_series_waits_for_the_slot_of_a_finalizing_one(held_a: list[HeldCl
     root = tmp_path / "root"
     served = Served(root)
     try:
-        served.start("A")
-        served.frames("A", 1, 3)
-        served.send("A", 4, {"htype": "series_end"})
+        served.series("A", 3)
         wait_until(lambda: bool(held_a) and held_a[0].entered.is_set(), "A's close entered")
         served.start("B")
         served.frames("B", 1, 5)

@@ -87,9 +87,7 @@ def test_a_start_waiting_for_a_slot_does_not_pause_other_series(
     root = tmp_path / "root"
     served = Served(root, max_open_series=2)
     try:
-        served.start("A")
-        served.frames("A", 1, 2)
-        served.send("A", 3, {"htype": "series_end"})
+        served.series("A", 2)
         wait_until(lambda: bool(holds) and holds[0].entered.is_set(), "A's close entered")
         served.start("C")
         served.frames("C", 1, 1)
@@ -153,9 +151,7 @@ def test_a_series_still_waiting_for_a_slot_at_shutdown_is_rejected_and_counted(
     root = tmp_path / "root"
     served = Served(root, drain_timeout=0.2)
     try:
-        served.start("A")
-        served.frames("A", 1, 2)
-        served.send("A", 3, {"htype": "series_end"})
+        served.series("A", 2)
         wait_until(lambda: bool(holds) and holds[0].entered.is_set(), "A's close entered")
         served.start("B")
         served.frames("B", 1, 2)
