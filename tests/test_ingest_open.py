@@ -167,3 +167,46 @@ def test_a_series_still_waiting_for_a_slot_at_shutdown_is_rejected_and_counted(
     assert counters.rejected == {"shutdown": 3} and counters.series_started == 1
     assert recent(served.server)["A"]["completed"] is True and not (root / "B").exists()
     assert_store(root, "A", range(1, 3))
+
+
+@pytest.mark.parametrize("failure", ["series_exists", "store"])
+def test_a_series_that_cannot_open_is_rejected_with_its_held_messages(
+    failure: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """X's open fails on its open thread: its store already exists (the server does not overwrite),
+    or creating it fails (an OSError, held until X's frames are held too). The series_start is
+    rejected for that reason, each held message as 'unknown_series' (counted, none written), an
+    existing store is left as it was, and the next series is taken as usual."""
+    root = tmp_path / "root"
+    if failure == "series_exists":
+        (root / "X").mkdir(parents=True)
+        (root / "X" / "keep.txt").write_text("mine")
+    else:
+        held = HeldOpen(monkeypatch, "X")
+        real_init = Series.__init__
+
+        def init(series: Series, *args: Any, **kw: Any) -> None:
+            real_init(series, *args, **kw)  # HeldOpen's wait, then the real open
+            if series.id == "X":
+                series.recording.stream.close()
+                raise OSError("disk gone (injected)")
+
+        monkeypatch.setattr(Series, "__init__", init)
+    served = Served(root)
+    try:
+        served.series("X", 2)
+        if failure == "store":
+            assert held.entered.wait(WAIT)
+            served.wait_status(lambda s: s["held_bytes"] > 0 and s["waiting_series"] == ["X"], "X held")
+            held.release.set()
+        snap = served.wait_status(lambda s: sum(s["rejected"].values()) == 4, "X's messages rejected")
+        assert snap["rejected"] == {failure: 1, "unknown_series": 3} and snap["waiting_series"] == []
+        assert snap["series_started"] == 0 and snap["frames"] == 0 and snap["held_bytes"] == 0
+        served.series("Y", 2)
+        snap = served.wait_status(lambda s: s["series_finished"] == 1, "Y finalized")
+    finally:
+        served.shutdown()
+    assert snap["series_started"] == 1
+    assert_store(root, "Y", range(1, 3))
+    if failure == "series_exists":
+        assert sorted(p.name for p in (root / "X").iterdir()) == ["keep.txt"]
