@@ -55,7 +55,7 @@ def series_settings(w: dict[str, Any]) -> dict[str, Any]:
 # -- child processes ---------------------------------------------------------------
 def child_in_process(w: dict[str, Any], store: str) -> dict[str, Any]:
     import acqzarr as az
-    from acqzarr.synthetic import camera_frames
+    from acqzarr.recording.synthetic import camera_frames
 
     pool = camera_frames(w["pool"], (w["size"], w["size"]))
     settings = az.StreamSettings.model_validate({**series_settings(w), "store": store, "overwrite": True})
@@ -71,7 +71,7 @@ def child_send(w: dict[str, Any], endpoint: str, status: str, encoding: str) -> 
     import numpy as np
 
     from acqzarr.ingest import Sender
-    from acqzarr.synthetic import camera_frames
+    from acqzarr.recording.synthetic import camera_frames
 
     pool = camera_frames(w["pool"], (w["size"], w["size"]))
     shape = (w["size"], w["size"])

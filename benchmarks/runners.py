@@ -83,7 +83,7 @@ def shard_bytes(w: Workload) -> int:
 
 
 def frame_pool(w: Workload) -> np.ndarray:
-    from acqzarr.synthetic import camera_frames
+    from acqzarr.recording.synthetic import camera_frames
 
     return camera_frames(w["pool"], (w["size"], w["size"]))
 

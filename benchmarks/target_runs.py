@@ -241,7 +241,7 @@ def inflight_cap(settings: dict[str, Any]) -> int | None:
     import acqzarr as az
 
     try:
-        from acqzarr.memory import plan_memory
+        from acqzarr.engine.memory import plan_memory
     except ImportError:
         return None
     validated = az.StreamSettings.model_validate({**settings, "store": "unused.zarr"})
@@ -287,7 +287,7 @@ def run_verify(w: Workload, array: str) -> dict[str, Any]:
 def make_pool(w: Workload, out: str) -> dict[str, Any]:
     """Generate the run's camera-like frames once (seconds for 16 frames of 2048x2048), so every
     process, and both commits under ``--against``, appends the very same frames."""
-    from acqzarr.synthetic import camera_frames
+    from acqzarr.recording.synthetic import camera_frames
 
     pool = camera_frames(w["pool"], (w["size"], w["size"]))
     tmp = out + ".tmp.npy"

@@ -1,4 +1,4 @@
-"""``acqzarr.array_reader``: frames of arrays another writer (zarr-python) made, read without it."""
+"""``acqzarr.read.arrays``: frames of arrays another writer (zarr-python) made, read without it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import zarr
 from zarr.codecs import BloscCodec as ZarrBlosc
 from zarr.codecs import ZstdCodec
 
-from acqzarr.array_reader import ArrayReader
+from acqzarr.read.arrays import ArrayReader
 from acqzarr.stores import LocalStore
 
 

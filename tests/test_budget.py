@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from acqzarr.budget import InflightBudget
 from acqzarr.errors import BackpressureTimeout, FrameError, WriterError
+from acqzarr.writers.budget import InflightBudget
 
 PAUSE = 0.05  # how long a blocked waiter is given to (wrongly) return
 DONE = 10.0  # how long a released waiter may take to return

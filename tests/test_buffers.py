@@ -1,7 +1,7 @@
 """BufferPool and mapped_array: zeroed, page-aligned buffers of one shape, reused before new ones are mapped.
 
-``mapped_array`` is counted (and, for the background tests, held) by patching it in ``acqzarr.buffers``,
-so "no new mapping" is observed directly rather than inferred from timing.
+``mapped_array`` is counted (and, for the background tests, held) by patching it in
+``acqzarr.writers.buffers``, so "no new mapping" is observed directly rather than inferred from timing.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from acqzarr import buffers
-from acqzarr.buffers import BufferPool, BufferPools, mapped_array
+from acqzarr.writers import buffers
+from acqzarr.writers.buffers import BufferPool, BufferPools, mapped_array
 
 WAIT = 10.0
 

@@ -10,7 +10,7 @@ import zarr
 from ome_zarr_models.v05.image import Image
 
 import acqzarr as az
-from acqzarr.synthetic import camera_frames
+from acqzarr.recording.synthetic import camera_frames
 
 
 def test_demo_records_a_valid_ome_zarr(tmp_path: Path) -> None:

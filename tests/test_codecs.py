@@ -9,7 +9,7 @@ from numcodecs import Blosc as NumcodecsBlosc
 import acqzarr as az
 import acqzarr.codecs.blosc as blosc_mod
 from acqzarr.codecs.blosc import BLOSC_MAX_OVERHEAD, BloscCodec
-from acqzarr.synthetic import camera_frames
+from acqzarr.recording.synthetic import camera_frames
 
 DATA = {
     "camera": np.ascontiguousarray(camera_frames(3, (96, 80))),

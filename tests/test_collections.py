@@ -394,7 +394,7 @@ def _written(path: Path, settings: az.StreamSettings) -> Path:
 
 
 def test_info_shows_channels_positions_and_the_plate(tmp_path: Path, version: int) -> None:
-    from acqzarr.store_info import describe, render
+    from acqzarr.read.info import describe, render
 
     settings = _positions_settings(tmp_path / "pos.zarr", version)
     arrays = [
@@ -440,7 +440,7 @@ def _edit_attrs(path: Path, version: int, group: str, edit: Any) -> None:
 def test_validate_accepts_plates_and_positions_and_catches_dangling_paths(
     tmp_path: Path, version: int
 ) -> None:
-    from acqzarr.validation import validate
+    from acqzarr.read.validate import validate
 
     def errors(path: Path) -> list[str]:
         return [p.message for p in validate(az.LocalStore(path)) if p.severity == "error"]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import acqzarr as az
-from acqzarr.device import State, ZarrStorage
+from acqzarr.engine.device import State, ZarrStorage
 from builders import frames_for, stream_settings
 from readback import assert_reads_back
 

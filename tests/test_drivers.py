@@ -12,7 +12,7 @@ import zarr
 from pydantic import ValidationError
 
 import acqzarr as az
-from acqzarr.camera import ROI, Camera
+from acqzarr.recording.camera import ROI, Camera
 from builders import stream_settings
 
 NAMES = ["simulated.empty", "simulated.random", "simulated.radial_sine", "simulated.noise"]

@@ -14,7 +14,7 @@ import zarr
 
 import acqzarr as az
 import acqzarr.stores.local as local_store
-from acqzarr.memory import plan_memory
+from acqzarr.engine.memory import plan_memory
 from builders import frames_for, stream_settings
 from readback import assert_reads_back
 

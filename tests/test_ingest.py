@@ -27,7 +27,7 @@ import zmq.auth
 
 import acqzarr as az
 from acqzarr.ingest import CurveClient, Sender
-from acqzarr.synthetic import camera_frames
+from acqzarr.recording.synthetic import camera_frames
 from builders import UNSHARDED, array_document, frames_for
 from ingest_helpers import ServerProcess, header, loopback_server, raw_socket, running_server
 from readback import assert_reads_back

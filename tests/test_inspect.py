@@ -17,7 +17,7 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
-from acqzarr.validation import validate
+from acqzarr.read.validate import validate
 from builders import frames_for, stream_settings
 
 

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import acqzarr as az
-from acqzarr.layout import ArrayLayout
+from acqzarr.writers.layout import ArrayLayout
 from builders import dims
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import zarr
 
-from acqzarr.memory import MIN_DEFAULT_CAP, plan_memory
+from acqzarr.engine.memory import MIN_DEFAULT_CAP, plan_memory
 from builders import stream_settings
 
 PLANES, SIZE, CHUNK_Z = 512, 512, 32

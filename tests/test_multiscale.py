@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -19,6 +20,7 @@ from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
 import acqzarr as az
+from acqzarr.engine.reducers import downsample
 from builders import array_settings, dims, stream_settings
 from readback import assert_reads_back, read_tensorstore, read_zarr
 
@@ -235,7 +237,9 @@ def test_ngff_metadata_for_levels(tmp_path: Path, version: int, method: str) -> 
     ms = block["multiscales"][0]
     assert [ds["path"] for ds in ms["datasets"]] == ["0", "1", "2"]
     assert ms["type"] == method
-    assert ms["metadata"]["method"] == "acqzarr.multiscale.downsample"  # see test_collections.py
+    assert ms["metadata"]["method"] == "acqzarr.engine.reducers.downsample"  # see test_collections.py
+    module, _, name = ms["metadata"]["method"].rpartition(".")
+    assert getattr(importlib.import_module(module), name) is downsample  # it names the real function
     assert ms["metadata"]["kwargs"] == {"method": repr(method), "axes": "(1, 2)"}
     scales = [ds["coordinateTransformations"][0]["scale"] for ds in ms["datasets"]]
     assert scales == [[2.0, 0.5, 0.5], [2.0, 1.0, 1.0], [2.0, 2.0, 2.0]]
@@ -407,7 +411,7 @@ def test_every_publish_shows_all_levels_over_the_same_extent(
 ) -> None:
     """Each publish writes every level's shape at once, and the shapes on disk then agree:
     level k covers ceil(n / 2**k) planes of a halved append axis, the same n otherwise."""
-    from acqzarr.stream import Stream
+    from acqzarr.engine.stream import Stream
 
     seen: list[list[int]] = []
     original = Stream._publish
@@ -419,7 +423,7 @@ def test_every_publish_shows_all_levels_over_the_same_extent(
         )
 
     monkeypatch.setattr(Stream, "_publish", spy)
-    monkeypatch.setattr("acqzarr.publish.PUBLISH_INTERVAL", 0.0)  # every stored band publishes
+    monkeypatch.setattr("acqzarr.engine.publish.PUBLISH_INTERVAL", 0.0)  # every stored band publishes
     data = sample_data((41, 24, 24), "uint16")
     record(tmp_path / "s.zarr", 3, data, kinds, names, chunks, az.Multiscale(levels=3))
     assert len(seen) > 3 and seen[-1][0] == 41
@@ -433,7 +437,7 @@ def test_close_waits_for_every_level_even_when_downsampling_lags(
 ) -> None:
     """Each level's finish queues the next level's on the downsampling thread; close must wait for
     those chained jobs too (it once stopped the thread before them, leaving the last level short)."""
-    from acqzarr.pyramid import Pyramid
+    from acqzarr.engine.pyramid import Pyramid
 
     original = Pyramid._finish_level
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 import acqzarr as az
-from acqzarr.layout import ArrayLayout
-from acqzarr.memory import MIN_DEFAULT_CAP, plan_memory
-from acqzarr.order import FrameOrder
+from acqzarr.engine.memory import MIN_DEFAULT_CAP, plan_memory
+from acqzarr.engine.order import FrameOrder
+from acqzarr.writers.layout import ArrayLayout
 from builders import UNSHARDED, array_settings, stream_settings
 from readback import assert_reads_back
 from test_multiscale import reference_pyramid

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from acqzarr.budget import InflightBudget
 from acqzarr.errors import WriterError
-from acqzarr.pipeline import Pipeline
+from acqzarr.writers.budget import InflightBudget
+from acqzarr.writers.pipeline import Pipeline
 
 WAIT = 10.0  # generous bound for anything that must happen; never a measure of speed
 

@@ -14,7 +14,7 @@ import pytest
 import zarr
 
 import acqzarr as az
-from acqzarr.recording import Counts, End, Recording
+from acqzarr.recording.lifecycle import Counts, End, Recording
 from builders import frames_for, stream_settings
 
 

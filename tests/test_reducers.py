@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from acqzarr.multiscale import downsample, reduce_block
+from acqzarr.engine.reducers import downsample, reduce_block
 
 INTS = ["uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"]
 FLOATS = ["float32", "float64"]

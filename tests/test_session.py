@@ -21,8 +21,8 @@ import yaml
 import zarr
 
 import acqzarr as az
-from acqzarr.progress import LiveTable, LogLines, Snapshot, make_display
-from acqzarr.session import SessionConfig, load_session, record
+from acqzarr.recording.command import SessionConfig, load_session, record
+from acqzarr.recording.progress import LiveTable, LogLines, Snapshot, make_display
 from acqzarr.stores import Buffer
 from builders import UNSHARDED, array_document
 

@@ -163,7 +163,7 @@ class TestLocalStore(StoreContract):
         import zarr
 
         import acqzarr.stores.local as local
-        from acqzarr.validation import validate
+        from acqzarr.read.validate import validate
 
         path = tmp_path / "r"
         group = zarr.open_group(str(path / "g"), mode="w", zarr_format=2)

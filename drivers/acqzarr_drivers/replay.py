@@ -3,7 +3,7 @@
 For re-recording or re-chunking real data, and the way tests feed known
 frames through the whole pipeline.  Files are read lazily (memory-mapped
 .npy, one TIFF page, or one row of Zarr chunks at a time, decoded by
-``acqzarr.array_reader`` so no zarr-python is needed), so stacks larger than memory
+``acqzarr.read.arrays`` so no zarr-python is needed), so stacks larger than memory
 replay fine.  A file never drops frames; ``fps`` paces playback like a camera.
 """
 
@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from acqzarr.camera import ROI, FrameInfo
+from acqzarr.recording.camera import ROI, FrameInfo
 
 __all__ = ["Replay", "ReplayOptions"]
 
@@ -46,7 +46,7 @@ def _open(path: Path) -> Any:
 
         data = tifffile.memmap(path) if _tiff_contiguous(path) else tifffile.imread(path)
     elif path.is_dir():
-        from acqzarr.array_reader import ArrayReader
+        from acqzarr.read.arrays import ArrayReader
         from acqzarr.stores import LocalStore
 
         data = ArrayReader(LocalStore(path))

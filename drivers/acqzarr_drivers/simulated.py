@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acqzarr.camera import ROI, FrameInfo
+from acqzarr.recording.camera import ROI, FrameInfo
 
 __all__ = [
     "EmptySimulator",
@@ -224,7 +224,7 @@ class NoiseSimulator(Simulator):
 
     def __init__(self, options: SimulatorOptions) -> None:
         super().__init__(options)
-        from acqzarr.synthetic import camera_frames
+        from acqzarr.recording.synthetic import camera_frames
 
         # A pool generated once: drawing Poisson noise per 2048^2 frame would cap the frame rate.
         # Generated for the whole sensor and cropped, so an ROI sees the same pixels as a full frame.

@@ -3,12 +3,14 @@
 The top level is what a program that records needs: the settings, ``open_stream`` and its
 ``Stream``, the StorageInterface-style device ``ZarrStorage``, the stores and the errors.  The
 engine is reachable where the design documents it: ``acqzarr.writers`` (``ChunkWriter``,
-``ShardWriter``), ``acqzarr.formats`` (``ZarrV2``, ``ZarrV3``), ``acqzarr.codecs``; camera
-drivers implement ``acqzarr.camera.Camera``.
+``ShardWriter``), ``acqzarr.engine.formats`` (``ZarrV2``, ``ZarrV3``), ``acqzarr.codecs``; camera
+drivers implement ``acqzarr.recording.camera.Camera``.
 """
 
 from ._version import __version__
-from .device import State, StorageCapabilities, ZarrStorage
+from .engine.device import State, StorageCapabilities, ZarrStorage
+from .engine.memory import MemoryUsage
+from .engine.stream import ArrayStats, Stream, open_stream
 from .errors import (
     AcqzarrError,
     BackpressureTimeout,
@@ -19,7 +21,6 @@ from .errors import (
     StoreError,
     WriterError,
 )
-from .memory import MemoryUsage
 from .settings import (
     Acquisition,
     ArraySettings,
@@ -33,7 +34,6 @@ from .settings import (
     StreamSettings,
 )
 from .stores import LocalStore, MemoryStore, S3Store, Store
-from .stream import ArrayStats, Stream, open_stream
 
 __all__ = [
     "Acquisition",

@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from .engine.stream import open_stream
 from .errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
@@ -20,10 +21,9 @@ from .errors import (
 from .ingest.commands import add_subcommands as add_ingest_subcommands
 from .metadata.zarr_versions import spec_for
 from .overrides import add_set_argument, parse_assignment
+from .recording.synthetic import camera_frames
 from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
 from .stores import Store, open_store
-from .stream import open_stream
-from .synthetic import camera_frames
 
 __all__ = ["main"]
 
@@ -33,7 +33,7 @@ def _record(args: argparse.Namespace) -> int:
     """Run a recording session from a config file (see configs/)."""
     import json
 
-    from .session import estimate, load_session, record
+    from .recording.command import estimate, load_session, record
 
     config, cameras = load_session(args.config, args.set, frames=args.frames, output=args.output)
     if args.dry_run:
@@ -68,7 +68,7 @@ def _info(args: argparse.Namespace) -> int:
     """Print the arrays, images, codecs, sizes and session records of a store."""
     import json
 
-    from .store_info import describe, render
+    from .read.info import describe, render
 
     info = describe(_open_existing(args.store, args.s3))
     if info["zarr_format"] is None:
@@ -81,7 +81,7 @@ def _validate(args: argparse.Namespace) -> int:
     """Check structure, shard indexes and OME-NGFF metadata; exit 1 if anything is wrong."""
     import json
 
-    from .validation import validate
+    from .read.validate import validate
 
     problems = validate(_open_existing(args.store, args.s3), deep=args.deep)
     errors = [p for p in problems if p.severity == "error"]

@@ -25,8 +25,8 @@ import zarr
 from ome_zarr_models.v04.image import Image as Image04
 from ome_zarr_models.v05.image import Image as Image05
 
+from acqzarr.read.validate import validate
 from acqzarr.stores import LocalStore
-from acqzarr.validation import validate
 from builders import stream_settings
 
 from .sizes import scale
@@ -264,11 +264,11 @@ def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[s
 # makes a generation current), where a kill left levels of different extents before.
 AIMED = """
 import os, signal
-import acqzarr.publish
+import acqzarr.engine.publish
 import acqzarr.stores.local_groups as lg
 
 # Every stored band publishes (no coalescing), so a run has enough publishes for any ACQZARR_KILL_AT.
-acqzarr.publish.PUBLISH_INTERVAL = 0.0
+acqzarr.engine.publish.PUBLISH_INTERVAL = 0.0
 
 where, at = os.environ["ACQZARR_KILL_WHERE"], int(os.environ["ACQZARR_KILL_AT"])
 seen = [0]

@@ -13,7 +13,7 @@ import pytest
 import zarr
 
 import acqzarr as az
-from acqzarr.synthetic import camera_frames
+from acqzarr.recording.synthetic import camera_frames
 from builders import array_settings, stream_settings
 
 from .sizes import scale

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from acqzarr.ingest import Sender
-from acqzarr.synthetic import camera_frames
+from acqzarr.recording.synthetic import camera_frames
 from builders import array_document
 from ingest_helpers import running_server
 

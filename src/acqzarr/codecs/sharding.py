@@ -16,8 +16,6 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from ..stores import Buffer
-
 __all__ = ["EMPTY", "ShardLayout", "decode_index", "encode_index", "index_nbytes"]
 
 EMPTY = np.uint64(2**64 - 1)
@@ -48,7 +46,7 @@ def encode_index(index: np.ndarray[Any, np.dtype[np.uint64]]) -> bytes:
 
 
 class ShardLayout:
-    """Packs encoded inner chunks into one shard's byte parts (no copies of chunk data)."""
+    """The shape of one shard's index: its chunk grid, its size and its encoding."""
 
     def __init__(self, chunks_per_shard: Sequence[int]) -> None:
         self.chunks_per_shard = tuple(chunks_per_shard)
@@ -69,11 +67,6 @@ class ShardLayout:
                 index[i] = (offset, n)
                 offset += n
         return encode_index(index.reshape(*self.chunks_per_shard, 2))
-
-    def pack(self, chunks: Sequence[Buffer | None]) -> list[Buffer]:
-        """Return [chunk bytes..., index] for ``chunks`` given in C order (None = absent)."""
-        sizes = [None if c is None else memoryview(c).nbytes for c in chunks]
-        return [c for c in chunks if c is not None] + [self.index(sizes)]
 
     def index_config(self) -> list[dict[str, Any]]:
         return [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]

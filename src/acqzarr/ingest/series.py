@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ProtocolError
-from ..recording import End, Recording
+from ..recording.lifecycle import End, Recording
 from ..settings import ArraySettings, StreamSettings
 from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart
 

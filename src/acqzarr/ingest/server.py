@@ -38,8 +38,8 @@ from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
 from ..locations import is_s3
+from ..recording.stop import StopSignal
 from ..settings import StreamSettings
-from ..stop import StopSignal
 from ..stores import open_store
 from .config import ServeConfig, series_memory, series_settings
 from .finalizer import Finalizer

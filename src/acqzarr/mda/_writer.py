@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import useq
 
+from ..engine.stream import ArrayStats, Stream, open_stream
 from ..errors import WriterError
 from ..settings import Blosc, Multiscale, StreamSettings
-from ..stream import ArrayStats, Stream, open_stream
 from ._frame_meta import frame_metadata, jsonable
 from ._live import LatestFrames, LiveFrame
 from ._sequence import SequenceLayout, read_sequence

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from .._version import __version__
-from ..multiscale import downsample, space_axes
 from ..settings import ArraySettings
+from .levels import space_axes
 
 __all__ = [
     "RESERVED_KEYS",
@@ -30,8 +30,9 @@ __all__ = [
 
 # Group attributes acqzarr owns; user metadata may not replace them.
 RESERVED_KEYS = frozenset({"ome", "multiscales", "omero", "_ARRAY_DIMENSIONS"})
-# The callable the multiscale metadata names: evaluated on level k, it gives level k + 1.
-DOWNSAMPLE = f"{downsample.__module__}.{downsample.__qualname__}"
+# The callable the multiscale metadata names: evaluated on level k, it gives level k + 1
+# (engine/reducers.py; tests/test_multiscale.py checks that it exists and is that function).
+DOWNSAMPLE = "acqzarr.engine.reducers.downsample"
 
 Windows = dict[int, tuple[float, float]]
 

@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import anonymous_memory
 from ..errors import StoreError
+from .aligned import anonymous_memory
 from .base import Buffer, Staged, Store
 from .local_groups import META, LinkedGroups, SymlinksUnavailable, fsync_dir
 from .staging import StagingDir

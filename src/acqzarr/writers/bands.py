@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..budget import InflightBudget
-from ..buffers import BufferPool
 from ..errors import BackpressureTimeout, FrameError
-from ..layout import ArrayLayout, Index
+from .budget import InflightBudget
+from .buffers import BufferPool
+from .layout import ArrayLayout, Index
 
 __all__ = ["Band", "BandAssembler"]
 

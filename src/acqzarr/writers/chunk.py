@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..layout import ArrayLayout, Index
 from .bands import Band
 from .encode import ChunkCoords, Encoded
+from .layout import ArrayLayout, Index
 from .objects import ObjectWriter
 
 __all__ = ["ChunkWriter"]

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import BufferPools
 from ..codecs import BloscCodec
 from ..codecs.blosc import BLOSC_MAX_OVERHEAD
-from ..layout import ArrayLayout
+from .buffers import BufferPools
+from .layout import ArrayLayout
 
 __all__ = ["Encoded", "Encoder", "output_nbytes"]
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from ..buffers import BufferPools
 from ..codecs import BloscCodec
-from ..layout import ArrayLayout, Index
-from ..pipeline import Pipeline
 from .bands import Band, BandAssembler
+from .buffers import BufferPools
 from .encode import Encoded, Encoder
+from .layout import ArrayLayout, Index
 from .objects import ObjectWriter
+from .pipeline import Pipeline
 
 __all__ = ["LevelWriter"]
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 
-from ..layout import ArrayLayout, Index
 from ..locations import join_key
 from ..metadata.zarr_spec import KeyEncoding
 from ..stores import Store
 from .bands import Band
 from .encode import ChunkCoords, Encoded, output_nbytes
+from .layout import ArrayLayout, Index
 
 __all__ = ["ObjectWriter"]
 

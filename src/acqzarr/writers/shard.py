@@ -26,10 +26,10 @@ import numpy as np
 
 from ..codecs import ShardLayout
 from ..codecs.sharding import EMPTY, encode_index
-from ..layout import ArrayLayout, Index
 from ..stores import Staged
 from .bands import Band
 from .encode import ChunkCoords, Encoded
+from .layout import ArrayLayout, Index
 from .objects import ObjectWriter
 
 __all__ = ["ShardWriter"]

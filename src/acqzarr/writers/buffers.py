@@ -10,28 +10,14 @@ instead of being allocated per band.
 from __future__ import annotations
 
 import math
-import mmap
 import threading
 from typing import Any
 
 import numpy as np
 
-__all__ = ["BufferPool", "BufferPools", "anonymous_memory", "mapped_array"]
+from ..stores.aligned import anonymous_memory
 
-_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
-
-
-def anonymous_memory(nbytes: int, *, populate: bool = True) -> mmap.mmap:
-    """Page-aligned, zeroed memory of its own, faulted in now where the kernel can (MAP_POPULATE).
-
-    Where ``mmap`` has no flags (Windows), an anonymous map is still page
-    aligned; its pages are faulted on first touch.
-    """
-    if not hasattr(mmap, "MAP_ANONYMOUS"):
-        return mmap.mmap(-1, nbytes)
-    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | (_POPULATE if populate else 0)
-    return mmap.mmap(-1, nbytes, flags=flags)
-
+__all__ = ["BufferPool", "BufferPools", "mapped_array"]
 
 def mapped_array(
     shape: tuple[int, ...], dtype: np.dtype[Any], *, populate: bool = True

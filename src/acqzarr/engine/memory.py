@@ -18,11 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..metadata.levels import level_count, level_settings
+from ..settings import StreamSettings
+from ..writers.layout import ArrayLayout
 from .formats import format_for
-from .layout import ArrayLayout
-from .multiscale import level_count, level_settings
 from .order import FrameOrder
-from .settings import StreamSettings
 
 __all__ = ["MIN_DEFAULT_CAP", "MemoryPlan", "MemoryUsage", "plan_memory"]
 

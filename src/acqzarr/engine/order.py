@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from .errors import FrameError
-from .layout import ArrayLayout, Index
+from ..errors import FrameError
+from ..writers.layout import ArrayLayout, Index
 
 __all__ = ["FrameOrder"]
 

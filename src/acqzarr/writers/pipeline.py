@@ -17,8 +17,8 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ..errors import WriterError
 from .budget import InflightBudget
-from .errors import WriterError
 
 __all__ = ["IOJob", "Pipeline"]
 

@@ -24,9 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .settings import StreamSettings
-from .stores import Store
-from .stream import Stream, open_stream
+from ..engine.stream import Stream, open_stream
+from ..settings import StreamSettings
+from ..stores import Store
 
 __all__ = ["Counts", "End", "Recording"]
 

@@ -25,13 +25,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import ConfigError
-from .overrides import apply_overrides
+from ..errors import ConfigError
+from ..overrides import apply_overrides
+from ..settings import StreamSettings, format_validation_error, load_mapping
+from ..stores import Store
+from .lifecycle import End, Recording
 from .progress import Display, Snapshot, make_display, snapshot
-from .recording import End, Recording
-from .settings import StreamSettings, format_validation_error, load_mapping
 from .stop import StopSignal
-from .stores import Store
 
 __all__ = ["SessionConfig", "SourceSettings", "load_session", "record"]
 
@@ -150,7 +150,7 @@ def _make_camera(config: SessionConfig, src: SourceSettings, where: str, origin:
 
 def estimate(config: SessionConfig, cameras: Sequence[Any]) -> dict[str, Any]:
     """What --dry-run reports: memory the stream may reserve, and the raw data rate of every source."""
-    from .memory import plan_memory
+    from ..engine.memory import plan_memory
 
     per_source = []
     for src, camera in zip(config.sources, cameras, strict=True):

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from .errors import ConfigError, StateError
+from ..errors import ConfigError, StateError
+from ..settings import DTYPES, StreamSettings
 from .memory import MemoryUsage
-from .settings import DTYPES, StreamSettings
 from .stream import ArrayStats, Stream
 
 __all__ = ["State", "StorageCapabilities", "ZarrStorage"]

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .layout import ArrayLayout
-from .metadata.ngff import Windows
+from ..metadata.ngff import Windows
+from ..writers.layout import ArrayLayout
 
 __all__ = ["ContrastWindows"]
 

@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from .layout import ArrayLayout, Index
-from .multiscale import reduce_block
-from .pipeline import Pipeline
-from .writers.bands import FILLED, SKIPPED, Band
-from .writers.level import LevelWriter
+from ..writers.bands import FILLED, SKIPPED, Band
+from ..writers.layout import ArrayLayout, Index
+from ..writers.level import LevelWriter
+from ..writers.pipeline import Pipeline
+from .reducers import reduce_block
 
 __all__ = ["Pyramid"]
 

@@ -20,13 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from .codecs.sharding import EMPTY, decode_index, index_nbytes
-from .frame_columns import GROUP as FRAMES_GROUP
-from .frame_columns import JSON_COLUMN
-from .locations import join_key
-from .metadata.zarr_spec import ArrayMeta, ZarrSpec
-from .store_info import Node, StoreTree, ngff_block, ome_fields
-from .stores import Store
+from ..codecs.sharding import EMPTY, decode_index, index_nbytes
+from ..engine.frame_columns import GROUP as FRAMES_GROUP
+from ..engine.frame_columns import JSON_COLUMN
+from ..locations import join_key
+from ..metadata.zarr_spec import ArrayMeta, ZarrSpec
+from ..stores import Store
+from .info import Node, StoreTree, ngff_block, ome_fields
 
 __all__ = ["Problem", "validate"]
 

@@ -37,12 +37,12 @@ from typing import Any
 import numcodecs
 import numpy as np
 
-from .errors import FrameError
+from ..errors import FrameError
+from ..locations import join_key
+from ..metadata.zarr_spec import COLUMN_ZSTD_LEVEL
+from ..stores import Store
+from ..writers.layout import ArrayLayout, Index
 from .formats import ZarrFormat
-from .layout import ArrayLayout, Index
-from .locations import join_key
-from .metadata.zarr_spec import COLUMN_ZSTD_LEVEL
-from .stores import Store
 
 __all__ = ["BUILTIN_COLUMNS", "GROUP", "JSON_COLUMN", "MISSING", "SCHEMA_VERSION", "FrameColumns"]
 

@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .errors import BackpressureTimeout
+from ..errors import BackpressureTimeout
 
 __all__ = ["InflightBudget"]
 

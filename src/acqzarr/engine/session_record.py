@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ._version import __version__
+from .._version import __version__
 
 __all__ = ["SESSION_KEY", "SESSION_VERSION", "Counters", "SessionRecord"]
 

@@ -11,16 +11,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from .codecs import BloscCodec, ShardLayout
-from .layout import ArrayLayout
-from .locations import join_key
-from .metadata import ngff
-from .metadata.zarr_spec import Documents, ZarrSpec
-from .metadata.zarr_v2 import ZarrV2Spec
-from .metadata.zarr_v3 import ZarrV3Spec
-from .settings import ArraySettings, StreamSettings
-from .stores import Store
-from .writers import ChunkWriter, ObjectWriter, ShardWriter
+from ..codecs import BloscCodec, ShardLayout
+from ..locations import join_key
+from ..metadata import ngff
+from ..metadata.zarr_spec import Documents, ZarrSpec
+from ..metadata.zarr_v2 import ZarrV2Spec
+from ..metadata.zarr_v3 import ZarrV3Spec
+from ..settings import ArraySettings, StreamSettings
+from ..stores import Store
+from ..writers import ChunkWriter, ObjectWriter, ShardWriter
+from ..writers.layout import ArrayLayout
 
 __all__ = ["ZarrFormat", "ZarrV2", "ZarrV3", "format_for"]
 

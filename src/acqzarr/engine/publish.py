@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from .layout import ArrayLayout, Index
+from ..writers.layout import ArrayLayout, Index
 
 __all__ = ["PUBLISH_INTERVAL", "ImagePublisher"]
 

@@ -18,11 +18,11 @@ from typing import Any
 import numcodecs
 import numpy as np
 
-from .codecs.sharding import EMPTY, decode_index
-from .locations import join_key
-from .metadata.zarr_spec import ArrayMeta
-from .metadata.zarr_versions import SPECS
-from .stores import Store
+from ..codecs.sharding import EMPTY, decode_index
+from ..locations import join_key
+from ..metadata.zarr_spec import ArrayMeta
+from ..metadata.zarr_versions import SPECS
+from ..stores import Store
 
 __all__ = ["ArrayReader"]
 

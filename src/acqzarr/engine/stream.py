@@ -22,28 +22,28 @@ from typing import Any
 
 import numpy as np
 
-from .budget import InflightBudget
-from .buffers import BufferPools
-from .codecs import BloscCodec
+from ..codecs import BloscCodec
+from ..errors import ConfigError, FrameError, StateError, StoreError, WriterError
+from ..locations import join_key
+from ..metadata.collection import collection_groups
+from ..metadata.levels import level_count, level_settings
+from ..metadata.ngff import RESERVED_KEYS
+from ..metadata.zarr_versions import SPECS
+from ..settings import POSITION_AXIS, ArraySettings, StreamSettings
+from ..stores import Store, open_store
+from ..writers import LevelWriter
+from ..writers.budget import InflightBudget
+from ..writers.buffers import BufferPools
+from ..writers.layout import ArrayLayout, Index
+from ..writers.pipeline import Pipeline
 from .contrast import ContrastWindows
-from .errors import ConfigError, FrameError, StateError, StoreError, WriterError
 from .formats import format_for
 from .frame_columns import FrameColumns
-from .layout import ArrayLayout, Index
-from .locations import join_key
 from .memory import MemoryUsage, plan_memory
-from .metadata.collection import collection_groups
-from .metadata.ngff import RESERVED_KEYS
-from .metadata.zarr_versions import SPECS
-from .multiscale import level_count, level_settings
 from .order import FrameOrder
-from .pipeline import Pipeline
 from .publish import ImagePublisher
 from .pyramid import Pyramid
 from .session_record import SESSION_KEY, Counters, SessionRecord
-from .settings import POSITION_AXIS, ArraySettings, StreamSettings
-from .stores import Store, open_store
-from .writers import LevelWriter
 
 __all__ = ["ArrayStats", "Stream", "open_stream"]
 

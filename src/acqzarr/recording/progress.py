@@ -14,7 +14,7 @@ from typing import IO, Any, Protocol
 
 import numpy as np
 
-from .stream import Stream
+from ..engine.stream import Stream
 
 __all__ = ["Display", "LiveTable", "LogLines", "Snapshot", "make_display", "snapshot"]
 

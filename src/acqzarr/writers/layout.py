@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .settings import ArraySettings
+from ..settings import ArraySettings
 
 __all__ = ["ArrayLayout", "CopyRegion"]
 

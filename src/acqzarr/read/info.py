@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from .locations import join_key
-from .metadata.zarr_spec import ArrayMeta, ParsedNode, ZarrSpec
-from .metadata.zarr_versions import SPECS, spec_in
-from .stores import Store
+from ..locations import join_key
+from ..metadata.zarr_spec import ArrayMeta, ParsedNode, ZarrSpec
+from ..metadata.zarr_versions import SPECS, spec_in
+from ..stores import Store
 
 __all__ = ["ArrayInfo", "ImageInfo", "Node", "StoreTree", "describe", "ome_fields"]
 
