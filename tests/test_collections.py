@@ -29,6 +29,7 @@ from ome_zarr_models.v05.image import Image as Image05
 from ome_zarr_models.v05.well import Well as Well05
 
 import acqzarr as az
+from acqzarr.engine.memory import plan_memory
 from builders import UNSHARDED, array_document, dims, frames_for, stream_settings
 
 POSITIONS = [
@@ -144,7 +145,7 @@ def test_a_key_with_a_position_index_must_be_an_array_key(tmp_path: Path) -> Non
 def test_memory_is_planned_for_every_image(tmp_path: Path) -> None:
     settings = _positions_settings(tmp_path / "s.zarr", 3)
     single = settings.model_copy(update={"positions": None})
-    plan, plan1 = az.memory.plan_memory(settings), az.memory.plan_memory(single)
+    plan, plan1 = plan_memory(settings), plan_memory(single)
     assert plan.required == 3 * plan1.required
     assert sorted(plan.per_array) == ["p0/cam0", "p0/cam1", "p1/cam0", "p1/cam1", "p2/cam0", "p2/cam1"]
 

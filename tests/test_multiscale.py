@@ -411,18 +411,18 @@ def test_every_publish_shows_all_levels_over_the_same_extent(
 ) -> None:
     """Each publish writes every level's shape at once, and the shapes on disk then agree:
     level k covers ceil(n / 2**k) planes of a halved append axis, the same n otherwise."""
-    from acqzarr.engine.stream import Stream
+    from acqzarr.engine.documents import ImageDocuments
 
     seen: list[list[int]] = []
-    original = Stream._publish
+    original = ImageDocuments.publish
 
-    def spy(self: Stream, image: Any, extents: list[int], frames: int) -> None:
-        original(self, image, extents, frames)
+    def spy(self: ImageDocuments, extents: list[int], frames: int) -> None:
+        original(self, extents, frames)
         seen.append(
             [zarr.open_array(str(tmp_path / "s.zarr" / "img" / str(k)), mode="r").shape[0] for k in range(3)]
         )
 
-    monkeypatch.setattr(Stream, "_publish", spy)
+    monkeypatch.setattr(ImageDocuments, "publish", spy)
     monkeypatch.setattr("acqzarr.engine.publish.PUBLISH_INTERVAL", 0.0)  # every stored band publishes
     data = sample_data((41, 24, 24), "uint16")
     record(tmp_path / "s.zarr", 3, data, kinds, names, chunks, az.Multiscale(levels=3))
@@ -437,15 +437,15 @@ def test_close_waits_for_every_level_even_when_downsampling_lags(
 ) -> None:
     """Each level's finish queues the next level's on the downsampling thread; close must wait for
     those chained jobs too (it once stopped the thread before them, leaving the last level short)."""
-    from acqzarr.engine.pyramid import Pyramid
+    from acqzarr.engine.pyramid import PyramidLevel
 
-    original = Pyramid._finish_level
+    original = PyramidLevel._finish
 
-    def slow(self: Pyramid, level: int, extents: list[int], failed: bool) -> None:
+    def slow(self: PyramidLevel, extent: int, failed: bool) -> None:
         time.sleep(0.05)
-        original(self, level, extents, failed)
+        original(self, extent, failed)
 
-    monkeypatch.setattr(Pyramid, "_finish_level", slow)
+    monkeypatch.setattr(PyramidLevel, "_finish", slow)
     data = sample_data((61, 64, 64), "uint16")  # the last band of every level completes at close
     kinds = ["time", "space", "space"]
     record(tmp_path / "s.zarr", 3, data, kinds, "tyx", (8, 8, 8), az.Multiscale(levels=4))

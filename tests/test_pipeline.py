@@ -183,7 +183,7 @@ def test_a_failure_wakes_the_budgets_waiters_with_it() -> None:
         p.close()
 
 
-def test_the_idle_hook_runs_when_a_job_leaves_the_queue_empty(pipeline: Pipeline) -> None:
+def test_the_idle_hook_runs_when_a_job_leaves_the_queue_empty() -> None:
     log: list[str] = []
     idle = threading.Event()
     started = threading.Event()
@@ -198,7 +198,7 @@ def test_the_idle_hook_runs_when_a_job_leaves_the_queue_empty(pipeline: Pipeline
         assert gate.wait(WAIT)
         log.append("1")
 
-    pipeline.when_io_idle(hook)
+    pipeline = Pipeline(threads=2, budget=InflightBudget(1 << 20), on_io_idle=hook)
     pipeline.submit_io(first)
     assert started.wait(WAIT)
     pipeline.submit_io(recorder(log, "2"))  # queued behind the running job
@@ -209,9 +209,9 @@ def test_the_idle_hook_runs_when_a_job_leaves_the_queue_empty(pipeline: Pipeline
     assert log == ["1", "2", "3", "idle"]
 
 
-def test_the_idle_hook_does_not_run_after_a_failure(pipeline: Pipeline) -> None:
+def test_the_idle_hook_does_not_run_after_a_failure() -> None:
     calls: list[str] = []
-    pipeline.when_io_idle(lambda: calls.append("idle"))
+    pipeline = Pipeline(threads=2, budget=InflightBudget(1 << 20), on_io_idle=lambda: calls.append("idle"))
     pipeline.submit_io(raiser(OSError("disk full")))
     pipeline.drain()
     pipeline.submit_io(lambda failed: None)
@@ -219,12 +219,13 @@ def test_the_idle_hook_does_not_run_after_a_failure(pipeline: Pipeline) -> None:
     assert calls == []
 
 
-def test_a_failing_idle_hook_fails_the_pipeline(pipeline: Pipeline) -> None:
-    pipeline.when_io_idle(_failing_hook)
+def test_a_failing_idle_hook_fails_the_pipeline() -> None:
+    pipeline = Pipeline(threads=2, budget=InflightBudget(1 << 20), on_io_idle=_failing_hook)
     pipeline.submit_io(lambda failed: None)
     pipeline.drain()
     with pytest.raises(WriterError, match="publish failed"):
         pipeline.check()
+    pipeline.close()
 
 
 def _failing_hook() -> None:

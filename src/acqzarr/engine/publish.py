@@ -11,7 +11,8 @@ reader (or a reader after a kill) never sees one level cover a different
 time range than another.
 
 A publish is one atomic metadata change (level shapes, per-frame metadata
-columns, the image group), so they are coalesced: an image publishes when
+columns, the image group: ``documents.py`` renders and writes it), so they
+are coalesced: an image publishes when
 ``interval`` has passed since its last publish, when the I/O thread has
 nothing else queued (``catch_up``), at the final extent, and on ``flush``.
 A stream of small frames then pays for ~10 metadata changes a second, not
@@ -23,13 +24,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
-from ..writers.layout import ArrayLayout, Index
+from ..writers.layout import ArrayLayout
+from ..writers.objects import StoredBand
 
-__all__ = ["PUBLISH_INTERVAL", "ImagePublisher"]
+__all__ = ["PUBLISH_INTERVAL", "ImagePublisher", "Publishes"]
 
 PUBLISH_INTERVAL = 0.1  # seconds: the most a reader lags a busy writer
+
+
+class Publishes(Protocol):
+    """What a publish writes: every level's shape, the columns and the image group, atomically."""
+
+    def publish(self, extents: list[int], frames: int) -> None: ...
 
 
 class _Rows:
@@ -41,9 +50,10 @@ class _Rows:
         self.done = 0
         self.final: int | None = None  # the append axis's extent, once known (at close)
 
-    def add(self, bands: Sequence[Index]) -> None:
+    def add(self, bands: Sequence[StoredBand]) -> None:
         for b in bands:
-            self.counts[b[0]] = self.counts.get(b[0], 0) + 1
+            row = b.coords[0]
+            self.counts[row] = self.counts.get(row, 0) + 1
         while self.counts.get(self.done) == self.layout.bands_per_row:
             del self.counts[self.done]
             self.done += 1
@@ -56,20 +66,21 @@ class _Rows:
 
 
 class ImagePublisher:
-    """Tracks an image's levels and publishes their shapes together (on the I/O thread)."""
+    """Tracks an image's levels and publishes their shapes together (the ``Readable`` of every
+    level writer of the image: ``stored`` runs on the I/O thread, ``catch_up`` there or in flush).
+    """
 
     def __init__(
         self,
+        documents: Publishes,
         layouts: Sequence[ArrayLayout],
         halved_append: bool,
-        publish: Callable[[list[int], int], None],  # level extents, frames inside them
-        row_frames: dict[int, int],
         interval: float | None = None,
     ) -> None:
+        self._documents = documents
         self._rows = [_Rows(layout) for layout in layouts]
         self._halved = halved_append
-        self._publish = publish
-        self._row_frames = row_frames  # level 0's frames per row, taken as rows are published
+        self._row_frames: dict[int, int] = {}  # level 0's stored frames per row, until published
         self._chunk = layouts[0].index_chunks[0]
         self._interval = PUBLISH_INTERVAL if interval is None else interval
         self._last = 0.0  # time.monotonic() of the last publish
@@ -86,9 +97,13 @@ class ImagePublisher:
         for k, rows in enumerate(self._rows):
             rows.final = self.level_extent(k, extent)
 
-    def stored(self, level: int, bands: Sequence[Index]) -> None:
+    def stored(self, level: int, bands: Sequence[StoredBand]) -> None:
         """Bands of ``level`` are on storage; publish what every level now covers, if it is time."""
         with self._lock:
+            if level == 0:
+                for b in bands:
+                    row = b.coords[0]
+                    self._row_frames[row] = self._row_frames.get(row, 0) + b.frames
             self._rows[level].add(bands)
             extent = self._extent()
             final = self._rows[0].final
@@ -115,7 +130,7 @@ class ImagePublisher:
         steps = range(self.published // self._chunk, -(-extent // self._chunk))
         frames = self.frames_flushed + sum(self._row_frames.get(row, 0) for row in steps)
         # Metadata first: a caller told "n frames flushed" must find them if killed right after.
-        self._publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
+        self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
         for row in steps:
             self._row_frames.pop(row, None)
         self.frames_flushed = frames

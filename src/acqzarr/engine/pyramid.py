@@ -1,9 +1,11 @@
 """Feeding the lower-resolution levels of one image from the complete bands of the level above.
 
-A level's writer hands each complete band here before its buffer may be
-reused.  The band's frames are read back from the tiles and halved along the
-frame's space axes on the compression pool (a pyramid costs about as much
-CPU as compressing, so it needs every core); the pipeline's downsampling
+Each ``PyramidLevel`` makes level k+1 from level k: level k's writer hands it
+each complete band before the band's buffer may be reused (``BandSink``), and
+it writes into level k+1's writer, which it was built with.  The band's frames
+are read back from the tiles and halved along the frame's space axes on the
+compression pool (a pyramid costs about as much CPU as compressing, so it
+needs every core); the pipeline's downsampling
 thread (ordered) pairs the planes up and writes the results to the next
 level *by index*, in order, like any index-addressed append.  A
 space axis among the index axes (z in t-z-y-x, or an appended z) halves too:
@@ -25,53 +27,57 @@ import numpy as np
 
 from ..writers.bands import FILLED, SKIPPED, Band
 from ..writers.layout import ArrayLayout, Index
-from ..writers.level import LevelWriter
+from ..writers.level import BandSource, LevelWriter
 from ..writers.pipeline import Pipeline
 from .reducers import reduce_block
 
-__all__ = ["Pyramid"]
+__all__ = ["PyramidLevel"]
 
 # Where a plane of a pair comes from: its slot in the band being reduced, a copy kept from an
 # earlier band, or None for a plane that holds no frame.
 Source = Index | np.ndarray[Any, Any] | None
 
 
-class Pyramid:
-    def __init__(self, writers: list[LevelWriter], method: str, pipeline: Pipeline) -> None:
-        self.writers = writers
+class PyramidLevel:
+    """Level k+1 of an image, made from level k's complete bands (a ``BandSink`` of level k)."""
+
+    def __init__(self, source: ArrayLayout, target: LevelWriter, method: str, pipeline: Pipeline) -> None:
+        self.source = source
+        self.target = target
         self.method = method
         self.pipeline = pipeline
-        lay0 = writers[0].layout
-        spaces = [i for i, k in enumerate(lay0.kinds[: lay0.index_ndim]) if k == "space"]
+        spaces = [i for i, k in enumerate(source.kinds[: source.index_ndim]) if k == "space"]
         self.halved = spaces[0] if spaces else None  # at most one: a frame holds two space axes
-        # Planes waiting for their partner, per target level: target index -> (plane, source plane index).
-        self._held: list[dict[Index, tuple[np.ndarray[Any, Any] | None, int]]] = [{} for _ in writers]
-        # Planes the pool threads read frames into, per source level; reused, so that the pages
-        # are touched once (fresh memory is slow here), and as many as tasks ran at once.
-        self._spares: list[list[np.ndarray[Any, Any]]] = [[] for _ in writers]
+        # Planes waiting for their partner: target index -> (plane, source plane index).
+        self._held: dict[Index, tuple[np.ndarray[Any, Any] | None, int]] = {}
+        # Planes the pool threads read source frames into, and target planes they reduce into;
+        # reused, so that the pages are touched once (fresh memory is slow here), and as many as
+        # tasks ran at once.
+        self._spares: dict[int, list[np.ndarray[Any, Any]]] = {0: [], 1: []}
         self._window = 2 * pipeline.threads  # planes reduced ahead of the one being put
-        self._frame_axes = tuple(range(lay0.frame_ndim))
+        self._frame_axes = tuple(range(source.frame_ndim))
         # Even chunks along the frame: no pair of samples straddles two tiles, so a plane halves
         # tile by tile in the band buffer, without first being copied out of it.
-        self._tiled = [all(c % 2 == 0 for c in w.layout.frame_chunks) for w in writers]
-        for level, writer in enumerate(writers[:-1]):
-            writer.on_band = lambda band, level=level: self._on_band(level, band)
+        self._tiled = all(c % 2 == 0 for c in source.frame_chunks)
+
+    def target_extent(self, extent: int) -> int:
+        """The target level's extent along the append axis when the source level has ``extent``."""
+        return -(-extent // 2) if self.halved == 0 else extent
 
     # -- feeding --------------------------------------------------------------
-    def _on_band(self, level: int, band: Band) -> None:
+    def take(self, band: Band, source: BandSource) -> None:
         """The submitting thread: queue the band for downsampling (it holds the buffer until done)."""
-        self.pipeline.submit_side(lambda failed: self._process(level, band, failed))
+        self.pipeline.submit_side(lambda failed: self._process(band, source, failed))
 
-    def _process(self, level: int, band: Band, failed: bool) -> None:
-        source = self.writers[level]
+    def _process(self, band: Band, source: BandSource, failed: bool) -> None:
         try:
             if not failed:
-                self._reduce_band(level, band)
+                self._reduce_band(band)
         finally:
             if band.buffer is not None:
                 source.band_done(band)
 
-    def _reduce_band(self, level: int, band: Band) -> None:
+    def _reduce_band(self, band: Band) -> None:
         """Reduce the band's planes on the compression pool, and put the results in order.
 
         Pairing happens here, in order (it decides which planes make one target plane); the
@@ -82,25 +88,22 @@ class Pyramid:
 
         def put_next() -> None:
             index, reduced = ahead.popleft()
-            self._put(level + 1, index, None if reduced is None else reduced.result())
+            self._put(index, None if reduced is None else reduced.result())
 
         try:
-            for index, sources in self._pair_up(level, band):
+            for index, sources in self._pair_up(band):
                 if len(ahead) >= self._window:
                     put_next()
                 holes = all(s is None for s in sources)
-                ahead.append(
-                    (index, None if holes else self.pipeline.compress(self._reduce, level, band, sources))
-                )
+                ahead.append((index, None if holes else self.pipeline.compress(self._reduce, band, sources)))
             while ahead:
                 put_next()
         finally:  # the tasks read the band's buffer: none may still run when it is released
             wait([f for _, f in ahead if f is not None])
 
-    def _pair_up(self, level: int, band: Band) -> Iterator[tuple[Index, list[Source]]]:
-        """(target index, source planes) for every plane the band completes at the next level."""
-        lay = self.writers[level].layout
-        target = level + 1
+    def _pair_up(self, band: Band) -> Iterator[tuple[Index, list[Source]]]:
+        """(target index, source planes) for every plane the band completes at the target level."""
+        lay = self.source
         for within in band.slots((FILLED, SKIPPED)):
             index = tuple(b * c + w for b, c, w in zip(band.coords, lay.index_chunks, within, strict=True))
             plane: Source = None if band.buffer is None else within
@@ -113,23 +116,23 @@ class Pyramid:
             if size and (index[h] ^ 1) >= size:
                 yield t_index, [plane, plane]  # the odd last plane pairs with itself
                 continue
-            held = self._held[target].pop(t_index, None)
+            held = self._held.pop(t_index, None)
             if held is None:  # its partner is in a later band: keep a copy, this buffer goes back
                 copy = None
                 if band.buffer is not None:
                     copy = np.empty(lay.frame_shape, lay.dtype)
                     lay.read_frame(band.buffer, within, copy)
-                self._held[target][t_index] = (copy, index[h])
+                self._held[t_index] = (copy, index[h])
                 continue
             other, other_at = held
             yield t_index, [other, plane] if other_at < index[h] else [plane, other]
 
-    def _reduce(self, level: int, band: Band, sources: list[Source]) -> np.ndarray[Any, Any]:
-        """A pool thread: the next level's plane made of ``sources``, reduced tile by tile where
+    def _reduce(self, band: Band, sources: list[Source]) -> np.ndarray[Any, Any]:
+        """A pool thread: the target level's plane made of ``sources``, reduced tile by tile where
         they lie in the band when that is exact, otherwise read out of the band first."""
-        lay = self.writers[level].layout
-        out = self._plane(level + 1)
-        if len(sources) == 1 and isinstance(sources[0], tuple) and self._tiled[level]:
+        lay = self.source
+        out = self._plane(1)
+        if len(sources) == 1 and isinstance(sources[0], tuple) and self._tiled:
             assert band.buffer is not None
             return _halve_in_tiles(lay, band.buffer, sources[0], self.method, out)
         read: dict[Index, np.ndarray[Any, Any]] = {}
@@ -138,24 +141,24 @@ class Pyramid:
             for source in sources:
                 if isinstance(source, tuple) and source not in read:
                     assert band.buffer is not None
-                    read[source] = self._plane(level)
+                    read[source] = self._plane(0)
                     lay.read_frame(band.buffer, source, read[source])
                 planes.append(read[source] if isinstance(source, tuple) else source)
             return self._reduce_planes(planes, out)
         finally:
-            self._spares[level].extend(read.values())
+            self._spares[0].extend(read.values())
 
-    def _plane(self, level: int) -> np.ndarray[Any, Any]:
-        """A plane of ``level``'s frame shape to work in: a spare one if there is one.
+    def _plane(self, which: int) -> np.ndarray[Any, Any]:
+        """A plane of the source (0) or target (1) frame shape to work in: a spare one if there is.
 
         Planes are reused (their pages are touched once: fresh memory is slow here); there are
         as many as tasks ever held at once, which the window bounds.  list.pop and list.append
         are atomic, so the pool threads need no lock.
         """
         try:
-            return self._spares[level].pop()
+            return self._spares[which].pop()
         except IndexError:
-            lay = self.writers[level].layout
+            lay = self.source if which == 0 else self.target.layout
             return np.empty(lay.frame_shape, lay.dtype)
 
     def _reduce_planes(
@@ -170,38 +173,32 @@ class Pyramid:
         reduce_block(pair, (0, *(a + 1 for a in self._frame_axes)), self.method, out[np.newaxis])
         return out
 
-    def _put(self, level: int, index: Index, plane: np.ndarray[Any, Any] | None) -> None:
-        """Write one reduced plane to ``level`` at ``index`` (None: leave a hole there)."""
-        writer = self.writers[level]
+    def _put(self, index: Index, plane: np.ndarray[Any, Any] | None) -> None:
+        """Write one reduced plane to the target level at ``index`` (None: leave a hole there)."""
+        writer = self.target
         with writer.lock:
             if plane is None:
                 writer.skip([index])
             else:
                 writer.put([index], plane[np.newaxis])
         if plane is not None:
-            self._spares[level].append(plane)  # put copied it
+            self._spares[1].append(plane)  # put copied it
 
     # -- closing ----------------------------------------------------------------
-    def finish(self, extents: list[int]) -> None:
-        """After level 0 finished: flush each level's waiting planes, then finish it, top down."""
-        self.pipeline.submit_side(lambda failed: self._finish_level(1, extents, failed))
+    def finish(self, extent: int) -> None:
+        """The source level finished at ``extent``: after its last band, flush the waiting planes
+        and finish the target level (which tells its own sink, level by level down)."""
+        self.pipeline.submit_side(lambda failed: self._finish(extent, failed))
 
-    def _finish_level(self, level: int, extents: list[int], failed: bool) -> None:
+    def _finish(self, extent: int, failed: bool) -> None:
         if failed:
             return
-        writer = self.writers[level]
-        for t_index, (plane, _at) in sorted(self._held[level].items()):
+        for t_index, (plane, _at) in sorted(self._held.items()):
             # its partner is past the end: it pairs with itself (replicate-edge)
-            self._put(
-                level,
-                t_index,
-                None if plane is None else self._reduce_planes([plane, plane], self._plane(level)),
-            )
-        self._held[level].clear()
-        with writer.lock:
-            writer.finish(extents[level])
-        if level + 1 < len(self.writers):
-            self.pipeline.submit_side(lambda failed: self._finish_level(level + 1, extents, failed))
+            self._put(t_index, None if plane is None else self._reduce_planes([plane, plane], self._plane(1)))
+        self._held.clear()
+        with self.target.lock:
+            self.target.finish(self.target_extent(extent))
 
 
 def _halve_in_tiles(

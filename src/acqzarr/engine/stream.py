@@ -1,12 +1,10 @@
 """A stream: validated frames in, a live-readable OME-Zarr store out.
 
-The stream owns the store, the pipeline threads and, per image, one level
-writer per pyramid level and the publisher that shows them together.  It
-validates frames, resolves where each goes (acquisition order, ``index``,
-``skip``), and it is the only place that writes metadata, so the rule "a
-reader never sees a shape that points at missing data" is enforced here: an
-image's shapes are republished only after every level has stored the bands
-behind them.
+The stream is the public face: it opens the store, starts the pipeline
+threads, builds one ``Image`` per image group (``image.py``: levels, pyramid,
+publisher, columns, session record), routes each call to its image by key
+(and stage position), validates frames, and closes everything in order.  It
+never reaches inside an image.
 """
 
 from __future__ import annotations
@@ -15,35 +13,27 @@ import functools
 import json
 import math
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+import weakref
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
 import numpy as np
 
-from ..codecs import BloscCodec
-from ..errors import ConfigError, FrameError, StateError, StoreError, WriterError
+from ..errors import ConfigError, FrameError, StateError, StoreError
 from ..locations import join_key
 from ..metadata.collection import collection_groups
-from ..metadata.levels import level_count, level_settings
 from ..metadata.ngff import RESERVED_KEYS
 from ..metadata.zarr_versions import SPECS
-from ..settings import POSITION_AXIS, ArraySettings, StreamSettings
+from ..settings import POSITION_AXIS, StreamSettings
 from ..stores import Store, open_store
-from ..writers import LevelWriter
 from ..writers.budget import InflightBudget
 from ..writers.buffers import BufferPools
-from ..writers.layout import ArrayLayout, Index
 from ..writers.pipeline import Pipeline
-from .contrast import ContrastWindows
 from .formats import format_for
-from .frame_columns import FrameColumns
+from .image import ArrayStats, Image, images_catch_up
 from .memory import MemoryUsage, plan_memory
-from .order import FrameOrder
-from .publish import ImagePublisher
-from .pyramid import Pyramid
-from .session_record import SESSION_KEY, Counters, SessionRecord
+from .session_record import SESSION_KEY, SessionRecord
 
 __all__ = ["ArrayStats", "Stream", "open_stream"]
 
@@ -51,59 +41,19 @@ __all__ = ["ArrayStats", "Stream", "open_stream"]
 _OWN_ATTRIBUTES = RESERVED_KEYS | {SESSION_KEY}
 
 
-@dataclass(frozen=True)
-class ArrayStats:
-    """Progress of one array: what was accepted and what readers can see."""
-
-    key: str
-    frames_appended: int  # frames accepted by append
-    frames_flushed: int  # of those, frames inside the shape readers see (stored and published)
-    bytes_written: int  # bytes of chunk and shard objects stored, all levels
-    frames_skipped: int = 0  # frame slots left as fill value: skip(), and holes closed at close()
-
-
-class _Image:
-    """An image: its level writers (level 0 takes the frames), the pyramid feeding the rest, the
-    publisher showing them together, where frames go, and the user attributes of its group."""
-
-    def __init__(
-        self,
-        settings: ArraySettings,
-        writers: list[LevelWriter],
-        order: FrameOrder,
-        contrast: ContrastWindows,
-        frames: FrameColumns,
-        session: SessionRecord,
-    ) -> None:
-        self.settings = settings
-        self.writers = writers
-        self.writer = writers[0]
-        self.layout = self.writer.layout
-        self.order = order
-        self.contrast = contrast
-        self.frames = frames  # per-frame metadata
-        self.session = session
-        self.counters = Counters()  # as last published
-        self.final = False  # the session record says how it ended
-        self.pyramid: Pyramid | None = None
-        self.publisher: ImagePublisher | None = None
-        self.group_path = settings.key
-        self.name = settings.key or "(root)"
-        self.user_attrs: dict[str, Any] = {}
-
-
 class Stream:
     """Write frames from one or more cameras into one Zarr store.
 
     Use ``open_stream(settings)`` as a context manager, call ``append`` for
     every frame, and let the ``with`` block (or ``close``) flush the rest.
+    A stream left unclosed is closed when it is garbage-collected or at
+    interpreter exit, with its session record marked incomplete.
     """
 
     def __init__(
         self, settings: StreamSettings, store: Store | None = None, *, source: Mapping[str, Any] | None = None
     ) -> None:
         self.settings = settings
-        self._source = source
         self.plan = plan_memory(settings)
         cap = self.plan.cap(settings)
         if cap < self.plan.required:
@@ -119,18 +69,35 @@ class Stream:
         self._prepare_store()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._meta_lock = threading.Lock()
-        self.pipeline = Pipeline(settings.threads, InflightBudget(cap))
+        self._meta_lock = threading.Lock()  # one metadata change at a time in the store
+        self._images: dict[str, Image] = {}
+        # The idle hook gets the images, not the stream: the threads must not keep it alive.
+        self._pipeline = Pipeline(
+            settings.threads,
+            InflightBudget(cap),
+            on_io_idle=functools.partial(_catch_up, self._images),
+        )
         self._pools = BufferPools()  # band and output buffers, shared by arrays of one shape
-        self.pipeline.when_io_idle(self._catch_up)
-        self._images: dict[str, _Image] = {}
         try:
+            record_settings = json.loads(settings.model_dump_json())
             for image_settings in settings.images:
-                self._images[image_settings.key] = self._create_image(image_settings)
+                self._images[image_settings.key] = Image(
+                    image_settings,
+                    fmt=self.format,
+                    store=self.store,
+                    pipeline=self._pipeline,
+                    pools=self._pools,
+                    meta_lock=self._meta_lock,
+                    append_timeout=settings.append_timeout,
+                    session=SessionRecord(record_settings, source),
+                )
             self._write_groups()
         except BaseException:
-            self.pipeline.close()
+            self._pipeline.close()
             raise
+        self._finalizer = weakref.finalize(
+            self, _close_abandoned, self._images, self._pipeline, self._pools, self.store, self._meta_lock
+        )
 
     # -- set-up --------------------------------------------------------------
     def _prepare_store(self) -> None:
@@ -145,50 +112,6 @@ class Stream:
             )
         self.store.clear()
 
-    def _create_image(self, settings: ArraySettings) -> _Image:
-        levels = level_settings(settings, level_count(settings))
-        codec = (
-            None
-            if settings.compression is None
-            else BloscCodec(settings.compression, np.dtype(settings.dtype))
-        )
-        layout0 = ArrayLayout(settings, sharded=self.format.sharded)
-        contrast = ContrastWindows(layout0)
-        name = settings.key or "(root)"
-        writers: list[LevelWriter] = []
-        for level, level_settings_ in enumerate(levels):
-            layout = layout0 if level == 0 else ArrayLayout(level_settings_, sharded=self.format.sharded)
-            path = join_key(settings.key, str(level))
-            writers.append(
-                LevelWriter(
-                    layout=layout,
-                    codec=codec,
-                    objects=self.format.make_writer(layout, self.store, path),
-                    pipeline=self.pipeline,
-                    name=name if level == 0 else f"{name} level {level}",
-                    append_timeout=self.settings.append_timeout,
-                    on_stored=functools.partial(self._stored, settings.key, level),
-                    observe=contrast.observe if level == 0 else None,
-                    waits_for_budget=level == 0,
-                    pools=self._pools,
-                )
-            )
-        order = FrameOrder(layout0, settings.acquisition_axes, name)
-        frames = FrameColumns(layout0, settings.frame_columns, self.format, self.store, settings.key)
-        session = SessionRecord(json.loads(self.settings.model_dump_json()), self._source)
-        image = _Image(settings, writers, order, contrast, frames, session)
-        image.publisher = ImagePublisher(
-            [w.layout for w in writers],
-            halved_append=layout0.kinds[0] == "space",
-            publish=lambda extents, frames: self._publish(image, extents, frames),
-            row_frames=image.writer.assembler.row_frames,
-        )
-        self._publish(image, [0] * len(writers), 0)
-        if len(writers) > 1:
-            assert settings.multiscale is not None
-            image.pyramid = Pyramid(writers, settings.multiscale.method, self.pipeline)
-        return image
-
     def _write_groups(self) -> None:
         """Root and intermediate groups, with their plate, well or series metadata (each image
         group was written with its first publish)."""
@@ -201,54 +124,10 @@ class Stream:
             attrs = self.format.collection_attributes(collection.get(path, {}))
             self.put_documents(self.format.group_documents(path, attrs))
 
-    def _image_group(self, image: _Image) -> dict[str, bytes]:
-        """The image group's documents: user attributes, the OME-NGFF block with the contrast seen
-        so far, and the session record with the counters of the published extent."""
-        attrs = self.format.image_attributes(image.settings, len(image.writers), image.contrast.windows)
-        record = image.session.render(image.counters, final=image.final)
-        docs = self.format.group_documents(
-            image.group_path, {**image.user_attrs, **attrs, SESSION_KEY: record}
-        )
-        return {key: json.dumps(doc, indent=2).encode() for key, doc in docs.items()}
-
-    def _write_image_group(self, image: _Image) -> None:
-        with self._meta_lock:
-            self.store.put_group(self._image_group(image))
-
     def put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
         """Write JSON documents (each atomically) into the stream's store."""
         for key, doc in docs.items():
             self.store.put(key, [json.dumps(doc, indent=2).encode()])
-
-    def _publish(self, image: _Image, extents: list[int], frames: int) -> None:
-        """Show ``extents[k]`` steps of the append axis on level k, holding ``frames`` frames: the
-        shapes of all levels, the per-frame metadata columns (their chunks stored first) and the
-        image group (contrast so far, session record) as one atomic change (``Store.put_group``),
-        so that no reader, and no reader after a kill, sees them disagree."""
-        docs: dict[str, bytes] = {}
-        for writer, extent in zip(image.writers, extents, strict=True):
-            for key, doc in self.format.array_documents(
-                writer.objects.array_path, writer.layout, writer.layout.shape_for(extent), writer.codec
-            ).items():
-                docs[key] = json.dumps(doc, indent=2).encode()
-        for key, doc in image.frames.publish(extents[0]).items():
-            docs[key] = json.dumps(doc, indent=2).encode()
-        assembler = image.writer.assembler
-        image.counters = Counters(frames, assembler.frames_filled, assembler.frames_skipped)
-        with self._meta_lock:
-            self.store.put_group({**docs, **self._image_group(image)})
-
-    def _catch_up(self) -> None:
-        """Publish every image's stored, unpublished bands (``publish.py`` coalesces publishes)."""
-        for image in list(self._images.values()):
-            if image.publisher is not None:
-                image.publisher.catch_up()
-
-    def _stored(self, key: str, level: int, writer: LevelWriter, bands: list[Index]) -> None:
-        """I/O thread: ``bands`` of level ``level`` of image ``key`` are on storage."""
-        publisher = self._images[key].publisher
-        assert publisher is not None
-        publisher.stored(level, bands)
 
     def write_metadata(self, attributes: dict[str, Any], key: str | None = None) -> None:
         """Merge user attributes into an image group, beside (never over) the OME-NGFF block.
@@ -256,8 +135,7 @@ class Stream:
         Raises ConfigError for values that are not JSON (NaN, infinities,
         arbitrary objects) or for keys acqzarr owns; nothing is written then.
         """
-        if self._closed:
-            raise StateError("write_metadata on a closed stream")
+        self._check_open("write_metadata")
         image, _ = self._route(key)
         if not isinstance(attributes, dict):
             raise ConfigError(f"attributes must be a dict, got {type(attributes).__name__}")
@@ -268,8 +146,7 @@ class Stream:
             json.dumps(attributes, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"attributes are not valid JSON: {exc}") from None
-        image.user_attrs.update(attributes)
-        self._write_image_group(image)
+        image.set_attributes(attributes)
 
     # -- appending ----------------------------------------------------------
     @property
@@ -284,21 +161,17 @@ class Stream:
 
         ``write=False`` leaves the store alone: the next publish of the image carries the change.
         """
-        if self._closed:
-            raise StateError("update_session on a closed stream")
+        self._check_open("update_session")
         image, _ = self._route(key)
         try:
-            json.dumps(dict(values), allow_nan=False)
-            image.session.update(values)
+            image.update_session(values, write=write)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"session fields: {exc}") from None
-        if write:
-            self._write_image_group(image)
 
     def session(self, key: str | None = None) -> dict[str, Any]:
         """The session record of image ``key`` as last written (after close: the final one)."""
         image, _ = self._route(key)
-        return image.session.render(image.counters, final=image.final)
+        return image.session_record()
 
     def append(
         self,
@@ -330,38 +203,10 @@ class Stream:
         WriterError if a writer thread failed earlier; BackpressureTimeout when
         the pipeline stayed full past ``append_timeout``.
         """
-        if self._closed:
-            raise StateError("append on a closed stream")
+        self._check_open("append")
         image, index = self._route(key, index)
-        self.pipeline.check()
-        stack = self._validate(image, frames)
-        records = None if metadata is None else image.frames.check(metadata, len(stack))
-        if not len(stack):
-            return
-        with image.writer.lock:
-            if self._closed:
-                raise StateError("append on a closed stream")
-            positions = self._positions(image, index, len(stack))
-            assembler = image.writer.assembler
-            recorded = False
-
-            def record() -> None:
-                # Once the positions are checked free (never over a written slot) and before the
-                # frames: a band they complete may be published at once.
-                nonlocal recorded
-                if records is not None:
-                    image.frames.record(positions, records)
-                    recorded = True
-
-            before = assembler.frames_filled
-            try:
-                image.writer.put(positions, stack, record)
-            finally:
-                accepted = assembler.frames_filled - before
-                if accepted:
-                    image.order.moved_past(positions[accepted - 1])
-                if recorded and accepted < len(positions):
-                    image.frames.forget(positions[accepted:])  # frames of the call not accepted after all
+        self._pipeline.check()
+        image.append(self._validate(image, frames), index, metadata)
 
     def skip(self, n: int = 1, key: str | None = None) -> None:
         """Leave the next ``n`` frame slots (in acquisition order) as fill value.
@@ -370,40 +215,22 @@ class Stream:
         ``stats().frames_skipped``.  Raises FrameError past a bounded array or
         onto a slot already written (nothing is skipped then).
         """
-        if self._closed:
-            raise StateError("skip on a closed stream")
+        self._check_open("skip")
         image, _ = self._route(key)
         if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 0:
             raise FrameError(f"array {image.name}: skip takes a count of frames >= 0, got {n!r}")
         if n == 0:
             return
-        self.pipeline.check()
-        with image.writer.lock:
-            if self._closed:
-                raise StateError("skip on a closed stream")
-            positions = self._positions(image, None, int(n))
-            image.writer.skip(positions)
-            image.order.moved_past(positions[-1])
+        self._pipeline.check()
+        image.skip(int(n))
 
-    def _positions(self, image: _Image, index: Mapping[str, int] | None, n: int) -> list[Index]:
-        """Where ``n`` frames go: from the cursor, or from ``index``, on in acquisition order."""
-        order = image.order
-        cap = order.capacity()
-        start = None if index is None else order.resolve(index)
-        first = order.cursor if start is None else order.sequence(start)
-        if cap is not None and first + n > cap:
-            what = (
-                f"{first} already appended, {n} more do not fit"
-                if start is None
-                else f"{n} frames from index {image.layout.describe(start)} (frame {first} of the "
-                "acquisition) do not fit"
-            )
-            raise FrameError(f"array {image.name}: the array holds {cap} frames; {what}")
-        return order.advance(order.position(first) if start is None else start, n)
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise StateError(f"{what} on a closed stream")
 
     def _route(
         self, key: str | None, index: Mapping[str, int] | None = None
-    ) -> tuple[_Image, Mapping[str, int] | None]:
+    ) -> tuple[Image, Mapping[str, int] | None]:
         """The image ``key`` names, or with ``index["p"]`` array ``key``'s image at that position;
         and the index left for the image's own axes."""
         paths = self.settings.position_paths
@@ -432,7 +259,8 @@ class Stream:
             )
         return join_key(paths[int(p)], arrays[0] if key is None else key)
 
-    def _validate(self, image: _Image, frames: Any) -> np.ndarray[Any, Any]:
+    @staticmethod
+    def _validate(image: Image, frames: Any) -> np.ndarray[Any, Any]:
         """Frames as an (n, *frame_shape) array (a view where numpy can make one)."""
         layout = image.layout
         arr = frames if isinstance(frames, np.ndarray) else np.asarray(frames)
@@ -450,20 +278,12 @@ class Stream:
     # -- progress and shutdown ----------------------------------------------
     def stats(self, key: str | None = None) -> ArrayStats:
         image, _ = self._route(key)
-        assembler = image.writer.assembler
-        assert image.publisher is not None
-        return ArrayStats(
-            image.settings.key,
-            frames_appended=assembler.frames_filled,
-            frames_flushed=image.publisher.frames_flushed,
-            bytes_written=sum(w.bytes_written for w in image.writers),
-            frames_skipped=assembler.frames_skipped,
-        )
+        return image.stats()
 
     def memory(self) -> MemoryUsage:
         """The stream's in-flight memory: cap, bytes reserved now, the peak, the minimum the
         acquisition orders need (all arrays and pyramid levels), and the buffers mapped for reuse."""
-        budget = self.pipeline.budget
+        budget = self._pipeline.budget
         return MemoryUsage(
             cap=budget.cap,
             used=budget.used,
@@ -475,9 +295,9 @@ class Stream:
     def flush(self) -> None:
         """Wait until everything submitted so far is stored and published (complete bands only:
         frames of bands still waiting for frames stay buffered).  Raises a writer failure."""
-        self.pipeline.drain()
-        self.pipeline.check()
-        self._catch_up()
+        self._pipeline.drain()
+        self._pipeline.check()
+        _catch_up(self._images)
 
     @property
     def closed(self) -> bool:
@@ -493,58 +313,11 @@ class Stream:
         with self._close_lock:
             if self._closed:
                 return
-            # Closed first: an append waiting on a writer lock then sees it and
+            # Closed first: an append waiting on an image's lock then sees it and
             # raises instead of landing in a finished writer.
             self._closed = True
-            for image in self._images.values():
-                assert image.publisher is not None
-                with image.writer.lock:
-                    extent = image.writer.assembler.extent
-                    image.publisher.set_final(extent)
-                    image.writer.finish(extent)
-                if image.pyramid is not None:
-                    image.pyramid.finish(
-                        [image.publisher.level_extent(k, extent) for k in range(len(image.writers))]
-                    )
-            self.pipeline.drain()
-            self.pipeline.close()
-            self._pools.clear()
-            self._settle(self._finish_images)
-
-    def _finish_images(self) -> None:
-        """After a clean drain: check every image published its full extent, then write its final
-        group (the contrast of everything seen, the session record's end)."""
-        for image in self._images.values():
-            assert image.publisher is not None
-            final = image.writer.assembler.extent
-            if image.publisher.published != final:  # never a silent short store
-                raise WriterError(
-                    f"array {image.name}: {final} steps of the append axis were written but only "
-                    f"{image.publisher.published} could be published on every level"
-                )
-        for image in self._images.values():
-            image.final = True
-            self._write_image_group(image)
-
-    def _settle(self, finish: Callable[[], None]) -> None:
-        """``finish`` if no writer failed, then raise the first failure, after turning the store's
-        grouped documents into plain ones (``Store.settle``) whatever happened: the store is left
-        as any Zarr reader expects."""
-        error: BaseException | None = None
-        try:
-            self.pipeline.check()
-            finish()
-        except BaseException as exc:
-            error = exc
-        try:
-            with self._meta_lock:
-                self.store.settle()
-        except StoreError as exc:
-            if error is None:
-                raise
-            error.add_note(f"settling the grouped metadata documents failed too: {exc}")
-        if error is not None:
-            raise error
+            self._finalizer.detach()
+            _close(self._images, self._pipeline, self._pools, self.store, self._meta_lock)
 
     def __enter__(self) -> Stream:
         return self
@@ -558,10 +331,61 @@ class Stream:
         if exc is None:
             self.close()
             return
+        # The block failed (or was interrupted): what was written stays readable, but the record
+        # says the recording did not complete, and why.
+        failure = {"type": type(exc).__name__, "message": str(exc)}
+        for image in self._images.values():
+            image.update_session({"completed": False, "failure": failure}, write=False)
         try:
             self.close()
         except Exception as close_exc:  # the original error matters more; keep both visible
             exc.add_note(f"while closing the stream after it: {close_exc!r}")
+
+
+def _catch_up(images: dict[str, Image]) -> None:
+    images_catch_up(list(images.values()))
+
+
+def _close(
+    images: dict[str, Image], pipeline: Pipeline, pools: BufferPools, store: Store, meta_lock: threading.Lock
+) -> None:
+    """Finish every image, drain and stop the threads, write each image's final group; then turn
+    the store's grouped documents into plain ones (``Store.settle``) whatever happened, so the
+    store is left as any Zarr reader expects.  Raises the first failure."""
+    error: BaseException | None = None
+    try:
+        for image in images.values():
+            image.finish()
+        pipeline.drain()
+    finally:
+        pipeline.close()
+        pools.clear()
+    try:
+        pipeline.check()
+        for image in images.values():
+            image.write_final()
+    except BaseException as exc:
+        error = exc
+    try:
+        with meta_lock:
+            store.settle()
+    except StoreError as exc:
+        if error is None:
+            raise
+        error.add_note(f"settling the grouped metadata documents failed too: {exc}")
+    if error is not None:
+        raise error
+
+
+def _close_abandoned(
+    images: dict[str, Image], pipeline: Pipeline, pools: BufferPools, store: Store, meta_lock: threading.Lock
+) -> None:
+    """A stream nobody closed (collected, or still open at interpreter exit): close it so the store
+    is whole, with every session record saying it did not complete."""
+    failure = {"type": "NotClosed", "message": "never closed; closed when collected or at exit"}
+    for image in images.values():
+        image.update_session({"completed": False, "failure": failure}, write=False)
+    _close(images, pipeline, pools, store, meta_lock)
 
 
 def _too_little_memory(settings: StreamSettings, cap: int, per_array: dict[str, int]) -> str:

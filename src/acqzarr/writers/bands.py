@@ -1,7 +1,8 @@
 """Band assembly: a frame index -> a slot of an open band; holes; when a band is complete.
 
-The appending thread copies each frame into the buffer of its band (one
-strided numpy copy).  A band is complete once every slot inside the array is
+The appending thread first ``locate``s the slots of a call's frames (every
+check, nothing changed), then ``fill``s them: one strided numpy copy per frame
+into the buffer of its band.  A band is complete once every slot inside the array is
 filled or skipped; it is then handed on (``on_complete``) and never opened
 again, so a frame for it later is an error, not a silent overwrite.  Buffers
 are taken from the in-flight budget when a band receives its first frame: a
@@ -22,9 +23,20 @@ from .budget import InflightBudget
 from .buffers import BufferPool
 from .layout import ArrayLayout, Index
 
-__all__ = ["Band", "BandAssembler"]
+__all__ = ["Band", "BandAssembler", "FrameCounts", "Slot"]
 
 OPEN, FILLED, SKIPPED, OUTSIDE = 0, 1, 2, 3
+
+Slot = tuple[Index, Index]  # (band coords, position inside the band)
+
+
+@dataclass
+class FrameCounts:
+    """Frames one level accepted and slots it left empty: written by the appending thread, read
+    by the image's documents on the I/O thread (plain ints: a reader sees the old or the new value)."""
+
+    filled: int = 0
+    skipped: int = 0
 
 
 @dataclass(eq=False)
@@ -35,6 +47,7 @@ class Band:
     state: np.ndarray[Any, Any]  # per slot (index chunk shape): OPEN, FILLED, SKIPPED or OUTSIDE
     todo: int  # slots still OPEN
     buffer: np.ndarray[Any, Any] | None = None  # taken with the first frame
+    frames: int = 0  # slots FILLED, counted when the band completes
     refs: int = 0  # readers of the buffer once submitted (encoding tasks, the pyramid)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +70,7 @@ class BandAssembler:
         may_exceed: Callable[[], bool],
         on_complete: Callable[[Band], None],
         pool: BufferPool,
+        counts: FrameCounts,
     ) -> None:
         self.layout = layout
         self.name = name
@@ -74,13 +88,10 @@ class BandAssembler:
         self._closed: set[Index] = set()
         self._closed_per_row: dict[int, int] = {}
         self.extent = 0  # 1 + the largest append-axis index filled or skipped so far
-        self.frames_filled = 0
-        self.frames_skipped = 0
-        # Frames filled per row, until the publisher takes them (what a published extent holds).
-        self.row_frames: dict[int, int] = {}
+        self.counts = counts
 
     # -- checks (nothing changes before they all pass) ----------------------
-    def locate(self, positions: Sequence[Index]) -> list[tuple[Index, Index]]:
+    def locate(self, positions: Sequence[Index]) -> list[Slot]:
         """(band, slot) of each position; FrameError for a band already stored or a slot already used."""
         out = []
         for index in positions:
@@ -101,20 +112,10 @@ class BandAssembler:
         return out
 
     # -- filling ---------------------------------------------------------
-    def put(
-        self,
-        positions: Sequence[Index],
-        frames: np.ndarray[Any, Any],
-        checked: Callable[[], None] | None = None,
-    ) -> None:
-        """Copy ``frames[k]`` to ``positions[k]`` (checked first); completes bands as they fill.
-
-        ``checked`` runs once every position is known to be free, before the first copy: what must
-        be in place before a band can complete (its frames' metadata) goes there.
-        """
-        slots = self.locate(positions)
-        if checked is not None:
-            checked()
+    def fill(self, positions: Sequence[Index], slots: Sequence[Slot], frames: np.ndarray[Any, Any]) -> None:
+        """Copy ``frames[k]`` to ``positions[k]``, whose ``slots`` ``locate`` found free; completes
+        bands as they fill.  A BackpressureTimeout or FrameError part-way leaves the frames before
+        it accepted (the note says how many)."""
         for k, (index, (band_coords, within)) in enumerate(zip(positions, slots, strict=True)):
             band = self.open.get(band_coords)
             if band is None or band.buffer is None:
@@ -132,9 +133,7 @@ class BandAssembler:
                 band.buffer = buffer
             self.layout.copy_frame(band.buffer, within, frames[k])
             band.state[within] = FILLED
-            self.frames_filled += 1
-            row = index[0] // self.layout.index_chunks[0]
-            self.row_frames[row] = self.row_frames.get(row, 0) + 1
+            self.counts.filled += 1
             self._settle(band, index)
 
     def skip(self, positions: Sequence[Index]) -> None:
@@ -143,7 +142,7 @@ class BandAssembler:
         for index, (band_coords, within) in zip(positions, slots, strict=True):
             band = self._band(band_coords)
             band.state[within] = SKIPPED
-            self.frames_skipped += 1
+            self.counts.skipped += 1
             self._settle(band, index)
 
     def finish(self, extent: int) -> None:
@@ -159,7 +158,7 @@ class BandAssembler:
             outside[tuple(slice(0, n) for n in inside)] = False
             band.state[outside & (band.state == OPEN)] = OUTSIDE
             holes = band.state == OPEN
-            self.frames_skipped += int(holes.sum())
+            self.counts.skipped += int(holes.sum())
             band.state[holes] = SKIPPED
             band.todo = 0
             self._complete(band)
@@ -187,6 +186,7 @@ class BandAssembler:
 
     def _complete(self, band: Band) -> None:
         self.open.pop(band.coords, None)
+        band.frames = int(np.count_nonzero(band.state == FILLED))
         self._close(band.coords)
         if band.buffer is not None:
             for within in band.slots((SKIPPED, OUTSIDE)):  # a reused buffer: clear what was not filled

@@ -7,8 +7,8 @@ from typing import Any
 
 from .bands import Band
 from .encode import ChunkCoords, Encoded
-from .layout import ArrayLayout, Index
-from .objects import ObjectWriter
+from .layout import ArrayLayout
+from .objects import ObjectWriter, Stored, StoredBand
 
 __all__ = ["ChunkWriter"]
 
@@ -24,11 +24,11 @@ class ChunkWriter(ObjectWriter):
     def task_groups(cls, layout: ArrayLayout) -> list[list[ChunkCoords]]:
         return [[c] for c in layout.chunk_grid_coords()]
 
-    def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
-        self._put_many(
+    def store_band(self, band: Band, results: Sequence[Encoded]) -> Stored:
+        nbytes = self._put_many(
             [
                 (self.object_key((*band.coords, *coord)), enc, enc.used)
                 for coord, enc in zip(self._coords, results, strict=False)
             ]
         )
-        return [band.coords]
+        return Stored([StoredBand(band.coords, band.frames)], nbytes)

@@ -1,12 +1,16 @@
-"""One array level's write path: band assembly -> encoding -> object writing -> reporting.
+"""One array level's write path: band assembly -> encoding -> object writing -> what is readable.
 
 The appending thread fills bands (``bands.py``).  A complete band is cut into
-tasks for the compression pool (``encode.py``) and its buffer goes back to
-the pool once they (and the pyramid, which reads it) are done.  A job on the
-ordered I/O thread hands the encoded groups to the object writer
-(``chunk.py`` for v2, ``shard.py`` for v3), which stores them and says which
-bands are now readable; the image's publisher (``publish.py``) decides when
-readers may see them.
+tasks for the compression pool (``encode.py``) and handed to the level's
+``BandSink`` (the next pyramid level), which reads its buffer; the buffer goes
+back to the pool once both are done.  A job on the ordered I/O thread hands
+the encoded groups to the object writer (``chunk.py`` for v2, ``shard.py`` for
+v3), which returns what it stored; the level tells its ``Readable`` (the
+image's publisher) which bands are now on storage.
+
+The two protocols below are the level's only calls out, and both cross a
+thread boundary: ``Readable.stored`` runs on the I/O thread, ``BandSink.take``
+on the thread that completed the band (the appending one).
 """
 
 from __future__ import annotations
@@ -14,19 +18,40 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ..codecs import BloscCodec
-from .bands import Band, BandAssembler
+from .bands import Band, BandAssembler, FrameCounts, Slot
 from .buffers import BufferPools
 from .encode import Encoded, Encoder
 from .layout import ArrayLayout, Index
-from .objects import ObjectWriter
+from .objects import ObjectWriter, StoredBand
 from .pipeline import Pipeline
 
-__all__ = ["LevelWriter"]
+__all__ = ["BandSink", "BandSource", "LevelWriter", "Readable"]
+
+
+class Readable(Protocol):
+    """Told, on the I/O thread, which bands of a level are now stored (the image's publisher)."""
+
+    def stored(self, level: int, bands: Sequence[StoredBand]) -> None: ...
+
+
+class BandSource(Protocol):
+    """Where a complete band came from: told when a reader of its buffer is done with it."""
+
+    def band_done(self, band: Band) -> None: ...
+
+
+class BandSink(Protocol):
+    """Takes a level's complete bands while their buffers are still held (the next pyramid level),
+    and the level's final extent after its last band."""
+
+    def take(self, band: Band, source: BandSource) -> None: ...
+
+    def finish(self, extent: int) -> None: ...
 
 
 class LevelWriter:
@@ -35,29 +60,34 @@ class LevelWriter:
     def __init__(
         self,
         *,
+        level: int,
         layout: ArrayLayout,
         codec: BloscCodec | None,
         objects: ObjectWriter,
         pipeline: Pipeline,
         name: str,
         append_timeout: float | None,
-        on_stored: Callable[[LevelWriter, list[Index]], None],
-        observe: Callable[[Index, np.ndarray[Any, Any]], None] | None = None,
+        readable: Readable,
+        counts: FrameCounts,
         pools: BufferPools,
+        sink: BandSink | None = None,
+        observe: Callable[[Index, np.ndarray[Any, Any]], None] | None = None,
         waits_for_budget: bool = True,
     ) -> None:
+        self.level = level
         self.layout = layout
         self.codec = codec
         self.objects = objects
         self.pipeline = pipeline
         self.budget = pipeline.budget
-        self._on_stored = on_stored
-        self.on_band: Callable[[Band], None] | None = None  # the pyramid, fed with complete bands
+        self._readable = readable
+        self._sink = sink
         chunks_per_task = max(len(t) for t in objects.tasks)
         self.encoder = Encoder(layout, codec, chunks_per_task, objects.trailer, pools, observe)
         self.reservation = type(objects).reservation(layout)
         self._in_flight = 0  # bands submitted whose I/O job has not finished
         self._count_lock = threading.Lock()
+        self.counts = counts
         self.assembler = BandAssembler(
             layout,
             name,
@@ -69,33 +99,38 @@ class LevelWriter:
             may_exceed=(lambda: False) if waits_for_budget else (lambda: self._in_flight == 0),
             on_complete=self._submit,
             pool=pools.get(layout.band_shape, layout.dtype),
+            counts=counts,
         )
         # The first band buffer now, the second while the first fills: the acquisition loop
         # never pays for mapping memory.
         self.assembler.pool.prefill(1)
         self.assembler.pool.prefill(1, background=True)
         self.lock = threading.RLock()  # one appender at a time (the caller's thread, or the pyramid's)
-        self.bytes_written = 0
-        self.objects.written = self._count_written
-        self.objects.release = self._release
+        self.bytes_written = 0  # the I/O thread's count
 
     # -- appending thread ------------------------------------------------
-    def put(
-        self,
-        positions: Sequence[Index],
-        frames: np.ndarray[Any, Any],
-        checked: Callable[[], None] | None = None,
-    ) -> None:
-        self.assembler.put(positions, frames, checked)
+    def locate(self, positions: Sequence[Index]) -> list[Slot]:
+        """The slot of each position; FrameError (nothing changed) if any is not free."""
+        return self.assembler.locate(positions)
+
+    def fill(self, positions: Sequence[Index], slots: Sequence[Slot], frames: np.ndarray[Any, Any]) -> None:
+        self.assembler.fill(positions, slots, frames)
+
+    def put(self, positions: Sequence[Index], frames: np.ndarray[Any, Any]) -> None:
+        """``locate`` then ``fill``: for a caller with nothing to do between the two."""
+        self.fill(positions, self.locate(positions), frames)
 
     def skip(self, positions: Sequence[Index]) -> None:
         self.assembler.skip(positions)
 
     def finish(self, extent: int) -> None:
-        """Close every band up to ``extent`` and flush what the object writer holds back."""
+        """Close every band up to ``extent``, flush what the object writer holds back, and tell the
+        sink (the next level) that nothing more comes."""
         self.objects.final_extent = extent
         self.assembler.finish(extent)
         self.pipeline.submit_io(self._finish_job)
+        if self._sink is not None:
+            self._sink.finish(extent)
 
     def _submit(self, band: Band) -> None:
         with self._count_lock:
@@ -103,12 +138,12 @@ class LevelWriter:
         futures: list[Future[Encoded]] = []
         if band.buffer is not None:
             self.budget.submitted(self.reservation)
-            band.refs = len(self.objects.tasks) + (self.on_band is not None)
+            band.refs = len(self.objects.tasks) + (self._sink is not None)
             futures = [self.pipeline.compress(self._encode, band, t) for t in self.objects.tasks]
         self.pipeline.submit_io(lambda failed: self._io_job(band, futures, failed))
-        if self.on_band is not None:
-            # Only after this band's write is queued: the pyramid's writes for it queue behind it.
-            self.on_band(band)
+        if self._sink is not None:
+            # Only after this band's write is queued: the next level's writes for it queue behind it.
+            self._sink.take(band, self)
 
     # -- compression threads ---------------------------------------------
     def _encode(self, band: Band, coords: Sequence[tuple[int, ...] | None]) -> Encoded:
@@ -131,20 +166,20 @@ class LevelWriter:
         self.encoder.give_back(encoded)
         self.budget.release(self.encoder.output_nbytes)
 
-    def _count_written(self, nbytes: int) -> None:
-        self.bytes_written += nbytes
-
     # -- I/O thread ------------------------------------------------------
     def _io_job(self, band: Band, futures: list[Future[Encoded]], failed: bool) -> None:
         try:
             results = [f.result() for f in futures]
-            if failed:
+            try:
+                if failed:
+                    return
+                stored = self.objects.write(band, results if futures else None)
+            finally:
                 for r in results:
                     self._release(r)
-                return
-            stored = self.objects.write(band, results if futures else None)
-            if stored:
-                self._on_stored(self, stored)
+            self.bytes_written += stored.nbytes
+            if stored.bands:
+                self._readable.stored(self.level, stored.bands)
         finally:
             with self._count_lock:
                 self._in_flight -= 1
@@ -155,5 +190,6 @@ class LevelWriter:
             self.objects.abort()
             return
         stored = self.objects.finish()
-        if stored:
-            self._on_stored(self, stored)
+        self.bytes_written += stored.nbytes
+        if stored.bands:
+            self._readable.stored(self.level, stored.bands)

@@ -8,7 +8,8 @@ run on the ordered I/O thread and report which bands became readable.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ..locations import join_key
 from ..metadata.zarr_spec import KeyEncoding
@@ -17,7 +18,27 @@ from .bands import Band
 from .encode import ChunkCoords, Encoded, output_nbytes
 from .layout import ArrayLayout, Index
 
-__all__ = ["ObjectWriter"]
+__all__ = ["ObjectWriter", "Stored", "StoredBand"]
+
+
+@dataclass(frozen=True)
+class StoredBand:
+    """A band whose objects are all stored, and how many frames it holds (what a reader gains)."""
+
+    coords: Index
+    frames: int
+
+
+@dataclass
+class Stored:
+    """What one store step did: the bands it made readable and the bytes it wrote."""
+
+    bands: list[StoredBand] = field(default_factory=list)
+    nbytes: int = 0
+
+    def add(self, other: Stored) -> None:
+        self.bands += other.bands
+        self.nbytes += other.nbytes
 
 
 class ObjectWriter(ABC):
@@ -33,9 +54,6 @@ class ObjectWriter(ABC):
         self.store = store
         self.array_path = array_path
         self.final_extent: int | None = None  # the append axis's extent, once the stream closes
-        # Set by the level writer: hand an Encoded back, count bytes written.
-        self.release: Callable[[Encoded], None] = lambda enc: None
-        self.written: Callable[[int], None] = lambda n: None
 
     @classmethod
     @abstractmethod
@@ -55,16 +73,16 @@ class ObjectWriter(ABC):
         return layout.band_nbytes + len(tasks) * per_task
 
     @abstractmethod
-    def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
-        """Store one band's chunks (releasing every Encoded); return the bands now readable."""
+    def store_band(self, band: Band, results: Sequence[Encoded]) -> Stored:
+        """Store one band's chunks (the caller hands the Encoded back afterwards)."""
 
-    def write(self, band: Band, results: Sequence[Encoded] | None) -> list[Index]:
+    def write(self, band: Band, results: Sequence[Encoded] | None) -> Stored:
         """Store a band; ``results`` is None for a band with no frames (nothing to write)."""
         return self.store_band(band, results or [])
 
-    def finish(self) -> list[Index]:
-        """Write anything held back (shards still open at the end); return the bands now readable."""
-        return []
+    def finish(self) -> Stored:
+        """Write anything held back (shards still open at the end)."""
+        return Stored()
 
     def abort(self) -> None:  # noqa: B027 (nothing to drop unless a subclass holds objects back)
         """Drop anything held back after a failure."""
@@ -73,13 +91,9 @@ class ObjectWriter(ABC):
         """The store key of the object (chunk or shard) at grid position ``coords``."""
         return join_key(self.array_path, self.keys.key(coords))
 
-    def _put_many(self, items: Sequence[tuple[str, Encoded, int]]) -> None:
+    def _put_many(self, items: Sequence[tuple[str, Encoded, int]]) -> int:
         """Store each ``(key, encoded, nbytes)`` whose encoded group holds any chunk (an all-fill
-        group is no object at all), then hand every Encoded back, stored or not."""
+        group is no object at all); return the bytes written."""
         stored = [item for item in items if not item[1].empty]
-        try:
-            self.store.put_padded_many([(key, enc.buffer, n) for key, enc, n in stored])
-            self.written(sum(n for _key, _enc, n in stored))
-        finally:
-            for _key, enc, _n in items:
-                self.release(enc)
+        self.store.put_padded_many([(key, enc.buffer, n) for key, enc, n in stored])
+        return sum(n for _key, _enc, n in stored)

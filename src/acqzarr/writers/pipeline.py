@@ -37,10 +37,14 @@ class _OrderedThread:
     """Runs jobs one at a time in submission order; a job is told whether anything failed before it."""
 
     def __init__(
-        self, name: str, record: Callable[[BaseException], None], failed: Callable[[], bool]
+        self,
+        name: str,
+        record: Callable[[BaseException], None],
+        failed: Callable[[], bool],
+        on_idle: Callable[[], None] | None = None,  # run when a job leaves the queue empty
     ) -> None:
         self._jobs: queue.Queue[IOJob | None] = queue.Queue()
-        self.on_idle: Callable[[], None] | None = None  # run when a job leaves the queue empty
+        self.on_idle = on_idle
         self.submitted = 0  # jobs submitted so far (drain's markers not counted)
         self._record = record
         self._failed = failed
@@ -80,12 +84,21 @@ class _OrderedThread:
 
 
 class Pipeline:
-    def __init__(self, threads: int | None, budget: InflightBudget) -> None:
+    """The compression pool, the ordered I/O thread and the downsampling thread of one stream.
+
+    ``on_io_idle`` runs on the I/O thread whenever a job leaves its queue empty
+    (and nothing failed): the stream publishes what is stored then.  It must not
+    hold the stream itself (the threads would keep an unclosed stream alive).
+    """
+
+    def __init__(
+        self, threads: int | None, budget: InflightBudget, on_io_idle: Callable[[], None] | None = None
+    ) -> None:
         self.budget = budget
         self.threads = threads or os.cpu_count() or 1
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="acqzarr-compress")
         self._failure: BaseException | None = None
-        self._io = _OrderedThread("acqzarr-io", self._record, lambda: self._failure is not None)
+        self._io = _OrderedThread("acqzarr-io", self._record, lambda: self._failure is not None, on_io_idle)
         self._side: _OrderedThread | None = None  # downsampling, started on first use
         self._closed = False
 
@@ -94,10 +107,6 @@ class Pipeline:
 
     def submit_io(self, job: IOJob) -> None:
         self._io.submit(job)
-
-    def when_io_idle(self, hook: Callable[[], None]) -> None:
-        """Run ``hook`` on the I/O thread whenever a job leaves its queue empty (and nothing failed)."""
-        self._io.on_idle = hook
 
     def submit_side(self, job: IOJob) -> None:
         """Run ``job`` on the downsampling thread (ordered, off the appending thread)."""

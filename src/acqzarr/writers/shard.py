@@ -30,7 +30,7 @@ from ..stores import Staged
 from .bands import Band
 from .encode import ChunkCoords, Encoded
 from .layout import ArrayLayout, Index
-from .objects import ObjectWriter
+from .objects import ObjectWriter, Stored, StoredBand
 
 __all__ = ["ShardWriter"]
 
@@ -39,7 +39,7 @@ __all__ = ["ShardWriter"]
 class _OpenShard:
     """A shard spanning several bands, some of them stored."""
 
-    bands: list[Index] = field(default_factory=list)
+    bands: list[StoredBand] = field(default_factory=list)
     staged: dict[int, Staged] = field(default_factory=dict)  # per frame shard
     index: dict[int, np.ndarray[Any, Any]] = field(default_factory=dict)  # per frame shard: (chunks, 2)
 
@@ -78,41 +78,40 @@ class ShardWriter(ObjectWriter):
     def trailer_for(cls, layout: ArrayLayout) -> int:
         return ShardLayout(layout.chunks_per_shard).index_nbytes if _one_band_thick(layout) else 0
 
-    def store_band(self, band: Band, results: Sequence[Encoded]) -> list[Index]:
+    def store_band(self, band: Band, results: Sequence[Encoded]) -> Stored:
+        this = StoredBand(band.coords, band.frames)
         if self._single:
-            self._put_many(
+            nbytes = self._put_many(
                 [
                     (self.object_key((*band.coords, *s)), enc, self._append_index(enc))
                     for s, enc in zip(self._frame_shards, results, strict=False)
                 ]
             )
-            return [band.coords]
+            return Stored([this], nbytes)
         ishard = tuple(b // n for b, n in zip(band.coords, self._index_cps, strict=True))
         within = tuple(b % n for b, n in zip(band.coords, self._index_cps, strict=True))
         first = int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
         shard = self._open.setdefault(ishard, _OpenShard())
-        try:
-            for f, enc in enumerate(results):
-                if enc.empty:
-                    continue
-                staged = shard.staged.get(f)
-                if staged is None:
-                    staged = shard.staged[f] = self.store.open_staged(
-                        self.object_key((*ishard, *self._frame_shards[f]))
-                    )
-                    shard.index[f] = np.full((self.shard_layout.n_chunks, 2), EMPTY, np.uint64)
-                at = staged.append(enc.buffer, enc.used)
-                self.written(enc.used)
-                for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
-                    if n is not None and off is not None:
-                        shard.index[f][first + j] = (at + off, n)
-        finally:
-            for enc in results:
-                self.release(enc)
-        shard.bands.append(band.coords)
+        nbytes = 0
+        for f, enc in enumerate(results):
+            if enc.empty:
+                continue
+            staged = shard.staged.get(f)
+            if staged is None:
+                staged = shard.staged[f] = self.store.open_staged(
+                    self.object_key((*ishard, *self._frame_shards[f]))
+                )
+                shard.index[f] = np.full((self.shard_layout.n_chunks, 2), EMPTY, np.uint64)
+            at = staged.append(enc.buffer, enc.used)
+            nbytes += enc.used
+            for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
+                if n is not None and off is not None:
+                    shard.index[f][first + j] = (at + off, n)
+        shard.bands.append(this)
+        stored = Stored(nbytes=nbytes)
         if len(shard.bands) == self._bands_in(ishard):
-            return self._commit(ishard)
-        return []
+            stored.add(self._commit(ishard))
+        return stored
 
     def _append_index(self, enc: Encoded) -> int:
         """A one-band shard: put the index in the buffer's spare room; return the shard's length."""
@@ -138,18 +137,20 @@ class ShardWriter(ObjectWriter):
             count *= max(0, min(n, grid - ishard[i] * n))
         return count
 
-    def _commit(self, ishard: Index) -> list[Index]:
+    def _commit(self, ishard: Index) -> Stored:
+        """The shard's last band is in: add each index, which makes the shard visible."""
         shard = self._open.pop(ishard)
+        nbytes = 0
         for f, staged in shard.staged.items():
             tail = encode_index(shard.index[f].reshape(*self.shard_layout.chunks_per_shard, 2))
             staged.commit(tail)
-            self.written(len(tail))
-        return shard.bands
+            nbytes += len(tail)
+        return Stored(shard.bands, nbytes)
 
-    def finish(self) -> list[Index]:
-        stored: list[Index] = []
+    def finish(self) -> Stored:
+        stored = Stored()
         for ishard in list(self._open):
-            stored += self._commit(ishard)
+            stored.add(self._commit(ishard))
         return stored
 
     def abort(self) -> None:

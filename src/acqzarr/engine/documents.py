@@ -1,0 +1,95 @@
+"""An image's metadata documents, rendered and written together.
+
+Everything a reader learns about an image besides its chunks: every level's
+array document (its shape is what makes frames visible), the per-frame
+metadata columns, and the image group (OME-NGFF block with the contrast seen
+so far, the user's attributes, the session record).  A publish writes them in
+one atomic ``Store.put_group``, so no reader, and no reader after a kill,
+sees a shape, a column and a session record that disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from ..codecs import BloscCodec
+from ..locations import join_key
+from ..settings import ArraySettings
+from ..stores import Store
+from ..writers.bands import FrameCounts
+from ..writers.layout import ArrayLayout
+from .contrast import ContrastWindows
+from .formats import ZarrFormat
+from .frame_columns import FrameColumns
+from .session_record import SESSION_KEY, Counters, SessionRecord
+
+__all__ = ["ImageDocuments"]
+
+
+class ImageDocuments:
+    """The documents of one image group and its levels (``publish`` runs on the I/O thread, or on
+    the caller's in flush; ``write_group`` on the caller's)."""
+
+    def __init__(
+        self,
+        *,
+        settings: ArraySettings,
+        fmt: ZarrFormat,
+        store: Store,
+        lock: threading.Lock,
+        layouts: Sequence[ArrayLayout],
+        codec: BloscCodec | None,
+        columns: FrameColumns,
+        contrast: ContrastWindows,
+        session: SessionRecord,
+        counts: FrameCounts,
+    ) -> None:
+        self.settings = settings
+        self._format = fmt
+        self._store = store
+        self._lock = lock  # the stream's: one metadata change at a time in the store
+        self._layouts = list(layouts)
+        self._codec = codec
+        self._columns = columns
+        self._contrast = contrast
+        self.session = session
+        self._counts = counts
+        self.counters = Counters()  # as last published
+        self.final = False  # the session record says how it ended
+        self.user_attrs: dict[str, Any] = {}
+
+    def publish(self, extents: list[int], frames: int) -> None:
+        """Show ``extents[k]`` steps of the append axis on level k, holding ``frames`` frames: the
+        shapes of all levels, the per-frame metadata columns (their chunks stored first) and the
+        image group as one atomic change."""
+        docs: dict[str, Any] = {}
+        for level, (layout, extent) in enumerate(zip(self._layouts, extents, strict=True)):
+            path = join_key(self.settings.key, str(level))
+            docs.update(self._format.array_documents(path, layout, layout.shape_for(extent), self._codec))
+        docs.update(self._columns.publish(extents[0]))
+        self.counters = Counters(frames, self._counts.filled, self._counts.skipped)
+        with self._lock:
+            self._store.put_group({**_encoded(docs), **self._group()})
+
+    def write_group(self) -> None:
+        """Rewrite the image group alone (user attributes, a session update, the final record)."""
+        with self._lock:
+            self._store.put_group(self._group())
+
+    def session_record(self) -> dict[str, Any]:
+        """The session record as last written (after the final write: the final one)."""
+        return self.session.render(self.counters, final=self.final)
+
+    def _group(self) -> dict[str, bytes]:
+        attrs = self._format.image_attributes(self.settings, len(self._layouts), self._contrast.windows)
+        docs = self._format.group_documents(
+            self.settings.key, {**self.user_attrs, **attrs, SESSION_KEY: self.session_record()}
+        )
+        return _encoded(docs)
+
+
+def _encoded(docs: dict[str, Any]) -> dict[str, bytes]:
+    return {key: json.dumps(doc, indent=2).encode() for key, doc in docs.items()}

@@ -1,0 +1,236 @@
+"""An image: one OME-NGFF image group, from the frames it accepts to the documents readers see.
+
+The image owns everything one camera (at one position) writes: where each
+frame goes (``order.py``), its level writers (level 0 takes the frames; each
+lower level is written by the ``PyramidLevel`` that level above hands its
+complete bands to), the publisher that shows all levels together, the
+per-frame metadata columns, the live contrast window, the session record and
+the documents they end up in.  The stream routes frames to images and never
+reaches inside one.
+
+Built from the bottom up, so that every collaborator is handed to the
+constructor of the object that uses it: the documents, then the publisher
+(which writes them), then the levels from the lowest resolution up (each
+writer is given the publisher to report stored bands to, and the pyramid
+level that feeds the writer below it).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..codecs import BloscCodec
+from ..errors import FrameError, StateError, WriterError
+from ..locations import join_key
+from ..metadata.levels import level_count, level_settings
+from ..settings import ArraySettings
+from ..stores import Store
+from ..writers.bands import FrameCounts
+from ..writers.buffers import BufferPools
+from ..writers.layout import ArrayLayout, Index
+from ..writers.level import BandSink, LevelWriter
+from ..writers.pipeline import Pipeline
+from .contrast import ContrastWindows
+from .documents import ImageDocuments
+from .formats import ZarrFormat
+from .frame_columns import FrameColumns
+from .order import FrameOrder
+from .publish import ImagePublisher
+from .pyramid import PyramidLevel
+from .session_record import SessionRecord
+
+__all__ = ["ArrayStats", "Image"]
+
+
+@dataclass(frozen=True)
+class ArrayStats:
+    """Progress of one array: what was accepted and what readers can see."""
+
+    key: str
+    frames_appended: int  # frames accepted by append
+    frames_flushed: int  # of those, frames inside the shape readers see (stored and published)
+    bytes_written: int  # bytes of chunk and shard objects stored, all levels
+    frames_skipped: int = 0  # frame slots left as fill value: skip(), and holes closed at close()
+
+
+class Image:
+    """One image group: its levels, pyramid, publisher, columns, contrast and session record."""
+
+    def __init__(
+        self,
+        settings: ArraySettings,
+        *,
+        fmt: ZarrFormat,
+        store: Store,
+        pipeline: Pipeline,
+        pools: BufferPools,
+        meta_lock: threading.Lock,
+        append_timeout: float | None,
+        session: SessionRecord,
+    ) -> None:
+        self.settings = settings
+        self.name = settings.key or "(root)"
+        layouts = [
+            ArrayLayout(s, sharded=fmt.sharded) for s in level_settings(settings, level_count(settings))
+        ]
+        self.layout = layouts[0]
+        compression = settings.compression
+        codec = None if compression is None else BloscCodec(compression, np.dtype(settings.dtype))
+        self.order = FrameOrder(self.layout, settings.acquisition_axes, self.name)
+        self.columns = FrameColumns(self.layout, settings.frame_columns, fmt, store, settings.key)
+        contrast = ContrastWindows(self.layout)
+        self.counts = FrameCounts()  # level 0's: frames accepted and slots skipped
+        self.documents = ImageDocuments(
+            settings=settings,
+            fmt=fmt,
+            store=store,
+            lock=meta_lock,
+            layouts=layouts,
+            codec=codec,
+            columns=self.columns,
+            contrast=contrast,
+            session=session,
+            counts=self.counts,
+        )
+        self.publisher = ImagePublisher(self.documents, layouts, halved_append=layouts[0].kinds[0] == "space")
+        self.documents.publish([0] * len(layouts), 0)  # the image exists, empty, from the start
+        self.levels: list[LevelWriter] = []
+        sink: BandSink | None = None
+        for level in reversed(range(len(layouts))):
+            writer = LevelWriter(
+                level=level,
+                layout=layouts[level],
+                codec=codec,
+                objects=fmt.make_writer(layouts[level], store, join_key(settings.key, str(level))),
+                pipeline=pipeline,
+                name=self.name if level == 0 else f"{self.name} level {level}",
+                append_timeout=append_timeout,
+                readable=self.publisher,
+                counts=self.counts if level == 0 else FrameCounts(),
+                pools=pools,
+                sink=sink,
+                observe=contrast.observe if level == 0 else None,
+                waits_for_budget=level == 0,
+            )
+            self.levels.insert(0, writer)
+            if level > 0 and settings.multiscale is not None:
+                sink = PyramidLevel(layouts[level - 1], writer, settings.multiscale.method, pipeline)
+        self._top = self.levels[0]
+        self.lock = self._top.lock  # one appender at a time
+        self._closed = False
+
+    # -- the caller's thread -------------------------------------------------
+    def append(
+        self, stack: np.ndarray[Any, Any], index: Mapping[str, int] | None, metadata: Any
+    ) -> None:
+        """Accept ``stack`` (n frames) from ``index`` (or the cursor) on in acquisition order."""
+        records = None if metadata is None else self.columns.check(metadata, len(stack))
+        if not len(stack):
+            return
+        with self.lock:
+            self._check_open("append")
+            positions = self._positions(index, len(stack))
+            slots = self._top.locate(positions)
+            if records is not None:
+                # The slots are free (never over a written frame) and the frames not yet copied:
+                # a band they complete may be published at once, with its frames' metadata.
+                self.columns.record(positions, records)
+            before = self.counts.filled
+            try:
+                self._top.fill(positions, slots, stack)
+            finally:
+                accepted = self.counts.filled - before
+                if accepted:
+                    self.order.moved_past(positions[accepted - 1])
+                if records is not None and accepted < len(positions):
+                    self.columns.forget(positions[accepted:])  # frames of the call not accepted after all
+
+    def skip(self, n: int) -> None:
+        """Leave the next ``n`` slots in acquisition order as holes."""
+        with self.lock:
+            self._check_open("skip")
+            positions = self._positions(None, n)
+            self._top.skip(positions)
+            self.order.moved_past(positions[-1])
+
+    def _positions(self, index: Mapping[str, int] | None, n: int) -> list[Index]:
+        """Where ``n`` frames go: from the cursor, or from ``index``, on in acquisition order."""
+        order = self.order
+        cap = order.capacity()
+        start = None if index is None else order.resolve(index)
+        first = order.cursor if start is None else order.sequence(start)
+        if cap is not None and first + n > cap:
+            what = (
+                f"{first} already appended, {n} more do not fit"
+                if start is None
+                else f"{n} frames from index {self.layout.describe(start)} (frame {first} of the "
+                "acquisition) do not fit"
+            )
+            raise FrameError(f"array {self.name}: the array holds {cap} frames; {what}")
+        return order.advance(order.position(first) if start is None else start, n)
+
+    def _check_open(self, what: str) -> None:
+        if self._closed:
+            raise StateError(f"{what} on a closed stream")
+
+    def set_attributes(self, attributes: Mapping[str, Any]) -> None:
+        """Merge (checked) user attributes into the group and write it."""
+        self.documents.user_attrs.update(attributes)
+        self.documents.write_group()
+
+    def update_session(self, values: Mapping[str, Any], *, write: bool = True) -> None:
+        """Merge fields into the session record; ConfigError-worthy values raise ValueError/TypeError."""
+        json.dumps(dict(values), allow_nan=False)
+        self.documents.session.update(values)
+        if write:
+            self.documents.write_group()
+
+    def session_record(self) -> dict[str, Any]:
+        return self.documents.session_record()
+
+    def stats(self) -> ArrayStats:
+        return ArrayStats(
+            self.settings.key,
+            frames_appended=self.counts.filled,
+            frames_flushed=self.publisher.frames_flushed,
+            bytes_written=sum(w.bytes_written for w in self.levels),
+            frames_skipped=self.counts.skipped,
+        )
+
+    # -- closing ---------------------------------------------------------------
+    def catch_up(self) -> None:
+        """Publish whatever is stored and not yet shown."""
+        self.publisher.catch_up()
+
+    def finish(self) -> None:
+        """No more frames: every band closes (open slots become holes) and every level finishes,
+        level 0 first, each telling the next through its pyramid level."""
+        with self.lock:
+            self._closed = True
+            extent = self._top.assembler.extent
+            self.publisher.set_final(extent)
+            self._top.finish(extent)
+
+    def write_final(self) -> None:
+        """After a clean drain: check that every level published the full extent, then write the
+        final group (the contrast of everything seen, the session record's end)."""
+        final = self._top.assembler.extent
+        if self.publisher.published != final:  # never a silent short store
+            raise WriterError(
+                f"array {self.name}: {final} steps of the append axis were written but only "
+                f"{self.publisher.published} could be published on every level"
+            )
+        self.documents.final = True
+        self.documents.write_group()
+
+
+def images_catch_up(images: Sequence[Image]) -> None:
+    """Publish every image's stored, unpublished bands (the I/O thread's idle work)."""
+    for image in images:
+        image.catch_up()
