@@ -103,7 +103,19 @@ class Pipeline:
         self._closed = False
 
     def compress(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        return self._pool.submit(fn, *args)
+        """Run ``fn(*args)`` on the pool; inline once the interpreter is shutting down (its pools
+        refuse new work then, before ``atexit`` closes a stream that was never closed)."""
+        try:
+            return self._pool.submit(fn, *args)
+        except RuntimeError:
+            if self._closed:  # not the interpreter's shutdown: this pipeline's own
+                raise
+        done: Future[T] = Future()
+        try:
+            done.set_result(fn(*args))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return done
 
     def submit_io(self, job: IOJob) -> None:
         self._io.submit(job)
