@@ -54,18 +54,18 @@ class Stream:
         self, settings: StreamSettings, store: Store | None = None, *, source: Mapping[str, Any] | None = None
     ) -> None:
         self.settings = settings
-        self.plan = plan_memory(settings)
-        cap = self.plan.cap(settings)
-        if cap < self.plan.required:
-            raise ConfigError(_too_little_memory(settings, cap, self.plan.per_array))
-        self.store = (
+        self._plan = plan_memory(settings)
+        cap = self._plan.cap(settings)
+        if cap < self._plan.required:
+            raise ConfigError(_too_little_memory(settings, cap, self._plan.per_array))
+        self._store = (
             store
             if store is not None
             else open_store(
                 settings.store, fsync=settings.fsync, direct_io=settings.direct_io, s3=settings.s3
             )
         )
-        self.format = format_for(settings)
+        self._format = format_for(settings)
         self._prepare_store()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -83,8 +83,8 @@ class Stream:
             for image_settings in settings.images:
                 self._images[image_settings.key] = Image(
                     image_settings,
-                    fmt=self.format,
-                    store=self.store,
+                    fmt=self._format,
+                    store=self._store,
                     pipeline=self._pipeline,
                     pools=self._pools,
                     meta_lock=self._meta_lock,
@@ -96,21 +96,21 @@ class Stream:
             self._pipeline.close()
             raise
         self._finalizer = weakref.finalize(
-            self, _close_abandoned, self._images, self._pipeline, self._pools, self.store, self._meta_lock
+            self, _close_abandoned, self._images, self._pipeline, self._pools, self._store, self._meta_lock
         )
 
     # -- set-up --------------------------------------------------------------
     def _prepare_store(self) -> None:
-        where = self.store.describe()
-        if self.store.is_empty():
+        where = self._store.describe()
+        if self._store.is_empty():
             return
         if not self.settings.overwrite:
             raise StoreError(f"{where}: already exists; pass overwrite=True to replace it")
-        if not any(self.store.exists(m) for spec in SPECS for m in spec.node_names):
+        if not any(self._store.exists(m) for spec in SPECS for m in spec.node_names):
             raise StoreError(
                 f"{where}: exists and is not a Zarr store; refusing to delete it for overwrite=True"
             )
-        self.store.clear()
+        self._store.clear()
 
     def _write_groups(self) -> None:
         """Root and intermediate groups, with their plate, well or series metadata (each image
@@ -121,13 +121,13 @@ class Stream:
             parts = key.split("/")[:-1] if key else []
             plain.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         for path in sorted(plain - set(self._images)):
-            attrs = self.format.collection_attributes(collection.get(path, {}))
-            self.put_documents(self.format.group_documents(path, attrs))
+            attrs = self._format.collection_attributes(collection.get(path, {}))
+            self._put_documents(self._format.group_documents(path, attrs))
 
-    def put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
+    def _put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
         """Write JSON documents (each atomically) into the stream's store."""
         for key, doc in docs.items():
-            self.store.put(key, [json.dumps(doc, indent=2).encode()])
+            self._store.put(key, [json.dumps(doc, indent=2).encode()])
 
     def write_metadata(self, attributes: dict[str, Any], key: str | None = None) -> None:
         """Merge user attributes into an image group, beside (never over) the OME-NGFF block.
@@ -288,7 +288,7 @@ class Stream:
             cap=budget.cap,
             used=budget.used,
             peak=budget.peak,
-            required=self.plan.required,
+            required=self._plan.required,
             mapped=self._pools.mapped_nbytes(),
         )
 
@@ -317,7 +317,7 @@ class Stream:
             # raises instead of landing in a finished writer.
             self._closed = True
             self._finalizer.detach()
-            _close(self._images, self._pipeline, self._pools, self.store, self._meta_lock)
+            _close(self._images, self._pipeline, self._pools, self._store, self._meta_lock)
 
     def __enter__(self) -> Stream:
         return self
