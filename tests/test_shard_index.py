@@ -7,6 +7,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
 
 import acqzarr as az
@@ -72,3 +73,26 @@ def test_written_shard_matches_its_index(tmp_path: Path) -> None:
     assert all(a[0] + a[1] == b[0] for a, b in itertools.pairwise(used))
     assert used[-1][0] + used[-1][1] == len(shard) - 68
     np.testing.assert_array_equal(zarr.open_array(str(path / "cam0" / "0"), mode="r")[:], data)
+
+
+def test_shard_index_reads_the_golden_bytes_back() -> None:
+    """ShardIndex decodes what the spec's golden shard holds, and encodes it back byte for byte."""
+    from acqzarr.codecs import ShardIndex
+
+    golden = (FIXTURES / "shard_2x2_index.bin").read_bytes()
+    index = ShardIndex.decode(golden, 4)
+    assert [index.chunk(i) for i in range(4)] == [(0, 10), None, (10, 5), (15, 3)]
+    assert index.present() == [(0, 10), (10, 5), (15, 3)]
+    assert index.encode() == golden[18:]
+
+
+def test_shard_index_refuses_a_cut_or_corrupt_index() -> None:
+    from acqzarr.codecs import ShardIndex
+
+    golden = (FIXTURES / "shard_2x2_index.bin").read_bytes()
+    with pytest.raises(ValueError, match="cannot hold"):
+        ShardIndex.decode(golden[-20:], 4)
+    corrupt = bytearray(golden)
+    corrupt[20] ^= 1
+    with pytest.raises(ValueError, match="crc32c"):
+        ShardIndex.decode(bytes(corrupt), 4)

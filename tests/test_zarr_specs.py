@@ -76,11 +76,13 @@ def test_v3_spec_parses_what_zarr_python_writes(tmp_path: Path) -> None:
     assert coords == sorted(np.ndindex(*meta.grid_extent))
     assert all(meta.keys.key(c) in keys for c in coords)
     # The first inner chunk of shard c/0/0/0, located by the shard index at the end, decodes to the data.
-    from acqzarr.codecs.sharding import decode_index
+    from acqzarr.codecs.sharding import ShardIndex
 
     shard = (tmp_path / "a.zarr" / meta.keys.key((0, 0, 0))).read_bytes()
     n = int(np.prod([g // c for g, c in zip(meta.grid, meta.chunks, strict=True)]))
-    offset, size = decode_index(shard, n)[0]
+    where = ShardIndex.decode(shard, n).chunk(0)
+    assert where is not None
+    offset, size = where
     chunk = np.frombuffer(codec.decode(shard[offset : offset + size]), "<u2").reshape(meta.chunks)
     np.testing.assert_array_equal(chunk, arr[0:1, 0:20, 0:8])
 

@@ -18,7 +18,7 @@ from typing import Any
 import numcodecs
 import numpy as np
 
-from ..codecs.sharding import EMPTY, decode_index
+from ..codecs.sharding import ShardIndex
 from ..locations import join_key
 from ..metadata.zarr_spec import ArrayMeta
 from ..metadata.zarr_versions import SPECS
@@ -105,10 +105,10 @@ class ArrayReader:
         data = shards[obj]
         if data is not None and m.sharding is not None:
             inner = tuple(c % n for c, n in zip(coords, per_object, strict=True))
-            offset, size = decode_index(data, math.prod(per_object))[
+            where = ShardIndex.decode(data, math.prod(per_object)).chunk(
                 int(np.ravel_multi_index(inner, per_object))
-            ]
-            data = None if offset == EMPTY else data[int(offset) : int(offset) + int(size)]
+            )
+            data = None if where is None else data[where[0] : where[0] + where[1]]
         if data is None:
             return np.broadcast_to(self._fill, m.chunks)
         raw = self._codec.decode(data) if self._codec is not None else data

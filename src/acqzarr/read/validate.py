@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs.sharding import EMPTY, decode_index, index_nbytes
+from ..codecs.sharding import ShardIndex, index_nbytes
 from ..engine.frame_columns import GROUP as FRAMES_GROUP
 from ..engine.frame_columns import JSON_COLUMN
 from ..locations import join_key
@@ -160,11 +160,12 @@ def _check_chunks(tree: StoreTree, node: Node, deep: bool) -> list[Problem]:
 def _check_shard(key: str, data: bytes, n: int) -> tuple[list[Problem], list[bytes]]:
     """Problems of a shard's index (at the end), and the inner chunks it points to."""
     try:
-        index = decode_index(data, n)
+        index = ShardIndex.decode(data, n)
     except ValueError as exc:
         return [Problem(key, str(exc))], []
-    used = index[(index[:, 0] != EMPTY) | (index[:, 1] != EMPTY)]
-    pieces = [data[o : o + b] for o, b in index.tolist() if o != EMPTY]
+    present = index.present()
+    used = np.array(present, dtype=np.uint64).reshape(-1, 2)
+    pieces = [data[o : o + b] for o, b in present]
     body_end = len(data) - index_nbytes(n)
     if (used[:, 0] + used[:, 1] > body_end).any():
         return [Problem(key, "shard index points past the end of the chunk data")], pieces

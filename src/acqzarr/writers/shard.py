@@ -24,8 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..codecs import ShardLayout
-from ..codecs.sharding import EMPTY, encode_index
+from ..codecs import ShardIndex, ShardLayout
 from ..stores import Staged
 from .bands import Band
 from .encode import ChunkCoords, Encoded
@@ -41,7 +40,7 @@ class _OpenShard:
 
     bands: list[StoredBand] = field(default_factory=list)
     staged: dict[int, Staged] = field(default_factory=dict)  # per frame shard
-    index: dict[int, np.ndarray[Any, Any]] = field(default_factory=dict)  # per frame shard: (chunks, 2)
+    index: dict[int, ShardIndex] = field(default_factory=dict)  # per frame shard
 
 
 def _one_band_thick(layout: ArrayLayout) -> bool:
@@ -101,12 +100,12 @@ class ShardWriter(ObjectWriter):
                 staged = shard.staged[f] = self.store.open_staged(
                     self.object_key((*ishard, *self._frame_shards[f]))
                 )
-                shard.index[f] = np.full((self.shard_layout.n_chunks, 2), EMPTY, np.uint64)
+                shard.index[f] = ShardIndex.empty(self.shard_layout.n_chunks)
             at = staged.append(enc.buffer, enc.used)
             nbytes += enc.used
             for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
                 if n is not None and off is not None:
-                    shard.index[f][first + j] = (at + off, n)
+                    shard.index[f].set(first + j, at + off, n)
         shard.bands.append(this)
         stored = Stored(nbytes=nbytes)
         if len(shard.bands) == self._bands_in(ishard):
@@ -142,7 +141,7 @@ class ShardWriter(ObjectWriter):
         shard = self._open.pop(ishard)
         nbytes = 0
         for f, staged in shard.staged.items():
-            tail = encode_index(shard.index[f].reshape(*self.shard_layout.chunks_per_shard, 2))
+            tail = shard.index[f].encode()
             staged.commit(tail)
             nbytes += len(tail)
         return Stored(shard.bands, nbytes)
