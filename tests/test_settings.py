@@ -494,10 +494,10 @@ def test_config_file_errors(tmp_path: Path) -> None:
 
 
 def test_docs_settings_reference_is_up_to_date() -> None:
-    from acqzarr.settings_doc import render
+    from acqzarr.settings.doc import render
 
     path = Path(__file__).parent.parent / "docs" / "settings.md"
-    assert path.read_text() == render(), "regenerate with: python -m acqzarr.settings_doc > docs/settings.md"
+    assert path.read_text() == render(), "regenerate with: python -m acqzarr.settings.doc > docs/settings.md"
 
 
 @pytest.mark.parametrize(

@@ -19,9 +19,9 @@ import numcodecs
 import numpy as np
 
 from .codecs.sharding import EMPTY, decode_index
-from .locations import join_key
 from .metadata.zarr_spec import ArrayMeta
 from .metadata.zarr_versions import SPECS
+from .settings.locations import join_key
 from .stores import Store
 
 __all__ = ["ArrayReader"]

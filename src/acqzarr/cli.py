@@ -19,8 +19,8 @@ from .errors import (
 )
 from .ingest.commands import add_subcommands as add_ingest_subcommands
 from .metadata.zarr_versions import spec_for
-from .overrides import add_set_argument, parse_assignment
 from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
+from .settings.overrides import add_set_argument, parse_assignment
 from .stores import Store, open_store
 from .stream import open_stream
 from .synthetic import camera_frames

@@ -13,12 +13,12 @@ from typing import Any, ClassVar
 
 from .codecs import BloscCodec, ShardLayout
 from .layout import ArrayLayout
-from .locations import join_key
 from .metadata import ngff
 from .metadata.zarr_spec import Documents, ZarrSpec
 from .metadata.zarr_v2 import ZarrV2Spec
 from .metadata.zarr_v3 import ZarrV3Spec
 from .settings import ArraySettings, StreamSettings
+from .settings.locations import join_key
 from .stores import Store
 from .writers import ChunkWriter, ObjectWriter, ShardWriter
 

@@ -40,8 +40,8 @@ import numpy as np
 from .errors import FrameError
 from .formats import ZarrFormat
 from .layout import ArrayLayout, Index
-from .locations import join_key
 from .metadata.zarr_spec import COLUMN_ZSTD_LEVEL
+from .settings.locations import join_key
 from .stores import Store
 
 __all__ = ["BUILTIN_COLUMNS", "GROUP", "JSON_COLUMN", "MISSING", "SCHEMA_VERSION", "FrameColumns"]

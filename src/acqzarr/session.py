@@ -26,10 +26,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-from .overrides import apply_overrides
 from .progress import Display, Snapshot, make_display, snapshot
 from .recording import End, Recording
 from .settings import StreamSettings, format_validation_error, load_mapping
+from .settings.overrides import apply_overrides
 from .stop import StopSignal
 from .stores import Store
 

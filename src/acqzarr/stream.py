@@ -30,7 +30,6 @@ from .errors import ConfigError, FrameError, StateError, StoreError, WriterError
 from .formats import format_for
 from .frame_columns import FrameColumns
 from .layout import ArrayLayout, Index
-from .locations import join_key
 from .memory import MemoryUsage, plan_memory
 from .metadata.collection import collection_groups
 from .metadata.ngff import RESERVED_KEYS
@@ -42,6 +41,7 @@ from .publish import ImagePublisher
 from .pyramid import Pyramid
 from .session_record import SESSION_KEY, Counters, SessionRecord
 from .settings import POSITION_AXIS, ArraySettings, StreamSettings
+from .settings.locations import join_key
 from .stores import Store, open_store
 from .writers import LevelWriter
 

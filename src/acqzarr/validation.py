@@ -23,8 +23,8 @@ import numpy as np
 from .codecs.sharding import EMPTY, decode_index, index_nbytes
 from .frame_columns import GROUP as FRAMES_GROUP
 from .frame_columns import JSON_COLUMN
-from .locations import join_key
 from .metadata.zarr_spec import ArrayMeta, ZarrSpec
+from .settings.locations import join_key
 from .store_info import Node, StoreTree, ngff_block, ome_fields
 from .stores import Store
 

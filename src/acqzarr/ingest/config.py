@@ -17,10 +17,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
-from ..locations import is_s3, split_s3
 from ..memory import plan_memory
-from ..overrides import apply_overrides
 from ..settings import S3Settings, StreamSettings, format_validation_error, load_mapping
+from ..settings.locations import is_s3, split_s3
+from ..settings.overrides import apply_overrides
 
 __all__ = [
     "CurveServer",

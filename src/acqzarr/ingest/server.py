@@ -37,8 +37,8 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
-from ..locations import is_s3
 from ..settings import StreamSettings
+from ..settings.locations import is_s3
 from ..stop import StopSignal
 from ..stores import open_store
 from .config import ServeConfig, series_memory, series_settings

@@ -1,6 +1,6 @@
 """Render the settings models as the Markdown config reference (docs/settings.md).
 
-    python -m acqzarr.settings_doc > docs/settings.md
+    python -m acqzarr.settings.doc > docs/settings.md
 
 The field descriptions are the documentation; a test keeps the file in step.
 """
@@ -12,7 +12,7 @@ import typing
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-from .settings import (
+from . import (
     Acquisition,
     ArraySettings,
     Blosc,
@@ -51,7 +51,7 @@ def render() -> str:
     lines = [
         "# Settings reference",
         "",
-        "Generated from the pydantic models by `python -m acqzarr.settings_doc`; the same field names",
+        "Generated from the pydantic models by `python -m acqzarr.settings.doc`; the same field names",
         "work in Python, YAML and JSON (`StreamSettings.from_file`). Unknown keys are errors.",
     ]
     for model in MODELS:

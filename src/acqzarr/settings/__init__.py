@@ -27,9 +27,9 @@ from pydantic import (
     model_validator,
 )
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..metadata.zarr_versions import spec_for
 from .locations import is_s3, join_key, split_s3
-from .metadata.zarr_versions import spec_for
 
 __all__ = [
     "DTYPES",
