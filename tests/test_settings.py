@@ -522,3 +522,43 @@ def test_shipped_stream_settings_are_valid_and_record(tmp_path: Path, config: Pa
             stream.append(np.ones(frame_shape, arr.dtype), key=arr.key)
     for arr in settings.arrays:
         assert stream.stats(arr.key).frames_flushed == 1
+
+
+def test_sharded_versions_match_each_versions_writer() -> None:
+    # The settings say which versions take shards without importing metadata/; the writers agree.
+    from acqzarr.metadata.zarr_versions import spec_for
+    from acqzarr.settings import SHARDED_VERSIONS
+
+    for version in (2, 3):
+        assert spec_for(version).sharded == (version in SHARDED_VERSIONS)
+    data = _data()
+    data["arrays"][0]["dimensions"][1]["shard"] = 2
+    az.StreamSettings.model_validate(data)
+    with pytest.raises(az.ConfigError, match=r"arrays\[0\]\.dimensions\[1\]\.shard: Zarr v2 has no shards"):
+        az.StreamSettings.model_validate({**data, "version": 2})
+
+
+def test_the_settings_package_imports_only_errors_and_version_from_acqzarr() -> None:
+    # Settings are the bottom of the house: every stage imports them, they import no stage.
+    import ast
+
+    package = Path(az.settings.__file__).parent
+    allowed = {"acqzarr.errors", "acqzarr._version"}
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 0:
+                    target = node.module or ""
+                elif node.level == 1:
+                    continue  # a sibling inside the package
+                else:
+                    target = ".".join(["acqzarr", *([node.module] if node.module else [])])
+                    assert node.level == 2, f"{path.name}: import from above acqzarr"
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names if alias.name.startswith("acqzarr")]
+                assert not targets, f"{path.name} imports {targets}"
+                continue
+            else:
+                continue
+            if target.split(".")[0] == "acqzarr":
+                assert target in allowed, f"{path.name} imports {target}"

@@ -7,6 +7,7 @@ The field descriptions are the documentation; a test keeps the file in step.
 
 from __future__ import annotations
 
+import re
 import typing
 
 from pydantic import BaseModel
@@ -39,12 +40,17 @@ MODELS: list[type[BaseModel]] = [
 ]
 
 
+_SETTINGS_MODULE = re.compile(r"\bacqzarr\.settings\.(?:\w+\.)*")
+
+
 def _type_name(annotation: object) -> str:
     if typing.get_origin(annotation):
         text = repr(annotation)
     else:
         text = getattr(annotation, "__name__", str(annotation))
-    return text.replace("typing.", "").replace("acqzarr.settings.", "")
+    # A model's qualified name (acqzarr.settings.arrays.Channel) is shown as the name a reader looks
+    # up below (Channel).
+    return _SETTINGS_MODULE.sub("", text.replace("typing.", ""))
 
 
 def render() -> str:

@@ -1,0 +1,73 @@
+"""The base of every settings model: strict keys, immutable, ConfigError on every way in."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict
+
+from .loading import config_errors
+
+__all__ = ["SettingsModel", "finite"]
+
+
+class SettingsModel(BaseModel):
+    """Base of the settings models: unknown keys are errors, instances are immutable, and every way
+    of validating one (constructor, ``model_validate*``, ``from_mapping``, assignment) raises
+    ConfigError, never pydantic's ValidationError.
+
+    A model nested in another is validated by pydantic's core in one pass, so its problems appear
+    once, under their full key path, in the outer model's error.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def __init__(self, /, **data: Any) -> None:
+        with config_errors(type(self).__name__):
+            super().__init__(**data)
+
+    # Marks the override as pydantic's own __init__ (RootModel does the same): otherwise pydantic
+    # calls __init__ for every nested model, and a nested problem would arrive as a ConfigError
+    # wrapped in the outer model's error instead of as a line with its key path.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        with config_errors(type(self).__name__):
+            super().__setattr__(name, value)
+
+    def __delattr__(self, name: str) -> None:
+        with config_errors(type(self).__name__):
+            super().__delattr__(name)
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        with config_errors(cls.__name__):
+            return super().model_validate(obj, **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        with config_errors(cls.__name__):
+            return super().model_validate_json(json_data, **kwargs)
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
+        with config_errors(cls.__name__):
+            return super().model_validate_strings(obj, **kwargs)
+
+    @classmethod
+    def from_mapping(cls, data: Any, source: str = "settings", prefix: str = "") -> Self:
+        """Validate a mapping, naming ``source`` (e.g. the config file) in the ConfigError.
+
+        ``prefix`` is the mapping's key path inside a larger document (``"s3"`` for the s3 section
+        given on its own); it starts every problem's key path.
+        """
+        with config_errors(source, prefix):
+            return super().model_validate(data)
+
+
+def finite(v: float | None, what: str) -> float | None:
+    """``v`` when it is None or finite; a ValueError naming ``what`` otherwise (NaN, inf)."""
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {v}")
+    return v
