@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_serializer, field_validator, model_validator
 
 from .dimensions import Dimension
-from .model import SettingsModel, finite
+from .model import FrozenMapping, SettingsModel, finite
 from .names import DTYPES, KEY_SEGMENT, dtype_name, is_key_path
 from .positions import Position
 
@@ -104,12 +105,12 @@ class ArraySettings(SettingsModel):
         "string ('<u2', 'u2') or, in Python, a numpy type or dtype (np.uint16, np.dtype('<u2')), "
         "in native byte order."
     )
-    dimensions: list[Dimension] = Field(
+    dimensions: tuple[Dimension, ...] = Field(
         min_length=2,
         max_length=5,
         description="Axes from slowest to fastest; the first is the append axis.",
     )
-    acquisition_order: list[str] | None = Field(
+    acquisition_order: tuple[str, ...] | None = Field(
         default=None,
         description="The index axes (all but the frame axes: the last two, or the last one of a "
         "2-axis array), slowest first, in the order the frames arrive, e.g. [t, z, c] when a "
@@ -124,7 +125,7 @@ class ArraySettings(SettingsModel):
         default=None,
         description="Write a resolution pyramid beside full resolution; null writes level 0 only.",
     )
-    channels: list[Channel] | None = Field(
+    channels: tuple[Channel, ...] | None = Field(
         default=None,
         description="Name, colour and contrast of each channel index, as many as the channel axis "
         "holds (exactly one for an array without a channel axis); null labels them '<key> c0', ...",
@@ -132,8 +133,9 @@ class ArraySettings(SettingsModel):
     # The stage position of an image expanded from ``StreamSettings.positions`` (``images``); not a
     # setting of its own, so private: it travels with the image's settings to its metadata.
     _position: Position | None = PrivateAttr(default=None)
-    frame_columns: dict[str, Literal["float64", "int64"]] = Field(
+    frame_columns: Mapping[str, Literal["float64", "int64"]] = Field(
         default_factory=dict,
+        validate_default=True,  # the default too becomes a FrozenMapping
         description="Per-frame metadata fields stored as typed columns (name -> float64 or int64), "
         "besides the built-in ones (frame_id, timestamp_ns, ..., exposure_ms, stage_x_um, ...; see "
         "the README). Any other field of `append(..., metadata=)` goes to the per-frame JSON column.",
@@ -141,14 +143,18 @@ class ArraySettings(SettingsModel):
 
     @field_validator("frame_columns")
     @classmethod
-    def _column_names_are_segments(cls, v: dict[str, str]) -> dict[str, str]:
+    def _column_names_are_segments(cls, v: Mapping[str, str]) -> FrozenMapping[str, str]:
         for name in v:
             if not KEY_SEGMENT.fullmatch(name) or name == "json":
                 raise ValueError(
                     f"a frame column name must be letters, digits, '_', '.', '-' (not starting with "
                     f"'.' or '-') and not 'json' (the JSON column's name), got {name!r}"
                 )
-        return v
+        return FrozenMapping(v)
+
+    @field_serializer("frame_columns")
+    def _dump_columns(self, v: Mapping[str, str]) -> dict[str, str]:
+        return dict(v)
 
     @field_validator("dtype", mode="before")
     @classmethod
@@ -260,13 +266,13 @@ class ArraySettings(SettingsModel):
         if problems:
             raise ValueError(
                 f"acquisition_order must list each index axis {list(index)} once, in any order; "
-                f"got {order}: {'; '.join(problems)}"
+                f"got {list(order)}: {'; '.join(problems)}"
             )
         first = self.dimensions[0]
         if first.size == 0 and order[0] != first.name:
             raise ValueError(
                 f"acquisition_order: the append axis {first.name!r} is unbounded (size 0), so it must "
-                f"come first (no axis can be iterated inside one that never ends); got {order}"
+                f"come first (no axis can be iterated inside one that never ends); got {list(order)}"
             )
         return self
 

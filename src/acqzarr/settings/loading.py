@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError
 
@@ -52,7 +53,29 @@ def format_validation_error(exc: ValidationError, source: str, prefix: str = "")
     """One line per problem, each starting with the dotted key path (under ``prefix``, if given)."""
     lines = [f"{source}: invalid settings"]
     for err in exc.errors():
+        if _only_failed_items(err):
+            continue
         loc = ".".join([*([prefix] if prefix else []), *(_key_text(p) for p in err["loc"])]) or "(root)"
-        msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {loc}: {msg}")
+        lines.append(f"  {loc}: {_message(err['type'], err['msg'])}")
     return "\n".join(lines)
+
+
+def _only_failed_items(err: ErrorDetails) -> bool:
+    """A tuple's ``too_short`` that only counts the items that failed validation: pydantic's tuple
+    validator (unlike its list validator) checks the length of what validated, so one bad item of a
+    one-item list would be reported twice, once as itself and once as a list too short."""
+    given, least = err.get("input"), err.get("ctx", {}).get("min_length")
+    if err["type"] != "too_short" or not isinstance(given, Sized) or not isinstance(least, int):
+        return False
+    return len(given) >= least
+
+
+def _message(kind: str, msg: str) -> str:
+    """pydantic's message in the config file's words: the models keep sequences as tuples (so that
+    validated settings cannot change), but YAML, JSON and ``--set`` write lists."""
+    msg = msg.removeprefix("Value error, ")
+    if kind == "tuple_type":
+        return msg.replace("a valid tuple", "a valid list")
+    if kind in ("too_short", "too_long") and msg.startswith("Tuple "):
+        return "List " + msg.removeprefix("Tuple ")
+    return msg

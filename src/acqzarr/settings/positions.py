@@ -64,19 +64,19 @@ class Plate(SettingsModel):
     the same number of fields of view, written as an OME-NGFF plate."""
 
     name: str | None = Field(default=None, description="Name of the plate.")
-    rows: list[str] = Field(
+    rows: tuple[str, ...] = Field(
         min_length=1, description="Row names of the physical plate in order, e.g. ['A', 'B', ...]."
     )
-    columns: list[str] = Field(
+    columns: tuple[str, ...] = Field(
         min_length=1, description="Column names of the physical plate in order, e.g. ['1', '2', ...]."
     )
-    wells: list[str] = Field(
+    wells: tuple[str, ...] = Field(
         min_length=1,
         description="The wells imaged, as 'row/column' (e.g. 'B/3'), in acquisition order: position "
         "p is field p % fields of well p // fields.",
     )
     fields: int = Field(default=1, ge=1, description="Fields of view per well.")
-    acquisitions: list[Acquisition] | None = Field(
+    acquisitions: tuple[Acquisition, ...] | None = Field(
         default=None,
         max_length=1,
         description="The acquisition this stream writes (at most one), tagged on every field.",
@@ -84,24 +84,24 @@ class Plate(SettingsModel):
 
     @field_validator("rows", "columns")
     @classmethod
-    def _names_are_alphanumeric_and_unique(cls, v: list[str]) -> list[str]:
+    def _names_are_alphanumeric_and_unique(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         bad = [n for n in v if not (n.isascii() and n.isalnum())]
         if bad:
             raise ValueError(f"row and column names must be letters and digits only, got {bad}")
         if len(set(v)) != len(v):
-            raise ValueError(f"names must be unique, got {v}")
+            raise ValueError(f"names must be unique, got {list(v)}")
         return v
 
     @model_validator(mode="after")
     def _wells_are_on_the_plate(self) -> Plate:
         if len(set(self.wells)) != len(self.wells):
-            raise ValueError(f"wells must be unique, got {self.wells}")
+            raise ValueError(f"wells must be unique, got {list(self.wells)}")
         for well in self.wells:
             row, sep, column = well.partition("/")
             if not sep or row not in self.rows or column not in self.columns:
                 raise ValueError(
-                    f"well {well!r} must be 'row/column' with a row of {self.rows} and a column of "
-                    f"{self.columns}"
+                    f"well {well!r} must be 'row/column' with a row of {list(self.rows)} and a column of "
+                    f"{list(self.columns)}"
                 )
         return self
 

@@ -38,7 +38,7 @@ class StreamSettings(SettingsModel):
         default=False,
         description="Replace an existing store at `store`; without it an existing store is an error.",
     )
-    arrays: list[ArraySettings] = Field(min_length=1, description="The arrays (cameras) of the stream.")
+    arrays: tuple[ArraySettings, ...] = Field(min_length=1, description="The arrays (cameras) of the stream.")
     dimension_separator: Literal[".", "/"] = Field(
         default=".",
         description="Zarr v2 chunk key separator ('.' gives '0.0.0', '/' gives '0/0/0'). "
@@ -76,7 +76,7 @@ class StreamSettings(SettingsModel):
         "cache (several times faster on VMs where page-cache memory is slow to fault in). Falls back "
         "to ordinary writes on filesystems without O_DIRECT (e.g. tmpfs).",
     )
-    positions: list[Position] | None = Field(
+    positions: tuple[Position, ...] | None = Field(
         default=None,
         min_length=1,
         description="Stage positions: every array is written once per position, as image "
