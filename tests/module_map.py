@@ -32,8 +32,8 @@ STAGES: list[tuple[str, tuple[str, ...], str]] = [
     ("metadata", (), "documents: Zarr v2 / v3 (the version seam), OME-NGFF, pyramid levels"),
     ("codecs", (), "Blosc and the `sharding_indexed` index"),
     ("stores", (), "where bytes go: local (atomic renames, O_DIRECT), memory, S3"),
-    ("settings", ("settings_doc", "overrides"), "what a user declares: models, loading, overrides"),
-    ("base", ("errors", "_version", "locations"), "typed errors, the version, store keys and URLs"),
+    ("settings", (), "what a user declares: models, loading, overrides, store locations"),
+    ("base", ("errors", "_version"), "typed errors and the version"),
 ]
 RANK = {name: len(STAGES) - i for i, (name, _, _) in enumerate(STAGES)}
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zarr
 
 import acqzarr as az
 from acqzarr.engine.device import State, ZarrStorage
@@ -70,13 +72,72 @@ def test_invalid_settings_leave_the_device_as_it_was(tmp_path: Path) -> None:
 
 def test_start_failure_keeps_the_device_armed(tmp_path: Path) -> None:
     path = tmp_path / "s.zarr"
+    earlier = ZarrStorage()
+    earlier.set(stream_settings(path, 3))
+    earlier.start()
+    earlier.stop()
     dev = ZarrStorage()
     dev.set(stream_settings(path, 3))
-    dev.start()
-    dev.stop()
     with pytest.raises(az.StoreError, match="already exists"):
-        dev.start()  # same path, no overwrite
+        dev.start()  # a store of an earlier run, no overwrite
     assert dev.state is State.ARMED
+
+
+def test_starting_again_never_overwrites_the_devices_own_recording(tmp_path: Path) -> None:
+    # Issue 23 #3: start -> stop -> start without a new set() replaced a 12-frame store with an empty
+    # one, because the settings said overwrite: true (meant for stores of earlier runs).
+    path = tmp_path / "run.zarr"
+    dev = ZarrStorage()
+    dev.set(stream_settings(path, 3, overwrite=True))
+    dev.start()
+    frames = frames_for((37, 50), 12, "uint16", seed=3)
+    dev.append(frames)
+    dev.stop()
+    with pytest.raises(
+        az.StateError,
+        match=rf"cannot start: {path} holds the recording this device wrote.*"
+        r"set\(\) settings with a new store path",
+    ):
+        dev.start()
+    assert dev.state is State.ARMED
+    # set() with the same path (also spelled differently) is refused the same way and changes nothing.
+    for same in (path, tmp_path / "." / "run.zarr"):
+        with pytest.raises(az.StateError, match=r"cannot set settings: .*run\.zarr holds the recording"):
+            dev.set(stream_settings(same, 3, overwrite=True))
+    with pytest.raises(az.StateError, match="cannot start"):
+        dev.start()
+    assert_reads_back(path / "cam0" / "0", 3, frames)
+    assert zarr.open_array(path / "cam0" / "0", mode="r").shape[0] == 12
+
+    # A new path records; the first recording stays as it was.
+    dev.set(stream_settings(tmp_path / "next.zarr", 3, overwrite=True))
+    dev.start()
+    dev.append(frames[:2])
+    dev.stop()
+    assert_reads_back(path / "cam0" / "0", 3, frames)
+
+
+def test_a_removed_recording_frees_its_path_and_a_new_device_may_overwrite(tmp_path: Path) -> None:
+    path = tmp_path / "run.zarr"
+    dev = ZarrStorage()
+    dev.set(stream_settings(path, 3, overwrite=True))
+    dev.start()
+    dev.append(frames_for((37, 50), 3, "uint16", seed=4))
+    dev.stop()
+    shutil.rmtree(path)  # the user removed it: nothing of the device's is lost by writing there again
+    dev.start()
+    again = frames_for((37, 50), 2, "uint16", seed=5)
+    dev.append(again)
+    dev.stop()
+    assert_reads_back(path / "cam0" / "0", 3, again)
+    # A store of an earlier run (another device) is what overwrite: true replaces.
+    other = ZarrStorage()
+    other.set(stream_settings(path, 3, overwrite=True))
+    other.start()
+    last = frames_for((37, 50), 1, "uint16", seed=6)
+    other.append(last)
+    other.stop()
+    assert_reads_back(path / "cam0" / "0", 3, last)
 
 
 def test_reserve_image_shape_adopts_the_camera_frame(tmp_path: Path) -> None:

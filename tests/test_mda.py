@@ -125,7 +125,7 @@ def test_settings_from_sequence_store_in_ngff_order_whatever_the_axis_order(tmp_
     (array,) = settings.arrays
     assert [d.name for d in array.dimensions] == ["t", "c", "z", "y", "x"]
     assert [d.size for d in array.dimensions] == [2, 2, 3, 2048, 64]
-    assert array.acquisition_order == ["t", "z", "c"]
+    assert array.acquisition_order == ("t", "z", "c")
     assert [(d.chunk, d.shard) for d in array.dimensions[-2:]] == [(512, 4), (64, 1)]
     assert array.dimensions[2].scale == 1.0 and array.dimensions[2].unit == "micrometer"
     assert array.dimensions[-1].scale == 0.65

@@ -398,7 +398,7 @@ def test_acquisition_order_accepts_any_order_of_the_index_axes(
 ) -> None:
     data = _data(dimensions=dimensions, acquisition_order=order)
     array = az.StreamSettings.from_mapping(data).arrays[0]
-    assert array.acquisition_order == order
+    assert array.acquisition_order == tuple(order)  # kept as a tuple: validated settings cannot change
     assert array.acquisition_axes == tuple(order)
     assert array.index_names == tuple(d["name"] for d in dimensions[: max(1, len(dimensions) - 2)])
     assert [d.name for d in array.dimensions] == [d["name"] for d in dimensions]  # storage order kept
@@ -450,7 +450,8 @@ def test_acquisition_order_must_be_a_list_of_names() -> None:
 def test_acquisition_order_round_trips_through_model_dump_json_and_yaml(tmp_path: Path) -> None:
     settings = az.StreamSettings.from_mapping(_data(dimensions=_tczyx(), acquisition_order=["t", "z", "c"]))
     dumped = settings.model_dump()
-    assert dumped["arrays"][0]["acquisition_order"] == ["t", "z", "c"]
+    assert dumped["arrays"][0]["acquisition_order"] == ("t", "z", "c")
+    assert settings.model_dump(mode="json")["arrays"][0]["acquisition_order"] == ["t", "z", "c"]
     assert az.StreamSettings.model_validate(dumped) == settings
     assert az.StreamSettings.model_validate_json(settings.model_dump_json()) == settings
     assert az.StreamSettings.from_mapping(_data()).model_dump()["arrays"][0]["acquisition_order"] is None
@@ -494,10 +495,10 @@ def test_config_file_errors(tmp_path: Path) -> None:
 
 
 def test_docs_settings_reference_is_up_to_date() -> None:
-    from acqzarr.settings_doc import render
+    from acqzarr.settings.doc import render
 
     path = Path(__file__).parent.parent / "docs" / "settings.md"
-    assert path.read_text() == render(), "regenerate with: python -m acqzarr.settings_doc > docs/settings.md"
+    assert path.read_text() == render(), "regenerate with: python -m acqzarr.settings.doc > docs/settings.md"
 
 
 @pytest.mark.parametrize(
@@ -522,3 +523,135 @@ def test_shipped_stream_settings_are_valid_and_record(tmp_path: Path, config: Pa
             stream.append(np.ones(frame_shape, arr.dtype), key=arr.key)
     for arr in settings.arrays:
         assert stream.stats(arr.key).frames_flushed == 1
+
+
+def test_sharded_versions_match_each_versions_writer() -> None:
+    # The settings say which versions take shards without importing metadata/; the writers agree.
+    from acqzarr.metadata.zarr_versions import spec_for
+    from acqzarr.settings import SHARDED_VERSIONS
+
+    for version in (2, 3):
+        assert spec_for(version).sharded == (version in SHARDED_VERSIONS)
+    data = _data()
+    data["arrays"][0]["dimensions"][1]["shard"] = 2
+    az.StreamSettings.model_validate(data)
+    with pytest.raises(az.ConfigError, match=r"arrays\[0\]\.dimensions\[1\]\.shard: Zarr v2 has no shards"):
+        az.StreamSettings.model_validate({**data, "version": 2})
+
+
+def test_the_settings_package_imports_only_errors_and_version_from_acqzarr() -> None:
+    # Settings are the bottom of the house: every stage imports them, they import no stage.
+    import ast
+
+    package = Path(az.settings.__file__).parent
+    allowed = {"acqzarr.errors", "acqzarr._version"}
+    for path in sorted(package.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 0:
+                    target = node.module or ""
+                elif node.level == 1:
+                    continue  # a sibling inside the package
+                else:
+                    target = ".".join(["acqzarr", *([node.module] if node.module else [])])
+                    assert node.level == 2, f"{path.name}: import from above acqzarr"
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names if alias.name.startswith("acqzarr")]
+                assert not targets, f"{path.name} imports {targets}"
+                continue
+            else:
+                continue
+            if target.split(".")[0] == "acqzarr":
+                assert target in allowed, f"{path.name} imports {target}"
+
+
+# -- immutable after validation (issue 22 #7) -----------------------------------------------------
+def _everything(tmp_path: Path) -> az.StreamSettings:
+    """Settings with every sequence and mapping field given, as lists and dicts."""
+    data = _data(
+        dimensions=_tczyx(),
+        acquisition_order=["t", "z", "c"],
+        channels=[{"label": "DAPI", "window": [0, 100]}, {"label": "GFP"}],
+        frame_columns={"laser_mw": "float64"},
+    )
+    data["store"] = str(tmp_path / "s.zarr")
+    data["positions"] = [{"name": "p0", "x": 1.0}, {"name": "p1"}]
+    return az.StreamSettings.from_mapping(data)
+
+
+def test_sequences_and_mappings_of_validated_settings_cannot_be_edited_in_place(tmp_path: Path) -> None:
+    # Before: `settings.arrays[0].dimensions.append(...)` after validation was written by open_stream
+    # as it stood (a 6-D array, a (t, y, y) array, an IndexError in a writer thread).
+    settings = _everything(tmp_path)
+    array = settings.arrays[0]
+    extra = az.Dimension(name="w", kind="space", size=2, chunk=1)
+    edits = [
+        lambda: array.dimensions.append(extra),  # type: ignore[attr-defined]
+        lambda: array.dimensions.__setitem__(2, array.dimensions[3]),  # type: ignore[attr-defined]
+        lambda: array.acquisition_order.reverse(),  # type: ignore[union-attr]
+        lambda: array.channels.pop(),  # type: ignore[union-attr]
+        lambda: array.frame_columns.__setitem__("json", "int64"),  # type: ignore[attr-defined]
+        lambda: array.frame_columns.clear(),  # type: ignore[attr-defined]
+        lambda: settings.arrays.append(array),  # type: ignore[attr-defined]
+        lambda: settings.positions.__delitem__(0),  # type: ignore[union-attr]
+    ]
+    for edit in edits:
+        with pytest.raises((TypeError, AttributeError)):
+            edit()
+    plate = az.Plate(rows=["A"], columns=["1", "2"], wells=["A/1"], acquisitions=[{"id": 0}])
+    for field in (plate.rows, plate.columns, plate.wells, plate.acquisitions):
+        assert isinstance(field, tuple)
+    with pytest.raises(az.ConfigError, match="frozen"):
+        array.dimensions = [*array.dimensions, extra]  # type: ignore[misc]
+    assert settings == _everything(tmp_path)
+    assert [d.name for d in settings.arrays[0].dimensions] == ["t", "c", "z", "y", "x"]
+
+
+def test_an_updated_copy_is_validated_so_edited_settings_cannot_reach_open_stream(tmp_path: Path) -> None:
+    settings = _everything(tmp_path)
+    array = settings.arrays[0]
+    extra = az.Dimension(name="w", kind="space", size=2, chunk=1)
+    with pytest.raises(
+        az.ConfigError, match=r"ArraySettings: invalid settings\n  dimensions: List should have"
+    ):
+        array.model_copy(update={"dimensions": [*array.dimensions, extra]})  # 6-D
+    y = array.dimensions[3]
+    with pytest.raises(az.ConfigError, match="dimension names must be unique"):
+        array.model_copy(update={"dimensions": [*array.dimensions[:4], y]})  # (t, c, z, y, y)
+    with pytest.raises(az.ConfigError, match="frame column name"):
+        array.model_copy(update={"frame_columns": {"json": "int64"}})
+    # A valid update is a new, equally immutable, model; the original is as it was.
+    two = settings.model_copy(update={"arrays": [array, array.model_copy(update={"key": "cam1"})]})
+    assert isinstance(two.arrays, tuple) and [a.key for a in two.arrays] == ["cam0", "cam1"]
+    assert [i.key for i in two.images] == ["p0/cam0", "p0/cam1", "p1/cam0", "p1/cam1"]
+    assert two.images[0].position == az.Position(name="p0", x=1.0)
+    assert len(settings.arrays) == 1
+
+
+def test_lists_in_dumps_and_config_words_in_errors(tmp_path: Path) -> None:
+    settings = _everything(tmp_path)
+    dumped = json.loads(settings.model_dump_json())
+    assert dumped["arrays"][0]["acquisition_order"] == ["t", "z", "c"]
+    assert dumped["arrays"][0]["frame_columns"] == {"laser_mw": "float64"}
+    assert dumped["arrays"][0]["channels"][0]["window"] == [0.0, 100.0]
+    assert dumped["positions"] == [
+        {"name": "p0", "x": 1.0, "y": None, "z": None},
+        {"name": "p1", "x": None, "y": None, "z": None},
+    ]
+    assert az.StreamSettings.model_validate_json(settings.model_dump_json()) == settings
+    assert az.StreamSettings.model_validate(settings.model_dump()) == settings
+    import copy
+    import pickle
+
+    assert copy.deepcopy(settings) == settings == pickle.loads(pickle.dumps(settings))
+    # The models keep tuples, but a config file writes lists: errors say list, and a bad item of a
+    # one-item list is reported once (pydantic's tuple would add "at least 1 item ... not 0").
+    assert _error({**_data(), "arrays": []}).splitlines()[1:] == [
+        "  arrays: List should have at least 1 item after validation, not 0"
+    ]
+    assert _error({**_data(), "arrays": "cam0"}).splitlines()[1:] == [
+        "  arrays: Input should be a valid list"
+    ]
+    assert _error({**_data(), "arrays": [{"dtype": "uint16"}]}).splitlines()[1:] == [
+        "  arrays.0.dimensions: Field required"
+    ]

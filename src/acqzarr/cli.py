@@ -20,9 +20,9 @@ from .errors import (
 )
 from .ingest.commands import add_subcommands as add_ingest_subcommands
 from .metadata.zarr_versions import spec_for
-from .overrides import add_set_argument, parse_assignment
 from .recording.synthetic import camera_frames
 from .settings import ArraySettings, Blosc, Dimension, S3Settings, StreamSettings
+from .settings.overrides import add_set_argument, parse_assignment
 from .stores import Store, open_store
 
 __all__ = ["main"]

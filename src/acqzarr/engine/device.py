@@ -3,11 +3,17 @@
 Acquisition frameworks drive storage as a device with a small state machine
 (configure, arm, run, stop, run again into a new path).  This class is that
 device; all the work is done by the same ``Stream`` the Python API uses.
+
+A device never overwrites a recording it wrote itself: ``overwrite: true`` in the
+settings is meant for stores left by earlier runs, and a framework that calls
+``start()`` again after ``stop()`` without a new ``set()`` would otherwise replace
+the recording it just finished with an empty one.
 """
 
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, StateError
 from ..settings import DTYPES, StreamSettings
+from ..settings.locations import is_s3
 from .memory import MemoryUsage
 from .stream import ArrayStats, Stream
 
@@ -60,6 +67,8 @@ class ZarrStorage:
         self._state = State.UNCONFIGURED
         self._settings: StreamSettings | None = None
         self._stream: Stream | None = None
+        # Where this device has started a recording (see _check_not_written), normalised by _where.
+        self._written: set[str] = set()
 
     @property
     def state(self) -> State:
@@ -70,11 +79,35 @@ class ZarrStorage:
             allowed = " or ".join(s.value for s in states)
             raise StateError(f"cannot {action} while {self._state.value}; the device must be {allowed}")
 
+    def _check_not_written(self, store: str, action: str) -> None:
+        """Refuse a store this device already recorded into, whatever ``overwrite`` says.
+
+        A local recording that has since been removed (deleted or moved away by the user) frees its
+        path again: nothing of this device's would be lost. An ``s3://`` prefix stays refused, as
+        its objects cannot be checked without a request.
+        """
+        where = _where(store)
+        if where not in self._written:
+            return
+        if not is_s3(store) and not os.path.lexists(where):
+            self._written.discard(where)
+            return
+        raise StateError(
+            f"cannot {action}: {store} holds the recording this device wrote; a device never overwrites "
+            "its own recording (overwrite: true is for stores of earlier runs), so set() settings with "
+            "a new store path to record again"
+        )
+
     def set(self, settings: StreamSettings | Mapping[str, Any]) -> None:
-        """Configure (or reconfigure) the device; validation errors leave the state unchanged."""
+        """Configure (or reconfigure) the device; validation errors leave the state unchanged.
+
+        Settings whose store this device already recorded into are refused with a StateError
+        (see ``start``).
+        """
         self._require(State.UNCONFIGURED, State.ARMED, action="set settings")
         if not isinstance(settings, StreamSettings):
             settings = StreamSettings.from_mapping(dict(settings))
+        self._check_not_written(settings.store, "set settings")
         self._settings = settings
         self._state = State.ARMED
 
@@ -109,9 +142,16 @@ class ZarrStorage:
         self._settings = StreamSettings.from_mapping(data, source="reserve_image_shape")
 
     def start(self) -> None:
-        """Create the store and start the writer threads; on failure the device stays armed."""
+        """Create the store and start the writer threads; on failure the device stays armed.
+
+        Starting again after ``stop()`` needs ``set()`` with a new store path first: the store of
+        the last recording is refused with a StateError naming it, so it is never replaced.
+        """
         self._require(State.ARMED, action="start")
-        self._stream = Stream(self.get())
+        settings = self.get()
+        self._check_not_written(settings.store, "start")
+        self._stream = Stream(settings)
+        self._written.add(_where(settings.store))
         self._state = State.RUNNING
 
     def append(
@@ -152,6 +192,12 @@ class ZarrStorage:
         self._state = State.ARMED
         assert stream is not None
         stream.close()
+
+
+def _where(store: str) -> str:
+    """A store's location as compared between runs: an ``s3://`` URL without its trailing '/', a
+    local path made absolute and resolved (so 'a.zarr' and './a.zarr' are one store)."""
+    return store.rstrip("/") if is_s3(store) else os.path.realpath(store)
 
 
 def _array_index(settings: StreamSettings, key: str | None) -> int:

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..codecs import BloscCodec
-from ..locations import join_key
 from ..settings import ArraySettings
+from ..settings.locations import join_key
 from ..stores import Store
 from ..writers.bands import FrameCounts
 from ..writers.layout import ArrayLayout

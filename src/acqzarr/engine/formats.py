@@ -12,12 +12,12 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from ..codecs import BloscCodec, ShardLayout
-from ..locations import join_key
 from ..metadata import ngff
 from ..metadata.zarr_spec import Documents, ZarrSpec
 from ..metadata.zarr_v2 import ZarrV2Spec
 from ..metadata.zarr_v3 import ZarrV3Spec
 from ..settings import ArraySettings, StreamSettings
+from ..settings.locations import join_key
 from ..stores import Store
 from ..writers import ChunkWriter, ObjectWriter, ShardWriter
 from ..writers.layout import ArrayLayout

@@ -38,8 +38,8 @@ import numcodecs
 import numpy as np
 
 from ..errors import FrameError
-from ..locations import join_key
 from ..metadata.zarr_spec import COLUMN_ZSTD_LEVEL
+from ..settings.locations import join_key
 from ..stores import Store
 from ..writers.layout import ArrayLayout, Index
 from .formats import ZarrFormat

@@ -27,9 +27,9 @@ import numpy as np
 
 from ..codecs import BloscCodec
 from ..errors import FrameError, StateError, WriterError
-from ..locations import join_key
 from ..metadata.levels import level_count, level_settings
 from ..settings import ArraySettings
+from ..settings.locations import join_key
 from ..stores import Store
 from ..writers.bands import FrameCounts
 from ..writers.buffers import BufferPools

@@ -21,11 +21,11 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FrameError, StateError, StoreError
-from ..locations import join_key
 from ..metadata.collection import collection_groups
 from ..metadata.ngff import RESERVED_KEYS
 from ..metadata.zarr_versions import SPECS
 from ..settings import POSITION_AXIS, StreamSettings
+from ..settings.locations import join_key
 from ..stores import Store, open_store
 from ..writers.budget import InflightBudget
 from ..writers.buffers import BufferPools

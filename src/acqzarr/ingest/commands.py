@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 from ..errors import EXIT_OK, EXIT_RUNTIME, ConfigError
 from ..metadata.zarr_versions import spec_for
-from ..overrides import add_set_argument, parse_assignment
 from ..settings import format_validation_error, load_mapping
+from ..settings.overrides import add_set_argument, parse_assignment
 
 __all__ = ["add_subcommands"]
 

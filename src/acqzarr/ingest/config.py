@@ -18,9 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..engine.memory import plan_memory
 from ..errors import ConfigError
-from ..locations import is_s3, split_s3
-from ..overrides import apply_overrides
 from ..settings import S3Settings, StreamSettings, format_validation_error, load_mapping
+from ..settings.locations import is_s3, split_s3
+from ..settings.overrides import apply_overrides
 
 __all__ = [
     "CurveServer",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from ..settings_doc import model_section
+from ..settings.doc import model_section
 from .config import CurveServer, ServeConfig
 from .protocol import PROTOCOL_VERSION, REASONS, Frame, SeriesEnd, SeriesStart
 

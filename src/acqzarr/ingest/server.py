@@ -37,9 +37,9 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
-from ..locations import is_s3
 from ..recording.stop import StopSignal
 from ..settings import StreamSettings
+from ..settings.locations import is_s3
 from ..stores import open_store
 from .config import ServeConfig, series_memory, series_settings
 from .finalizer import Finalizer

@@ -28,7 +28,7 @@ def level_settings(settings: ArraySettings, levels: int) -> list[ArraySettings]:
     out = [settings]
     for _ in range(levels - 1):
         prev = out[-1]
-        out.append(prev.model_copy(update={"dimensions": [_halve(d) for d in prev.dimensions]}))
+        out.append(prev.model_copy(update={"dimensions": tuple(_halve(d) for d in prev.dimensions)}))
     return out
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..locations import join_key
+from ..settings.locations import join_key
 from .zarr_spec import COLUMN_FILL, COLUMN_ZSTD_LEVEL, ArrayMeta, Documents, KeyEncoding, ParsedNode, ZarrSpec
 
 __all__ = ["ZarrV2Spec", "array_doc", "v2_dtype"]

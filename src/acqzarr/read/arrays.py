@@ -19,9 +19,9 @@ import numcodecs
 import numpy as np
 
 from ..codecs.sharding import ShardIndex
-from ..locations import join_key
 from ..metadata.zarr_spec import ArrayMeta
 from ..metadata.zarr_versions import SPECS
+from ..settings.locations import join_key
 from ..stores import Store
 
 __all__ = ["ArrayReader"]

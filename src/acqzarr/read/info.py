@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..locations import join_key
 from ..metadata.zarr_spec import ArrayMeta, ParsedNode, ZarrSpec
 from ..metadata.zarr_versions import SPECS, spec_in
+from ..settings.locations import join_key
 from ..stores import Store
 
 __all__ = ["ArrayInfo", "ImageInfo", "Node", "StoreTree", "describe", "ome_fields"]

@@ -23,8 +23,8 @@ import numpy as np
 from ..codecs.sharding import ShardIndex, index_nbytes
 from ..engine.frame_columns import GROUP as FRAMES_GROUP
 from ..engine.frame_columns import JSON_COLUMN
-from ..locations import join_key
 from ..metadata.zarr_spec import ArrayMeta, ZarrSpec
+from ..settings.locations import join_key
 from ..stores import Store
 from .info import Node, StoreTree, ngff_block, ome_fields
 

@@ -26,8 +26,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
-from ..overrides import apply_overrides
 from ..settings import StreamSettings, format_validation_error, load_mapping
+from ..settings.overrides import apply_overrides
 from ..stores import Store
 from .lifecycle import End, Recording
 from .progress import Display, Snapshot, make_display, snapshot

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..locations import is_s3
+from ..settings.locations import is_s3
 from .base import Buffer, Staged, Store
 from .local import LocalStore
 from .memory import MemoryStore

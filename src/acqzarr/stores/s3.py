@@ -41,7 +41,7 @@ import obstore
 from obstore.store import S3Store as _ObS3Store
 
 from ..errors import StoreError
-from ..locations import split_s3
+from ..settings.locations import split_s3
 from .base import Buffer, Store
 
 if TYPE_CHECKING:

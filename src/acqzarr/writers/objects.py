@@ -11,8 +11,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ..locations import join_key
 from ..metadata.zarr_spec import KeyEncoding
+from ..settings.locations import join_key
 from ..stores import Store
 from .bands import Band
 from .encode import ChunkCoords, Encoded, output_nbytes

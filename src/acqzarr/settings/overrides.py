@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["ENV_PREFIX", "add_set_argument", "apply_overrides", "parse_assignment"]
 
