@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import zarr
 from ome_zarr_models.v04.image import Image as Image04
@@ -381,3 +382,18 @@ def test_validate_reports_per_frame_columns_not_indexed_like_the_frames(
     assert f"error: {message}" in "\n".join(_errors(path))
     result = _cli("validate", str(path))
     assert result.returncode == 1 and message in result.stdout
+
+
+def test_info_and_validate_are_public_and_take_a_path(tmp_path: Path) -> None:
+    """``acqzarr.info`` / ``acqzarr.validate`` report what the commands do, from a path."""
+    path = tmp_path / "s.zarr"
+    with az.open_stream(stream_settings(path, 3, (0, 32, 32), (4, 16, 16))) as stream:
+        stream.append(np.ones((4, 32, 32), "uint16"))
+    report = az.info(path)
+    assert report["zarr_format"] == 3
+    assert az.validate(path) == []
+    assert az.validate(str(path), deep=True) == []
+    (path / "cam0" / "0" / "zarr.json").write_text("{")
+    assert az.validate(path)  # a broken document is a problem
+    with pytest.raises(az.StoreError, match="no Zarr store"):
+        az.info(tmp_path / "nothing-here")

@@ -126,17 +126,16 @@ def test_what_a_spec_writes_it_parses_back_and_zarr_python_reads(tmp_path: Path,
     assert isinstance(spec, ZarrSpec)
     codec = BloscCodec(Blosc(cname="lz4", clevel=1, shuffle="byte"), np.dtype("uint16"))
     shards = (2, 32, 32) if spec.sharded else (1, 16, 16)
-    docs = spec.image_array_documents(
+    array = spec.writing("/").image_array(
         "img/0",
-        shape=(3, 32, 32),
         chunks=(1, 16, 16),
         shards=shards,
         dtype=np.dtype("uint16"),
         codec=codec,
-        index_codecs=[{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
         dimension_names=("t", "y", "x"),
-        separator="/",
     )
+    docs = array.with_shape((3, 32, 32))
+    assert array.with_shape((0, 32, 32))[array.key]["shape"] == [0, 32, 32]  # the value is not changed
     docs.update(spec.group_documents("img", {"note": "x"}))
     for key, doc in docs.items():
         (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)

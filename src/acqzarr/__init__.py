@@ -1,10 +1,9 @@
 """acqzarr: stream camera frames into OME-Zarr (v2 chunked or v3 sharded) as fast as the disk allows.
 
 The top level is what a program that records needs: the settings, ``open_stream`` and its
-``Stream``, the StorageInterface-style device ``ZarrStorage``, the stores and the errors.  The
-engine is reachable where the design documents it: ``acqzarr.writers`` (``ChunkWriter``,
-``ShardWriter``), ``acqzarr.engine.formats`` (``ZarrV2``, ``ZarrV3``), ``acqzarr.codecs``; camera
-drivers implement ``acqzarr.recording.camera.Camera``.
+``Stream``, the StorageInterface-style device ``ZarrStorage``, the stores, the errors, and
+``info`` / ``validate`` for what a store holds.  Camera drivers implement
+``acqzarr.recording.camera.Camera``; docs/how-it-works.md maps the rest of the package.
 """
 
 from ._version import __version__
@@ -21,6 +20,7 @@ from .errors import (
     StoreError,
     WriterError,
 )
+from .read.inspect import Problem, info, validate
 from .settings import (
     Acquisition,
     ArraySettings,
@@ -52,6 +52,7 @@ __all__ = [
     "Multiscale",
     "Plate",
     "Position",
+    "Problem",
     "ProtocolError",
     "S3Settings",
     "S3Store",
@@ -65,5 +66,7 @@ __all__ = [
     "WriterError",
     "ZarrStorage",
     "__version__",
+    "info",
     "open_stream",
+    "validate",
 ]

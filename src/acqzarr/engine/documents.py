@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..codecs import BloscCodec
+from ..metadata.zarr_spec import ZarrSpec
 from ..settings import ArraySettings
 from ..settings.locations import join_key
 from ..stores import Store
 from ..writers.bands import FrameCounts
 from ..writers.layout import ArrayLayout
 from .contrast import ContrastWindows
-from .formats import ZarrFormat
 from .frame_columns import FrameColumns
 from .session_record import SESSION_KEY, Counters, SessionRecord
 
@@ -37,7 +37,7 @@ class ImageDocuments:
         self,
         *,
         settings: ArraySettings,
-        fmt: ZarrFormat,
+        spec: ZarrSpec,
         store: Store,
         lock: threading.Lock,
         layouts: Sequence[ArrayLayout],
@@ -48,11 +48,21 @@ class ImageDocuments:
         counts: FrameCounts,
     ) -> None:
         self.settings = settings
-        self._format = fmt
+        self._spec = spec
         self._store = store
         self._lock = lock  # the stream's: one metadata change at a time in the store
         self._layouts = list(layouts)
-        self._codec = codec
+        self._arrays = [  # each level's array document, but for its shape
+            spec.image_array(
+                join_key(settings.key, str(level)),
+                chunks=layout.chunks,
+                shards=layout.shard_shape,
+                dtype=layout.dtype,
+                codec=codec,
+                dimension_names=layout.names,
+            )
+            for level, layout in enumerate(layouts)
+        ]
         self._columns = columns
         self._contrast = contrast
         self.session = session
@@ -66,9 +76,8 @@ class ImageDocuments:
         shapes of all levels, the per-frame metadata columns (their chunks stored first) and the
         image group as one atomic change."""
         docs: dict[str, Any] = {}
-        for level, (layout, extent) in enumerate(zip(self._layouts, extents, strict=True)):
-            path = join_key(self.settings.key, str(level))
-            docs.update(self._format.array_documents(path, layout, layout.shape_for(extent), self._codec))
+        for array, layout, extent in zip(self._arrays, self._layouts, extents, strict=True):
+            docs.update(array.with_shape(layout.shape_for(extent)))
         docs.update(self._columns.publish(extents[0]))
         self.counters = Counters(frames, self._counts.filled, self._counts.skipped)
         with self._lock:
@@ -84,8 +93,8 @@ class ImageDocuments:
         return self.session.render(self.counters, final=self.final)
 
     def _group(self) -> dict[str, bytes]:
-        attrs = self._format.image_attributes(self.settings, len(self._layouts), self._contrast.windows)
-        docs = self._format.group_documents(
+        attrs = self._spec.image_attributes(self.settings, len(self._layouts), self._contrast.windows)
+        docs = self._spec.group_documents(
             self.settings.key, {**self.user_attrs, **attrs, SESSION_KEY: self.session_record()}
         )
         return _encoded(docs)

@@ -38,11 +38,10 @@ import numcodecs
 import numpy as np
 
 from ..errors import FrameError
-from ..metadata.zarr_spec import COLUMN_ZSTD_LEVEL
+from ..metadata.zarr_spec import COLUMN_ZSTD_LEVEL, ZarrSpec
 from ..settings.locations import join_key
 from ..stores import Store
 from ..writers.layout import ArrayLayout, Index
-from .formats import ZarrFormat
 
 __all__ = ["BUILTIN_COLUMNS", "GROUP", "JSON_COLUMN", "MISSING", "SCHEMA_VERSION", "FrameColumns"]
 
@@ -112,12 +111,12 @@ class FrameColumns:
     """The per-frame metadata of one image: checked on the appending thread, published with it."""
 
     def __init__(
-        self, layout: ArrayLayout, columns: Mapping[str, str], fmt: ZarrFormat, store: Store, path: str
+        self, layout: ArrayLayout, columns: Mapping[str, str], spec: ZarrSpec, store: Store, path: str
     ) -> None:
         self._types = {**BUILTIN_COLUMNS, **columns}
         self._names = layout.index_names
         self._inner = layout.index_shape[1:]
-        self._format = fmt
+        self._spec = spec
         self._store = store
         self._path = join_key(path, GROUP)
         self._name = layout.settings.key or "(root)"
@@ -203,7 +202,7 @@ class FrameColumns:
         with self._lock:
             if not self.used:
                 return {}
-            docs = self._format.group_documents(
+            docs = self._spec.group_documents(
                 self._path, {"acqzarr_frames": {"version": SCHEMA_VERSION, "columns": self._kinds()}}
             )
             for column in self._columns.values():
@@ -211,7 +210,7 @@ class FrameColumns:
                 for row in sorted(column.dirty):
                     if row * column.rows >= extent:
                         continue
-                    key = self._format.chunk_key(path, (row,) + (0,) * len(self._inner))
+                    key = self._spec.chunk_key(path, (row,) + (0,) * len(self._inner))
                     puts.append((key, column.encode(column.pending[row])))
                     column.dirty.discard(row)
                 # Rows below the extent are complete: their values never change again.
@@ -219,8 +218,12 @@ class FrameColumns:
                     if row not in column.dirty:
                         del column.pending[row]
                 docs.update(
-                    self._format.column_documents(
-                        path, (extent, *self._inner), column.chunk_shape, column.kind, self._names
+                    self._spec.column_documents(
+                        path,
+                        shape=(extent, *self._inner),
+                        chunks=column.chunk_shape,
+                        kind=column.kind,
+                        dimension_names=self._names,
                     )
                 )
         for key, data in puts:  # outside the lock: appends go on meanwhile

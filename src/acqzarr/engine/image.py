@@ -28,9 +28,11 @@ import numpy as np
 from ..codecs import BloscCodec
 from ..errors import FrameError, StateError, WriterError
 from ..metadata.levels import level_count, level_settings
+from ..metadata.zarr_spec import ZarrSpec
 from ..settings import ArraySettings
 from ..settings.locations import join_key
 from ..stores import Store
+from ..writers import object_writer
 from ..writers.bands import FrameCounts
 from ..writers.buffers import BufferPools
 from ..writers.layout import ArrayLayout, Index
@@ -38,7 +40,6 @@ from ..writers.level import BandSink, LevelWriter
 from ..writers.pipeline import Pipeline
 from .contrast import ContrastWindows
 from .documents import ImageDocuments
-from .formats import ZarrFormat
 from .frame_columns import FrameColumns
 from .order import FrameOrder
 from .publish import ImagePublisher
@@ -66,7 +67,7 @@ class Image:
         self,
         settings: ArraySettings,
         *,
-        fmt: ZarrFormat,
+        spec: ZarrSpec,
         store: Store,
         pipeline: Pipeline,
         pools: BufferPools,
@@ -77,18 +78,18 @@ class Image:
         self.settings = settings
         self.name = settings.key or "(root)"
         layouts = [
-            ArrayLayout(s, sharded=fmt.sharded) for s in level_settings(settings, level_count(settings))
+            ArrayLayout(s, sharded=spec.sharded) for s in level_settings(settings, level_count(settings))
         ]
         self.layout = layouts[0]
         compression = settings.compression
         codec = None if compression is None else BloscCodec(compression, np.dtype(settings.dtype))
         self.order = FrameOrder(self.layout, settings.acquisition_axes, self.name)
-        self.columns = FrameColumns(self.layout, settings.frame_columns, fmt, store, settings.key)
+        self.columns = FrameColumns(self.layout, settings.frame_columns, spec, store, settings.key)
         contrast = ContrastWindows(self.layout)
         self.counts = FrameCounts()  # level 0's: frames accepted and slots skipped
         self.documents = ImageDocuments(
             settings=settings,
-            fmt=fmt,
+            spec=spec,
             store=store,
             lock=meta_lock,
             layouts=layouts,
@@ -107,7 +108,7 @@ class Image:
                 level=level,
                 layout=layouts[level],
                 codec=codec,
-                objects=fmt.make_writer(layouts[level], store, join_key(settings.key, str(level))),
+                objects=object_writer(spec, layouts[level], store, join_key(settings.key, str(level))),
                 pipeline=pipeline,
                 name=self.name if level == 0 else f"{self.name} level {level}",
                 append_timeout=append_timeout,

@@ -19,9 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..metadata.levels import level_count, level_settings
+from ..metadata.zarr_versions import spec_for
 from ..settings import StreamSettings
+from ..writers import object_writer_class
 from ..writers.layout import ArrayLayout
-from .formats import format_for
 from .order import FrameOrder
 
 __all__ = ["MIN_DEFAULT_CAP", "MemoryPlan", "MemoryUsage", "plan_memory"]
@@ -52,14 +53,15 @@ class MemoryPlan:
 
 
 def plan_memory(settings: StreamSettings) -> MemoryPlan:
-    fmt = format_for(settings)
+    spec = spec_for(settings.version)
+    writer = object_writer_class(spec)
     per_array: dict[str, int] = {}
     for arr in settings.images:
         need = 0
         for level in level_settings(arr, level_count(arr)):
-            layout = ArrayLayout(level, sharded=fmt.sharded)
+            layout = ArrayLayout(level, sharded=spec.sharded)
             order = FrameOrder(layout, level.acquisition_axes, arr.key or "(root)")
-            need += order.open_bands() * fmt.writer_class.reservation(layout)
+            need += order.open_bands() * writer.reservation(layout)
         per_array[arr.key] = need
     required = sum(per_array.values())
     default_cap = max(2 * required, MIN_DEFAULT_CAP)

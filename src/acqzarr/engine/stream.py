@@ -23,14 +23,13 @@ import numpy as np
 from ..errors import ConfigError, FrameError, StateError, StoreError
 from ..metadata.collection import collection_groups
 from ..metadata.ngff import RESERVED_KEYS
-from ..metadata.zarr_versions import SPECS
+from ..metadata.zarr_versions import SPECS, spec_for
 from ..settings import POSITION_AXIS, StreamSettings
 from ..settings.locations import join_key
 from ..stores import Store, open_store
 from ..writers.budget import InflightBudget
 from ..writers.buffers import BufferPools
 from ..writers.pipeline import Pipeline
-from .formats import format_for
 from .image import ArrayStats, Image, images_catch_up
 from .memory import MemoryUsage, plan_memory
 from .session_record import SESSION_KEY, SessionRecord
@@ -65,7 +64,7 @@ class Stream:
                 settings.store, fsync=settings.fsync, direct_io=settings.direct_io, s3=settings.s3
             )
         )
-        self._format = format_for(settings)
+        self._spec = spec_for(settings.version, settings.dimension_separator)
         self._prepare_store()
         self._closed = False
         self._close_lock = threading.Lock()
@@ -83,7 +82,7 @@ class Stream:
             for image_settings in settings.images:
                 self._images[image_settings.key] = Image(
                     image_settings,
-                    fmt=self._format,
+                    spec=self._spec,
                     store=self._store,
                     pipeline=self._pipeline,
                     pools=self._pools,
@@ -121,8 +120,8 @@ class Stream:
             parts = key.split("/")[:-1] if key else []
             plain.update("/".join(parts[: i + 1]) for i in range(len(parts)))
         for path in sorted(plain - set(self._images)):
-            attrs = self._format.collection_attributes(collection.get(path, {}))
-            self._put_documents(self._format.group_documents(path, attrs))
+            attrs = self._spec.collection_attributes(collection.get(path, {}))
+            self._put_documents(self._spec.group_documents(path, attrs))
 
     def _put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
         """Write JSON documents (each atomically) into the stream's store."""

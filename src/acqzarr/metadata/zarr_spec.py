@@ -1,10 +1,12 @@
 """What every Zarr version's metadata looks like to acqzarr: one surface, two implementations.
 
 ``zarr_v2.ZarrV2Spec`` and ``zarr_v3.ZarrV3Spec`` both build the documents the
-writers store (``formats.py``) and parse the documents ``acqzarr info`` and
-``acqzarr validate`` read back (``store_info.py``, ``validation.py``), so the
-rules of each version live in its own module and no caller branches on the
-version number.  A parsed array is an ``ArrayMeta``, the same for both
+engine stores (array, group and column documents, the OME-NGFF flavour of the
+version, chunk keys) and parse the documents ``acqzarr info`` and ``acqzarr
+validate`` read back (``read/info.py``, ``read/validate.py``), so the rules of
+each version live in its own module and no caller branches on the version
+number.  A spec for writing is bound to the store's chunk key separator
+(``spec_for(version, separator)``).  A parsed array is an ``ArrayMeta``, the same for both
 versions; a chunk's key comes from its ``KeyEncoding``, the one place that
 turns grid coordinates into a key and back.
 """
@@ -12,13 +14,18 @@ turns grid coordinates into a key and back.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-__all__ = ["COLUMN_FILL", "ArrayMeta", "Documents", "KeyEncoding", "ParsedNode", "ZarrSpec"]
+from ..settings.locations import join_key
+
+if TYPE_CHECKING:
+    from ..settings import ArraySettings
+
+__all__ = ["COLUMN_FILL", "ArrayDocument", "ArrayMeta", "Documents", "KeyEncoding", "ParsedNode", "ZarrSpec"]
 
 Documents = dict[str, dict[str, Any]]
 
@@ -97,6 +104,18 @@ class ArrayMeta:
 
 
 @dataclass(frozen=True)
+class ArrayDocument:
+    """An array's metadata document with everything but its shape fixed: an image level that
+    shows a longer extent is published as ``with_shape(new shape)``."""
+
+    key: str
+    doc: Mapping[str, Any]
+
+    def with_shape(self, shape: tuple[int, ...]) -> Documents:
+        return {self.key: {**self.doc, "shape": list(shape)}}
+
+
+@dataclass(frozen=True)
 class ParsedNode:
     """A node found in a store: its path, kind, metadata document and attributes."""
 
@@ -107,7 +126,8 @@ class ParsedNode:
 
 
 class ZarrSpec(ABC):
-    """One Zarr version's documents: written by ``formats.py``, read by ``store_info.py``."""
+    """One Zarr version's documents, written and read; ``separator`` is the chunk key separator of
+    the arrays this instance writes (Zarr v2's ``dimension_separator``)."""
 
     version: ClassVar[int]
     ngff_version: ClassVar[str]  # the OME-NGFF version written with (and expected in) this Zarr version
@@ -116,26 +136,32 @@ class ZarrSpec(ABC):
     node_names: ClassVar[tuple[str, ...]]  # the file names whose presence makes a node
     required_array_fields: ClassVar[tuple[str, ...]]
 
+    def __init__(self, separator: str = "/") -> None:
+        self.separator = separator
+        self.keys = self.key_encoding(separator)  # the chunk keys of the arrays it writes
+
+    def writing(self, separator: str) -> ZarrSpec:
+        """This version's spec for writing arrays with chunk key ``separator``."""
+        return type(self)(separator)
+
     # --- writing ---------------------------------------------------------------------------------
     @abstractmethod
     def group_documents(self, path: str, attributes: dict[str, Any]) -> Documents:
         """Documents that make ``path`` a group carrying ``attributes``."""
 
     @abstractmethod
-    def image_array_documents(
+    def image_array(
         self,
         path: str,
         *,
-        shape: tuple[int, ...],
         chunks: tuple[int, ...],
         shards: tuple[int, ...],
         dtype: np.dtype[Any],
         codec: Any,
-        index_codecs: list[dict[str, Any]],
         dimension_names: tuple[str, ...],
-        separator: str,
-    ) -> Documents:
-        """Documents of an image level: ``codec`` is a ``BloscCodec`` or None (raw)."""
+    ) -> ArrayDocument:
+        """The document of an image level (any shape): ``codec`` is a ``BloscCodec`` or None
+        (raw); ``shards`` is ignored by a version that does not shard."""
 
     @abstractmethod
     def column_documents(
@@ -146,7 +172,6 @@ class ZarrSpec(ABC):
         chunks: tuple[int, ...],
         kind: str,
         dimension_names: tuple[str, ...],
-        separator: str,
     ) -> Documents:
         """Documents of a per-frame metadata column (``frame_columns.py``): ``kind`` "float64" or
         "int64" (raw little-endian chunks) or "string" (vlen-utf8 then zstd)."""
@@ -154,6 +179,20 @@ class ZarrSpec(ABC):
     @abstractmethod
     def key_encoding(self, separator: str) -> KeyEncoding:
         """The chunk keys of arrays acqzarr writes (``separator`` is the v2 dimension separator)."""
+
+    def chunk_key(self, path: str, coords: tuple[int, ...]) -> str:
+        """Key of the stored object (chunk, or shard) at grid position ``coords`` of array ``path``."""
+        return join_key(path, self.keys.key(coords))
+
+    @abstractmethod
+    def image_attributes(
+        self, settings: ArraySettings, levels: int, windows: dict[int, tuple[float, float]]
+    ) -> dict[str, Any]:
+        """OME-NGFF attributes of an image group with ``levels`` levels at paths "0", "1", ..."""
+
+    @abstractmethod
+    def collection_attributes(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """Attributes of a group above the images (plate, well, series) from its NGFF fields."""
 
     # --- reading ---------------------------------------------------------------------------------
     @abstractmethod

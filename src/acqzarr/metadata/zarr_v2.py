@@ -7,8 +7,19 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import ArraySettings
 from ..settings.locations import join_key
-from .zarr_spec import COLUMN_FILL, COLUMN_ZSTD_LEVEL, ArrayMeta, Documents, KeyEncoding, ParsedNode, ZarrSpec
+from . import ngff
+from .zarr_spec import (
+    COLUMN_FILL,
+    COLUMN_ZSTD_LEVEL,
+    ArrayDocument,
+    ArrayMeta,
+    Documents,
+    KeyEncoding,
+    ParsedNode,
+    ZarrSpec,
+)
 
 __all__ = ["ZarrV2Spec", "array_doc", "v2_dtype"]
 
@@ -67,27 +78,27 @@ class ZarrV2Spec(ZarrSpec):
             docs[join_key(path, ".zattrs")] = attributes
         return docs
 
-    def image_array_documents(
+    def __init__(self, separator: str = ".") -> None:
+        super().__init__(separator)
+
+    def image_array(
         self,
         path: str,
         *,
-        shape: tuple[int, ...],
         chunks: tuple[int, ...],
         shards: tuple[int, ...],
         dtype: np.dtype[Any],
         codec: Any,
-        index_codecs: list[dict[str, Any]],
         dimension_names: tuple[str, ...],
-        separator: str,
-    ) -> Documents:
+    ) -> ArrayDocument:
         doc = array_doc(
-            shape=shape,
+            shape=(0,) * len(chunks),
             chunks=chunks,
             dtype=dtype,
             compressor=None if codec is None else codec.v2_config(),
-            separator=separator,
+            separator=self.separator,
         )
-        return {join_key(path, ".zarray"): doc}
+        return ArrayDocument(join_key(path, ".zarray"), doc)
 
     def column_documents(
         self,
@@ -97,7 +108,6 @@ class ZarrV2Spec(ZarrSpec):
         chunks: tuple[int, ...],
         kind: str,
         dimension_names: tuple[str, ...],
-        separator: str,
     ) -> Documents:
         string = kind == "string"
         doc = array_doc(
@@ -105,7 +115,7 @@ class ZarrV2Spec(ZarrSpec):
             chunks=chunks,
             dtype=np.dtype(object if string else kind),
             compressor={"id": "zstd", "level": COLUMN_ZSTD_LEVEL} if string else None,
-            separator=separator,
+            separator=self.separator,
             fill_value=COLUMN_FILL[kind],
             filters=[{"id": "vlen-utf8"}] if string else None,
         )
@@ -116,6 +126,14 @@ class ZarrV2Spec(ZarrSpec):
 
     def key_encoding(self, separator: str) -> KeyEncoding:
         return KeyEncoding(separator)
+
+    def image_attributes(
+        self, settings: ArraySettings, levels: int, windows: dict[int, tuple[float, float]]
+    ) -> dict[str, Any]:
+        return ngff.ngff_04_attrs(settings, levels, windows)
+
+    def collection_attributes(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return ngff.ngff_04_group(fields)
 
     def read_node(
         self, parent: str, name: str, doc: dict[str, Any], attrs: Callable[[str], dict[str, Any]]

@@ -7,10 +7,14 @@ from typing import Any
 
 import numpy as np
 
+from ..codecs import ShardLayout
+from ..settings import ArraySettings
 from ..settings.locations import join_key
+from . import ngff
 from .zarr_spec import (
     COLUMN_FILL,
     COLUMN_ZSTD_LEVEL,
+    ArrayDocument,
     ArrayMeta,
     Documents,
     KeyEncoding,
@@ -64,20 +68,18 @@ class ZarrV3Spec(ZarrSpec):
             join_key(path, "zarr.json"): {"zarr_format": 3, "node_type": "group", "attributes": attributes}
         }
 
-    def image_array_documents(
+    def image_array(
         self,
         path: str,
         *,
-        shape: tuple[int, ...],
         chunks: tuple[int, ...],
         shards: tuple[int, ...],
         dtype: np.dtype[Any],
         codec: Any,
-        index_codecs: list[dict[str, Any]],
         dimension_names: tuple[str, ...],
-        separator: str,
-    ) -> Documents:
+    ) -> ArrayDocument:
         """A sharded array: each stored object is a shard of ``chunks``-shaped inner chunks."""
+        per_shard = tuple(s // c for s, c in zip(shards, chunks, strict=True))
         sharding = {
             "name": "sharding_indexed",
             "configuration": {
@@ -86,12 +88,12 @@ class ZarrV3Spec(ZarrSpec):
                     {"name": "bytes", "configuration": {"endian": "little"}},
                     *([] if codec is None else [codec.v3_config()]),
                 ],
-                "index_codecs": index_codecs,
+                "index_codecs": ShardLayout(per_shard).index_config(),
                 "index_location": "end",
             },
         }
-        doc = _array_doc(shape, shards, str(dtype), 0, [sharding], dimension_names)
-        return {join_key(path, "zarr.json"): doc}
+        doc = _array_doc((0,) * len(chunks), shards, str(dtype), 0, [sharding], dimension_names)
+        return ArrayDocument(join_key(path, "zarr.json"), doc)
 
     def column_documents(
         self,
@@ -101,7 +103,6 @@ class ZarrV3Spec(ZarrSpec):
         chunks: tuple[int, ...],
         kind: str,
         dimension_names: tuple[str, ...],
-        separator: str,
     ) -> Documents:
         codecs = (
             [
@@ -116,6 +117,14 @@ class ZarrV3Spec(ZarrSpec):
 
     def key_encoding(self, separator: str) -> KeyEncoding:
         return KeyEncoding("/", "c")
+
+    def image_attributes(
+        self, settings: ArraySettings, levels: int, windows: dict[int, tuple[float, float]]
+    ) -> dict[str, Any]:
+        return ngff.ngff_05_attrs(settings, levels, windows)
+
+    def collection_attributes(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return ngff.ngff_05_group(fields)
 
     def read_node(
         self, parent: str, name: str, doc: dict[str, Any], attrs: Callable[[str], dict[str, Any]]

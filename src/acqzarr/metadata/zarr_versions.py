@@ -13,11 +13,12 @@ __all__ = ["SPECS", "spec_for", "spec_in"]
 SPECS: tuple[ZarrSpec, ...] = (ZarrV3Spec(), ZarrV2Spec())  # v3 first: a store holding both reads as v3
 
 
-def spec_for(version: int) -> ZarrSpec:
-    """The spec of Zarr ``version``; ValueError for a version acqzarr does not know."""
+def spec_for(version: int, separator: str | None = None) -> ZarrSpec:
+    """The spec of Zarr ``version`` (writing with chunk key ``separator``, when given); ValueError
+    for a version acqzarr does not know."""
     for spec in SPECS:
         if spec.version == version:
-            return spec
+            return spec if separator is None else spec.writing(separator)
     raise ValueError(f"Zarr version {version} is not supported (2 or 3)")
 
 
