@@ -170,7 +170,9 @@ def add_subcommands(sub: Any) -> None:
     snd.add_argument("--series-id", help="series id (default: DRIVER-UTCTIME)")
     snd.add_argument("--key", default="cam0", help="array key of the frames (default: cam0)")
     group = snd.add_mutually_exclusive_group()
-    group.add_argument("--settings", help="stream settings file (StreamSettings fields without store)")
+    group.add_argument(
+        "--settings", help="stream settings file (StreamSettings fields without store, overwrite, s3)"
+    )
     group.add_argument("--preset", help="name of settings in the server's presets")
     snd.add_argument(
         "--version", type=int, choices=(2, 3), default=3, help="Zarr format without --settings (default: 3)"

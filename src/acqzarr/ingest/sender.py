@@ -32,7 +32,17 @@ import zmq.auth
 
 from ..errors import BackpressureTimeout, ConfigError, FrameError, StateError
 from ..settings import DTYPES, StreamSettings
-from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart, encode_header, encode_payload
+from .protocol import (
+    MAX_SERIES_ID,
+    PROTOCOL_VERSION,
+    SERVER_FIELDS,
+    Frame,
+    SeriesEnd,
+    SeriesStart,
+    encode_header,
+    encode_payload,
+    valid_series_id,
+)
 from .status import StatusUnavailable, query
 
 __all__ = ["CurveClient", "Sender"]
@@ -165,14 +175,31 @@ class Sender:
         preset: str | None = None,
         user_data: Any = None,
     ) -> None:
-        """Open a series on the server, carrying its stream settings (without store) or naming a preset."""
+        """Open a series on the server, carrying its stream settings or naming a preset.
+
+        The fields that are the server's (``protocol.SERVER_FIELDS``: store,
+        overwrite, s3) are left out of a ``StreamSettings``, which always has
+        them; a mapping that carries one is a ConfigError here, before
+        anything is sent, as the server would refuse the series for it.
+        """
         if self._series is not None:
             raise StateError(f"series {self._series!r} is still open; end it first")
+        if not valid_series_id(series_id):
+            raise ConfigError(
+                f"series_id {series_id!r}: 1-{MAX_SERIES_ID} of letters, digits, '_', '.', '-', "
+                "not starting with '.' or '-', no '..' (it names a directory on the server)"
+            )
         data: dict[str, Any] | None
         if isinstance(settings, StreamSettings):
-            data = settings.model_dump(mode="json", exclude={"store", "overwrite"})
+            data = settings.model_dump(mode="json", exclude=set(SERVER_FIELDS))
         else:
             data = None if settings is None else dict(settings)
+            carried = [name for name in SERVER_FIELDS if data is not None and name in data]
+            if carried:
+                raise ConfigError(
+                    f"series {series_id!r}: settings {carried[0]!r} is set by the server, not the series; "
+                    f"leave {', '.join(SERVER_FIELDS)} out"
+                )
         self._msg = 0
         self._frame_ids = {}
         self._started_ns = time.time_ns()
