@@ -3,15 +3,18 @@ works as shown, and a series the server refuses is refused to its sender too, wi
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import acqzarr as az
-from acqzarr.errors import ConfigError
-from acqzarr.ingest import Sender
+from acqzarr.errors import ConfigError, ProtocolError
+from acqzarr.ingest import Sender, SeriesRejected
 from acqzarr.ingest.protocol import SERVER_FIELDS
-from ingest_helpers import SMALL_SERIES, Served, assert_store, free_port, small_frame
+from ingest_helpers import SMALL_SERIES, WAIT, Served, assert_store, free_port, small_frame
 
 
 def readme_settings() -> az.StreamSettings:
@@ -68,3 +71,84 @@ def test_settings_carrying_a_server_field_are_refused_before_sending(field: str)
         with pytest.raises(ConfigError, match="names a directory on the server"):
             sender.start_series("../run", SMALL_SERIES)
         assert sender.sent == 0
+
+
+def test_a_refused_series_reaches_its_sender_with_the_reason_and_stops_it(tmp_path: Path) -> None:
+    """A series_start refused on the server (its store exists) raises SeriesRejected from the
+    sender's next send, within about a second, not after the 60 s confirm timeout; the sender
+    sends nothing more of it, and the store that was there is left as it was."""
+    root = tmp_path / "root"
+    (root / "taken").mkdir(parents=True)
+    (root / "taken" / "keep.txt").write_text("earlier run")
+    served = Served(root)
+    try:
+        with Sender(served.endpoint, status_endpoint=served.status_endpoint) as sender:  # timeout None: 60 s
+            sender.start_series("taken", SMALL_SERIES)
+            t0 = time.monotonic()
+            with pytest.raises(SeriesRejected) as caught:
+                while time.monotonic() - t0 < WAIT:
+                    sender.send(small_frame(sender.sent), key="cam0")
+                    time.sleep(0.005)
+            elapsed = time.monotonic() - t0
+            sent = sender.sent
+            error = caught.value
+            assert isinstance(error, ProtocolError) and error.reason == "series_exists"
+            assert "the server rejected series 'taken'" in str(error) and "already exists" in str(error)
+            assert elapsed < 2.0, f"the sender heard of the refusal after {elapsed:.2f} s"
+            with pytest.raises(SeriesRejected, match="series_exists"):  # and again, sending nothing
+                sender.send(small_frame(0), key="cam0")
+            with pytest.raises(SeriesRejected, match="series_exists"):
+                sender.end_series()
+            assert sender.sent == sent
+        # Every frame the sender sent reached the server (as a frame of a series never started),
+        # and none after the refusal.
+        snap = served.wait_status(lambda s: s["rejected"].get("unknown_series", 0) >= sent, "frames in")
+        time.sleep(0.3)
+        snap = served.status()
+        assert snap["rejected"] == {"series_exists": 1, "unknown_series": sent}
+        [refused] = snap["rejected_series"]
+        assert refused["series_id"] == "taken" and refused["reason"] == "series_exists"
+        assert sorted(p.name for p in (root / "taken").iterdir()) == ["keep.txt"]
+    finally:
+        served.shutdown()
+
+
+def test_end_series_of_a_refused_series_raises_at_once(tmp_path: Path) -> None:
+    """A series refused as 'busy' (another one holds the only slot), ended at once: end_series
+    raises SeriesRejected instead of waiting 60 s for a summary that never comes."""
+    served = Served(tmp_path / "root", max_open_series=1)
+    try:
+        served.start("A")
+        served.wait_status(lambda s: "A" in s["open_series"], "A open")
+        with Sender(served.endpoint, status_endpoint=served.status_endpoint) as sender:
+            t0 = time.monotonic()
+            sender.start_series("B", SMALL_SERIES)
+            with pytest.raises(SeriesRejected, match=r"busy: the server rejected series 'B': 1 series open"):
+                sender.end_series()
+            assert time.monotonic() - t0 < 5.0
+            sender.start_series("C", SMALL_SERIES)  # a refusal does not stick to the next series
+            assert sender.sent == 0
+    finally:
+        served.shutdown()
+
+
+def test_acqzarr_send_exits_1_with_the_reason_of_a_refusal(tmp_path: Path) -> None:
+    """`acqzarr send` with a series id whose store exists: exit 1 with the server's reason, having
+    stopped sending long before its 1000 frames."""
+    root = tmp_path / "root"
+    (root / "run-001").mkdir(parents=True)
+    served = Served(root)
+    try:
+        command = [sys.executable, "-m", "acqzarr", "send", "--driver", "simulated.noise"]
+        command += ["--frames", "1000", "--option", "height=64", "--option", "width=48"]
+        command += ["--option", "fps=100", "--endpoint", served.endpoint, "--series-id", "run-001"]
+        command += ["--status", served.status_endpoint]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 1, result.stderr
+        assert "acqzarr: error: series_exists: the server rejected series 'run-001'" in result.stderr
+        assert "already exists" in result.stderr and "not finalized" not in result.stderr
+        snap = served.status()
+        assert snap["rejected"]["series_exists"] == 1
+        assert snap["rejected"].get("unknown_series", 0) < 200  # ~0.1-0.3 s of 100 fps, not 10 s
+    finally:
+        served.shutdown()

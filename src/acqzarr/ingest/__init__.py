@@ -9,7 +9,7 @@ from .config import CurveServer, ServeConfig, load_serve_config
 from .protocol import PROTOCOL_VERSION, REASONS, Frame, SeriesEnd, SeriesStart
 from .sender import CurveClient, Sender
 from .server import IngestServer, serve
-from .status import StatusUnavailable, query
+from .status import SeriesRejected, StatusUnavailable, query
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -20,6 +20,7 @@ __all__ = [
     "IngestServer",
     "Sender",
     "SeriesEnd",
+    "SeriesRejected",
     "SeriesStart",
     "ServeConfig",
     "StatusUnavailable",

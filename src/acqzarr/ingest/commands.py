@@ -181,7 +181,8 @@ def add_subcommands(sub: Any) -> None:
     snd.add_argument(
         "--status",
         metavar="ENDPOINT",
-        help="the server's status endpoint: wait until it has finalized the series and report it",
+        help="the server's status endpoint: stop with the server's reason if it refuses the series, "
+        "and wait until it has finalized the series and report it",
     )
     snd.add_argument("--curve-secret", help="this sender's CURVE certificate (.key_secret)")
     snd.add_argument("--curve-server-key", help="the server's public CURVE certificate (.key)")

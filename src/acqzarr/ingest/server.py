@@ -204,8 +204,10 @@ class IngestServer:
                     "series_start of %r not taken: shut down while it waited for a slot", waiting.series_id
                 )
                 self.opener.release(waiting)
-                for _ in range(1 + len(waiting.messages)):
-                    self._reject("shutdown", f"series {waiting.series_id!r} never started", None)
+                never = f"series {waiting.series_id!r} never started (the server shut down)"
+                self._refuse(waiting.header, ProtocolError("shutdown", never))
+                for _ in waiting.messages:
+                    self._reject("shutdown", never, None)
 
     def wait_finalized(self) -> None:
         """Wait for every pending finalize and count its outcome (shutdown; tests)."""
@@ -300,7 +302,7 @@ class IngestServer:
                 self.opener.hold(waiting, Held(parts, receive_ns))
                 return
             if isinstance(header, SeriesStart):
-                self._start(header, payload, Held(parts, receive_ns))
+                self._start_or_refuse(header, payload, Held(parts, receive_ns))
                 return
             series = self._open(header.series_id)
             before = series.gaps
@@ -336,6 +338,21 @@ class IngestServer:
         raise ProtocolError("unknown_series", f"series {series_id!r} was never started")
 
     # -- starting a series --------------------------------------------------------
+    def _start_or_refuse(self, header: SeriesStart, payload: memoryview, message: Held) -> None:
+        try:
+            self._start(header, payload, message)
+        except ProtocolError as exc:
+            self._refuse(header, exc)
+        except Exception as exc:  # a bug: the series cannot start, its sender still hears why
+            log.exception("unexpected error handling a series_start")
+            self._refuse(header, ProtocolError("internal", repr(exc)))
+
+    def _refuse(self, header: SeriesStart, error: ProtocolError) -> None:
+        """A series_start that does not start its series: rejected, and listed in the status
+        (``rejected_series``), where its sender looks for it."""
+        self.counters.refused(header, error)
+        self._reject(error.reason, str(error), None)
+
     def _start(self, header: SeriesStart, payload: memoryview, message: Held) -> None:
         """Check a series_start against the server's state; the series then waits (``opener.py``)
         for its slot, if a finalizing series holds it, and for its store to open."""
@@ -447,7 +464,7 @@ class IngestServer:
         """A series that cannot start: its series_start is rejected for ``error``, and its held
         messages as the messages of a series that never started."""
         self.opener.release(waiting)
-        self._reject(error.reason, str(error), None)
+        self._refuse(waiting.header, error)
         for held in waiting.messages:
             self.handle(held.parts, held.receive_ns)
 
