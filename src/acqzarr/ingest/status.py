@@ -1,27 +1,36 @@
-"""Live counters of the ingest server, and the client side of its status socket.
+"""Live counters of the ingest server, its status, and the client side of its status socket.
 
-The server answers any request on its REP status socket with
-``Counters.snapshot()`` as JSON; ``acqzarr status ENDPOINT`` (``query``)
-asks once and prints it.  The same figures go to the console once per
-``status_interval``.  A sender finds there, too, whether the server refused
-its series (``rejected_series``, read with ``rejection``): the data socket
-is one-way, the status socket is how a sender hears back.
+The server counts what happens (``Counters``) and every rejected message
+(``Rejections``, which also logs them, rate limited); it answers any request
+on its REP status socket with ``Reporter.snapshot()`` as JSON, and
+``acqzarr status ENDPOINT`` (``query``) asks once and prints it.  The same
+figures go to the console once per ``status_interval`` (``Reporter.tick``).
+A sender finds there, too, whether the server refused its series
+(``rejected_series``, read with ``rejection``): the data socket is one-way,
+the status socket is how a sender hears back.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import Counter, deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
 from ..errors import AcqzarrError, ProtocolError
 from .protocol import PROTOCOL_VERSION, SeriesStart
 
+if TYPE_CHECKING:  # the server's side; a sender imports this module without it
+    from .lifecycle import SeriesLifecycle
+    from .series import Series
+
 __all__ = [
     "Counters",
+    "Rejections",
+    "Reporter",
     "SeriesRejected",
     "StatusClient",
     "StatusUnavailable",
@@ -30,7 +39,10 @@ __all__ = [
     "rejection",
 ]
 
+log = logging.getLogger("acqzarr.ingest")
+
 RECENT_SERIES = 50
+_LOGGED_PER_REASON = 5  # rejection log lines per reason per status interval; the rest are summarised
 
 
 class StatusUnavailable(AcqzarrError, TimeoutError):
@@ -117,6 +129,84 @@ class Counters:
             "recent_series": list(self.recent),
             "rejected_series": list(self.rejected_series),
         }
+
+
+class Rejections:
+    """Every rejected message, counted under its reason (for the server, and for its series when it
+    is attributed to one) and logged: at most a few lines per reason per status interval, then one
+    line that says how many more there were."""
+
+    def __init__(self, counters: Counters) -> None:
+        self.counters = counters
+        self._logged: Counter[str] = Counter()
+
+    def reject(self, reason: str, message: str, series: Series | None) -> None:
+        self.counters.rejected[reason] += 1
+        if series is not None:
+            series.rejected[reason] += 1
+        self._logged[reason] += 1
+        if self._logged[reason] <= _LOGGED_PER_REASON:
+            log.warning("rejected (%s)", message if message.startswith(reason) else f"{reason}: {message}")
+
+    def refuse(self, header: SeriesStart, error: ProtocolError) -> None:
+        """A series_start that does not start its series: rejected, and listed in the status
+        (``rejected_series``), where its sender looks for it."""
+        self.counters.refused(header, error)
+        self.reject(error.reason, str(error), None)
+
+    def summarise(self) -> None:
+        """Log how many rejections were not logged one by one since the last call."""
+        suppressed = {r: n - _LOGGED_PER_REASON for r, n in self._logged.items() if n > _LOGGED_PER_REASON}
+        if suppressed:
+            log.warning("rejections not logged individually in the last interval: %s", suppressed)
+        self._logged.clear()
+
+
+class Reporter:
+    """The server's status: the counters with the state of every series it holds, as the status
+    socket's answer (``snapshot``) and the console line (``tick``)."""
+
+    def __init__(self, counters: Counters, rejections: Rejections, lifecycle: SeriesLifecycle) -> None:
+        self.counters = counters
+        self.rejections = rejections
+        self.lifecycle = lifecycle
+        self._last_line: tuple[int, int, int, int] | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        lifecycle = self.lifecycle
+        lifecycle.reap()
+        c = self.counters
+        now = time.monotonic()
+        finalizing = lifecycle.finalizer.pending
+        c.bytes_written_open = sum(s.bytes_written() for s in lifecycle.open.values()) + sum(
+            f.series.bytes_written() for f in finalizing.values()
+        )
+        c.open_series = {
+            sid: {
+                "frames": s.frames,
+                "gaps": s.gaps,
+                "rejected": sum(s.rejected.values()),
+                "idle_s": round(now - s.last_activity, 3),
+            }
+            for sid, s in lifecycle.open.items()
+        }
+        c.finalizing_series = {
+            sid: {"end": f.end, "frames": f.series.frames, "finalizing_s": round(now - f.since, 3)}
+            for sid, f in finalizing.items()
+        }
+        c.waiting_series = list(lifecycle.opener.waiting)
+        c.held_bytes = lifecycle.opener.nbytes
+        return c.snapshot()
+
+    def tick(self, force: bool = False) -> None:
+        """Recompute the rates; log the console line if anything is open or changed (or ``force``)."""
+        c = self.counters
+        c.tick()
+        self.rejections.summarise()
+        state = (c.frames, sum(c.rejected.values()), c.gaps, c.series_finished)
+        if force or self.lifecycle.open or self.lifecycle.finalizer.pending or state != self._last_line:
+            log.info("%s", format_line(self.snapshot()))
+            self._last_line = state
 
 
 def format_line(snap: dict[str, Any]) -> str:
