@@ -147,6 +147,8 @@ def test_acqzarr_send_exits_1_with_the_reason_of_a_refusal(tmp_path: Path) -> No
         assert result.returncode == 1, result.stderr
         assert "acqzarr: error: series_exists: the server rejected series 'run-001'" in result.stderr
         assert "already exists" in result.stderr and "not finalized" not in result.stderr
+        assert "choose another --series-id" in result.stderr
+        assert "frames sent before it was heard" in result.stderr
         snap = served.status()
         assert snap["rejected"]["series_exists"] == 1
         assert snap["rejected"].get("unknown_series", 0) < 200  # ~0.1-0.3 s of 100 fps, not 10 s

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -24,7 +24,16 @@ from ..metadata.zarr_versions import spec_for
 from ..overrides import add_set_argument, parse_assignment
 from ..settings import format_validation_error, load_mapping
 
+if TYPE_CHECKING:
+    from .sender import Sender
+
 __all__ = ["add_subcommands"]
+
+# What to do about a refused series, in the command's words.
+_REFUSAL_HINTS = {
+    "series_exists": "choose another --series-id (or set overwrite: true in the server's config)",
+    "busy": "the server holds max_open_series series already; send again once one has ended",
+}
 
 
 
@@ -63,6 +72,7 @@ def _send(args: argparse.Namespace) -> int:
     import acqzarr_drivers
 
     from .sender import CurveClient, Sender
+    from .status import SeriesRejected
 
     options: dict[str, Any] = dict(parse_assignment(item, "--option", "name=value") for item in args.option)
     try:
@@ -94,24 +104,15 @@ def _send(args: argparse.Namespace) -> int:
         curve=curve,
         status_endpoint=args.status,
     ) as sender:
-        sender.start_series(series_id, settings, preset=args.preset, user_data={"driver": args.driver})
-        camera.start()
         try:
-            while args.frames is None or sender.sent + sender.dropped < args.frames:
-                buf = sender.acquire(camera.shape, camera.dtype)
-                info = camera.read_into(buf)
-                if info is None:
-                    break
-                sender.send(
-                    buf,
-                    key=args.key,
-                    frame_id=info.frame_id,
-                    timestamp_ns=info.timestamp_ns,
-                    dropped_before=info.dropped_before,
-                )
-        finally:
-            camera.stop()
-        sender.end_series(user_data={"camera_dropped": int(camera.dropped)})
+            _send_series(args, camera, sender, series_id, settings)
+        except SeriesRejected as exc:
+            hint = _REFUSAL_HINTS.get(exc.reason)
+            raise SeriesRejected(
+                exc.series_id,
+                exc.reason,
+                f"{exc.detail}{f'; {hint}' if hint else ''} ({sender.sent} frames sent before it was heard)",
+            ) from None
     elapsed = time.perf_counter() - t0
     frame_bytes = math.prod(camera.shape) * np.dtype(camera.dtype).itemsize
     print(
@@ -127,6 +128,30 @@ def _send(args: argparse.Namespace) -> int:
         )
         return EXIT_OK if s["completed"] else EXIT_RUNTIME
     return EXIT_OK
+
+
+def _send_series(
+    args: argparse.Namespace, camera: Any, sender: Sender, series_id: str, settings: dict[str, Any] | None
+) -> None:
+    """One series of the camera's frames: start, frames until ``--frames`` or the driver ends, end."""
+    sender.start_series(series_id, settings, preset=args.preset, user_data={"driver": args.driver})
+    camera.start()
+    try:
+        while args.frames is None or sender.sent + sender.dropped < args.frames:
+            buf = sender.acquire(camera.shape, camera.dtype)
+            info = camera.read_into(buf)
+            if info is None:
+                break
+            sender.send(
+                buf,
+                key=args.key,
+                frame_id=info.frame_id,
+                timestamp_ns=info.timestamp_ns,
+                dropped_before=info.dropped_before,
+            )
+    finally:
+        camera.stop()
+    sender.end_series(user_data={"camera_dropped": int(camera.dropped)})
 
 
 def _status(args: argparse.Namespace) -> int:
