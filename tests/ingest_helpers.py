@@ -259,7 +259,7 @@ class Served:
     watched through its status socket."""
 
     def __init__(self, root: Path, **config: Any) -> None:
-        endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.endpoint = endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.status_endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.server = IngestServer(
             ServeConfig(root=str(root), endpoints=[endpoint], status_endpoint=self.status_endpoint, **config)

@@ -14,7 +14,7 @@ import json
 import logging
 import math
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -24,7 +24,16 @@ from ..metadata.zarr_versions import spec_for
 from ..settings import format_validation_error, load_mapping
 from ..settings.overrides import add_set_argument, parse_assignment
 
+if TYPE_CHECKING:
+    from .sender import Sender
+
 __all__ = ["add_subcommands"]
+
+# What to do about a refused series, in the command's words.
+_REFUSAL_HINTS = {
+    "series_exists": "choose another --series-id (or set overwrite: true in the server's config)",
+    "busy": "the server holds max_open_series series already; send again once one has ended",
+}
 
 
 
@@ -63,6 +72,7 @@ def _send(args: argparse.Namespace) -> int:
     import acqzarr_drivers
 
     from .sender import CurveClient, Sender
+    from .status import SeriesRejected
 
     options: dict[str, Any] = dict(parse_assignment(item, "--option", "name=value") for item in args.option)
     try:
@@ -94,24 +104,15 @@ def _send(args: argparse.Namespace) -> int:
         curve=curve,
         status_endpoint=args.status,
     ) as sender:
-        sender.start_series(series_id, settings, preset=args.preset, user_data={"driver": args.driver})
-        camera.start()
         try:
-            while args.frames is None or sender.sent + sender.dropped < args.frames:
-                buf = sender.acquire(camera.shape, camera.dtype)
-                info = camera.read_into(buf)
-                if info is None:
-                    break
-                sender.send(
-                    buf,
-                    key=args.key,
-                    frame_id=info.frame_id,
-                    timestamp_ns=info.timestamp_ns,
-                    dropped_before=info.dropped_before,
-                )
-        finally:
-            camera.stop()
-        sender.end_series(user_data={"camera_dropped": int(camera.dropped)})
+            _send_series(args, camera, sender, series_id, settings)
+        except SeriesRejected as exc:
+            hint = _REFUSAL_HINTS.get(exc.reason)
+            raise SeriesRejected(
+                exc.series_id,
+                exc.reason,
+                f"{exc.detail}{f'; {hint}' if hint else ''} ({sender.sent} frames sent before it was heard)",
+            ) from None
     elapsed = time.perf_counter() - t0
     frame_bytes = math.prod(camera.shape) * np.dtype(camera.dtype).itemsize
     print(
@@ -127,6 +128,30 @@ def _send(args: argparse.Namespace) -> int:
         )
         return EXIT_OK if s["completed"] else EXIT_RUNTIME
     return EXIT_OK
+
+
+def _send_series(
+    args: argparse.Namespace, camera: Any, sender: Sender, series_id: str, settings: dict[str, Any] | None
+) -> None:
+    """One series of the camera's frames: start, frames until ``--frames`` or the driver ends, end."""
+    sender.start_series(series_id, settings, preset=args.preset, user_data={"driver": args.driver})
+    camera.start()
+    try:
+        while args.frames is None or sender.sent + sender.dropped < args.frames:
+            buf = sender.acquire(camera.shape, camera.dtype)
+            info = camera.read_into(buf)
+            if info is None:
+                break
+            sender.send(
+                buf,
+                key=args.key,
+                frame_id=info.frame_id,
+                timestamp_ns=info.timestamp_ns,
+                dropped_before=info.dropped_before,
+            )
+    finally:
+        camera.stop()
+    sender.end_series(user_data={"camera_dropped": int(camera.dropped)})
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -170,7 +195,9 @@ def add_subcommands(sub: Any) -> None:
     snd.add_argument("--series-id", help="series id (default: DRIVER-UTCTIME)")
     snd.add_argument("--key", default="cam0", help="array key of the frames (default: cam0)")
     group = snd.add_mutually_exclusive_group()
-    group.add_argument("--settings", help="stream settings file (StreamSettings fields without store)")
+    group.add_argument(
+        "--settings", help="stream settings file (StreamSettings fields without store, overwrite, s3)"
+    )
     group.add_argument("--preset", help="name of settings in the server's presets")
     snd.add_argument(
         "--version", type=int, choices=(2, 3), default=3, help="Zarr format without --settings (default: 3)"
@@ -179,7 +206,8 @@ def add_subcommands(sub: Any) -> None:
     snd.add_argument(
         "--status",
         metavar="ENDPOINT",
-        help="the server's status endpoint: wait until it has finalized the series and report it",
+        help="the server's status endpoint: stop with the server's reason if it refuses the series, "
+        "and wait until it has finalized the series and report it",
     )
     snd.add_argument("--curve-secret", help="this sender's CURVE certificate (.key_secret)")
     snd.add_argument("--curve-server-key", help="the server's public CURVE certificate (.key)")

@@ -21,6 +21,7 @@ from ..errors import ConfigError
 from ..settings import S3Settings, StreamSettings, format_validation_error, load_mapping
 from ..settings.locations import is_s3, split_s3
 from ..settings.overrides import apply_overrides
+from .protocol import SERVER_FIELDS
 
 __all__ = [
     "CurveServer",
@@ -65,11 +66,11 @@ def series_settings(
 ) -> StreamSettings:
     """StreamSettings for one series: the sender's or a preset's fields plus the server's store.
 
-    ``store``, ``overwrite`` and the ``s3`` connection are the server's
-    decisions; carrying them is an error, so a sender cannot point a series
-    elsewhere.
+    ``protocol.SERVER_FIELDS`` (``store``, ``overwrite``, the ``s3``
+    connection) are the server's decisions; carrying them is an error, so a
+    sender cannot point a series elsewhere.
     """
-    forbidden = sorted({"store", "overwrite", "s3"}.intersection(data))
+    forbidden = [name for name in SERVER_FIELDS if name in data]
     if forbidden:
         raise ConfigError(f"{origin}: invalid settings\n  {forbidden[0]}: set by the server, not the series")
     fields = {**data, "store": store, "overwrite": overwrite, "s3": s3 or S3Settings()}
@@ -137,8 +138,8 @@ class ServeConfig(BaseModel):
     )
     presets: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
-        description="Named stream settings (StreamSettings fields without store/overwrite) a "
-        "series_start may name instead of carrying its own.",
+        description="Named stream settings (StreamSettings fields without "
+        f"{'/'.join(SERVER_FIELDS)}) a series_start may name instead of carrying its own.",
     )
     allow_sender_settings: bool = Field(
         default=True,

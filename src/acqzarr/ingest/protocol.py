@@ -35,6 +35,7 @@ from ..settings import DTYPES, is_key_path, is_key_segment
 __all__ = [
     "PROTOCOL_VERSION",
     "REASONS",
+    "SERVER_FIELDS",
     "Frame",
     "Header",
     "SeriesEnd",
@@ -75,6 +76,14 @@ REASONS: dict[str, str] = {
     "internal": "an unexpected error while handling the message (a bug; logged with its traceback)",
 }
 
+# StreamSettings fields that are the server's decision, never the series': where the store goes
+# (``store``, under the server's root), whether it may replace one (``overwrite``) and the object
+# store's connection (``s3``).  The server refuses a series_start (or preset) carrying any of them,
+# ``Sender`` leaves them out of a StreamSettings it sends, and the SeriesStart reference names them,
+# all from this one tuple.
+SERVER_FIELDS: Final = ("store", "overwrite", "s3")
+_SERVER_FIELDS_TEXT = ", ".join(f"`{name}`" for name in SERVER_FIELDS)
+
 MAX_SERIES_ID = 128
 
 
@@ -111,8 +120,9 @@ class SeriesStart(_Header):
     htype: Literal["series_start"] = Field(description="Message type.")
     settings: dict[str, Any] | None = Field(
         default=None,
-        description="StreamSettings fields except `store` and `overwrite` (the server decides "
-        "where and whether to replace); exactly one of settings and preset.",
+        description=f"StreamSettings fields except {_SERVER_FIELDS_TEXT} (the server's: where the "
+        "store goes, whether it may replace one, the object store's connection; a series carrying "
+        "one is rejected, reason `settings`); exactly one of settings and preset.",
     )
     preset: str | None = Field(default=None, description="Name of settings in the server's config `presets`.")
     timestamp_ns: int | None = Field(default=None, description="Sender clock, nanoseconds.")

@@ -14,6 +14,12 @@ into one first (one memcpy), so the caller may reuse it as soon as ``send``
 returns.  PUSH (the default) blocks when the server is behind; PUB drops
 the frame instead (``send`` returns False, ``dropped`` counts it) and the
 server sees the hole in ``msg_number``.
+
+With the server's ``status_endpoint`` the sender hears back: a series the
+server refuses (its store exists, the server is busy, its settings are
+invalid, ...) raises ``SeriesRejected`` with the server's reason from the
+next ``send`` or ``end_series`` (``watch.py`` listens for it on a thread),
+and ``end_series`` waits for the server's summary of the series.
 """
 
 from __future__ import annotations
@@ -32,8 +38,19 @@ import zmq.auth
 
 from ..errors import BackpressureTimeout, ConfigError, FrameError, StateError
 from ..settings import DTYPES, StreamSettings
-from .protocol import PROTOCOL_VERSION, Frame, SeriesEnd, SeriesStart, encode_header, encode_payload
-from .status import StatusUnavailable, query
+from .protocol import (
+    MAX_SERIES_ID,
+    PROTOCOL_VERSION,
+    SERVER_FIELDS,
+    Frame,
+    SeriesEnd,
+    SeriesStart,
+    encode_header,
+    encode_payload,
+    valid_series_id,
+)
+from .status import SeriesRejected, StatusClient, StatusUnavailable, rejection
+from .watch import SeriesWatch
 
 __all__ = ["CurveClient", "Sender"]
 
@@ -73,8 +90,10 @@ class Sender:
         Seconds a send may block (PUSH) or a control message may retry (PUB) before
         BackpressureTimeout; None waits forever.
     status_endpoint
-        The server's status socket; when given, ``end_series`` waits for the server to
-        finalize the series and returns its summary.
+        The server's status socket; when given, a series the server refuses raises
+        SeriesRejected (with its reason) from the next ``send`` or ``end_series``, no more
+        frames of it are sent, and ``end_series`` waits for the server to finalize the series
+        and returns its summary.
     """
 
     def __init__(
@@ -112,6 +131,8 @@ class Sender:
         self._next_slot: dict[tuple[tuple[int, ...], str], int] = {}
         self._pool_ids: dict[int, _Slot] = {}
         self._series: str | None = None
+        self._watch: SeriesWatch | None = None  # listens for a refusal of the open series
+        self._refusal: SeriesRejected | None = None  # the server refused the last series
         self._msg = 0
         self._frame_ids: dict[str, int] = {}
         self._ctx = zmq.Context()
@@ -165,18 +186,36 @@ class Sender:
         preset: str | None = None,
         user_data: Any = None,
     ) -> None:
-        """Open a series on the server, carrying its stream settings (without store) or naming a preset."""
+        """Open a series on the server, carrying its stream settings or naming a preset.
+
+        The fields that are the server's (``protocol.SERVER_FIELDS``: store,
+        overwrite, s3) are left out of a ``StreamSettings``, which always has
+        them; a mapping that carries one is a ConfigError here, before
+        anything is sent, as the server would refuse the series for it.
+        """
         if self._series is not None:
             raise StateError(f"series {self._series!r} is still open; end it first")
+        if not valid_series_id(series_id):
+            raise ConfigError(
+                f"series_id {series_id!r}: 1-{MAX_SERIES_ID} of letters, digits, '_', '.', '-', "
+                "not starting with '.' or '-', no '..' (it names a directory on the server)"
+            )
         data: dict[str, Any] | None
         if isinstance(settings, StreamSettings):
-            data = settings.model_dump(mode="json", exclude={"store", "overwrite"})
+            data = settings.model_dump(mode="json", exclude=set(SERVER_FIELDS))
         else:
             data = None if settings is None else dict(settings)
+            carried = [name for name in SERVER_FIELDS if data is not None and name in data]
+            if carried:
+                raise ConfigError(
+                    f"series {series_id!r}: settings {carried[0]!r} is set by the server, not the series; "
+                    f"leave {', '.join(SERVER_FIELDS)} out"
+                )
         self._msg = 0
         self._frame_ids = {}
         self._started_ns = time.time_ns()
         self.summary = None
+        self._refusal = None
         header = SeriesStart(
             htype="series_start",
             version=PROTOCOL_VERSION,
@@ -189,6 +228,8 @@ class Sender:
         )
         self._send_control(encode_header(header))
         self._series = series_id
+        if self.status_endpoint is not None:
+            self._watch = SeriesWatch(self.status_endpoint, series_id, self._started_ns)
 
     def end_series(self, user_data: Any = None) -> dict[str, Any] | None:
         """Finalize the open series on the server.
@@ -197,7 +238,8 @@ class Sender:
         finalized and returns its summary (also kept as ``summary``): the only
         way a PUSH sender learns that everything landed.  Closing an ipc
         connection while the server is behind can lose the last messages
-        (libzmq issue #4660), so confirm before closing there.
+        (libzmq issue #4660), so confirm before closing there.  A series the
+        server refused raises SeriesRejected instead (and sends nothing).
         """
         series = self._require_series()
         header = SeriesEnd(
@@ -210,25 +252,41 @@ class Sender:
         )
         self._series = None
         self._send_control(encode_header(header))
+        self._stop_watch()
         if self.status_endpoint is None:
             return None
-        self.summary = self._confirm(series)
+        self.summary = self._confirm(self.status_endpoint, series)
         return self.summary
 
-    def _confirm(self, series: str) -> dict[str, Any]:
+    def _confirm(self, endpoint: str, series: str) -> dict[str, Any]:
+        """The server's summary of ``series`` once it is finalized; SeriesRejected if the server
+        refused it, StatusUnavailable if neither is known within ``timeout`` (default 60 s)."""
         wait = 60.0 if self.timeout is None else self.timeout
         deadline = time.monotonic() + wait
-        assert self.status_endpoint is not None
-        while True:
-            snap = query(self.status_endpoint, timeout=max(0.1, deadline - time.monotonic()))
-            for summary in snap["recent_series"]:
-                if summary["series_id"] == series and summary.get("sender_start_ns") == self._started_ns:
-                    return dict(summary)
-            if time.monotonic() > deadline:
-                raise StatusUnavailable(
-                    f"{self.status_endpoint}: series {series!r} not finalized within {wait} s"
-                )
-            time.sleep(0.02)
+        client = StatusClient(endpoint)
+        try:
+            while True:
+                try:
+                    snap = client.ask(timeout=max(0.1, deadline - time.monotonic()))
+                except StatusUnavailable:
+                    raise StatusUnavailable(f"{endpoint}: no status reply within {wait} s") from None
+                for summary in snap["recent_series"]:
+                    if summary["series_id"] == series and summary.get("sender_start_ns") == self._started_ns:
+                        return dict(summary)
+                refusal = rejection(snap, series, self._started_ns)
+                if refusal is not None:
+                    raise refusal
+                if time.monotonic() > deadline:
+                    raise StatusUnavailable(f"{endpoint}: series {series!r} not finalized within {wait} s")
+                time.sleep(0.02)
+        finally:
+            client.close()
+
+    def _stop_watch(self) -> None:
+        """Stop listening for a refusal of the series; one heard meanwhile is kept for the next call."""
+        if self._watch is not None:
+            self._refusal = self._refusal or self._watch.stop()
+            self._watch = None
 
     @contextmanager
     def series(
@@ -246,10 +304,19 @@ class Sender:
             yield self
         except BaseException:
             self._series = None
+            self._stop_watch()
             raise
         self.end_series()
 
     def _require_series(self) -> str:
+        """The open series; SeriesRejected once the server has refused it (this and every later
+        call, until the next start_series), so nothing more of it is sent."""
+        if self._watch is not None and self._watch.refusal is not None:
+            self._stop_watch()
+            self._series = None
+        if self._refusal is not None:
+            r = self._refusal
+            raise SeriesRejected(r.series_id, r.reason, r.detail)
         if self._series is None:
             raise StateError("no open series; call start_series first")
         return self._series
@@ -372,6 +439,7 @@ class Sender:
         if self._closed:
             return
         self._closed = True
+        self._stop_watch()
         self._sock.close()
         self._ctx.term()
 
