@@ -7,6 +7,13 @@ lock, and, unlike ``numcodecs.blosc.compress``, writes into a buffer we own.
 numcodecs allocates a worst-case output per chunk and slices it (a copy
 under the GIL); on these VMs that fresh memory alone costs ~20% of
 compression speed.  If the symbol is ever missing we fall back to numcodecs.
+
+Threading is chosen per codec (``BloscCodec.threads``, passed to every
+``blosc_compress_ctx`` call), never process-wide: importing acqzarr or writing
+a stream leaves numcodecs' ``blosc.use_threads`` and Blosc's global thread
+count as the application set them.  The fallback follows those settings (it
+cannot take a thread count per call); numcodecs guards its global path with a
+lock, so it is thread-safe either way and writes the same bytes.
 """
 
 from __future__ import annotations
@@ -20,9 +27,6 @@ from numcodecs import blosc as _blosc
 from ..settings import Blosc
 
 __all__ = ["BLOSC_MAX_OVERHEAD", "SHUFFLE_CODES", "BloscCodec"]
-
-# The numcodecs fallback must take the context path too (thread-safe, GIL-free).
-_blosc.use_threads = False
 
 BLOSC_MAX_OVERHEAD = 16
 SHUFFLE_CODES = {"none": 0, "byte": 1, "bit": 2}
@@ -56,8 +60,13 @@ _compress_ctx = _load_compress_ctx()
 class BloscCodec:
     """Compresses contiguous chunks and describes itself for v2 and v3 metadata."""
 
-    def __init__(self, settings: Blosc, dtype: np.dtype[Any]) -> None:
+    def __init__(self, settings: Blosc, dtype: np.dtype[Any], threads: int = 1) -> None:
+        """``threads``: Blosc's own threads per chunk. One by default: the compression pool already
+        runs one chunk per core, and Blosc's threads on top would oversubscribe the cores."""
+        if threads < 1:
+            raise ValueError(f"threads must be at least 1, got {threads}")
         self.settings = settings
+        self.threads = threads
         self.typesize = dtype.itemsize
         self._cname = settings.cname.encode("ascii")
         self._shuffle = SHUFFLE_CODES[settings.shuffle]
@@ -89,8 +98,8 @@ class BloscCodec:
             out.ctypes.data + offset,
             bound,  # as numcodecs does: incompressible data is stored memcpy'd, never larger
             self._cname,
-            0,
-            1,
+            0,  # blocksize: automatic
+            self.threads,
         )
         if n <= 0:
             raise RuntimeError(f"blosc compression failed with code {n}")

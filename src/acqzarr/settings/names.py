@@ -1,4 +1,4 @@
-"""The names a user gives in settings, and the protocol checks too: sample types and store keys."""
+"""The names settings accept: sample types (DTYPES) and store keys (the ZeroMQ protocol's too)."""
 
 from __future__ import annotations
 

@@ -170,7 +170,7 @@ class StreamSettings(SettingsModel):
         out = []
         for path, position in zip(paths, positions, strict=True):
             for arr in self.arrays:
-                image = arr.model_copy(update={"key": join_key(path, arr.key)})
+                image = arr._unchecked_copy({"key": join_key(path, arr.key)})
                 image._position = position
                 out.append(image)
         return out
