@@ -64,7 +64,7 @@ class ZarrStorage:
     """unconfigured --set--> armed --start--> running --stop--> armed (--set/start again)."""
 
     def __init__(self) -> None:
-        self._state = State.UNCONFIGURED
+        # The state is what the device holds: settings once armed, a stream while running.
         self._settings: StreamSettings | None = None
         self._stream: Stream | None = None
         # Where this device has started a recording (see _check_not_written), normalised by _where.
@@ -72,12 +72,26 @@ class ZarrStorage:
 
     @property
     def state(self) -> State:
-        return self._state
+        if self._stream is not None:
+            return State.RUNNING
+        return State.UNCONFIGURED if self._settings is None else State.ARMED
 
     def _require(self, *states: State, action: str) -> None:
-        if self._state not in states:
+        if self.state not in states:
             allowed = " or ".join(s.value for s in states)
-            raise StateError(f"cannot {action} while {self._state.value}; the device must be {allowed}")
+            raise StateError(f"cannot {action} while {self.state.value}; the device must be {allowed}")
+
+    def _running(self, action: str) -> Stream:
+        """The stream of a running device; StateError naming the state otherwise."""
+        if self._stream is None:
+            raise StateError(f"cannot {action} while {self.state.value}; the device must be running")
+        return self._stream
+
+    def _configured(self, action: str) -> StreamSettings:
+        """The settings of an armed or running device; StateError naming the state otherwise."""
+        if self._settings is None:
+            raise StateError(f"cannot {action} while {self.state.value}; the device must be armed or running")
+        return self._settings
 
     def _check_not_written(self, store: str, action: str) -> None:
         """Refuse a store this device already recorded into, whatever ``overwrite`` says.
@@ -109,12 +123,9 @@ class ZarrStorage:
             settings = StreamSettings.from_mapping(dict(settings))
         self._check_not_written(settings.store, "set settings")
         self._settings = settings
-        self._state = State.ARMED
 
     def get(self) -> StreamSettings:
-        self._require(State.ARMED, State.RUNNING, action="get settings")
-        assert self._settings is not None
-        return self._settings
+        return self._configured("get settings")
 
     def get_meta(self) -> StorageCapabilities:
         return _CAPABILITIES
@@ -152,7 +163,6 @@ class ZarrStorage:
         self._check_not_written(settings.store, "start")
         self._stream = Stream(settings)
         self._written.add(_where(settings.store))
-        self._state = State.RUNNING
 
     def append(
         self,
@@ -164,33 +174,23 @@ class ZarrStorage:
     ) -> None:
         """``Stream.append``: frames in acquisition order, or from ``index`` on, with optional
         per-frame ``metadata``."""
-        self._require(State.RUNNING, action="append")
-        assert self._stream is not None
-        self._stream.append(frames, key=key, index=index, metadata=metadata)
+        self._running("append").append(frames, key=key, index=index, metadata=metadata)
 
     def skip(self, n: int = 1, key: str | None = None) -> None:
         """``Stream.skip``: leave the next ``n`` frame slots as fill value (counted)."""
-        self._require(State.RUNNING, action="skip")
-        assert self._stream is not None
-        self._stream.skip(n, key=key)
+        self._running("skip").skip(n, key=key)
 
     def memory(self) -> MemoryUsage:
         """``Stream.memory``: the in-flight cap, bytes reserved now and the peak."""
-        self._require(State.RUNNING, action="read memory")
-        assert self._stream is not None
-        return self._stream.memory()
+        return self._running("read memory").memory()
 
     def stats(self, key: str | None = None) -> ArrayStats:
-        self._require(State.RUNNING, action="read stats")
-        assert self._stream is not None
-        return self._stream.stats(key)
+        return self._running("read stats").stats(key)
 
     def stop(self) -> None:
         """Flush and finalize; the device is armed afterwards even if a write failed (which raises)."""
-        self._require(State.RUNNING, action="stop")
-        stream, self._stream = self._stream, None
-        self._state = State.ARMED
-        assert stream is not None
+        stream = self._running("stop")
+        self._stream = None
         stream.close()
 
 
