@@ -15,6 +15,7 @@ handles them, in order, as if they had just arrived.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import time
 from collections import OrderedDict
@@ -110,20 +111,19 @@ class SeriesLifecycle:
                 if refused is not None:
                     return refused
             if waiting.opening is not None and waiting.opening.done():
-                return self.take(waiting)
+                return self.take(waiting, waiting.opening)
         return None
 
-    def opening(self) -> list[Waiting]:
-        """The waiting series whose open is running (or done, not yet taken)."""
-        return [w for w in self.opener.waiting.values() if w.opening is not None]
+    def opening(self) -> list[tuple[Waiting, cf.Future[Series]]]:
+        """The waiting series whose open is running (or done, not yet taken), with that open."""
+        return [(w, w.opening) for w in self.opener.waiting.values() if w.opening is not None]
 
-    def take(self, waiting: Waiting) -> list[Held]:
+    def take(self, waiting: Waiting, opening: cf.Future[Series]) -> list[Held]:
         """Take a series whose open is done, or refuse it if the open failed; its held messages,
         which the caller handles, in order."""
-        assert waiting.opening is not None
         sid = waiting.series_id
         try:
-            series = waiting.opening.result()  # waits for an open still running
+            series = opening.result()  # waits for an open still running
         except ProtocolError as exc:
             return self._give_up(waiting, exc)
         except Exception as exc:  # a bug: the series cannot start, the server goes on

@@ -168,8 +168,8 @@ class IngestServer:
         """Wait for every running open and take the series (tests that call ``handle`` directly,
         with no loop to do it)."""
         self._advance()
-        for waiting in self.lifecycle.opening():
-            self._replay(self.lifecycle.take(waiting))
+        for waiting, opening in self.lifecycle.opening():
+            self._replay(self.lifecycle.take(waiting, opening))
 
     def _advance(self) -> None:
         """Open the waiting series whose slot is free; take those now open (or refused), each

@@ -116,14 +116,14 @@ class MDAWriter:
             self._summary = summary_meta
             self._runner = self._find_runner()
             try:
-                self._layout = read_sequence(sequence)
+                self._layout = layout = read_sequence(sequence)
                 infos = (summary_meta or {}).get("image_infos") or ()
                 if len(infos) > 1:
                     raise WriterError(
                         f"{len(infos)} cameras in the summary metadata; MDAWriter writes one camera"
                     )
                 if infos:
-                    self._open(infos[0])
+                    self._open(layout, infos[0])
             except BaseException as exc:
                 self._fail(exc)
 
@@ -134,17 +134,19 @@ class MDAWriter:
         if self._error is not None or self._finished:
             return  # the run is being cancelled; the store keeps what was written before
         try:
-            if self._layout is None:  # no sequenceStarted: a handler driven by hand
-                self._layout = read_sequence(useq.MDASequence())
-            if self._stream is None:
+            layout = self._layout
+            if layout is None:  # no sequenceStarted: a handler driven by hand
+                layout = self._layout = read_sequence(useq.MDASequence())
+            stream = self._stream
+            if stream is None:
                 with self._lock:
-                    if self._stream is None:
-                        self._open({"plane_shape": img.shape, "dtype": str(img.dtype)})
-            assert self._stream is not None
-            own, p = self._layout.image_index(event.index)
+                    stream = self._stream or self._open(
+                        layout, {"plane_shape": img.shape, "dtype": str(img.dtype)}
+                    )
+            own, p = layout.image_index(event.index)
             index = own if p is None else {**own, "p": p}
-            self._stream.append(img, index=index, metadata=frame_metadata(meta, event))
-            self.live.put(img, own, self._image_path(p))
+            stream.append(img, index=index, metadata=frame_metadata(meta, event))
+            self.live.put(img, own, _image_path(stream, p))
         except BaseException as exc:
             self._fail(exc)
 
@@ -214,22 +216,17 @@ class MDAWriter:
             exc.add_note(f"MDAWriter({self.store!r}) failed too: {self._error!r}")
 
     # -- inside ------------------------------------------------------------------
-    def _open(self, image_info: Mapping[str, Any]) -> None:
-        assert self._layout is not None
-        settings = build_settings(self._layout, image_info, self.store, **self._options)
-        self._stream = open_stream(settings, source=_source())
+    def _open(self, layout: SequenceLayout, image_info: Mapping[str, Any]) -> Stream:
+        settings = build_settings(layout, image_info, self.store, **self._options)
+        stream = self._stream = open_stream(settings, source=_source())
         attrs: dict[str, Any] = {"format": "acqzarr-mda", "version": 1}
         if self._sequence is not None:
             attrs["sequence"] = jsonable(self._sequence)
         if self._summary is not None:
             attrs["summary"] = jsonable({k: v for k, v in self._summary.items() if k != "mda_sequence"})
-        for key in self._stream.keys:
-            self._stream.write_metadata({ATTRIBUTE: attrs}, key=key)
-
-    def _image_path(self, p: int | None) -> str:
-        assert self._stream is not None
-        paths = self._stream.settings.position_paths
-        return "" if p is None or paths is None else paths[p]
+        for key in stream.keys:
+            stream.write_metadata({ATTRIBUTE: attrs}, key=key)
+        return stream
 
     def _close(self, reason: str | None) -> None:
         """Close the stream once, recording how the run ended; keep a close error as the error."""
@@ -301,3 +298,9 @@ def _source() -> dict[str, Any]:
         with contextlib.suppress(PackageNotFoundError):
             source[package] = version(package)
     return source
+
+
+def _image_path(stream: Stream, p: int | None) -> str:
+    """The group path of the image at position ``p`` (None: the only one)."""
+    paths = stream.settings.position_paths
+    return "" if p is None or paths is None else paths[p]
