@@ -5,8 +5,8 @@ not).  The compressor is the c-blosc that numcodecs bundles.  We call its
 ``blosc_compress_ctx`` through ctypes: that releases the GIL, needs no global
 lock, and, unlike ``numcodecs.blosc.compress``, writes into a buffer we own.
 numcodecs allocates a worst-case output per chunk and slices it (a copy
-under the GIL); on these VMs that fresh memory alone costs ~20% of
-compression speed.  If the symbol is ever missing we fall back to numcodecs.
+under the GIL), and fresh memory is slow to touch on virtual machines
+(docs/performance.md, "Measurements behind the design").  If the symbol is ever missing we fall back to numcodecs.
 
 Threading is chosen per codec (``BloscCodec.threads``, passed to every
 ``blosc_compress_ctx`` call), never process-wide: importing acqzarr or writing

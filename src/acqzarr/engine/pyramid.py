@@ -211,7 +211,7 @@ def _halve_in_tiles(
     with an odd number of samples is a remainder at the frame's edge, where replicating the last
     sample is the rule anyway.  One call for all the tiles, not one per row of tiles: each numpy
     call gives the GIL up and takes it back, which the other pool thread and the appender contend
-    for, and a row at a time made ~8x the calls (the pyramid row: 1.05-1.07x with one call).
+    for, and a row at a time made several times the calls (docs/performance.md has the effect).
     """
     f = lay.frame_ndim
     for r in lay.regions:

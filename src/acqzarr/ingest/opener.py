@@ -3,8 +3,8 @@
 A series_start cannot always open its series at once.  Its slot may still be
 held by a finalizing series (whose stream's memory is not freed yet), and
 opening a store takes a while: the stream creates the store's documents and
-maps and touches its first band buffers (0.2-0.4 s for the default
-2048x2048 workload here; an object store adds round trips).  The receive
+maps and touches its first band buffers (a noticeable fraction of a second
+for camera-sized frames; an object store adds round trips).  The receive
 thread is shared by every series, so waiting there stopped the frames of all
 the others.
 

@@ -235,9 +235,8 @@ def _keep_freed_frames_warm() -> None:
 
     libzmq allocates every received message; by default glibc maps large
     blocks fresh and trims freed ones, so each 8 MiB frame is faulted in
-    again, which is slow on cloud VMs (~0.4 GB/s).  Serving 256 frames of
-    2048x2048 uint16 this cut the server's system time by ~40% (0.55 s) and
-    its page faults by ~60k.  Messages up to 32 MiB (glibc's ceiling for
+    again, which is slow on virtual machines (docs/performance.md,
+    "Measurements behind the design", has what it saved).  Messages up to 32 MiB (glibc's ceiling for
     this threshold) then come from the heap; up to 256 MiB of freed memory
     is kept for reuse.  Process-wide, so only the ``acqzarr serve`` process
     does it, never a library user's.

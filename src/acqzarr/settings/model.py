@@ -64,8 +64,8 @@ class SettingsModel(BaseModel):
 
     def _unchecked_copy(self, update: Mapping[str, Any]) -> Self:
         """pydantic's copy without validation, for a value valid by construction (an image's full key
-        from a validated position path and array key): validating each of the 1536 images of a
-        384-well plate with 4 fields would take ~40 ms every time ``images`` is read."""
+        from a validated position path and array key): validating each image of a
+        large plate every time ``images`` is read costs more than the read itself."""
         return super().model_copy(update=update)
 
     @classmethod

@@ -5,13 +5,13 @@ file lives in ``.acqzarr-staging`` at the root (same filesystem, so
 ``os.replace`` is an atomic rename; outside every group's directory, so a kill
 leaves nothing a Zarr reader lists as a member: see ``staging``).
 
-Large objects are written with O_DIRECT where the filesystem allows it.  On
-these VMs writing through a cold page cache runs at ~0.45 GB/s (every page of
-cache is a fresh host page fault) while O_DIRECT from a reused, page-aligned
-staging buffer runs at ~1.7 GB/s (measured on 2-vCPU cloud VMs).  The data
-is copied into the staging buffer (warm memory, ~10 GB/s), written padded to
-the block size, and the file is truncated back to its real length before the
-rename.  Filesystems that refuse O_DIRECT (tmpfs) fall back to plain writes.
+Large objects are written with O_DIRECT where the filesystem allows it:
+writing through a cold page cache pays a fresh page fault for every page of
+cache, which on virtual machines is several times slower than O_DIRECT from
+a reused, page-aligned staging buffer (docs/performance.md, "Measurements
+behind the design").  The data is copied into the staging buffer (warm
+memory), written padded to the block size, and the file is truncated back to
+its real length before the rename.  Filesystems that refuse O_DIRECT (tmpfs) fall back to plain writes.
 
 ``put_group`` replaces a few small documents as one through symlinks into
 generation directories under ``.acqzarr-meta``; ``local_groups`` explains the
