@@ -6,7 +6,8 @@ not).  The compressor is the c-blosc that numcodecs bundles.  We call its
 lock, and, unlike ``numcodecs.blosc.compress``, writes into a buffer we own.
 numcodecs allocates a worst-case output per chunk and slices it (a copy
 under the GIL), and fresh memory is slow to touch on virtual machines
-(docs/performance.md, "Measurements behind the design").  If the symbol is ever missing we fall back to numcodecs.
+(docs/performance.md, "Measurements behind the design").  If the symbol is
+ever missing we fall back to numcodecs.
 
 Threading is chosen per codec (``BloscCodec.threads``, passed to every
 ``blosc_compress_ctx`` call), never process-wide: importing acqzarr or writing

@@ -2,8 +2,9 @@
 
 On virtual machines the first write to freshly allocated memory costs a host
 page fault per page, slower than compressing the data (docs/performance.md,
-"Measurements behind the design").  So band buffers are mapped with MAP_POPULATE (the kernel faults the pages in
-up front, several times faster) and then reused for the life of the stream
+"Measurements behind the design").  So band buffers are mapped with
+MAP_POPULATE (the kernel faults the pages in up front, several times faster)
+and then reused for the life of the stream
 instead of being allocated per band.
 """
 
