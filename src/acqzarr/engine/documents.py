@@ -24,7 +24,7 @@ from ..writers.bands import FrameCounts
 from ..writers.layout import ArrayLayout
 from .contrast import ContrastWindows
 from .frame_columns import FrameColumns
-from .session_record import SESSION_KEY, Counters, SessionRecord
+from .session_record import SESSION_KEY, RecordTotals, SessionRecord
 
 __all__ = ["ImageDocuments"]
 
@@ -67,7 +67,7 @@ class ImageDocuments:
         self._contrast = contrast
         self.session = session
         self._counts = counts
-        self.counters = Counters()  # as last published
+        self.totals = RecordTotals()  # as last published
         self.final = False  # the session record says how it ended
         self.user_attrs: dict[str, Any] = {}
 
@@ -79,7 +79,7 @@ class ImageDocuments:
         for array, layout, extent in zip(self._arrays, self._layouts, extents, strict=True):
             docs.update(array.with_shape(layout.shape_for(extent)))
         docs.update(self._columns.publish(extents[0]))
-        self.counters = Counters(frames, self._counts.filled, self._counts.skipped)
+        self.totals = RecordTotals(frames, self._counts.filled, self._counts.skipped)
         with self._lock:
             self._store.put_group({**_encoded(docs), **self._group()})
 
@@ -90,7 +90,7 @@ class ImageDocuments:
 
     def session_record(self) -> dict[str, Any]:
         """The session record as last written (after the final write: the final one)."""
-        return self.session.render(self.counters, final=self.final)
+        return self.session.render(self.totals, final=self.final)
 
     def _group(self) -> dict[str, bytes]:
         attrs = self._spec.image_attributes(self.settings, len(self._layouts), self._contrast.windows)

@@ -72,7 +72,7 @@ _INT64 = np.iinfo(np.int64)
 
 
 @dataclass(frozen=True)
-class FrameRecord:
+class FrameMeta:
     """One frame's metadata, checked and split: typed values and the JSON text of the rest."""
 
     values: dict[str, float | int]
@@ -125,9 +125,9 @@ class FrameColumns:
         self.used = False  # any metadata yet: the group exists from the first publish after it
 
     # -- appending thread --------------------------------------------------
-    def check(self, metadata: Any, n: int) -> list[FrameRecord | None]:
+    def check(self, metadata: Any, n: int) -> list[FrameMeta | None]:
         """Split the metadata of ``n`` frames (a mapping for one frame, or a sequence of mappings or
-        None, one per frame) into records; FrameError for anything that cannot be stored."""
+        None, one per frame) into per-frame entries; FrameError for anything that cannot be stored."""
         if isinstance(metadata, Mapping):
             if n != 1:
                 raise FrameError(
@@ -147,7 +147,7 @@ class FrameColumns:
             )
         return [None if m is None else self._record(m, k, n) for k, m in enumerate(items)]
 
-    def _record(self, metadata: Any, k: int, n: int) -> FrameRecord:
+    def _record(self, metadata: Any, k: int, n: int) -> FrameMeta:
         where = f"array {self._name}: metadata" + (f"[{k}]" if n > 1 else "")
         if not isinstance(metadata, Mapping):
             raise FrameError(f"{where} must be a mapping, got {type(metadata).__name__}")
@@ -167,18 +167,18 @@ class FrameColumns:
                 text = json.dumps(rest, allow_nan=False, default=_plain, separators=(",", ":"))
             except (TypeError, ValueError) as exc:
                 raise FrameError(f"{where}: fields without a column must be JSON: {exc}") from None
-        return FrameRecord(values, text)
+        return FrameMeta(values, text)
 
-    def record(self, positions: Sequence[Index], records: Sequence[FrameRecord | None]) -> None:
+    def put(self, positions: Sequence[Index], metas: Sequence[FrameMeta | None]) -> None:
         """Note each frame's metadata at its index (before the frame can be stored and published)."""
         with self._lock:
-            for index, rec in zip(positions, records, strict=True):
-                if rec is None:
+            for index, meta in zip(positions, metas, strict=True):
+                if meta is None:
                     continue
-                for name, value in rec.values.items():
+                for name, value in meta.values.items():
                     self._column(name, self._types[name]).set(index, value)
-                if rec.text is not None:
-                    self._column(JSON_COLUMN, "string").set(index, rec.text)
+                if meta.text is not None:
+                    self._column(JSON_COLUMN, "string").set(index, meta.text)
                 self.used = True
 
     def forget(self, positions: Sequence[Index]) -> None:

@@ -131,17 +131,17 @@ class Image:
         self, stack: np.ndarray[Any, Any], index: Mapping[str, int] | None, metadata: Any
     ) -> None:
         """Accept ``stack`` (n frames) from ``index`` (or the cursor) on in acquisition order."""
-        records = None if metadata is None else self.columns.check(metadata, len(stack))
+        frame_meta = None if metadata is None else self.columns.check(metadata, len(stack))
         if not len(stack):
             return
         with self.lock:
             self._check_open("append")
             positions = self._positions(index, len(stack))
             slots = self._top.locate(positions)
-            if records is not None:
+            if frame_meta is not None:
                 # The slots are free (never over a written frame) and the frames not yet copied:
                 # a band they complete may be published at once, with its frames' metadata.
-                self.columns.record(positions, records)
+                self.columns.put(positions, frame_meta)
             before = self.counts.filled
             try:
                 self._top.fill(positions, slots, stack)
@@ -149,7 +149,7 @@ class Image:
                 accepted = self.counts.filled - before
                 if accepted:
                     self.order.moved_past(positions[accepted - 1])
-                if records is not None and accepted < len(positions):
+                if frame_meta is not None and accepted < len(positions):
                     self.columns.forget(positions[accepted:])  # frames of the call not accepted after all
 
     def skip(self, n: int) -> None:

@@ -30,7 +30,7 @@ from typing import Any
 
 from .._version import __version__
 
-__all__ = ["SESSION_KEY", "SESSION_VERSION", "Counters", "SessionRecord"]
+__all__ = ["SESSION_KEY", "SESSION_VERSION", "RecordTotals", "SessionRecord"]
 
 SESSION_KEY = "acqzarr_session"
 SESSION_VERSION = 3
@@ -39,7 +39,7 @@ _OWN = frozenset({"version", "software", "start", "stop", "frames_on_disk", "fra
 
 
 @dataclass(frozen=True)
-class Counters:
+class RecordTotals:
     frames_on_disk: int = 0
     frames_accepted: int = 0
     frames_skipped: int = 0
@@ -70,7 +70,7 @@ class SessionRecord:
             self._completed = bool(values.pop("completed"))
         self._fields.update(values)
 
-    def render(self, counters: Counters, *, final: bool = False) -> dict[str, Any]:
+    def render(self, counters: RecordTotals, *, final: bool = False) -> dict[str, Any]:
         if final and self._fields["stop"] is None:
             self._fields["stop"] = _now()
         out = {**self._fields, **counters.__dict__}

@@ -134,7 +134,7 @@ class BandAssembler:
             self.layout.copy_frame(band.buffer, within, frames[k])
             band.state[within] = FILLED
             self.counts.filled += 1
-            self._settle(band, index)
+            self._slot_done(band, index)
 
     def skip(self, positions: Sequence[Index]) -> None:
         """Leave ``positions`` as holes (fill value); checked first, counted in ``frames_skipped``."""
@@ -143,7 +143,7 @@ class BandAssembler:
             band = self._band(band_coords)
             band.state[within] = SKIPPED
             self.counts.skipped += 1
-            self._settle(band, index)
+            self._slot_done(band, index)
 
     def finish(self, extent: int) -> None:
         """Close every band inside ``extent`` along the append axis: open slots become holes
@@ -178,7 +178,7 @@ class BandAssembler:
         state[tuple(slice(0, n) for n in inside)] = OPEN
         return Band(coords, state, int((state == OPEN).sum()))
 
-    def _settle(self, band: Band, index: Index) -> None:
+    def _slot_done(self, band: Band, index: Index) -> None:
         self.extent = max(self.extent, index[0] + 1)
         band.todo -= 1
         if band.todo == 0:
