@@ -38,7 +38,7 @@ import numcodecs
 import numpy as np
 
 from ..errors import FrameError
-from ..metadata.zarr_spec import COLUMN_ZSTD_LEVEL, ZarrSpec
+from ..metadata.zarr_spec import COLUMN_MISSING, COLUMN_ZSTD_LEVEL, ZarrSpec
 from ..settings.locations import join_key
 from ..stores import Store
 from ..writers.layout import ArrayLayout, Index
@@ -63,7 +63,7 @@ BUILTIN_COLUMNS: dict[str, str] = {
     "stage_y_um": "float64",
     "stage_z_um": "float64",
 }
-MISSING: dict[str, Any] = {"float64": math.nan, "int64": -(2**63), "string": ""}
+MISSING = COLUMN_MISSING  # the metadata's one table: also each column array's fill value
 
 # Chunk length along the append axis, in entries: numbers are small, JSON text is not, and the
 # chunk a publish ends in is written again by the next one.

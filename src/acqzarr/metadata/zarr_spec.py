@@ -13,6 +13,7 @@ turns grid coordinates into a key and back.
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -25,14 +26,30 @@ from ..settings.locations import join_key
 if TYPE_CHECKING:
     from ..settings import ArraySettings
 
-__all__ = ["COLUMN_FILL", "ArrayDocument", "ArrayMeta", "Documents", "KeyEncoding", "ParsedNode", "ZarrSpec"]
+__all__ = [
+    "COLUMN_MISSING",
+    "ArrayDocument",
+    "ArrayMeta",
+    "Documents",
+    "KeyEncoding",
+    "ParsedNode",
+    "ZarrSpec",
+    "column_fill",
+]
 
 Documents = dict[str, dict[str, Any]]
 
-# Per-frame metadata columns: the missing marker of each kind (also each array's fill value, so a
-# chunk never written reads as missing); string columns are vlen-utf8 then zstd at this level.
-COLUMN_FILL: dict[str, Any] = {"float64": "NaN", "int64": -(2**63), "string": ""}
+# Per-frame metadata columns: the missing marker of each kind, the one table of them.  It is also
+# each column array's fill value (``column_fill``, as JSON spells it), so a chunk never written reads
+# as missing; string columns are vlen-utf8 then zstd at this level.
+COLUMN_MISSING: dict[str, Any] = {"float64": math.nan, "int64": -(2**63), "string": ""}
 COLUMN_ZSTD_LEVEL = 1
+
+
+def column_fill(kind: str) -> Any:
+    """The fill value of a column of ``kind`` in an array document (JSON has no NaN: "NaN")."""
+    value = COLUMN_MISSING[kind]
+    return "NaN" if isinstance(value, float) and math.isnan(value) else value
 
 
 @dataclass(frozen=True)

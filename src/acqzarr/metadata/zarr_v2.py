@@ -11,7 +11,6 @@ from ..settings import ArraySettings
 from ..settings.locations import join_key
 from . import ngff
 from .zarr_spec import (
-    COLUMN_FILL,
     COLUMN_ZSTD_LEVEL,
     ArrayDocument,
     ArrayMeta,
@@ -19,6 +18,7 @@ from .zarr_spec import (
     KeyEncoding,
     ParsedNode,
     ZarrSpec,
+    column_fill,
 )
 
 __all__ = ["ZarrV2Spec", "array_doc", "v2_dtype"]
@@ -116,7 +116,7 @@ class ZarrV2Spec(ZarrSpec):
             dtype=np.dtype(object if string else kind),
             compressor={"id": "zstd", "level": COLUMN_ZSTD_LEVEL} if string else None,
             separator=self.separator,
-            fill_value=COLUMN_FILL[kind],
+            fill_value=column_fill(kind),
             filters=[{"id": "vlen-utf8"}] if string else None,
         )
         return {

@@ -12,7 +12,6 @@ from ..settings import ArraySettings
 from ..settings.locations import join_key
 from . import ngff
 from .zarr_spec import (
-    COLUMN_FILL,
     COLUMN_ZSTD_LEVEL,
     ArrayDocument,
     ArrayMeta,
@@ -20,6 +19,7 @@ from .zarr_spec import (
     KeyEncoding,
     ParsedNode,
     ZarrSpec,
+    column_fill,
     numcodecs_config,
 )
 
@@ -112,7 +112,7 @@ class ZarrV3Spec(ZarrSpec):
             if kind == "string"
             else [{"name": "bytes", "configuration": {"endian": "little"}}]
         )
-        doc = _array_doc(shape, chunks, kind, COLUMN_FILL[kind], codecs, dimension_names)
+        doc = _array_doc(shape, chunks, kind, column_fill(kind), codecs, dimension_names)
         return {join_key(path, "zarr.json"): doc}
 
     def key_encoding(self, separator: str) -> KeyEncoding:
