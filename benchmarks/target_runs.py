@@ -242,8 +242,11 @@ def inflight_cap(settings: dict[str, Any]) -> int | None:
 
     try:
         from acqzarr.engine.memory import plan_memory
-    except ImportError:
-        return None
+    except ImportError:  # a commit from before the stage folders (--against)
+        try:
+            from acqzarr.memory import plan_memory  # type: ignore[no-redef]
+        except ImportError:
+            return None
     validated = az.StreamSettings.model_validate({**settings, "store": "unused.zarr"})
     return int(plan_memory(validated).cap(validated))
 
