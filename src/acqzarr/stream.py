@@ -32,7 +32,7 @@ from .frame_columns import FrameColumns
 from .layout import ArrayLayout, Index
 from .locations import join_key
 from .memory import MemoryUsage, plan_memory
-from .metadata.collection import collection_groups
+from .metadata.collection import collection_files, collection_groups
 from .metadata.ngff import RESERVED_KEYS
 from .metadata.zarr_versions import SPECS
 from .multiscale import level_count, level_settings
@@ -200,6 +200,8 @@ class Stream:
         for path in sorted(plain - set(self._images)):
             attrs = self.format.collection_attributes(collection.get(path, {}))
             self.put_documents(self.format.group_documents(path, attrs))
+        for key, data in collection_files(self.settings).items():
+            self.store.put(key, [data])
 
     def _image_group(self, image: _Image) -> dict[str, bytes]:
         """The image group's documents: user attributes, the OME-NGFF block with the contrast seen
