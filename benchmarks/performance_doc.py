@@ -194,7 +194,8 @@ def targets_markdown(report: Report) -> str:
 
 
 # -- the two blocks ------------------------------------------------------------------------
-HOW = f"""```bash
+HOW = f"""<!-- doc-test: skip (the benchmarks: minutes at full sizes, on a quiet machine) -->
+```bash
 {RUN}   # full sizes; writes benchmarks/last-run-targets.json
 python benchmarks/performance_doc.py   # then this section and the README summary, from that JSON
 ```

@@ -311,6 +311,70 @@ def test_napari_ome_zarr_reads_plates_and_positions(tmp_path: Path, version: int
     assert pos["sum"] == 3 * 2 * 24 * 20
 
 
+def _single_camera(path: Path, version: int, key: str) -> np.ndarray[Any, Any]:
+    """A one-camera store with the camera at ``key``; returns the frames written."""
+    frames = frames_for((24, 20), 5, "uint16", seed=3)
+    settings = az.StreamSettings(store=str(path), version=version, arrays=[_array(key, version, (0, 24, 20))])
+    with az.open_stream(settings) as stream:
+        stream.append(frames)
+    return frames
+
+
+def test_the_root_of_a_keyed_single_camera_store_opens(tmp_path: Path, version: int) -> None:
+    # The path a user types first is the store: its root says where the one image is
+    # (bioformats2raw layout, the OME group's series and METADATA.ome.xml), as with several images.
+    path = tmp_path / "one.zarr"
+    frames = _single_camera(path, version, "cam0")
+    root = _attrs(path, version)
+    assert root["bioformats2raw.layout"] == 3
+    assert _attrs(path / "OME", version)["series"] == ["cam0"]
+    (Bf2Raw04 if version == 2 else Bf2Raw05).from_zarr(
+        zarr.open_group(str(path), mode="r", zarr_format=version)  # type: ignore[arg-type]
+    )
+    xml = (path / "OME" / "METADATA.ome.xml").read_text()
+    assert '<Image ID="Image:cam0" Name="cam0"/>' in xml
+    # ome-zarr-py's Reader does not follow bioformats2raw (0.18 has no spec for it); the series
+    # entry it would follow is an image it opens.
+    (node,) = list(Reader(parse_url(str(path / "cam0")))())
+    np.testing.assert_array_equal(np.asarray(node.data[0]), frames)
+    # napari-ome-zarr opens the root (what `napari one.zarr` runs) and shows the image.
+    layers = _napari_layers(path)
+    assert [layer["shape"][-2:] for layer in layers[str(path)]] == [[24, 20]]
+    assert layers[str(path)][0]["sum"] == int(frames.sum())
+    result = subprocess.run(
+        [sys.executable, "-m", "acqzarr", "validate", str(path), "--deep"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_root_image_store_stays_an_image(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "root.zarr"
+    frames = _single_camera(path, version, "")
+    assert "multiscales" in _attrs(path, version)
+    assert "bioformats2raw.layout" not in _attrs(path, version)
+    assert not (path / "OME").exists()
+    (node,) = list(Reader(parse_url(str(path)))())
+    np.testing.assert_array_equal(np.asarray(node.data[0]), frames)
+
+
+def _napari_layers(*paths: Path) -> dict[str, list[dict[str, Any]]]:
+    """What napari-ome-zarr's reader returns for each path, run in a child interpreter (below)."""
+    assert NAPARI_PYTHON is not None
+    run = subprocess.run(
+        [NAPARI_PYTHON, "-c", _NAPARI_SCRIPT, *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    return dict(json.loads(run.stdout.strip().splitlines()[-1]))
+
+
 # -- settings -----------------------------------------------------------------------------------
 def _data(**extra: Any) -> dict[str, Any]:
     array = array_document(3, (0, 8, 8), (1, 8, 8), shards=UNSHARDED, key="", dtype="uint8")

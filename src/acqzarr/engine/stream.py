@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, FrameError, StateError, StoreError
-from ..metadata.collection import collection_groups
+from ..metadata.collection import collection_files, collection_groups
 from ..metadata.ngff import RESERVED_KEYS
 from ..metadata.zarr_versions import SPECS, spec_for
 from ..settings import POSITION_AXIS, StreamSettings
@@ -122,6 +122,8 @@ class Stream:
         for path in sorted(plain - set(self._images)):
             attrs = self._spec.collection_attributes(collection.get(path, {}))
             self._put_documents(self._spec.group_documents(path, attrs))
+        for key, data in collection_files(self.settings).items():
+            self._store.put(key, [data])
 
     def _put_documents(self, docs: dict[str, dict[str, Any]]) -> None:
         """Write JSON documents (each atomically) into the stream's store."""

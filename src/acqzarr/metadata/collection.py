@@ -1,13 +1,22 @@
 """OME-NGFF metadata of the groups above the images: a plate and its wells, or a series list.
 
-A store of several images (positions, cameras) says so at its root, so a reader
-does not open the first image it finds and miss the others.  NGFF has two ways:
+A store whose root is not itself an image says where its images are, so that the
+path a user types first (the store) opens in a reader: napari-ome-zarr, bioio and
+ome-zarr-models follow the root, and a root without metadata ("root attributes
+are empty") is a dead end even for a single camera at ``cam0``.  NGFF has two ways:
 
 - a plate (HCS): ``plate`` at the root (rows, columns, wells with their indices),
   ``well`` in each ``<row>/<column>`` group listing its fields;
 - otherwise the transitional bioformats2raw layout: ``bioformats2raw.layout: 3``
   at the root and an ``OME`` group whose ``series`` lists the image paths (so the
-  images need not be at "0", "1", ...).
+  images need not be at "0", "1", ...), also for one image under a key.
+
+napari-ome-zarr lists a bioformats2raw store's images from ``OME/METADATA.ome.xml``
+(not from ``series``), opening group ``<path>`` for ``<Image ID="Image:<path>">``;
+``collection_files`` writes that file with one ``Image`` per series entry, in the
+same order.  It names the images and nothing more: no ``Pixels`` (the shape grows
+while recording; each image's NGFF metadata describes it), so it is not a complete
+OME-XML document for tools that need one.
 
 The fields here carry no version: where it goes differs between NGFF 0.4 and 0.5
 (``ngff.ngff_04_group`` / ``ngff_05_group``).
@@ -16,10 +25,13 @@ The fields here carry no version: where it goes differs between NGFF 0.4 and 0.5
 from __future__ import annotations
 
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 from ..settings import COLLECTION_GROUP, Plate, StreamSettings
 
-__all__ = ["collection_groups"]
+__all__ = ["collection_files", "collection_groups"]
+
+OME_XML_NAMESPACE = "http://www.openmicroscopy.org/Schemas/OME/2016-06"
 
 Fields = dict[str, Any]
 
@@ -28,13 +40,29 @@ def collection_groups(settings: StreamSettings) -> dict[str, Fields]:
     """Group path -> its NGFF fields, for every group above the images that has any."""
     if settings.plate is not None:
         return _plate_groups(settings.plate)
-    images = settings.images
-    if len(images) < 2:
+    series = _series(settings)
+    if not series:
         return {}
-    return {
-        "": {"bioformats2raw.layout": 3},
-        COLLECTION_GROUP: {"series": [image.key for image in images]},
-    }
+    return {"": {"bioformats2raw.layout": 3}, COLLECTION_GROUP: {"series": series}}
+
+
+def collection_files(settings: StreamSettings) -> dict[str, bytes]:
+    """Store key -> bytes of the files beside the group documents: ``OME/METADATA.ome.xml`` for a
+    bioformats2raw store (see the module docstring), else nothing."""
+    series = _series(settings) if settings.plate is None else []
+    if not series:
+        return {}
+    images = "".join(
+        f"  <Image ID={quoteattr('Image:' + path)} Name={quoteattr(path)}/>\n" for path in series
+    )
+    xml = f'<?xml version="1.0" encoding="UTF-8"?>\n<OME xmlns="{OME_XML_NAMESPACE}">\n{images}</OME>\n'
+    return {f"{COLLECTION_GROUP}/METADATA.ome.xml": xml.encode()}
+
+
+def _series(settings: StreamSettings) -> list[str]:
+    """The image paths a bioformats2raw root lists: every image, unless the root is the image."""
+    keys = [image.key for image in settings.images]
+    return [] if keys == [""] else keys
 
 
 def _plate_groups(plate: Plate) -> dict[str, Fields]:
