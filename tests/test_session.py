@@ -273,3 +273,37 @@ def test_a_session_that_fails_itself_still_closes_the_store_as_incomplete(tmp_pa
     assert isinstance(session, dict)
     assert session["completed"] is False and session["interrupted"] is None and session["stop"] is not None
     assert session["frames_on_disk"] == session["frames_accepted"] == image["0"].shape[0]  # type: ignore[union-attr]
+
+
+def test_the_progress_ratio_is_the_one_acqzarr_info_reports(tmp_path: Path) -> None:
+    """Progress counted level 0's raw bytes against the bytes of every pyramid level (ratio 1.24 live
+    where ``acqzarr info`` said 1.65 for the same store); both now count every level."""
+    from acqzarr.store_info import describe
+    from acqzarr.stores import open_store
+
+    data = {
+        "store": str(tmp_path / "s.zarr"),
+        "version": 3,
+        "arrays": [
+            {
+                "key": "cam0",
+                "dtype": "uint16",
+                "dimensions": [
+                    {"name": "t", "kind": "time", "size": 0, "chunk": 8},
+                    {"name": "y", "kind": "space", "size": 256, "chunk": 64},
+                    {"name": "x", "kind": "space", "size": 256, "chunk": 64},
+                ],
+                "multiscale": {"levels": 3, "method": "mean"},
+            }
+        ],
+        "source": {"driver": "simulated.noise", "frames": 32, "options": {"height": 256, "width": 256}},
+    }
+    config, cameras = _load(tmp_path, data)
+    out = io.StringIO()
+    record(config, cameras, log=out)
+    final = float(out.getvalue().strip().splitlines()[-1].split("| ratio ")[1].split(" ")[0])
+    info = describe(open_store(str(tmp_path / "s.zarr"), direct_io=False))
+    levels = [a for a in info["arrays"] if a["path"] in ("cam0/0", "cam0/1", "cam0/2")]
+    assert len(levels) == 3  # info's per-array ratios, taken together over the image's levels
+    expected = sum(a["ratio"] * a["stored_bytes"] for a in levels) / sum(a["stored_bytes"] for a in levels)
+    assert final == pytest.approx(expected, abs=0.01)
