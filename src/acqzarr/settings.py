@@ -935,7 +935,13 @@ class StreamSettings(_Model):
     @classmethod
     def from_file(cls, path: str | Path) -> Self:
         """Load settings from a YAML or JSON file, naming the offending key on error."""
-        return cls.from_mapping(load_mapping(path), source=str(path))
+        data = load_mapping(path)
+        if isinstance(data, dict) and "source" in data and "source" not in cls.model_fields:
+            raise ConfigError(  # else: "source: Extra inputs are not permitted"
+                f"{path}: a recording session (it has a source: section); load it with "
+                f"acqzarr.session.load_session({str(path)!r}) or run `acqzarr record {path}`"
+            )
+        return cls.from_mapping(data, source=str(path))
 
 
 def load_mapping(path: str | Path) -> Any:
