@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import pty
+import re
 import subprocess
 import sys
 import threading
@@ -296,12 +298,22 @@ def test_the_progress_ratio_is_the_one_acqzarr_info_reports(tmp_path: Path) -> N
                 "multiscale": {"levels": 3, "method": "mean"},
             }
         ],
-        "source": {"driver": "simulated.noise", "frames": 32, "options": {"height": 256, "width": 256}},
+        "source": {"driver": "simulated.noise", "frames": 36, "options": {"height": 256, "width": 256}},
     }
-    config, cameras = _load(tmp_path, data)
+    data["max_inflight_bytes"] = 1  # refused, saying what the pyramid needs
+    with pytest.raises(az.ConfigError, match=r"need: (\d+) bytes") as refused:
+        record(*_load(tmp_path, data), log=io.StringIO())
+    need = re.search(r"need: (\d+) bytes", str(refused.value))
+    assert need is not None
+    data["max_inflight_bytes"] = int(need.group(1))
+    config, cameras = _load(tmp_path, data)  # the source now waits for the disk: live lines while writing
     out = io.StringIO()
-    record(config, cameras, log=out)
-    final = float(out.getvalue().strip().splitlines()[-1].split("| ratio ")[1].split(" ")[0])
+    record(config, cameras, log=out, store=SlowStore(tmp_path / "s.zarr", 0.002), refresh=0.02)
+    ratios = [float(line.split("| ratio ")[1].split(" ")[0]) for line in out.getvalue().strip().splitlines()]
+    final = ratios[-1]
+    live = [r for r in ratios[:-1] if not math.isnan(r)]
+    assert live, "no live line with a ratio"
+    assert all(r == pytest.approx(final, rel=0.1) for r in live), ratios  # it read 3.25 before a flush
     info = describe(open_store(str(tmp_path / "s.zarr"), direct_io=False))
     levels = [a for a in info["arrays"] if a["path"] in ("cam0/0", "cam0/1", "cam0/2")]
     assert len(levels) == 3  # info's per-array ratios, taken together over the image's levels

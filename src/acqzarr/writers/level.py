@@ -22,7 +22,7 @@ from ..buffers import BufferPools
 from ..codecs import BloscCodec
 from ..layout import ArrayLayout, Index
 from ..pipeline import Pipeline
-from .bands import Band, BandAssembler
+from .bands import OUTSIDE, Band, BandAssembler
 from .encode import Encoded, Encoder
 from .objects import ObjectWriter
 
@@ -76,6 +76,7 @@ class LevelWriter:
         self.assembler.pool.prefill(1, background=True)
         self.lock = threading.RLock()  # one appender at a time (the caller's thread, or the pyramid's)
         self.bytes_written = 0
+        self.raw_bytes_written = 0  # uncompressed bytes of the bands stored (slots inside the array)
         self.objects.written = self._count_written
         self.objects.release = self._release
 
@@ -143,6 +144,8 @@ class LevelWriter:
                     self._release(r)
                 return
             stored = self.objects.write(band, results if futures else None)
+            inside = int(np.count_nonzero(band.state != OUTSIDE))
+            self.raw_bytes_written += self.layout.band_nbytes * inside // band.state.size
             if stored:
                 self._on_stored(self, stored)
         finally:
