@@ -100,18 +100,7 @@ CLOCKED = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("name", "index"),
-    [
-        pytest.param(
-            *case,
-            marks=pytest.mark.xfail(
-                case[0] == "simulated-noise.yaml", reason="its ring is first touched as it runs", strict=False
-            ),
-        )
-        for case in CLOCKED
-    ],
-)
+@pytest.mark.parametrize(("name", "index"), CLOCKED)
 def test_each_simulated_camera_keeps_the_frame_rate_its_config_asks_for(name: str, index: int) -> None:
     """The camera alone, read by a loop that only copies: its frames come at the configured rate
     (configs/chunked-v2.yaml asked for 100 fps and its radial sine came at 33.5)."""

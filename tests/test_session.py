@@ -3,6 +3,7 @@ several cameras at once, and the progress display."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
@@ -23,7 +24,7 @@ import yaml
 import zarr
 
 import acqzarr as az
-from acqzarr.progress import LiveTable, LogLines, Snapshot, make_display
+from acqzarr.progress import Conditions, LiveTable, LogLines, Snapshot, drop_reason, make_display
 from acqzarr.session import SessionConfig, load_session, record
 from acqzarr.stores import Buffer
 from builders import UNSHARDED, array_document
@@ -319,3 +320,60 @@ def test_the_progress_ratio_is_the_one_acqzarr_info_reports(tmp_path: Path) -> N
     assert len(levels) == 3  # info's per-array ratios, taken together over the image's levels
     expected = sum(a["ratio"] * a["stored_bytes"] for a in levels) / sum(a["stored_bytes"] for a in levels)
     assert final == pytest.approx(expected, abs=0.01)
+
+
+def test_an_overloaded_run_says_in_words_why_frames_were_dropped(tmp_path: Path) -> None:
+    """A camera faster than a slow disk, with the smallest cap: the progress lines and the final
+    summary say that the writer fell behind and filled the in-flight cap, and what to change."""
+    data = _session(tmp_path, frames=40, options={"height": 32, "width": 24, "fps": 400, "ring": 2})
+    data["max_inflight_bytes"] = 32 * 1024  # one band and its worst-case encoding
+    config, cameras = _load(tmp_path, data)
+    out = io.StringIO()
+    (session,) = record(config, cameras, log=out, store=SlowStore(tmp_path / "s.zarr", 0.02), refresh=0.05)
+    assert session["frames_dropped"] > 0
+    reason = session["dropped_reason"]  # stored in the session record, printed by acqzarr record
+    n = session["frames_dropped"]
+    assert reason.startswith(f"{n} frames dropped: the writer fell behind the camera and filled the in-fl")
+    assert "To avoid it: " in reason
+    assert "raise max_inflight_bytes (now 32 KiB) to hold a longer burst" in reason
+    lines = out.getvalue().strip().splitlines()
+    dropping = [line for line in lines if "| dropped 0 |" not in line]
+    assert dropping and all(
+        "| dropped because the writer fell behind the camera and filled the in-flight cap (" in line
+        for line in dropping
+    )
+    assert "dropped because" not in "".join(line for line in lines if "| dropped 0 |" in line)
+
+
+def _conditions(**changes: Any) -> Conditions:
+    base = Conditions(cap_mib=1360.0, peak_mib=1300.0, cpu_share=0.3, load=0.5, cores=2, mb_out=90.0)
+    return dataclasses.replace(base, **changes)
+
+
+def test_the_drop_reason_names_cpu_disk_or_the_reader() -> None:
+    assert drop_reason(0, _conditions()) is None
+    cpu = drop_reason(5, _conditions(cpu_share=0.9))
+    assert cpu is not None
+    assert cpu.text(5) == (
+        "5 frames dropped: the writer fell behind the camera and filled the in-flight cap (CPU: this "
+        "process kept all 2 cores busy). To avoid it: lower the camera's fps, use fewer pyramid levels or "
+        "lighter compression, record when the machine is quieter, or raise max_inflight_bytes (now 1360 "
+        "MiB) to hold a longer burst."
+    )
+    busy = drop_reason(5, _conditions(load=4.8))
+    assert busy is not None and busy.cause == (
+        "the writer fell behind the camera and filled the in-flight cap (CPU: the machine is busy "
+        "(load 4.8 on 2 cores, ~4.2 of it other processes), which took the time it needed)"
+    )
+    disk = drop_reason(5, _conditions(load=1.2))  # 0.6 of it this process: a quiet machine
+    assert disk is not None and disk.cause.startswith(
+        "the writer fell behind the camera and filled the in-flight cap (disk: it stored only 90 MB/s"
+    )
+    assert disk.advice.startswith("write to a faster disk")
+    reader = drop_reason(5, _conditions(peak_mib=200.0, load=3.0))
+    assert reader is not None and reader.cause == (
+        "the camera was not read in time although the stream had room (200 MiB of 1360 MiB at most; CPU: "
+        "the machine is busy (load 3.0 on 2 cores, ~2.4 of it other processes), which took the time it "
+        "needed)"
+    )
+    assert "larger ring" in reader.advice

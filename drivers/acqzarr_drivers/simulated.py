@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from acqzarr.camera import ROI, FrameInfo
+from acqzarr.camera import ROI, FrameInfo, frame_buffers
 
 __all__ = [
     "EmptySimulator",
@@ -103,7 +103,8 @@ class Simulator:
         self.options = options
         self._dtype = np.dtype(options.dtype)
         self._region = options.region
-        self._ring = np.zeros((options.ring, *self.shape), self._dtype)
+        # Faulted in now: first touched while running, a 2048^2 ring slot cost a 50 fps frame period.
+        self._ring = frame_buffers(options.ring, self.shape, self._dtype)
         self._stamps = np.zeros(options.ring, np.int64)
         self._cond = threading.Condition()
         self._written = 0  # frames produced

@@ -55,6 +55,8 @@ def _record(args: argparse.Namespace) -> int:
             f"{session['frames_dropped']})"
             + (f"; interrupted by {session['interrupted']}" if session["interrupted"] else "")
         )
+        if session["dropped_reason"]:
+            print(f"  {session['dropped_reason']}")
     return EXIT_INTERRUPTED if sessions and sessions[0]["interrupted"] else EXIT_OK
 
 

@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .camera import frame_buffers
 from .errors import ConfigError
 from .overrides import ENV_PREFIX, apply_overrides, parse_assignment
-from .progress import Display, Snapshot, make_display, snapshot
+from .progress import Conditions, Display, DropReason, Snapshot, drop_reason, make_display, snapshot
 from .recording import End, Recording
 from .settings import StreamSettings, format_validation_error, load_mapping
 from .stop import StopSignal
@@ -295,7 +296,7 @@ class _Acquisition:
         self.thread = threading.Thread(target=self._run, name=f"acqzarr-source-{key}", daemon=True)
 
     def _run(self) -> None:
-        buf = np.empty(self.camera.shape, self.camera.dtype)
+        buf = frame_buffers(1, self.camera.shape, self.camera.dtype)[0]  # faulted in before the first frame
         limit = self.src.frames
         appended = 0  # this source is the array's only one: its count, without a stats call a frame
         try:
@@ -334,13 +335,17 @@ class _Acquisition:
             },
         }
 
-    def end(self, aborted: bool) -> End:
+    def end(self, aborted: bool, dropped_reason: str | None = None) -> End:
         """How this source ended: the camera's own count of drops (it may also have lost frames after
-        the last one read), the signal that interrupted it, and whether it is complete (not if it
-        failed, was interrupted, or the session around it failed: ``aborted``)."""
+        the last one read) and why it dropped them, the signal that interrupted it, and whether it
+        is complete (not if it failed, was interrupted, or the session around it failed: ``aborted``)."""
         return End(
             completed=self.error is None and self.stop.signal is None and not aborted,
-            fields={"frames_dropped": int(self.camera.dropped), "interrupted": self.stop.signal},
+            fields={
+                "frames_dropped": int(self.camera.dropped),
+                "dropped_reason": dropped_reason,
+                "interrupted": self.stop.signal,
+            },
         )
 
 
@@ -359,15 +364,38 @@ def record(
     out = log or sys.stdout
     stop = StopSignal()
     recording = Recording(config.stream_settings(), store, source={"kind": "record"})
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     runs = [
         _Acquisition(recording, src, config.key_of(src), cam, stop)
         for src, cam in zip(config.sources, cameras, strict=True)
     ]
 
+    def reason(dropped: int, mb_out: float) -> DropReason | None:
+        if not dropped:
+            return None
+        elapsed = max(time.monotonic() - t0, 1e-9)
+        memory = recording.stream.memory()
+        return drop_reason(
+            dropped,
+            Conditions(
+                cap_mib=memory.cap / 2**20,
+                peak_mib=memory.peak / 2**20,
+                cpu_share=(time.process_time() - cpu0) / (elapsed * cores),
+                load=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                cores=cores,
+                mb_out=mb_out,
+            ),
+        )
+
     def snapshots() -> list[Snapshot]:
         elapsed = time.monotonic() - t0
-        return [snapshot(recording.stream, r.key, elapsed, recording.counts(r.key).dropped) for r in runs]
+        snaps = []
+        for r in runs:
+            snap = snapshot(recording.stream, r.key, elapsed, recording.counts(r.key).dropped)
+            why = reason(snap.dropped, snap.mb_out)
+            snaps.append(snap if why is None else dataclasses.replace(snap, why=why.cause))
+        return snaps
 
     display: Display = make_display(out)
     aborted: BaseException | None = None  # the session itself failed, not one of its sources
@@ -388,8 +416,13 @@ def record(
                 if run.thread.ident is not None:  # started
                     run.thread.join()
     failure = aborted or next((r.error for r in runs if r.error is not None), None)
+    ends = {}
+    for run, snap in zip(runs, snapshots(), strict=True):
+        dropped = int(run.camera.dropped)  # the camera's own count: after the last frame read too
+        why = reason(dropped, snap.mb_out)
+        ends[run.key] = run.end(aborted is not None, None if why is None else why.text(dropped))
     try:
-        recording.finish({run.key: run.end(aborted is not None) for run in runs}, failure)
+        recording.finish(ends, failure)
     finally:
         display.close(snapshots())
     return [recording.stream.session(run.key) for run in runs]
