@@ -86,6 +86,25 @@ def test_a_slow_reader_gets_counted_drops_not_silent_ones() -> None:
     assert read + reported == 200 == read + cam.dropped
 
 
+def test_without_fps_a_slow_reader_loses_nothing() -> None:
+    """No fps, no clock: the default simulator waits for its reader (``acqzarr send`` with the
+    default options reported 735 frames dropped by the camera for 20 sent)."""
+    cam = drivers.create("simulated.noise")  # the defaults acqzarr send uses: no fps, ring 16
+    out = np.empty(cam.shape, cam.dtype)
+    ids = []
+    cam.start()
+    try:
+        for _ in range(20):
+            info = cam.read_into(out)
+            assert info is not None and info.dropped_before == 0
+            ids.append(info.frame_id)
+            time.sleep(0.005)  # a sink far slower than the simulator
+    finally:
+        cam.stop()
+    assert ids == list(range(20)) and cam.dropped == 0
+    np.testing.assert_array_equal(out, cam._pool[19 % len(cam._pool)])
+
+
 def test_a_driver_feeds_a_stream(tmp_path: Path) -> None:
     cam = drivers.create("simulated.radial_sine", {"height": 40, "width": 36, "frames": 10, "ring": 32})
     settings = stream_settings(tmp_path / "s.zarr", 3, (0, 40, 36), (4, 16, 16), key="cam")

@@ -60,7 +60,7 @@ def test_record_writes_frames_metadata_and_session(tmp_path: Path) -> None:
     frames = zarr.open_group(str(store / "cam0" / "acqzarr_frames"), mode="r")
     ids = np.asarray(frames["frame_id"][:])  # type: ignore[index]
     dropped = np.asarray(frames["dropped_before"][:])  # type: ignore[index]
-    # The camera runs free: frames a slower sink misses are overwritten and counted, never silent.
+    # Whatever the camera loses is counted in the gaps of frame_id, never silent.
     np.testing.assert_array_equal(data, pool[ids % len(pool)])
     np.testing.assert_array_equal(np.diff(ids) - 1, dropped[1:])
     assert ids[0] == dropped[0]

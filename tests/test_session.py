@@ -3,10 +3,13 @@ several cameras at once, and the progress display."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import math
 import os
 import pty
+import re
 import subprocess
 import sys
 import threading
@@ -22,7 +25,7 @@ import zarr
 
 import acqzarr as az
 from acqzarr.recording.command import SessionConfig, load_session, record
-from acqzarr.recording.progress import LiveTable, LogLines, Snapshot, make_display
+from acqzarr.recording.progress import Conditions, LiveTable, LogLines, Snapshot, drop_reason, make_display
 from acqzarr.stores import Buffer
 from builders import UNSHARDED, array_document
 
@@ -273,3 +276,104 @@ def test_a_session_that_fails_itself_still_closes_the_store_as_incomplete(tmp_pa
     assert isinstance(session, dict)
     assert session["completed"] is False and session["interrupted"] is None and session["stop"] is not None
     assert session["frames_on_disk"] == session["frames_accepted"] == image["0"].shape[0]  # type: ignore[union-attr]
+
+
+def test_the_progress_ratio_is_the_one_acqzarr_info_reports(tmp_path: Path) -> None:
+    """Progress counted level 0's raw bytes against the bytes of every pyramid level (ratio 1.24 live
+    where ``acqzarr info`` said 1.65 for the same store); both now count every level."""
+    from acqzarr.read.info import describe
+    from acqzarr.stores import open_store
+
+    data = {
+        "store": str(tmp_path / "s.zarr"),
+        "version": 3,
+        "arrays": [
+            {
+                "key": "cam0",
+                "dtype": "uint16",
+                "dimensions": [
+                    {"name": "t", "kind": "time", "size": 0, "chunk": 8},
+                    {"name": "y", "kind": "space", "size": 256, "chunk": 64},
+                    {"name": "x", "kind": "space", "size": 256, "chunk": 64},
+                ],
+                "multiscale": {"levels": 3, "method": "mean"},
+            }
+        ],
+        "source": {"driver": "simulated.noise", "frames": 36, "options": {"height": 256, "width": 256}},
+    }
+    data["max_inflight_bytes"] = 1  # refused, saying what the pyramid needs
+    with pytest.raises(az.ConfigError, match=r"need: (\d+) bytes") as refused:
+        record(*_load(tmp_path, data), log=io.StringIO())
+    need = re.search(r"need: (\d+) bytes", str(refused.value))
+    assert need is not None
+    data["max_inflight_bytes"] = int(need.group(1))
+    config, cameras = _load(tmp_path, data)  # the source now waits for the disk: live lines while writing
+    out = io.StringIO()
+    record(config, cameras, log=out, store=SlowStore(tmp_path / "s.zarr", 0.002), refresh=0.02)
+    ratios = [float(line.split("| ratio ")[1].split(" ")[0]) for line in out.getvalue().strip().splitlines()]
+    final = ratios[-1]
+    live = [r for r in ratios[:-1] if not math.isnan(r)]
+    assert live, "no live line with a ratio"
+    assert all(r == pytest.approx(final, rel=0.1) for r in live), ratios  # it read 3.25 before a flush
+    info = describe(open_store(str(tmp_path / "s.zarr"), direct_io=False))
+    levels = [a for a in info["arrays"] if a["path"] in ("cam0/0", "cam0/1", "cam0/2")]
+    assert len(levels) == 3  # info's per-array ratios, taken together over the image's levels
+    expected = sum(a["ratio"] * a["stored_bytes"] for a in levels) / sum(a["stored_bytes"] for a in levels)
+    assert final == pytest.approx(expected, abs=0.01)
+
+
+def test_an_overloaded_run_says_in_words_why_frames_were_dropped(tmp_path: Path) -> None:
+    """A camera faster than a slow disk, with the smallest cap: the progress lines and the final
+    summary say that the writer fell behind and filled the in-flight cap, and what to change."""
+    data = _session(tmp_path, frames=40, options={"height": 32, "width": 24, "fps": 400, "ring": 2})
+    data["max_inflight_bytes"] = 32 * 1024  # one band and its worst-case encoding
+    config, cameras = _load(tmp_path, data)
+    out = io.StringIO()
+    (session,) = record(config, cameras, log=out, store=SlowStore(tmp_path / "s.zarr", 0.02), refresh=0.05)
+    assert session["frames_dropped"] > 0
+    reason = session["dropped_reason"]  # stored in the session record, printed by acqzarr record
+    n = session["frames_dropped"]
+    assert reason.startswith(f"{n} frames dropped: the writer fell behind the camera and filled the in-fl")
+    assert "To avoid it: " in reason
+    assert "raise max_inflight_bytes (now 32 KiB) to hold a longer burst" in reason
+    lines = out.getvalue().strip().splitlines()
+    dropping = [line for line in lines if "| dropped 0 |" not in line]
+    assert dropping and all(
+        "| dropped because the writer fell behind the camera and filled the in-flight cap (" in line
+        for line in dropping
+    )
+    assert "dropped because" not in "".join(line for line in lines if "| dropped 0 |" in line)
+
+
+def _conditions(**changes: Any) -> Conditions:
+    base = Conditions(cap_mib=1360.0, peak_mib=1300.0, cpu_share=0.3, load=0.5, cores=2, mb_out=90.0)
+    return dataclasses.replace(base, **changes)
+
+
+def test_the_drop_reason_names_cpu_disk_or_the_reader() -> None:
+    assert drop_reason(0, _conditions()) is None
+    cpu = drop_reason(5, _conditions(cpu_share=0.9))
+    assert cpu is not None
+    assert cpu.text(5) == (
+        "5 frames dropped: the writer fell behind the camera and filled the in-flight cap (CPU: this "
+        "process kept all 2 cores busy). To avoid it: lower the camera's fps, use fewer pyramid levels or "
+        "lighter compression, record when the machine is quieter, or raise max_inflight_bytes (now 1360 "
+        "MiB) to hold a longer burst."
+    )
+    busy = drop_reason(5, _conditions(load=4.8))
+    assert busy is not None and busy.cause == (
+        "the writer fell behind the camera and filled the in-flight cap (CPU: the machine is busy "
+        "(load 4.8 on 2 cores, ~4.2 of it other processes), which took the time it needed)"
+    )
+    disk = drop_reason(5, _conditions(load=1.2))  # 0.6 of it this process: a quiet machine
+    assert disk is not None and disk.cause.startswith(
+        "the writer fell behind the camera and filled the in-flight cap (disk: it stored only 90 MB/s"
+    )
+    assert disk.advice.startswith("write to a faster disk")
+    reader = drop_reason(5, _conditions(peak_mib=200.0, load=3.0))
+    assert reader is not None and reader.cause == (
+        "the camera was not read in time although the stream had room (200 MiB of 1360 MiB at most; CPU: "
+        "the machine is busy (load 3.0 on 2 cores, ~2.4 of it other processes), which took the time it "
+        "needed)"
+    )
+    assert "larger ring" in reader.advice

@@ -58,6 +58,7 @@ class ArrayStats:
     frames_flushed: int  # of those, frames inside the shape readers see (stored and published)
     bytes_written: int  # bytes of chunk and shard objects stored, all levels
     frames_skipped: int = 0  # frame slots left as fill value: skip(), and holes closed at close()
+    raw_bytes_written: int = 0  # uncompressed size of what bytes_written holds: its ratio
 
 
 class Image:
@@ -202,6 +203,7 @@ class Image:
             frames_flushed=self.publisher.frames_flushed,
             bytes_written=sum(w.bytes_written for w in self.levels),
             frames_skipped=self.counts.skipped,
+            raw_bytes_written=sum(w.raw_bytes_written for w in self.levels),
         )
 
     # -- closing ---------------------------------------------------------------

@@ -13,12 +13,14 @@ everything accepted is flushed and the store finalized.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import difflib
 import os
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +29,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import ConfigError
 from ..settings import StreamSettings, format_validation_error, load_mapping
-from ..settings.overrides import apply_overrides
+from ..settings.overrides import ENV_PREFIX, apply_overrides, parse_assignment
 from ..stores import Store
+from .camera import frame_buffers
 from .lifecycle import End, Recording
-from .progress import Display, Snapshot, make_display, snapshot
+from .progress import Conditions, Display, DropReason, Snapshot, drop_reason, make_display, snapshot
 from .stop import StopSignal
 
-__all__ = ["SessionConfig", "SourceSettings", "load_session", "record"]
+__all__ = ["SessionConfig", "SourceSettings", "load_config", "load_session", "make_cameras", "record"]
 
 
 class SourceSettings(BaseModel):
@@ -96,29 +99,139 @@ def load_session(
     frames: int | None = None,
     output: str | None = None,
     environ: Mapping[str, str] | None = None,
+    check: Callable[[SessionConfig], None] | None = None,
 ) -> tuple[SessionConfig, list[Any]]:
     """Validate a session config and build its drivers (one per source, in order).
 
-    Raises ConfigError naming the key and reason; nothing is created on disk.
+    Raises ConfigError naming the key and reason; nothing is created on disk.  ``check`` runs
+    on the validated config before the drivers are built (they may take seconds: a simulator
+    makes its frames up front), e.g. the command's check that the store may be written.
     """
+    env = os.environ if environ is None else environ
+    config = load_config(path, sets, frames=frames, output=output, environ=env)
+    if check is not None:
+        check(config)
+    with _naming_overrides(_override_origins(sets, env)):
+        return config, make_cameras(config, str(path))
+
+
+def load_config(
+    path: str | Path,
+    sets: Sequence[str] = (),
+    *,
+    frames: int | None = None,
+    output: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> SessionConfig:
+    """The validated config alone, without building its drivers."""
+    env = os.environ if environ is None else environ
     data = load_mapping(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
-    data = apply_overrides(data, sets, os.environ if environ is None else environ, SessionConfig.model_fields)
-    if output is not None:
-        data["store"] = output
-    if frames is not None:
-        source = data.get("source")
-        for src in source if isinstance(source, list) else [source]:
-            if isinstance(src, dict):
-                src["frames"] = frames
-    config = SessionConfig.from_mapping(data, source=str(path))
+    with _naming_overrides(_override_origins(sets, env)):
+        data = apply_overrides(data, sets, env, SessionConfig.model_fields)
+        if output is not None:
+            data["store"] = output
+        if "source" not in data:
+            raise ConfigError(
+                f"{path}: no source: section, so there is nothing to record.\n"
+                "  This is a StreamSettings config for the Python API:\n"
+                f"    settings = acqzarr.StreamSettings.from_file({str(path)!r})\n"
+                "    with acqzarr.open_stream(settings) as stream: stream.append(frame) ...\n"
+                "  To record it with acqzarr record, add a source whose frames fit the array, e.g.\n"
+                "    source: {driver: simulated.noise, frames: 100, options: {height: 2048, width: 2048}}"
+            )
+        _check_sources(data["source"], str(path))
+        if frames is not None:
+            source = data.get("source")
+            for src in source if isinstance(source, list) else [source]:
+                if isinstance(src, dict):
+                    src["frames"] = frames
+        return SessionConfig.from_mapping(data, source=str(path))
+
+
+def make_cameras(config: SessionConfig, origin: str) -> list[Any]:
+    """Build each source's driver, checking its options and that its frames fit its array."""
     single = isinstance(config.source, SourceSettings)
-    cameras = [
-        _make_camera(config, src, "source" if single else f"source.{i}", str(path))
+    return [
+        _make_camera(config, src, "source" if single else f"source.{i}", origin)
         for i, src in enumerate(config.sources)
     ]
-    return config, cameras
+
+
+def _check_sources(source: Any, origin: str) -> None:
+    """Validate ``source`` (one mapping or a list of them) before the whole config, so a problem in it
+    reads ``source.frame: unknown key; did you mean 'frames'?`` instead of pydantic's report against
+    both members of the union (``source.SourceSettings.frame ...``, ``source.list[SourceSettings] ...``).
+    """
+    if isinstance(source, list):
+        entries = [(f"source.{i}", src) for i, src in enumerate(source)]
+    elif isinstance(source, dict):
+        entries = [("source", source)]
+    else:
+        raise ConfigError(
+            f"{origin}: invalid settings\n  source: must be a mapping (one camera: driver, frames, key, "
+            f"options) or a list of them, got {type(source).__name__}"
+        )
+    lines = []
+    for where, src in entries:
+        try:
+            SourceSettings.model_validate(src)
+        except ValidationError as exc:
+            lines += _problem_lines(exc, where, SourceSettings)
+    if lines:
+        raise ConfigError("\n".join([f"{origin}: invalid settings", *lines]))
+
+
+def _problem_lines(exc: ValidationError, where: str, model: type[BaseModel]) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join([where, *(str(p) for p in err["loc"])])
+        if err["type"] == "extra_forbidden":
+            known = list(model.model_fields)
+            close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+            lines.append(f"  {loc}: unknown key; {hint}")
+        else:
+            lines.append(f"  {loc}: {err['msg'].removeprefix('Value error, ')}")
+    return lines
+
+
+def _override_origins(sets: Sequence[str], environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(key path, where it was set) for every override, in the order they apply (later ones win);
+    the same rules as ``apply_overrides``."""
+    origins = []
+    for name in sorted(environ):
+        parts = name[len(ENV_PREFIX) :].lower().split("__") if name.startswith(ENV_PREFIX) else []
+        if parts and parts[0] in SessionConfig.model_fields:
+            origins.append((".".join(parts), f"environment variable {name}"))
+    for item in sets:
+        try:
+            key, _ = parse_assignment(item, "--set", "key.path=value")
+        except ConfigError:
+            continue  # apply_overrides reports it
+        origins.append((key, f"--set {item}"))
+    return origins
+
+
+@contextlib.contextmanager
+def _naming_overrides(origins: list[tuple[str, str]]) -> Iterator[None]:
+    """Rewrite a ConfigError so a problem in an overridden value names the override (the
+    environment variable or the --set), not the config file it never came from."""
+    try:
+        yield
+    except ConfigError as exc:
+        head, *lines = str(exc).split("\n")
+        found = [
+            next((o for p, o in reversed(origins) if loc == p or loc.startswith(p + ".")), None)
+            for loc in (line.strip().split(": ", 1)[0] for line in lines)
+        ]
+        if not any(found):
+            raise
+        if len(set(found)) == 1:  # every problem is in one override: name it instead of the file
+            raise ConfigError("\n".join([f"{found[0]}: invalid settings", *lines])) from None
+        out = [line + (f" (from {o})" if o else "") for line, o in zip(lines, found, strict=True)]
+        raise ConfigError("\n".join([head, *out])) from None
 
 
 def _make_camera(config: SessionConfig, src: SourceSettings, where: str, origin: str) -> Any:
@@ -183,7 +296,7 @@ class _Acquisition:
         self.thread = threading.Thread(target=self._run, name=f"acqzarr-source-{key}", daemon=True)
 
     def _run(self) -> None:
-        buf = np.empty(self.camera.shape, self.camera.dtype)
+        buf = frame_buffers(1, self.camera.shape, self.camera.dtype)[0]  # faulted in before the first frame
         limit = self.src.frames
         appended = 0  # this source is the array's only one: its count, without a stats call a frame
         try:
@@ -222,13 +335,17 @@ class _Acquisition:
             },
         }
 
-    def end(self, aborted: bool) -> End:
+    def end(self, aborted: bool, dropped_reason: str | None = None) -> End:
         """How this source ended: the camera's own count of drops (it may also have lost frames after
-        the last one read), the signal that interrupted it, and whether it is complete (not if it
-        failed, was interrupted, or the session around it failed: ``aborted``)."""
+        the last one read) and why it dropped them, the signal that interrupted it, and whether it
+        is complete (not if it failed, was interrupted, or the session around it failed: ``aborted``)."""
         return End(
             completed=self.error is None and self.stop.signal is None and not aborted,
-            fields={"frames_dropped": int(self.camera.dropped), "interrupted": self.stop.signal},
+            fields={
+                "frames_dropped": int(self.camera.dropped),
+                "dropped_reason": dropped_reason,
+                "interrupted": self.stop.signal,
+            },
         )
 
 
@@ -247,15 +364,38 @@ def record(
     out = log or sys.stdout
     stop = StopSignal()
     recording = Recording(config.stream_settings(), store, source={"kind": "record"})
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     runs = [
         _Acquisition(recording, src, config.key_of(src), cam, stop)
         for src, cam in zip(config.sources, cameras, strict=True)
     ]
 
+    def reason(dropped: int, mb_out: float) -> DropReason | None:
+        if not dropped:
+            return None
+        elapsed = max(time.monotonic() - t0, 1e-9)
+        memory = recording.stream.memory()
+        return drop_reason(
+            dropped,
+            Conditions(
+                cap_mib=memory.cap / 2**20,
+                peak_mib=memory.peak / 2**20,
+                cpu_share=(time.process_time() - cpu0) / (elapsed * cores),
+                load=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+                cores=cores,
+                mb_out=mb_out,
+            ),
+        )
+
     def snapshots() -> list[Snapshot]:
         elapsed = time.monotonic() - t0
-        return [snapshot(recording.stream, r.key, elapsed, recording.counts(r.key).dropped) for r in runs]
+        snaps = []
+        for r in runs:
+            snap = snapshot(recording.stream, r.key, elapsed, recording.counts(r.key).dropped)
+            why = reason(snap.dropped, snap.mb_out)
+            snaps.append(snap if why is None else dataclasses.replace(snap, why=why.cause))
+        return snaps
 
     display: Display = make_display(out)
     aborted: BaseException | None = None  # the session itself failed, not one of its sources
@@ -276,8 +416,13 @@ def record(
                 if run.thread.ident is not None:  # started
                     run.thread.join()
     failure = aborted or next((r.error for r in runs if r.error is not None), None)
+    ends = {}
+    for run, snap in zip(runs, snapshots(), strict=True):
+        dropped = int(run.camera.dropped)  # the camera's own count: after the last frame read too
+        why = reason(dropped, snap.mb_out)
+        ends[run.key] = run.end(aborted is not None, None if why is None else why.text(dropped))
     try:
-        recording.finish({run.key: run.end(aborted is not None) for run in runs}, failure)
+        recording.finish(ends, failure)
     finally:
         display.close(snapshots())
     return [recording.stream.session(run.key) for run in runs]

@@ -7,6 +7,7 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
+from ..errors import ConfigError
 from .arrays import ArraySettings
 from .loading import load_mapping
 from .locations import is_s3, join_key, split_s3
@@ -178,4 +179,10 @@ class StreamSettings(SettingsModel):
     @classmethod
     def from_file(cls, path: str | Path) -> Self:
         """Load settings from a YAML or JSON file, naming the offending key on error."""
-        return cls.from_mapping(load_mapping(path), source=str(path))
+        data = load_mapping(path)
+        if isinstance(data, dict) and "source" in data and "source" not in cls.model_fields:
+            raise ConfigError(  # else: "source: Extra inputs are not permitted"
+                f"{path}: a recording session (it has a source: section); load it with "
+                f"acqzarr.recording.command.load_session({str(path)!r}) or run `acqzarr record {path}`"
+            )
+        return cls.from_mapping(data, source=str(path))

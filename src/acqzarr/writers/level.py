@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ..codecs import BloscCodec
-from .bands import Band, BandAssembler, FrameCounts, Slot
+from .bands import OUTSIDE, Band, BandAssembler, FrameCounts, Slot
 from .buffers import BufferPools
 from .encode import Encoded, Encoder
 from .layout import ArrayLayout, Index
@@ -107,6 +107,7 @@ class LevelWriter:
         self.assembler.pool.prefill(1, background=True)
         self.lock = threading.RLock()  # one appender at a time (the caller's thread, or the pyramid's)
         self.bytes_written = 0  # the I/O thread's count
+        self.raw_bytes_written = 0  # uncompressed bytes of the bands stored (slots inside the array)
 
     # -- appending thread ------------------------------------------------
     def locate(self, positions: Sequence[Index]) -> list[Slot]:
@@ -178,6 +179,8 @@ class LevelWriter:
                 for r in results:
                     self._release(r)
             self.bytes_written += stored.nbytes
+            inside = int(np.count_nonzero(band.state != OUTSIDE))
+            self.raw_bytes_written += self.layout.band_nbytes * inside // band.state.size
             if stored.bands:
                 self._readable.stored(self.level, stored.bands)
         finally:
