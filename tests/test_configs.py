@@ -57,6 +57,7 @@ def test_the_list_of_session_configs_is_known() -> None:
     ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SESSIONS)
 def test_shipped_config_records_and_reads_back(tmp_path: Path, name: str) -> None:
     for needed in NEEDS.get(name, []):

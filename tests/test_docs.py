@@ -247,7 +247,7 @@ def test_every_marker_is_right_before_a_runnable_fence() -> None:
     for doc in DOCS:
         lines = doc.read_text().splitlines()
         for i, line in enumerate(lines):
-            if not _MARKER.search(line):
+            if not _MARKER.fullmatch(line.strip()):
                 continue
             after = next((lines[j] for j in range(i + 1, len(lines)) if lines[j].strip()), "")
             if not (after.startswith("```") and after[3:].strip() in RUNNABLE):

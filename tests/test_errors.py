@@ -170,6 +170,7 @@ class SlowStore(az.LocalStore):
         super().put(key, parts)
 
 
+@pytest.mark.slow
 def test_backpressure_blocks_then_times_out_without_losing_frames(tmp_path: Path, version: int) -> None:
     path = tmp_path / "s.zarr"
     one_band = plan_memory(stream_settings(path, version)).required

@@ -118,6 +118,7 @@ def test_what_lands_is_exactly_what_was_sent(
     assert wire == raw if encoding == "raw" else wire < raw
 
 
+@pytest.mark.slow
 def test_push_backpressure_loses_nothing_with_a_stalled_writer(server: ServerProcess) -> None:
     """SIGSTOP the server mid-series: the sender blocks within a few frames, then everything lands."""
     data = frames_for((512, 512), 48, "uint16", seed=3)
@@ -144,6 +145,7 @@ def test_push_backpressure_loses_nothing_with_a_stalled_writer(server: ServerPro
     assert_reads_back(server.root / "backpressure" / "cam0" / "0", 3, data)
 
 
+@pytest.mark.slow
 def test_a_vanished_sender_is_finalized_after_the_idle_timeout(server: ServerProcess) -> None:
     data = frames_for((40, 48), 5, "uint16", seed=4)
     with Sender(server.tcp, timeout=30) as sender:
@@ -214,6 +216,7 @@ def test_path_traversal_in_keys_is_rejected(server: ServerProcess) -> None:
     assert not (server.root / "evil").exists() and not (server.root.parent / "evil").exists()
 
 
+@pytest.mark.slow
 def test_send_and_status_commands(server: ServerProcess, tmp_path: Path) -> None:
     settings = tmp_path / "series.yaml"
     settings.write_text(
@@ -279,6 +282,7 @@ def test_send_and_status_commands(server: ServerProcess, tmp_path: Path) -> None
     assert "cli: complete (series_end), 12 frames" in human.stdout
 
 
+@pytest.mark.slow
 def test_pub_sub_gaps_are_counted_exactly(tmp_path: Path) -> None:
     """A stalled SUB server makes a PUB sender drop; every drop is a counted gap, every sent frame lands."""
     data = frames_for((256, 256), 60, "uint16", seed=6)
@@ -316,6 +320,7 @@ def test_pub_sub_gaps_are_counted_exactly(tmp_path: Path) -> None:
     assert_reads_back(store / "cam0" / "0", 3, data[meta["frame_id"]])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_finalizes_open_series_and_exits_0(tmp_path: Path, signum: signal.Signals) -> None:
     data = frames_for((40, 48), 6, "uint16", seed=7)
@@ -334,6 +339,7 @@ def test_a_signal_finalizes_open_series_and_exits_0(tmp_path: Path, signum: sign
     assert f"stopped by {signum.name}" in (tmp_path / "serve.log").read_text()
 
 
+@pytest.mark.slow
 def test_curve_lets_only_authorized_senders_in(tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     allowed = tmp_path / "authorized"

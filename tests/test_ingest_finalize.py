@@ -195,6 +195,7 @@ def test_shutdown_waits_for_pending_finalizes(held_a: list[HeldClose], tmp_path:
     assert data.tobytes() == np.stack([small_frame(i) for i in range(1, 4)]).tobytes()
 
 
+@pytest.mark.slow
 def test_acqzarr_status_shows_a_failed_finalize(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The served loop reports a close that failed on its finalize thread: `acqzarr status` prints
     the series as INCOMPLETE with the error."""

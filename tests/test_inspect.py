@@ -135,6 +135,7 @@ NGFF_BREAKS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(NGFF_BREAKS))
 def test_validate_and_ome_zarr_models_both_reject_broken_ngff(
     tmp_path: Path, version: int, case: str
@@ -260,6 +261,7 @@ STRUCTURE_BREAKS: dict[str, tuple[Callable[[Path, int], None], dict[int, str]]] 
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("case", "zarr_format"),
     [(case, v) for case, (_, messages) in STRUCTURE_BREAKS.items() for v in sorted(messages)],
@@ -286,6 +288,7 @@ def test_leftovers_of_a_crash_are_warnings_not_errors(tmp_path: Path, version: i
     assert _cli("validate", str(path)).returncode == 0
 
 
+@pytest.mark.slow
 def test_info_and_validate_on_a_missing_store_fail_clearly(tmp_path: Path) -> None:
     for command in ("info", "validate"):
         result = _cli(command, str(tmp_path / "nope.zarr"))
@@ -371,6 +374,7 @@ COLUMN_BREAKS: dict[str, tuple[Callable[[Path, int], None], str]] = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(COLUMN_BREAKS))
 def test_validate_reports_per_frame_columns_not_indexed_like_the_frames(
     tmp_path: Path, version: int, case: str

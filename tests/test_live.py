@@ -70,6 +70,7 @@ READER = FRAME_SRC + textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_reader_in_another_process_sees_consistent_prefixes(tmp_path: Path, version: int) -> None:
     path = tmp_path / "s.zarr"
     with az.open_stream(settings(path, version)) as stream:
@@ -107,6 +108,7 @@ WRITER = FRAME_SRC + textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill_after", [1, 3, 7])
 def test_sigkill_keeps_every_flushed_frame(tmp_path: Path, version: int, kill_after: int) -> None:
     path = tmp_path / "s.zarr"

@@ -53,6 +53,7 @@ def _image_of(index: dict[str, int]) -> str:
     return f"{'p0' if index['p'] == 0 else 'right'}_g{index['g']}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("axis_order", ["tpgcz", "tpgzc", "gtpcz"])
 def test_every_event_lands_at_its_index_with_metadata_labels_and_holes(
     tmp_path: Path, version: int, axis_order: str

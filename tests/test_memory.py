@@ -63,6 +63,7 @@ print(json.dumps({"baseline": baseline, "peak": status("VmHWM"), "cap": during.c
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("version", [2, 3])
 def test_a_deep_z_stack_streams_in_a_few_bands_of_memory(tmp_path: Path, version: int) -> None:
     """(t, z, y, x) with 512 planes per timepoint, chunk z 32 (v3: shards of 4 chunks along z, so a

@@ -334,6 +334,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_leaves_a_valid_pyramid_prefix(tmp_path: Path, version: int) -> None:
     path = tmp_path / "s.zarr"
     settings = stream_settings(

@@ -73,6 +73,7 @@ def test_record_writes_frames_metadata_and_session(tmp_path: Path) -> None:
     assert session["software"].startswith("acqzarr ")
 
 
+@pytest.mark.slow
 def test_set_env_frames_and_output_overrides(tmp_path: Path) -> None:
     config = _write(tmp_path)
     out = tmp_path / "elsewhere.zarr"
@@ -107,6 +108,7 @@ def test_dry_run_prints_the_resolved_config_and_creates_nothing(tmp_path: Path) 
     assert not (tmp_path / "out.zarr").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -142,6 +144,7 @@ def test_bad_set_syntax_is_a_config_error(tmp_path: Path) -> None:
     assert "expected key.path=value" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_a_signal_finalizes_the_store_with_every_accepted_frame_and_exits_130(
     tmp_path: Path, signum: signal.Signals
@@ -171,6 +174,7 @@ def test_a_signal_finalizes_the_store_with_every_accepted_frame_and_exits_130(
     assert f"recorded {n} frames" in out  # every frame accepted is in the store
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["npy", "tiff", "zarr"])
 def test_replay_rerecords_a_file_exactly(tmp_path: Path, kind: str) -> None:
     import tifffile

@@ -62,6 +62,7 @@ class SlowStore(az.LocalStore):
         super().put_padded(key, buffer, nbytes)
 
 
+@pytest.mark.slow
 def test_a_slow_sink_yields_counted_drops_matching_the_gaps_and_metadata_is_live(tmp_path: Path) -> None:
     data = _session(tmp_path, frames=40, options={"height": 32, "width": 24, "fps": 400, "ring": 2})
     data["max_inflight_bytes"] = 32 * 1024  # one band and its worst-case encoding: appends wait for the disk

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from acqzarr.ingest import Sender
 from acqzarr.recording.synthetic import camera_frames
@@ -14,6 +15,9 @@ from ingest_helpers import running_server
 
 from .readback import all_objects, assert_reads_back_s3
 from .seaweed import Seaweed
+
+# A SeaweedFS server for the session and real uploads: left out of the quick loop.
+pytestmark = pytest.mark.slow
 
 
 def test_serve_writes_each_series_under_an_s3_prefix(aws_env: Seaweed, s3_url: str, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import obstore
+import pytest
 
 import acqzarr as az
 from builders import frames_for
@@ -14,6 +15,9 @@ from builders import frames_for
 from .readback import all_objects, raw_store
 from .seaweed import Seaweed
 from .test_s3_stream import FRAME, _settings
+
+# A SeaweedFS server for the session and real uploads: left out of the quick loop.
+pytestmark = pytest.mark.slow
 
 
 def _cli(server: Seaweed, *args: str) -> subprocess.CompletedProcess[str]:

@@ -16,6 +16,9 @@ from .faults import FaultProxy
 from .readback import all_objects, raw_store
 from .seaweed import Seaweed
 
+# A SeaweedFS server for the session and real uploads: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 MIB = 1 << 20
 
 

@@ -27,6 +27,9 @@ from builders import frames_for, stream_settings
 from .readback import all_objects, assert_reads_back_s3, raw_store, read_zarr_s3
 from .seaweed import Seaweed
 
+# A SeaweedFS server for the session and real uploads: left out of the quick loop.
+pytestmark = pytest.mark.slow
+
 FRAME = (37, 50)
 
 
