@@ -157,7 +157,7 @@ class Stream:
     def update_session(
         self, values: Mapping[str, Any], key: str | None = None, *, write: bool = True
     ) -> None:
-        """Merge fields into the session record (``session_record.py``) of image ``key``, e.g.
+        """Merge fields into the session record (``engine/session_record.py``) of image ``key``, e.g.
         ``{"frames_dropped": 3}`` or ``{"completed": False}`` (the close then leaves it false).
 
         ``write=False`` leaves the store alone: the next publish of the image carries the change.

@@ -4,11 +4,11 @@ A series is one store (``root/series_id``) with the arrays its settings
 declare; frames for each key go to that key's array, so several cameras in
 one series are compressed and written concurrently by the one stream.  Each
 frame's header fields go into the image's per-frame metadata columns
-(``frame_columns.py``, with ``acqzarr record``'s fields plus ``gap_before``;
+(``engine/frame_columns.py``, with ``acqzarr record``'s fields plus ``gap_before``;
 a frame's ``user_data`` into its JSON entry), and the session record
-(``session_record.py``) describes the series, so readers need not care how a
+(``engine/session_record.py``) describes the series, so readers need not care how a
 dataset was acquired.  Opening, counting drops and the end of the record are
-``recording.py``'s, as for ``acqzarr record``; what is the protocol's (message
+``recording/lifecycle.py``'s, as for ``acqzarr record``; what is the protocol's (message
 sequence, gaps, rejections, the ``user_data`` cap) is here.
 """
 

@@ -190,7 +190,7 @@ class ZarrSpec(ABC):
         kind: str,
         dimension_names: tuple[str, ...],
     ) -> Documents:
-        """Documents of a per-frame metadata column (``frame_columns.py``): ``kind`` "float64" or
+        """Documents of a per-frame metadata column (``engine/frame_columns.py``): ``kind`` "float64" or
         "int64" (raw little-endian chunks) or "string" (vlen-utf8 then zstd)."""
 
     @abstractmethod

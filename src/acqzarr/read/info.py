@@ -324,7 +324,7 @@ def render(info: dict[str, Any]) -> str:
 
 
 def _session_line(s: dict[str, Any]) -> str:
-    """The session record (``session_record.py``) in one line: who wrote it, counts, how it ended."""
+    """The session record (``engine/session_record.py``) in one line: who wrote it, counts, how it ended."""
     given = s.get("source")
     source: dict[str, Any] = given if isinstance(given, dict) else {}
     who = " ".join(str(source[k]) for k in ("kind", "driver", "series_id") if source.get(k))

@@ -355,7 +355,7 @@ def _implied_sizes(n0: int, factor: float | None) -> tuple[int, ...]:
 
 
 def _check_frame_columns(tree: StoreTree, image: Node) -> list[Problem]:
-    """The per-frame metadata columns of an image (``frame_columns.py``): each is indexed like the
+    """The per-frame metadata columns of an image (``engine/frame_columns.py``): each is indexed like the
     frames (its shape is level 0's index axes: the first as long as level 0's, the others equal),
     of a documented kind (the JSON column a string, every other float64 or int64), and is the
     kind the group's ``acqzarr_frames.columns`` lists.  A reader pairs ``column[t, c, z]`` with

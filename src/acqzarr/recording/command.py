@@ -4,9 +4,9 @@ The config is validated completely (stream settings, each driver's own
 options, and that each driver's frames fit its array) before anything
 touches disk.  Each source runs in its own thread, so two cameras write into
 one store concurrently.  Each frame's camera metadata (frame_id, timestamps,
-drops) goes into the image's per-frame metadata columns (``frame_columns.py``); the
-session record (``session_record.py``) names the driver, and its counters and
-drops follow the recording (``recording.py``, shared with ``acqzarr serve``).
+drops) goes into the image's per-frame metadata columns (``engine/frame_columns.py``); the
+session record (``engine/session_record.py``) names the driver, and its counters and
+drops follow the recording (``lifecycle.py``, shared with ``acqzarr serve``).
 SIGINT/SIGTERM stop the sources; the recording then ends normally, so
 everything accepted is flushed and the store finalized.
 """

@@ -14,7 +14,7 @@ get wrong, so it lives here once:
   caller: the first one raised, later ones attached as notes.
 
 What is not shared stays with the caller: camera threads and stop signals in
-``session.py``; message sequence numbers, gaps, protocol checks and the
+``recording/command.py``; message sequence numbers, gaps, protocol checks and the
 ``user_data`` cap in ``ingest/series.py``.
 """
 

@@ -3,7 +3,7 @@
 Compression runs on a pool sized to the cores (Blosc releases the GIL).
 Writes run on a single I/O thread in submission order, which gives two
 properties for free: a band is stored only after every band submitted before it
-(what ``publish.py`` counts on), and the disk sees sequential writes while the
+(what ``engine/publish.py`` counts on), and the disk sees sequential writes while the
 pool keeps compressing the next band.
 """
 
