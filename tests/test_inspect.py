@@ -401,3 +401,28 @@ def test_info_and_validate_are_public_and_take_a_path(tmp_path: Path) -> None:
     assert az.validate(path)  # a broken document is a problem
     with pytest.raises(az.StoreError, match="no Zarr store"):
         az.info(tmp_path / "nothing-here")
+
+
+@pytest.mark.slow
+def test_info_into_a_pipe_that_closes_early_prints_no_traceback(tmp_path: Path) -> None:
+    """``acqzarr info STORE | head -1``: the reader may leave before info writes; info exits quietly
+    (it printed a BrokenPipeError traceback)."""
+    path = tmp_path / "s.zarr"
+    with az.open_stream(stream_settings(path, 3, (0, 32, 32), (4, 16, 16))) as stream:
+        stream.append(np.ones((4, 32, 32), "uint16"))
+    script = (
+        f"import sys; sys.argv = ['acqzarr', 'info', {str(path)!r}]; "
+        "from acqzarr.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before info writes a byte
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-c", script], stdout=write, stderr=subprocess.PIPE, env=env, timeout=60
+        )
+    finally:
+        os.close(write)
+    err = proc.stderr.decode()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

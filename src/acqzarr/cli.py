@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -215,6 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AcqzarrError as exc:
         print(f"acqzarr: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG if isinstance(exc, ConfigError) else EXIT_RUNTIME
+    except BrokenPipeError:  # `acqzarr info STORE | head`: the reader left; nothing is wrong
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail too
+        return EXIT_OK
     return code
 
 
