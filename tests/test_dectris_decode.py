@@ -6,9 +6,13 @@ fields one by one; every kind of bad input rejected with its reason and nothing 
 
 from __future__ import annotations
 
+import json
 import struct
+from fractions import Fraction
 from pathlib import Path
 
+import bitshuffle
+import cbor2
 import numpy as np
 import pytest
 
@@ -19,13 +23,24 @@ from acqzarr.ingest.dectris.compression import (
     parse_v1_encoding,
 )
 from acqzarr.ingest.dectris.messages import (
+    DetectorEnd,
+    DetectorImage,
     DetectorMessageError,
+    DetectorStart,
 )
+from acqzarr.ingest.dectris.stream2 import Stream2Decoder
 from dectris_spec import (
+    CBORTag,
     bslz4,
+    eiger_start,
+    end_message,
     hdf5_lz4,
+    image_message,
+    multidim,
     poisson_frame,
     raw_lz4,
+    start_message,
+    typed_array,
 )
 
 DTYPES = ["uint8", "uint16", "uint32"]
@@ -115,3 +130,234 @@ def test_v1_lz4_raw_block_and_hdf5_framed() -> None:
     assert reason_of(decompress_v1, enc, raw_lz4(raw)[:-3], len(raw), "x") == "bad_compression"
     assert reason_of(decompress_v1, enc, raw_lz4(raw), len(raw) + 4, "x") == "bad_compression"
     assert reason_of(decompress_v1, parse_v1_encoding("<"), raw[:-1], len(raw), "x") == "bad_compression"
+
+
+# -- 2. Stream V2 -------------------------------------------------------------------------------
+
+
+def decode2(message: bytes, decoder: Stream2Decoder | None = None):  # type: ignore[no-untyped-def]
+    return (decoder or Stream2Decoder()).decode([message])
+
+
+def test_start_fields_one_by_one() -> None:
+    fields, arrays = eiger_start(64, 48, "uint32", ("threshold_1", "threshold_2"), ntrigger=3)
+    start = decode2(start_message(**fields))
+    assert isinstance(start, DetectorStart)
+    assert start.series_id == 7
+    assert start.series_unique_id == "6b0b8f4e-series-7"
+    assert start.image_size == (48, 64)
+    assert start.dtype == np.dtype("<u4")
+    assert start.channels == ("threshold_1", "threshold_2")
+    assert start.number_of_images == 15  # 5 images x 3 triggers
+    assert start.pixel_size_m == (7.5e-05, 7.5e-05)
+    assert start.frame_time_s == 0.01
+    assert start.threshold_energy_ev == {"threshold_1": 6200.0, "threshold_2": 7200.0}
+    assert start.user_data == {"sample": "lysozyme", "run": 3}
+    expected = {
+        "arm_date": "2026-12-07T06:00:00.125000+00:00",
+        "beam_center_x": 31.5,
+        "beam_center_y": 22.25,
+        "count_time": 0.0099,
+        "countrate_correction_enabled": True,
+        "detector_description": "Dectris EIGER2 Si 1M",
+        "detector_serial_number": "E-32-0100",
+        "detector_translation": [0.0, 0.0, 0.12],
+        "flatfield_enabled": True,
+        "goniometer": {"omega": {"increment": 0.1, "start": 10.0}, "phi": {"increment": 0.0, "start": 0.0}},
+        "incident_energy": 12398.4,
+        "incident_wavelength": 1.0,
+        "pixel_mask_enabled": True,
+        "saturation_value": 1048575,
+        "sensor_material": "Si",
+        "sensor_thickness": 0.00045,
+        "virtual_pixel_interpolation_enabled": False,
+    }
+    assert dict(start.fields) == expected
+    json.dumps(start.fields)  # JSON-able as it is
+    assert sorted(start.arrays) == sorted(arrays)
+    for name, array in arrays.items():
+        got = start.arrays[name]
+        assert got.dtype == array.dtype.newbyteorder("<") and got.shape == array.shape, name
+        assert np.array_equal(got, array), name
+
+
+def test_start_basic_without_arrays_and_unknown_fields_kept() -> None:
+    extra = {"jungfraujoch_extra": {"gain": [1, 2]}, "big": typed_array(np.arange(500))}
+    fields, _ = eiger_start(header_all=False, **extra)
+    start = decode2(start_message(**fields))
+    assert isinstance(start, DetectorStart)
+    assert start.fields["jungfraujoch_extra"] == {"gain": [1, 2]}
+    assert np.array_equal(start.arrays["big"], np.arange(500))  # a large array: an array, not JSON
+    assert set(start.arrays) == {"big"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+@pytest.mark.parametrize("compression", [None, "bslz4", "lz4"])
+@pytest.mark.parametrize("column_major", [False, True])
+def test_image_round_trip(dtype: str, byteorder: str, compression: str | None, column_major: bool) -> None:
+    frames = {c: poisson_frame((33, 47), dtype, seed=i) for i, c in enumerate(("threshold_1", "threshold_2"))}
+    msg = image_message(
+        series_id=7,
+        series_unique_id="u",
+        image_id=3,
+        data={c: multidim(f, byteorder, compression, column_major) for c, f in frames.items()},
+        real_time=[99_000, 10_000_000],
+        start_time=[30_000_000, 100_000_000],
+        stop_time=[3_099_000, 10_000_000],
+        series_date=CBORTag(0, "2026-12-07T06:00:00+00:00"),
+        user_data={"pos": [1.5, 2.0]},
+    )
+    image = decode2(msg)
+    assert isinstance(image, DetectorImage)
+    assert (image.series_id, image.series_unique_id, image.image_id) == (7, "u", 3)
+    assert set(image.data) == set(frames)
+    for c, f in frames.items():
+        got = image.data[c]
+        assert got.dtype == np.dtype(dtype).newbyteorder("<") and got.flags.c_contiguous
+        assert np.array_equal(got, f)
+    assert image.real_time == Fraction(99, 10_000)
+    assert image.start_time == Fraction(3, 10)
+    assert image.stop_time == Fraction(3_099_000, 10_000_000)
+    assert image.series_date == "2026-12-07T06:00:00+00:00"
+    assert image.user_data == {"pos": [1.5, 2.0]}
+
+
+def test_self_described_cbor_tag_55799_around_messages() -> None:
+    """Real detectors put tag 55799 (RFC 8949 self-described CBOR) around each message."""
+    fields, arrays = eiger_start(header_all=True)
+    start = decode2(cbor2.dumps(CBORTag(55799, {"type": "start", **fields})))
+    assert isinstance(start, DetectorStart) and start.image_size == (48, 64)
+    assert np.array_equal(start.arrays["pixel_mask/threshold_1"], arrays["pixel_mask/threshold_1"])
+    frame = poisson_frame((48, 64), "uint32")
+    wrapped = {"type": "image", "image_id": 4, "data": {"threshold_1": multidim(frame, ">", "bslz4")},
+               "real_time": [1, 3], "user_data": [1, {"a": 2}]}  # fmt: skip
+    image = decode2(cbor2.dumps(CBORTag(55799, wrapped)))
+    assert isinstance(image, DetectorImage)
+    assert np.array_equal(image.data["threshold_1"], frame)
+    assert image.real_time == Fraction(1, 3) and image.user_data == [1, {"a": 2}]
+
+
+def test_eiger_sized_frames_exact() -> None:
+    for shape, dtype in (((1062, 1028), "uint32"), ((2162, 2068), "uint16")):
+        frame = poisson_frame(shape, dtype, mean=0.1)
+        image = decode2(image_message(image_id=0, data={"threshold_1": multidim(frame, "<", "bslz4")}))
+        assert isinstance(image, DetectorImage)
+        assert np.array_equal(image.data["threshold_1"], frame)
+
+
+def test_end_and_plain_array_and_expect_cap() -> None:
+    end = decode2(end_message(series_id=7, series_unique_id="u", extra=1))
+    assert end == DetectorEnd(7, "u", {"extra": 1})
+    plain = decode2(image_message(image_id=1, data={"t": CBORTag(40, [[2, 3], [1, 2, 3, 4, 5, 6]])}))
+    assert isinstance(plain, DetectorImage)
+    assert plain.data["t"].tolist() == [[1, 2, 3], [4, 5, 6]]
+    fields, _ = eiger_start(16, 8, "uint16", header_all=False)
+    decoder = Stream2Decoder()
+    start = decoder.decode([start_message(**fields)])
+    assert isinstance(start, DetectorStart)
+    decoder.expect(start)
+    big = poisson_frame((16, 16), "uint16")  # twice the series' frame
+    msg = image_message(image_id=0, data={"threshold_1": multidim(big, "<", "bslz4")})
+    assert reason_of(decoder.decode, [msg]) == "bad_compression"
+    decoder.expect(None)
+    assert isinstance(decoder.decode([msg]), DetectorImage)
+
+
+def test_bad_v2_messages_each_with_its_reason() -> None:
+    frame = poisson_frame((8, 8), "uint16")
+    good_data = {"threshold_1": multidim(frame, "<", "bslz4")}
+    payload = bslz4(frame)
+    cases: list[tuple[bytes, str]] = [
+        (b"\xff\x00garbage", "malformed"),
+        (b"", "malformed"),
+        (cbor2.dumps([1, 2]), "malformed"),
+        (cbor2.dumps({"no": "type"}), "unknown_type"),
+        (cbor2.dumps({"type": "config"}), "unknown_type"),
+        (image_message(image_id=-1, data=good_data), "bad_image"),
+        (image_message(image_id="1", data=good_data), "bad_image"),
+        (image_message(image_id=0), "bad_image"),
+        (image_message(image_id=0, data={"t": typed_array(frame)}), "bad_image"),  # 1-D
+        (image_message(image_id=0, data={"t": CBORTag(40, [[8, 8], CBORTag(83, b"\0" * 1024)])}),
+         "malformed"),
+        (image_message(image_id=0, data={"t": CBORTag(40, [[8, 9], typed_array(frame)])}), "malformed"),
+        (image_message(image_id=0, data={"t": CBORTag(40, [[8, 8], CBORTag(65, b"\0" * 127)])}), "malformed"),
+        (image_message(image_id=0, data={"t": CBORTag(69, CBORTag(56500, ["bslz4", 2, payload[:30]]))}),
+         "bad_compression"),
+        (image_message(image_id=0, data=good_data, real_time=[1, 0]), "bad_image"),
+        (image_message(image_id=0, data=good_data, series_id="x"), "malformed"),
+        (image_message(image_id=0, data={"t": CBORTag(40, [[2, 2], ["a", "b", "c", "d"]])}), "malformed"),
+    ]  # fmt: skip
+    for message, reason in cases:
+        assert reason_of(decode2, message) == reason, message[:60]
+    assert reason_of(Stream2Decoder().decode, [b"a", b"b"]) == "malformed"
+
+
+@pytest.mark.parametrize(
+    ("override", "why"),
+    [({"image_size_x": 65537}, "image_size_x"), ({"image_size_y": 0}, "image_size_y"),
+     ({"image_size_x": 60000, "image_size_y": 60000}, "bytes"), ({"image_dtype": "float64"}, "image_dtype"),
+     ({"image_size_x": None}, "image_size_x"), ({"image_size_x": 2.5}, "image_size_x"),
+     ({"channels": []}, "channels"), ({"channels": ["a", "a"]}, "channels"),
+     ({"pixel_size_x": -1.0}, "pixel_size_x"),
+     ({"number_of_images": -3}, "number_of_images"), ({"ntrigger": 0}, "ntrigger")],
+)  # fmt: skip
+def test_absurd_or_missing_geometry_is_bad_start(override: dict[str, object], why: str) -> None:
+    fields, _ = eiger_start(header_all=False)
+    fields.update(override)
+    with pytest.raises(DetectorMessageError) as info:
+        decode2(start_message(**fields))
+    assert info.value.reason == "bad_start"
+    assert why in str(info.value)
+
+
+# -- captured from a real detector ---------------------------------------------------------------
+
+
+def keep_tag(first: object, second: object) -> object:
+    """A tag hook that leaves every tag as it is (cbor2 6 passes (tag, immutable), 5 (decoder, tag))."""
+    return first if isinstance(first, CBORTag) else second
+
+
+def test_captured_eiger2_16m_series() -> None:
+    """A series a DECTRIS EIGER2 Si 16M sent (see the fixture's README), decoded independently:
+    the pixels against the bitshuffle package's decompression of the same payload."""
+    decoder = Stream2Decoder()
+    start = decoder.decode([(CAPTURED / "start.cbor").read_bytes()])
+    assert isinstance(start, DetectorStart)
+    assert (start.series_id, start.series_unique_id) == (15614, "01HBV3JPF9T4ZDPADX6EMK6XMZ")
+    assert start.image_size == (4362, 4148)
+    assert start.dtype is None  # no image_dtype before the 2023 spec: the first image decides
+    assert start.channels == ("threshold_1",)
+    assert start.number_of_images == 1
+    assert start.pixel_size_m == (7.5e-05, 7.5e-05)
+    assert start.frame_time_s == 0.004317572232502031
+    assert start.threshold_energy_ev == {"threshold_1": 6750.149914699146, "threshold_2": 18900.41976115761}
+    assert start.fields["detector_description"] == "Dectris EIGER2 Si 16M"
+    assert start.fields["saturation_value"] == 21517
+    assert start.fields["arm_date"] == "2023-10-03T17:47:48.329000+02:00"
+    assert start.fields["goniometer"]["chi"] == {"increment": 0.0, "start": 30.0}
+    # The placeholders the fixture's publishers put in place of the arrays: kept, not refused.
+    assert start.fields["pixel_mask"] == {"threshold_1": "AAAAAA=="}
+    assert start.arrays == {}
+    decoder.expect(start)
+    raw = (CAPTURED / "image.cbor").read_bytes()
+    image = decoder.decode([raw])
+    assert isinstance(image, DetectorImage)
+    assert image.image_id == 0
+    assert image.real_time == Fraction(215873, 50_000_000)
+    assert image.start_time == 0
+    assert image.series_date == "2023-10-03T17:47:49.434000+02:00"
+    pixels = image.data["threshold_1"]
+    assert pixels.shape == (4362, 4148) and pixels.dtype == np.dtype("<u2")
+    tag = cbor2.loads(raw, tag_hook=keep_tag)["data"]["threshold_1"]
+    algorithm, elem, payload = tag.value[1].value.value
+    assert (tag.tag, tag.value[1].tag, algorithm, elem) == (40, 69, "bslz4", 2)
+    block = struct.unpack(">I", payload[8:12])[0] // 2
+    expected = bitshuffle.decompress_lz4(
+        np.frombuffer(payload[12:], np.uint8), (4362, 4148), np.dtype("<u2"), block
+    )
+    assert np.array_equal(pixels, expected)
+    assert pixels.max() > 0
+    end = decoder.decode([(CAPTURED / "end.cbor").read_bytes()])
+    assert end == DetectorEnd(15614, "01HBV3JPF9T4ZDPADX6EMK6XMZ", {})
