@@ -28,6 +28,7 @@ from acqzarr.ingest.dectris.messages import (
     DetectorMessageError,
     DetectorStart,
 )
+from acqzarr.ingest.dectris.stream1 import V1_CHANNEL, Stream1Decoder
 from acqzarr.ingest.dectris.stream2 import Stream2Decoder
 from dectris_spec import (
     CBORTag,
@@ -41,6 +42,10 @@ from dectris_spec import (
     raw_lz4,
     start_message,
     typed_array,
+    v1_config,
+    v1_end,
+    v1_header,
+    v1_image,
 )
 
 DTYPES = ["uint8", "uint16", "uint32"]
@@ -309,6 +314,84 @@ def test_absurd_or_missing_geometry_is_bad_start(override: dict[str, object], wh
         decode2(start_message(**fields))
     assert info.value.reason == "bad_start"
     assert why in str(info.value)
+
+
+# -- 3. Stream V1 -------------------------------------------------------------------------------
+
+
+def test_v1_start_basic_and_all() -> None:
+    decoder = Stream1Decoder()
+    start = decoder.decode(v1_header(4, "basic", v1_config(64, 48, 16), appendix={"user": "x"}))
+    assert isinstance(start, DetectorStart)
+    assert start.series_id == 4 and start.series_unique_id is None
+    assert start.image_size == (48, 64) and start.dtype == np.dtype("<u2")
+    assert start.channels == (V1_CHANNEL,) == ("threshold_1",)
+    assert start.number_of_images == 8  # nimages 4 x ntrigger 2
+    assert start.pixel_size_m == (7.5e-05, 7.5e-05)
+    assert start.frame_time_s == 0.01
+    assert start.threshold_energy_ev == {"threshold_1": 4020.5}
+    assert start.user_data == {"user": "x"}
+    assert start.fields["photon_energy"] == 8041.0 and start.fields["description"] == "Dectris EIGER 1M"
+    assert start.fields["header_detail"] == "basic"
+    assert start.arrays == {}
+    rng = np.random.default_rng(5)
+    arrays = {
+        "flatfield": rng.uniform(0.9, 1.1, (48, 64)).astype(np.float32),
+        "pixel_mask": (rng.random((48, 64)) < 0.05).astype(np.uint32),
+        "countrate_table": rng.uniform(0, 1e6, (1000, 2)).astype(np.float32),
+    }
+    full = decoder.decode(v1_header(5, "all", v1_config(64, 48, 32), arrays, appendix=b"plain text"))
+    assert isinstance(full, DetectorStart)
+    assert full.dtype == np.dtype("<u4") and full.user_data == "plain text"
+    assert np.array_equal(full.arrays["flatfield/threshold_1"], arrays["flatfield"])
+    assert np.array_equal(full.arrays["pixel_mask/threshold_1"], arrays["pixel_mask"])
+    assert np.array_equal(full.arrays["countrate_correction_lookup_table"], arrays["countrate_table"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("encoding", ["bs{bits}-lz4<", "lz4<", "<", ">"])
+def test_v1_image_round_trip(dtype: str, encoding: str) -> None:
+    frame = poisson_frame((37, 45), dtype)  # [x, y] = [45, 37]: not square, so the order is checked
+    enc = encoding.format(bits=np.dtype(dtype).itemsize * 8)
+    image = Stream1Decoder().decode(v1_image(4, 2, frame, enc, appendix={"n": 2}))
+    assert isinstance(image, DetectorImage)
+    assert image.series_id == 4 and image.image_id == 2
+    got = image.data[V1_CHANNEL]
+    assert got.shape == (37, 45) and got.dtype == np.dtype(dtype).newbyteorder("<")
+    assert np.array_equal(got, frame)
+    assert image.start_time == Fraction(1, 1000) and image.stop_time == Fraction(11, 1000)
+    assert image.real_time == Fraction(99, 10_000)
+    assert image.user_data == {"n": 2}
+
+
+def test_v1_end_and_bad_messages() -> None:
+    decoder = Stream1Decoder()
+    assert decoder.decode(v1_end(4)) == DetectorEnd(4, None, {})
+    frame = poisson_frame((8, 8), "uint32")
+    image = v1_image(4, 0, frame)
+    info = json.loads(image[1])
+    cases: list[tuple[list[bytes], str]] = [
+        ([], "malformed"),
+        ([b"not json"], "malformed"),
+        ([b"[1]"], "malformed"),
+        ([b'{"htype": "dconfig-1.0"}'], "unknown_type"),
+        ([b'{"series": 1}'], "unknown_type"),
+        (v1_header(4, "none"), "bad_start"),
+        (v1_header(4, "basic", v1_config(70000, 10)), "bad_start"),
+        (v1_header(4, "basic", v1_config(64, 48, 12)), "bad_start"),
+        (v1_header(4, "basic")[:1], "malformed"),
+        (image[:3], "malformed"),
+        ([image[0], json.dumps({**info, "shape": [9, 8]}).encode(), *image[2:]], "bad_compression"),
+        ([image[0], json.dumps({**info, "shape": [10**6, 10**6]}).encode(), *image[2:]], "bad_image"),
+        ([image[0], json.dumps({**info, "type": "object"}).encode(), *image[2:]], "bad_image"),
+        ([image[0], json.dumps({**info, "encoding": "gzip<"}).encode(), *image[2:]], "bad_compression"),
+        ([image[0], image[1], image[2][:-8], image[3]], "bad_compression"),
+        ([json.dumps({"htype": "dimage-1.0", "series": 4, "frame": -1}).encode(), *image[1:]], "bad_image"),
+        ([*image[:3], b'{"start_time": "x"}'], "bad_image"),
+        ([*v1_end(4), b"x"], "malformed"),
+    ]
+    for parts, reason in cases:
+        assert reason_of(decoder.decode, parts) == reason, parts[:2]
 
 
 # -- captured from a real detector ---------------------------------------------------------------
