@@ -7,7 +7,9 @@ fields one by one; every kind of bad input rejected with its reason and nothing 
 from __future__ import annotations
 
 import json
+import random
 import struct
+import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -16,6 +18,8 @@ import cbor2
 import numpy as np
 import pytest
 
+from acqzarr.errors import ConfigError
+from acqzarr.ingest.dectris import decoder_for
 from acqzarr.ingest.dectris.compression import (
     MAX_PAYLOAD_BYTES,
     decompress_tag,
@@ -392,6 +396,80 @@ def test_v1_end_and_bad_messages() -> None:
     ]
     for parts, reason in cases:
         assert reason_of(decoder.decode, parts) == reason, parts[:2]
+
+
+# -- 4. decoder_for -----------------------------------------------------------------------------
+
+
+def test_decoder_for() -> None:
+    assert isinstance(decoder_for("dectris-stream2"), Stream2Decoder)
+    assert isinstance(decoder_for("dectris-stream1"), Stream1Decoder)
+    assert decoder_for("dectris-stream2") is not decoder_for("dectris-stream2")
+    with pytest.raises(ConfigError, match="dectris-stream2"):
+        decoder_for("eiger")
+
+
+# -- 6. fuzz -------------------------------------------------------------------------------------
+
+
+def mutate(rng: random.Random, message: bytes) -> bytes:
+    data = bytearray(message)
+    for _ in range(rng.randint(1, 3)):
+        op = rng.random()
+        if op < 0.5 and data:
+            i = rng.randrange(len(data))
+            data[i] ^= 1 << rng.randrange(8)
+        elif op < 0.7 and data:
+            del data[rng.randrange(len(data)) :]
+        elif op < 0.85 and data:
+            i = rng.randrange(len(data))
+            data[i] = rng.choice([0x00, 0xFF, 0x1B, 0x5B, 0x9B, 0xBB, 0xD8])
+        else:
+            i = rng.randrange(len(data) + 1)
+            data[i:i] = rng.randbytes(rng.randint(1, 9))
+    return bytes(data)
+
+
+def test_fuzz_mutated_messages_raise_only_detector_errors() -> None:
+    """1,500 bit-flipped, truncated and spliced messages of every kind: each decodes or raises
+    DetectorMessageError, never anything else, and all of them take a bounded time."""
+    rng = random.Random(20261207)
+    fields, _ = eiger_start(24, 16, "uint16", ("threshold_1", "threshold_2"))
+    frame = poisson_frame((16, 24), "uint16", mean=2.0)
+    v2 = [
+        start_message(**fields),
+        image_message(image_id=1, series_id=7, data={"threshold_1": multidim(frame, "<", "bslz4"),
+                                                      "threshold_2": multidim(frame, ">", "lz4", True)},
+                      real_time=[1, 100], series_date=CBORTag(0, "2026-12-07T06:00:00+00:00")),
+        image_message(image_id=2, data={"threshold_1": multidim(frame)}),
+        end_message(series_id=7),
+        cbor2.dumps(CBORTag(55799, {"type": "image", "image_id": 3,
+                                    "data": {"t": multidim(frame, "<", "lz4")}})),
+        (CAPTURED / "start.cbor").read_bytes(),
+        (CAPTURED / "end.cbor").read_bytes(),
+    ]  # fmt: skip
+    v1 = [v1_header(3, "basic", v1_config(24, 16, 16)), v1_image(3, 1, frame, "bs16-lz4<"),
+          v1_image(3, 2, frame, "lz4<"), v1_end(3)]  # fmt: skip
+    decoders = (Stream2Decoder(), Stream1Decoder())
+    outcomes = {"decoded": 0, "rejected": 0}
+    t0 = time.perf_counter()
+    for i in range(1500):
+        if i % 2:
+            parts = [mutate(rng, rng.choice(v2))]
+            decoder = decoders[0]
+        else:
+            parts = list(rng.choice(v1))
+            k = rng.randrange(len(parts))
+            parts[k] = mutate(rng, parts[k])
+            decoder = decoders[1]  # type: ignore[assignment]
+        try:
+            decoder.decode(parts)
+            outcomes["decoded"] += 1
+        except DetectorMessageError:
+            outcomes["rejected"] += 1
+    elapsed = time.perf_counter() - t0
+    assert outcomes["rejected"] > 500 and outcomes["decoded"] > 50, outcomes
+    assert elapsed < 60, elapsed
 
 
 # -- captured from a real detector ---------------------------------------------------------------
