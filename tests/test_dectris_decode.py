@@ -300,6 +300,11 @@ def test_bad_v2_messages_each_with_its_reason() -> None:
     for message, reason in cases:
         assert reason_of(decode2, message) == reason, message[:60]
     assert reason_of(Stream2Decoder().decode, [b"a", b"b"]) == "malformed"
+    nested: list[object] = [0]
+    for _ in range(80):
+        nested = [nested]
+    deep = cbor2.dumps({"type": "end", "x": nested})
+    assert reason_of(decode2, deep) == "malformed"
 
 
 @pytest.mark.parametrize(
@@ -393,6 +398,7 @@ def test_v1_end_and_bad_messages() -> None:
         ([json.dumps({"htype": "dimage-1.0", "series": 4, "frame": -1}).encode(), *image[1:]], "bad_image"),
         ([*image[:3], b'{"start_time": "x"}'], "bad_image"),
         ([*v1_end(4), b"x"], "malformed"),
+        ([b'{"htype": "dseries_end-1.0", "x": ' + b"[" * 900 + b"]" * 900 + b"}"], "malformed"),  # deep
     ]
     for parts, reason in cases:
         assert reason_of(decoder.decode, parts) == reason, parts[:2]

@@ -23,6 +23,7 @@ from .messages import DETECTOR_DTYPES, DetectorMessageError
 
 __all__ = [
     "MAX_IMAGE_SIDE",
+    "MAX_NESTING",
     "check_geometry",
     "frame_cap",
     "jsonable",
@@ -36,10 +37,18 @@ __all__ = [
 MAX_IMAGE_SIDE = 65536
 
 
-def jsonable(value: Any, where: str = "value") -> Any:
+# How deep metadata may nest (maps in lists in maps ...): deeper is refused as ``malformed`` rather
+# than recursed into (a JSON or CBOR parser accepts several hundred levels; nothing a detector sends
+# needs more than a few).
+MAX_NESTING = 64
+
+
+def jsonable(value: Any, where: str = "value", depth: int = 0) -> Any:
     """``value`` as plain JSON: datetimes as RFC 3339 strings, rationals as [num, den], byte
     strings as base64 text, numpy scalars and arrays as numbers and lists, unknown CBOR tags as
     ``{"cbor_tag": n, "value": ...}``, non-finite floats as their names ("nan", "inf")."""
+    if depth > MAX_NESTING:
+        raise DetectorMessageError("malformed", f"{where} nests deeper than {MAX_NESTING} levels")
     if value is None or isinstance(value, bool | str):
         return value
     if isinstance(value, int):
@@ -47,9 +56,9 @@ def jsonable(value: Any, where: str = "value") -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else str(value)
     if isinstance(value, np.generic):
-        return jsonable(value.item(), where)
+        return jsonable(value.item(), where, depth)
     if isinstance(value, np.ndarray):
-        return jsonable(value.tolist(), where)
+        return jsonable(value.tolist(), where, depth)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
     if isinstance(value, Fraction):
@@ -57,12 +66,12 @@ def jsonable(value: Any, where: str = "value") -> Any:
     if isinstance(value, bytes | bytearray | memoryview):
         return base64.b64encode(bytes(value)).decode("ascii")
     if isinstance(value, Mapping):
-        return {str(k): jsonable(v, f"{where}.{k}") for k, v in value.items()}
+        return {str(k): jsonable(v, f"{where}.{k}", depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [jsonable(v, where) for v in value]
+        return [jsonable(v, where, depth + 1) for v in value]
     tag = getattr(value, "tag", None)
     if isinstance(tag, int) and hasattr(value, "value"):  # a CBORTag no hook decoded
-        return {"cbor_tag": tag, "value": jsonable(value.value, where)}
+        return {"cbor_tag": tag, "value": jsonable(value.value, where, depth + 1)}
     simple = getattr(value, "value", None)
     if isinstance(simple, int):  # CBORSimpleValue
         return simple
