@@ -266,11 +266,19 @@ def test_end_and_plain_array_and_expect_cap() -> None:
     start = decoder.decode([start_message(**fields)])
     assert isinstance(start, DetectorStart)
     decoder.expect(start)
-    big = poisson_frame((16, 16), "uint16")  # twice the series' frame
-    msg = image_message(image_id=0, data={"threshold_1": multidim(big, "<", "bslz4")})
-    assert reason_of(decoder.decode, [msg]) == "bad_compression"
+    big = {"threshold_1": multidim(poisson_frame((16, 16), "uint16"), "<", "bslz4")}  # twice the frame
+    same_series = image_message(image_id=0, series_id=7, series_unique_id="6b0b8f4e-series-7", data=big)
+    assert reason_of(decoder.decode, [same_series]) == "bad_compression"
+    # Another series' images (the next one, decoded before its start was taken) keep the default
+    # cap, and so does a start, whose arrays may be larger than the last series' frame.
+    next_series = image_message(image_id=0, series_id=8, series_unique_id="next", data=big)
+    assert isinstance(decoder.decode([next_series]), DetectorImage)
+    bigger, arrays = eiger_start(64, 48, "uint32", series_id=8, unique="next")
+    bigger_start = decoder.decode([start_message(**bigger)])
+    assert isinstance(bigger_start, DetectorStart)
+    assert np.array_equal(bigger_start.arrays["pixel_mask/threshold_1"], arrays["pixel_mask/threshold_1"])
     decoder.expect(None)
-    assert isinstance(decoder.decode([msg]), DetectorImage)
+    assert isinstance(decoder.decode([same_series]), DetectorImage)
 
 
 def test_bad_v2_messages_each_with_its_reason() -> None:

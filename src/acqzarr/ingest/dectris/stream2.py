@@ -5,10 +5,10 @@ Tags decoded (everything else is kept as metadata, see ``values.jsonable``):
 - RFC 8746 typed arrays, tags 64-87 (both byte orders; the float128 tags 83/87 are refused:
   numpy has no IEEE binary128), as numpy arrays over cbor2's bytes (no copy);
 - tag 40 (row-major multi-dimensional array) and tag 1040 (column-major, made C-ordered);
-- tag 56500 (DECTRIS compression, ``compression.py``), decompressed before the typed array
-  around it sees the bytes; its declared size is capped by the series' frame when the server has
-  told the decoder the start (``expect``), by ``MAX_PAYLOAD_BYTES`` otherwise, and always by what
-  LZ4 could expand the payload to;
+- tag 56500 (DECTRIS compression, ``compression.py``), kept compressed while the message is
+  parsed and decompressed once its type and series are known: an image of the series the server
+  announced with ``expect`` may not declare more than one channel of that series' frame, any
+  other payload not more than ``MAX_PAYLOAD_BYTES``, and none more than LZ4 could expand it to;
 - DateTime (tag 0) by cbor2 itself, stored as RFC 3339 text; Rationals ([num, den]) as Fractions.
 
 Image data is delivered as little-endian, C-ordered (y, x) arrays whatever the sender used.
@@ -36,7 +36,15 @@ from .messages import (
     DetectorMessageError,
     DetectorStart,
 )
-from .values import check_geometry, frame_cap, jsonable, little_endian, optional_float, optional_int
+from .values import (
+    MAX_NESTING,
+    check_geometry,
+    frame_cap,
+    jsonable,
+    little_endian,
+    optional_float,
+    optional_int,
+)
 
 __all__ = ["START_ARRAYS", "Stream2Decoder"]
 
@@ -92,9 +100,67 @@ def _malformed(message: str) -> DetectorMessageError:
     return DetectorMessageError("malformed", message)
 
 
-def _typed_array(tag: int, value: Any) -> np.ndarray[Any, Any]:
+class _Compressed:
+    """Tag 56500's content while the message is parsed: how large it may decompress to is known
+    only once the message's type and series are."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+class _LazyArray:
+    """A typed array over a compressed byte string, and its shape once tag 40/1040 gives one."""
+
+    __slots__ = ("compressed", "dims", "dtype", "order", "tag")
+
+    def __init__(self, compressed: _Compressed, dtype: np.dtype[Any], tag: int) -> None:
+        self.compressed = compressed
+        self.dtype = dtype
+        self.tag = tag
+        self.dims: tuple[int, ...] | None = None
+        self.order = "C"
+
+    def materialize(self, cap: int) -> np.ndarray[Any, Any]:
+        raw = decompress_tag(self.compressed.value, max_bytes=cap, what=f"typed array tag {self.tag}")
+        if len(raw) % self.dtype.itemsize:
+            raise _malformed(
+                f"typed array tag {self.tag}: {len(raw)} bytes, not whole {self.dtype.itemsize}-byte items"
+            )
+        array = np.frombuffer(raw, self.dtype)
+        if self.dims is None:
+            return array
+        if math.prod(self.dims) != array.size:
+            raise _malformed(
+                f"dimensions {list(self.dims)} hold {math.prod(self.dims)} items, not {array.size}"
+            )
+        if self.order == "C":
+            return array.reshape(self.dims)
+        return np.ascontiguousarray(array.reshape(self.dims, order="F"))
+
+
+def _materialize(value: Any, cap: int, depth: int = 0) -> Any:
+    """``value`` with every compressed byte string and array decompressed (at most ``cap`` bytes
+    each); maps become dicts and arrays lists."""
+    if depth > MAX_NESTING:
+        raise _malformed(f"the message nests deeper than {MAX_NESTING} levels")
+    if isinstance(value, _LazyArray):
+        return value.materialize(cap)
+    if isinstance(value, _Compressed):
+        return decompress_tag(value.value, max_bytes=cap)
+    if isinstance(value, Mapping):
+        return {k: _materialize(v, cap, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_materialize(v, cap, depth + 1) for v in value]
+    return value
+
+
+def _typed_array(tag: int, value: Any) -> np.ndarray[Any, Any] | _LazyArray:
     if tag in _UNSUPPORTED_TYPED_ARRAYS:
         raise _malformed(f"typed array tag {tag} ({_UNSUPPORTED_TYPED_ARRAYS[tag]}) is not supported")
+    if isinstance(value, _Compressed):
+        return _LazyArray(value, np.dtype(_TYPED_ARRAY_DTYPES[tag]), tag)
     if not isinstance(value, bytes):
         raise _malformed(f"typed array tag {tag} holds {type(value).__name__}, not a byte string")
     dtype = np.dtype(_TYPED_ARRAY_DTYPES[tag])
@@ -103,12 +169,16 @@ def _typed_array(tag: int, value: Any) -> np.ndarray[Any, Any]:
     return np.frombuffer(value, dtype)
 
 
-def _multidim(tag: int, value: Any) -> np.ndarray[Any, Any]:
+def _multidim(tag: int, value: Any) -> np.ndarray[Any, Any] | _LazyArray:
     if not isinstance(value, list | tuple) or len(value) != 2:  # cbor2 6: tuples inside a tag
         raise _malformed(f"tag {tag}: expected [dimensions, array]")
     dims, data = value
     if not isinstance(dims, list | tuple) or not dims or not all(type(d) is int and d >= 0 for d in dims):
         raise _malformed(f"tag {tag}: dimensions {dims!r} are not a list of unsigned integers")
+    if isinstance(data, _LazyArray) and data.dims is None:
+        data.dims = tuple(dims)
+        data.order = "C" if tag == 40 else "F"
+        return data
     if isinstance(data, list | tuple):
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in data):
             raise _malformed(f"tag {tag}: a plain array of non-numbers")
@@ -192,35 +262,47 @@ def _numeric(array: Any, name: str, reason: str) -> np.ndarray[Any, Any]:
 
 class Stream2Decoder:
     """A ``WireDecoder`` for Stream V2.  Thread-safe: decoding shares nothing between calls except
-    the size cap ``expect`` sets (a plain int, read once per message)."""
+    what ``expect`` set (one tuple, read once per message)."""
 
     protocol = "dectris-stream2"
 
     def __init__(self, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         self._default_cap = max_payload_bytes
-        self._cap = max_payload_bytes
+        self._expected: tuple[int | None, str | None, int] | None = None
 
     def expect(self, start: DetectorStart | None) -> None:
-        """Cap every compressed payload of the images that follow at one channel of ``start``'s
-        frame (None: back to the default cap).  The server calls it when a series starts; the
-        decoder stays correct without it, only with a looser cap."""
+        """Cap every compressed payload of ``start``'s series' images at one channel of its frame
+        (None: no series expected).  The server calls it when a series starts; images of any
+        other series (say the next one, decoded on another thread before its start was taken)
+        keep the default cap, so a late ``expect`` never rejects a good image.  Without it the
+        decoder is as correct, with a looser cap."""
         if start is None:
-            self._cap = self._default_cap
+            self._expected = None
         else:
-            self._cap = frame_cap(start, self._default_cap)
+            self._expected = (start.series_id, start.series_unique_id, frame_cap(start, self._default_cap))
+
+    def _cap_for(self, msg: Mapping[str, Any]) -> int:
+        expected = self._expected
+        if expected is None or msg.get("type") != "image":
+            return self._default_cap
+        series_id, unique, cap = expected
+        if unique is not None:
+            return cap if msg.get("series_unique_id") == unique else self._default_cap
+        if series_id is not None and msg.get("series_id") == series_id:
+            return cap
+        return self._default_cap
 
     def decode(self, parts: Sequence[bytes | memoryview]) -> DetectorMessage:
         if len(parts) != 1:
             raise _malformed(f"a Stream V2 message is one part, this one has {len(parts)}")
         loads = _cbor_loads()
-        cap = self._cap
 
         def tag_hook(first: Any, second: Any) -> Any:
             # cbor2 6 calls tag_hook(tag, immutable), cbor2 5 tag_hook(decoder, tag).
             tag = first if isinstance(first, _tag_type) else second
             number = tag.tag
             if number == 56500:
-                return decompress_tag(tag.value, max_bytes=cap)
+                return _Compressed(tag.value)
             if number in _TYPED_ARRAY_DTYPES or number in _UNSUPPORTED_TYPED_ARRAYS:
                 return _typed_array(number, tag.value)
             if number in (40, 1040):
@@ -242,6 +324,7 @@ class Stream2Decoder:
         # around every message) cbor2 6 gives frozen maps and tuples.
         if not isinstance(msg, Mapping):
             raise _malformed(f"a Stream V2 message is a CBOR map, this one is {type(msg).__name__}")
+        msg = _materialize(msg, self._cap_for(msg))
         kind = msg.get("type")
         if kind == "image":
             return self._image(msg)
