@@ -381,6 +381,18 @@ def test_v1_image_round_trip(dtype: str, encoding: str) -> None:
     assert image.user_data == {"n": 2}
 
 
+def test_v1_expect_caps_only_that_series() -> None:
+    decoder = Stream1Decoder()
+    start = decoder.decode(v1_header(4, "basic", v1_config(16, 8, 16)))
+    assert isinstance(start, DetectorStart)
+    decoder.expect(start)
+    big = poisson_frame((16, 16), "uint16")  # twice the series' frame
+    assert reason_of(decoder.decode, v1_image(4, 0, big, "bs16-lz4<")) == "bad_image"
+    assert isinstance(decoder.decode(v1_image(5, 0, big, "bs16-lz4<")), DetectorImage)  # the next series
+    decoder.expect(None)
+    assert isinstance(decoder.decode(v1_image(4, 0, big, "bs16-lz4<")), DetectorImage)
+
+
 def test_v1_end_and_bad_messages() -> None:
     decoder = Stream1Decoder()
     assert decoder.decode(v1_end(4)) == DetectorEnd(4, None, {})

@@ -139,21 +139,24 @@ def _array_part(
 
 class Stream1Decoder:
     """A ``WireDecoder`` for Stream V1.  Every V1 image carries its own shape, type and encoding,
-    so the decoder keeps no state between messages; ``expect`` narrows the size cap of the images
-    that follow to one frame of the series, as for Stream V2."""
+    so the decoder keeps no state between messages; ``expect`` narrows the size cap of that
+    series' images to one frame, as for Stream V2 (other series' images keep the default cap)."""
 
     protocol = "dectris-stream1"
 
     def __init__(self, *, max_payload_bytes: int = MAX_PAYLOAD_BYTES) -> None:
         self._default_cap = max_payload_bytes
-        self._cap = max_payload_bytes
+        self._expected: tuple[int | None, int] | None = None
 
     def expect(self, start: DetectorStart | None) -> None:
-        """See ``Stream2Decoder.expect``."""
-        if start is None:
-            self._cap = self._default_cap
-        else:
-            self._cap = frame_cap(start, self._default_cap)
+        """See ``Stream2Decoder.expect``; V1 series are told apart by ``series``."""
+        self._expected = None if start is None else (start.series_id, frame_cap(start, self._default_cap))
+
+    def _cap_for(self, series: int | None) -> int:
+        expected = self._expected
+        if expected is not None and series is not None and series == expected[0]:
+            return expected[1]
+        return self._default_cap
 
     def decode(self, parts: Sequence[bytes | memoryview]) -> DetectorMessage:
         if not parts:
@@ -239,7 +242,7 @@ class Stream1Decoder:
         info = _json_part(parts[1], "dimage_d")
         if info.get("htype", "dimage_d-1.0") != "dimage_d-1.0":
             raise _malformed(f"part 2 htype {info.get('htype')!r}, not dimage_d-1.0")
-        pixels = _array_part(info, parts[2], f"image {frame}", "bad_image", self._cap)
+        pixels = _array_part(info, parts[2], f"image {frame}", "bad_image", self._cap_for(series))
         if pixels.ndim != 2:
             raise DetectorMessageError(
                 "bad_image", f"image {frame}: shape {info.get('shape')!r} is not [x, y]"
