@@ -308,6 +308,14 @@ def test_bad_v2_messages_each_with_its_reason() -> None:
     for message, reason in cases:
         assert reason_of(decode2, message) == reason, message[:60]
     assert reason_of(Stream2Decoder().decode, [b"a", b"b"]) == "malformed"
+    # Value sharing: one 1 MB array referenced 1,000 times (a 1 GB list once turned into JSON).
+    shared = b"\xa2\x64type\x63end\x61x\x99\x03\xe8\xd8\x1c" + cbor2.dumps(typed_array(np.zeros(1 << 18)))
+    shared += b"\xd8\x1d\x00" * 999
+    assert reason_of(decode2, shared) == "malformed"
+    assert (
+        reason_of(decode2, cbor2.dumps({"type": "end", "x": CBORTag(256, ["a", CBORTag(25, 0)])}))
+        == "malformed"
+    )
     nested: list[object] = [0]
     for _ in range(80):
         nested = [nested]

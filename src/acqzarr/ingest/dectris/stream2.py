@@ -20,6 +20,7 @@ geometry: more than 65536 pixels a side or 4 GiB an image), ``bad_image``.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
@@ -82,8 +83,19 @@ _decode_error: type[Exception] = Exception
 _tag_type: type[Any] = object
 
 
+# CBOR value sharing (tags 28/29) and string references (25/256) let a small message stand for
+# one array or string many times over (and a decompressed payload be decompressed many times):
+# Stream V2 uses neither, so they are refused.
+_REFERENCE_TAGS = (25, 28, 29, 256)
+
+
+def _refuse_references(*_args: Any) -> Any:
+    raise DetectorMessageError("malformed", "CBOR shared values / string references (tags 25, 28, 29, 256)")
+
+
 def _cbor_loads() -> Callable[..., Any]:
-    """``cbor2.loads``, imported on first use (the ``dectris`` extra)."""
+    """``cbor2.loads`` refusing the reference tags, imported on first use (the ``dectris``
+    extra; cbor2 >= 6.1: the Rust decoder, iterative and memory-safe, with ``semantic_decoders``)."""
     global _loads, _decode_error, _tag_type
     if _loads is None:
         try:
@@ -92,7 +104,9 @@ def _cbor_loads() -> Callable[..., Any]:
             raise ConfigError("Stream V2 inputs need cbor2: pip install 'acqzarr[dectris]'") from exc
         _decode_error = cbor2.CBORDecodeError
         _tag_type = cbor2.CBORTag
-        _loads = cbor2.loads
+        _loads = functools.partial(
+            cbor2.loads, semantic_decoders=dict.fromkeys(_REFERENCE_TAGS, _refuse_references)
+        )
     return _loads
 
 
