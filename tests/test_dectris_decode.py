@@ -247,6 +247,25 @@ def test_self_described_cbor_tag_55799_around_messages() -> None:
     assert image.real_time == Fraction(1, 3) and image.user_data == [1, {"a": 2}]
 
 
+def test_metadata_cannot_expand_into_huge_attributes() -> None:
+    """Compressed payloads in metadata share a 4 MiB budget per message, and an array nested in
+    metadata may not exceed 65,536 items: a small message cannot turn into a huge JSON attribute."""
+    chunk = typed_array(np.zeros(1 << 16, np.uint8), "<", "bslz4")  # 64 KiB from a few hundred bytes
+    many = image_message(
+        image_id=0, data={"t": multidim(np.zeros((4, 4), np.uint8))}, user_data=[chunk] * 100
+    )
+    assert len(many) < 100_000
+    assert reason_of(decode2, many) == "bad_compression"
+    big = typed_array(np.zeros(1 << 17, np.uint8))
+    assert reason_of(decode2, image_message(image_id=0, data={"t": multidim(np.zeros((4, 4), np.uint8))},
+                                            user_data={"a": big})) == "malformed"  # fmt: skip
+    few = image_message(image_id=0, data={"t": multidim(np.zeros((4, 4), np.uint8))}, user_data=[chunk] * 3)
+    image = decode2(few)
+    assert (
+        isinstance(image, DetectorImage) and len(image.user_data) == 3 and len(image.user_data[0]) == 1 << 16
+    )
+
+
 def test_eiger_sized_frames_exact() -> None:
     for shape, dtype in (((1062, 1028), "uint32"), ((2162, 2068), "uint16")):
         frame = poisson_frame(shape, dtype, mean=0.1)

@@ -154,20 +154,59 @@ class _LazyArray:
         return np.ascontiguousarray(array.reshape(self.dims, order="F"))
 
 
-def _materialize(value: Any, cap: int, depth: int = 0) -> Any:
+# Compressed payloads in metadata (anywhere but image data and the start's arrays) turn into JSON:
+# together they may not decompress to more than this, so a small message cannot expand into a
+# huge attribute.
+METADATA_PAYLOAD_BYTES = 4 << 20
+
+# The top-level fields whose payloads are pixels (capped by the geometry), not metadata.
+_PIXEL_FIELDS = frozenset({"data", *START_ARRAYS})
+
+
+class _Budget:
+    """What is left of METADATA_PAYLOAD_BYTES for one message."""
+
+    __slots__ = ("left",)
+
+    def __init__(self) -> None:
+        self.left = METADATA_PAYLOAD_BYTES
+
+
+def _materialize(value: Any, cap: int, budget: _Budget | None, depth: int = 0) -> Any:
     """``value`` with every compressed byte string and array decompressed (at most ``cap`` bytes
-    each); maps become dicts and arrays lists."""
+    each, and, with a ``budget``, at most what is left of it); maps become dicts, arrays lists."""
     if depth > MAX_NESTING:
         raise _malformed(f"the message nests deeper than {MAX_NESTING} levels")
-    if isinstance(value, _LazyArray):
-        return value.materialize(cap)
-    if isinstance(value, _Compressed):
-        return decompress_tag(value.value, max_bytes=cap)
+    if isinstance(value, _LazyArray | _Compressed):
+        limit = cap if budget is None else min(cap, budget.left)
+        out = (
+            value.materialize(limit)
+            if isinstance(value, _LazyArray)
+            else decompress_tag(value.value, max_bytes=limit)
+        )
+        if budget is not None:
+            budget.left -= out.nbytes if isinstance(out, np.ndarray) else len(out)
+        return out
     if isinstance(value, Mapping):
-        return {k: _materialize(v, cap, depth + 1) for k, v in value.items()}
+        return {k: _materialize(v, cap, budget, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_materialize(v, cap, depth + 1) for v in value]
+        return [_materialize(v, cap, budget, depth + 1) for v in value]
     return value
+
+
+def _materialize_message(msg: Mapping[str, Any], cap: int, default_cap: int) -> dict[str, Any]:
+    """The message with its payloads decompressed: pixels (image data, the start's arrays) up to
+    ``cap`` each, everything else within one METADATA_PAYLOAD_BYTES budget."""
+    budget = _Budget()
+    out: dict[str, Any] = {}
+    for key, value in msg.items():
+        if key == "data":
+            out[key] = _materialize(value, cap, None, 1)
+        elif key in _PIXEL_FIELDS:
+            out[key] = _materialize(value, default_cap, None, 1)
+        else:
+            out[key] = _materialize(value, default_cap, budget, 1)
+    return out
 
 
 def _typed_array(tag: int, value: Any) -> np.ndarray[Any, Any] | _LazyArray:
@@ -338,7 +377,7 @@ class Stream2Decoder:
         # around every message) cbor2 6 gives frozen maps and tuples.
         if not isinstance(msg, Mapping):
             raise _malformed(f"a Stream V2 message is a CBOR map, this one is {type(msg).__name__}")
-        msg = _materialize(msg, self._cap_for(msg))
+        msg = _materialize_message(msg, self._cap_for(msg), self._default_cap)
         kind = msg.get("type")
         if kind == "image":
             return self._image(msg)

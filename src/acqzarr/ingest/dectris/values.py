@@ -23,6 +23,7 @@ from .messages import DETECTOR_DTYPES, DetectorMessageError
 
 __all__ = [
     "MAX_IMAGE_SIDE",
+    "MAX_JSON_ARRAY",
     "MAX_NESTING",
     "check_geometry",
     "frame_cap",
@@ -42,6 +43,10 @@ MAX_IMAGE_SIDE = 65536
 # needs more than a few).
 MAX_NESTING = 64
 
+# The most items an array kept in the JSON metadata may have (a start's large arrays go to Zarr
+# arrays instead; anything larger nested in metadata is refused rather than listed).
+MAX_JSON_ARRAY = 1 << 16
+
 
 def jsonable(value: Any, where: str = "value", depth: int = 0) -> Any:
     """``value`` as plain JSON: datetimes as RFC 3339 strings, rationals as [num, den], byte
@@ -58,6 +63,10 @@ def jsonable(value: Any, where: str = "value", depth: int = 0) -> Any:
     if isinstance(value, np.generic):
         return jsonable(value.item(), where, depth)
     if isinstance(value, np.ndarray):
+        if value.size > MAX_JSON_ARRAY:
+            raise DetectorMessageError(
+                "malformed", f"{where}: an array of {value.size} items is too large for metadata"
+            )
         return jsonable(value.tolist(), where, depth)
     if isinstance(value, dt.datetime | dt.date):
         return value.isoformat()
