@@ -266,6 +266,22 @@ def test_metadata_cannot_expand_into_huge_attributes() -> None:
     )
 
 
+def test_start_arrays_capped_by_the_start_geometry() -> None:
+    """A start's arrays may not decompress to more than 8 bytes a pixel of its frame (1 MiB at
+    least): a 64x48 start cannot carry a pixel mask that declares 4 GiB."""
+    fields, _ = eiger_start(64, 48, header_all=False)
+    payload = bslz4(np.zeros((512, 1024), np.uint32))  # 2 MiB, more than 1 MiB and 8 x 64 x 48
+    fields["pixel_mask"] = {
+        "threshold_1": CBORTag(40, [[512, 1024], CBORTag(70, CBORTag(56500, ["bslz4", 4, payload]))])
+    }
+    assert reason_of(decode2, start_message(**fields)) == "bad_compression"
+    arrays = {"flatfield": np.zeros((48, 64), np.float32), "pixel_mask": np.zeros((48, 64), np.uint32),
+              "countrate_table": np.zeros((1000, 2), np.float32)}  # fmt: skip
+    parts = v1_header(5, "all", v1_config(64, 48, 32), arrays)
+    parts[2] = json.dumps({"htype": "dflatfield-1.0", "shape": [32768, 32768], "type": "float32"}).encode()
+    assert reason_of(Stream1Decoder().decode, parts) == "bad_start"
+
+
 def test_eiger_sized_frames_exact() -> None:
     for shape, dtype in (((1062, 1028), "uint32"), ((2162, 2068), "uint16")):
         frame = poisson_frame(shape, dtype, mean=0.1)

@@ -50,6 +50,7 @@ from .values import (
     little_endian,
     optional_float,
     optional_int,
+    start_array_cap,
 )
 
 __all__ = ["V1_CHANNEL", "Stream1Decoder"]
@@ -203,6 +204,7 @@ class Stream1Decoder:
         energy = optional_float(config.get("threshold_energy"), "threshold_energy", "bad_start")
         arrays: dict[str, np.ndarray[Any, Any]] = {}
         if detail == "all":
+            array_cap = start_array_cap(size[1], size[0])
             for index in (2, 4, 6):
                 part_header = _json_part(parts[index], f"part {index + 1}")
                 htype = part_header.get("htype")
@@ -211,9 +213,7 @@ class Stream1Decoder:
                     raise _malformed(
                         f"part {index + 1}: htype {htype!r}, not a flatfield/pixel mask/count-rate header"
                     )
-                arrays[name] = _array_part(
-                    part_header, parts[index + 1], name, "bad_start", MAX_PAYLOAD_BYTES
-                )
+                arrays[name] = _array_part(part_header, parts[index + 1], name, "bad_start", array_cap)
         fields = {str(k): jsonable(v, str(k)) for k, v in config.items() if k not in _CONFIG_TYPED}
         fields["header_detail"] = detail
         return DetectorStart(

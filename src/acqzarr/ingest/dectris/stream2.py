@@ -45,6 +45,7 @@ from .values import (
     little_endian,
     optional_float,
     optional_int,
+    start_array_cap,
 )
 
 __all__ = ["START_ARRAYS", "Stream2Decoder"]
@@ -196,14 +197,16 @@ def _materialize(value: Any, cap: int, budget: _Budget | None, depth: int = 0) -
 
 def _materialize_message(msg: Mapping[str, Any], cap: int, default_cap: int) -> dict[str, Any]:
     """The message with its payloads decompressed: pixels (image data, the start's arrays) up to
-    ``cap`` each, everything else within one METADATA_PAYLOAD_BYTES budget."""
+    ``cap`` each, the start's arrays up to 8 bytes a pixel of its frame, everything else within
+    one METADATA_PAYLOAD_BYTES budget."""
     budget = _Budget()
+    array_cap = min(default_cap, start_array_cap(msg.get("image_size_x"), msg.get("image_size_y")))
     out: dict[str, Any] = {}
     for key, value in msg.items():
         if key == "data":
             out[key] = _materialize(value, cap, None, 1)
         elif key in _PIXEL_FIELDS:
-            out[key] = _materialize(value, default_cap, None, 1)
+            out[key] = _materialize(value, array_cap, None, 1)
         else:
             out[key] = _materialize(value, default_cap, budget, 1)
     return out

@@ -31,6 +31,7 @@ __all__ = [
     "little_endian",
     "optional_float",
     "optional_int",
+    "start_array_cap",
 ]
 
 # The largest frame side any start may declare (pixels).  The largest DECTRIS detectors are about
@@ -137,6 +138,15 @@ def frame_cap(start: Any, default: int) -> int:
     gives no dtype), never more than ``default``."""
     y, x = start.image_size
     return int(min(default, y * x * (4 if start.dtype is None else start.dtype.itemsize)))
+
+
+def start_array_cap(x: Any, y: Any) -> int:
+    """The most bytes one of a start's arrays (pixel mask, flatfield, count-rate table) may take:
+    8 bytes a pixel of the start's frame, at least 1 MiB (the count-rate table is not
+    frame-sized); ``MAX_PAYLOAD_BYTES`` when the start has no valid size (it is refused anyway)."""
+    if type(x) is int and type(y) is int and 1 <= x <= MAX_IMAGE_SIDE and 1 <= y <= MAX_IMAGE_SIDE:
+        return min(MAX_PAYLOAD_BYTES, max(1 << 20, 8 * x * y))
+    return MAX_PAYLOAD_BYTES
 
 
 def little_endian(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
