@@ -282,6 +282,14 @@ def test_start_arrays_capped_by_the_start_geometry() -> None:
     assert reason_of(Stream1Decoder().decode, parts) == "bad_start"
 
 
+def test_image_channels_share_one_cap() -> None:
+    frame = poisson_frame((64, 64), "uint16")
+    data = {f"c{i}": multidim(frame, "<", "bslz4") for i in range(4)}
+    msg = image_message(image_id=0, data=data)
+    assert isinstance(Stream2Decoder(max_payload_bytes=4 * frame.nbytes).decode([msg]), DetectorImage)
+    assert reason_of(Stream2Decoder(max_payload_bytes=3 * frame.nbytes).decode, [msg]) == "bad_compression"
+
+
 def test_eiger_sized_frames_exact() -> None:
     for shape, dtype in (((1062, 1028), "uint32"), ((2162, 2068), "uint16")):
         frame = poisson_frame(shape, dtype, mean=0.1)

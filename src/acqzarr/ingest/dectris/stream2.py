@@ -165,12 +165,12 @@ _PIXEL_FIELDS = frozenset({"data", *START_ARRAYS})
 
 
 class _Budget:
-    """What is left of METADATA_PAYLOAD_BYTES for one message."""
+    """What is left of the bytes one message's payloads may decompress to, together."""
 
     __slots__ = ("left",)
 
-    def __init__(self) -> None:
-        self.left = METADATA_PAYLOAD_BYTES
+    def __init__(self, total: int) -> None:
+        self.left = total
 
 
 def _materialize(value: Any, cap: int, budget: _Budget | None, depth: int = 0) -> Any:
@@ -199,12 +199,12 @@ def _materialize_message(msg: Mapping[str, Any], cap: int, default_cap: int) -> 
     """The message with its payloads decompressed: pixels (image data, the start's arrays) up to
     ``cap`` each, the start's arrays up to 8 bytes a pixel of its frame, everything else within
     one METADATA_PAYLOAD_BYTES budget."""
-    budget = _Budget()
+    budget = _Budget(METADATA_PAYLOAD_BYTES)
     array_cap = min(default_cap, start_array_cap(msg.get("image_size_x"), msg.get("image_size_y")))
     out: dict[str, Any] = {}
     for key, value in msg.items():
-        if key == "data":
-            out[key] = _materialize(value, cap, None, 1)
+        if key == "data":  # every channel of the image together, like a start's frame
+            out[key] = _materialize(value, cap, _Budget(default_cap), 1)
         elif key in _PIXEL_FIELDS:
             out[key] = _materialize(value, array_cap, None, 1)
         else:
