@@ -15,7 +15,7 @@ HDF5 framing as ``"bslz4"``; every public V1 reader skips that 12-byte header) a
 (the SIMPLON manual: LZ4 data "without any additional data like block size"; a payload that
 starts with the HDF5 LZ4 header instead is recognised by it and taken too).
 
-Both framings are decoded by DECTRIS's own ``dectris-compression`` (measured about 1.6-2x faster
+Both framings are decoded by DECTRIS's own ``dectris-compression`` (measured 1.4-1.9x faster
 than the ``bitshuffle`` package on EIGER-like frames, and it releases the GIL, so the server's
 decode threads run in parallel: ``benchmarks/dectris_decompress.py``); a raw LZ4 block by
 ``numcodecs`` (a core dependency).  Nothing here trusts a size the sender declares: it is checked

@@ -7,8 +7,12 @@ Tags decoded (everything else is kept as metadata, see ``values.jsonable``):
 - tag 40 (row-major multi-dimensional array) and tag 1040 (column-major, made C-ordered);
 - tag 56500 (DECTRIS compression, ``compression.py``), kept compressed while the message is
   parsed and decompressed once its type and series are known: an image of the series the server
-  announced with ``expect`` may not declare more than one channel of that series' frame, any
-  other payload not more than ``MAX_PAYLOAD_BYTES``, and none more than LZ4 could expand it to;
+  announced with ``expect`` may not declare more than one channel of that series' frame, an
+  image's channels together not more than ``MAX_PAYLOAD_BYTES``, a start's arrays not more than
+  8 bytes a pixel of its frame, everything else (metadata) together not more than 4 MiB, and
+  none more than LZ4 could expand it to;
+- tag 55799 (self-described CBOR) around a message, as real detectors send it; the value-sharing
+  and string-reference tags (25, 28, 29, 256) are refused;
 - DateTime (tag 0) by cbor2 itself, stored as RFC 3339 text; Rationals ([num, den]) as Fractions.
 
 Image data is delivered as little-endian, C-ordered (y, x) arrays whatever the sender used.
