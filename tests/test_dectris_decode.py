@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import random
 import struct
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -484,6 +485,14 @@ def test_decoder_for() -> None:
     assert decoder_for("dectris-stream2") is not decoder_for("dectris-stream2")
     with pytest.raises(ConfigError, match="dectris-stream2"):
         decoder_for("eiger")
+
+
+@pytest.mark.parametrize(("missing", "protocol"), [("cbor2", "dectris-stream2"),
+                                                   ("dectris.compression", "dectris-stream1")])  # fmt: skip
+def test_decoder_for_without_the_extra(monkeypatch: pytest.MonkeyPatch, missing: str, protocol: str) -> None:
+    monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'acqzarr\[dectris\]'"):
+        decoder_for(protocol)
 
 
 # -- 6. fuzz -------------------------------------------------------------------------------------
