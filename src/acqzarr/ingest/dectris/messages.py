@@ -44,7 +44,10 @@ class DetectorStart:
     series_id: int | None
     series_unique_id: str | None
     image_size: tuple[int, int]  # (y, x) pixels
-    dtype: np.dtype[Any]  # of the image data as it arrives (byte order included)
+    # Of the image data, little-endian: decoders deliver every image in that byte order.  None when
+    # the start does not say (Stream V2 before DECTRIS firmware 2023.x has no ``image_dtype``):
+    # the series' first image decides.
+    dtype: np.dtype[Any] | None
     channels: tuple[str, ...]  # channel (threshold) names, in the order image data lists them
     number_of_images: int | None  # images of the series (times triggers); None: unknown
     pixel_size_m: tuple[float, float] | None  # (y, x) meters
@@ -62,12 +65,13 @@ class DetectorImage:
     series_id: int | None
     series_unique_id: str | None
     image_id: int  # the index along t (0-based)
-    data: Mapping[str, np.ndarray[Any, Any]]  # channel -> (y, x) pixels, decoded
+    data: Mapping[str, np.ndarray[Any, Any]]  # channel -> (y, x) pixels, decoded, little-endian, C order
     real_time: Fraction | None = None  # seconds
     start_time: Fraction | None = None  # seconds after series_date
     stop_time: Fraction | None = None
     series_date: str | None = None  # RFC 3339
     user_data: Any = None  # image_appendix (V1) / user_data (V2), JSON-able
+    fields: Mapping[str, Any] = field(default_factory=dict)  # any other field the image had, JSON-able
 
 
 @dataclass(frozen=True)
@@ -89,4 +93,3 @@ class WireDecoder(Protocol):
     protocol needs to know of its series (V1 sends the geometry only in the start)."""
 
     def decode(self, parts: Sequence[bytes | memoryview]) -> DetectorMessage: ...
-
