@@ -21,7 +21,7 @@ import datetime as dt
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -188,6 +188,8 @@ class SimulationReport:
     wire_bytes: int = 0  # bytes of every message sent
     late: int = 0  # images sent after their time at --fps (the receiver held the socket back)
     seconds: float = 0.0  # from the first start to the last end handed to ZeroMQ
+    started: float | None = None  # time.monotonic() when the first start was sent
+    series_unique_ids: list[str] = field(default_factory=list)  # of the series sent, in order
 
 
 class DetectorSimulator:
@@ -257,6 +259,7 @@ class DetectorSimulator:
                 monitor.close(0)
             self.say(f"receiver connected; sending {o.series} series of {o.frames} images")
             t0 = time.perf_counter()
+            self.report.started = time.monotonic()
             for k in range(o.series):
                 self._series(sock, self.series_info(k))
             self.report.seconds = time.perf_counter() - t0
@@ -268,6 +271,7 @@ class DetectorSimulator:
     def _series(self, sock: Any, s: wire.SeriesInfo) -> None:
         o, rep = self.options, self.report
         v2 = o.protocol == "dectris-stream2"
+        rep.series_unique_ids.append(s.series_unique_id)
         self._send(sock, wire.stream2_start(s) if v2 else wire.stream1_header(s))
         series_date = dt.datetime.now(dt.UTC)
         start = time.perf_counter()
