@@ -189,7 +189,9 @@ def test_stream2_series_decodes_to_the_frames_sent(
             assert start["pixel_mask"][c].dtype == np.dtype("<u4")
             assert np.array_equal(start["pixel_mask"][c], detector_mask(44, 60))
             assert start["flatfield"][c].shape == (44, 60) and start["flatfield"][c].dtype == np.dtype("<f4")
-        assert start["countrate_correction_lookup_table"].ndim == 1
+        table = start["countrate_correction_lookup_table"]  # a TypedArray: one dimension
+        assert table.ndim == 1 and table.dtype == np.dtype("<u4")
+        assert (np.diff(table.astype(np.int64)) > 0).all()
         for i, img in enumerate(images):
             assert img["type"] == "image" and img["image_id"] == i and img["series_id"] == 7 + k
             assert img["series_unique_id"] == start["series_unique_id"]

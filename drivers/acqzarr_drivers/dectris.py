@@ -217,6 +217,8 @@ class DetectorSimulator:
         flatfield = (1.0 + 0.02 * rng.standard_normal((o.height, o.width))).astype(np.float32)
         rates = np.linspace(0.0, 2e6, 64, dtype=np.float32)
         table = np.stack([rates, rates / (1.0 + rates * 1e-7)]).astype(np.float32)
+        measured = np.arange(4096, dtype=np.float64)  # counts per frame -> corrected counts (dead time)
+        lut = np.round(measured / (1.0 - measured / 8192.0)).astype(np.uint32)
         return wire.SeriesInfo(
             series_id=o.series_id + k,
             series_unique_id=str(uuid.uuid4()),
@@ -231,6 +233,7 @@ class DetectorSimulator:
             pixel_mask=self.mask,
             flatfield=flatfield,
             countrate_table=table,
+            countrate_lut=lut,
             threshold_energy={c: 6000.0 + 2000.0 * j for j, c in enumerate(o.channel_names)},
             saturation_value=min(SATURATION[o.dtype], int(np.iinfo(o.dtype).max) - 1),
             header_detail=o.header_detail,

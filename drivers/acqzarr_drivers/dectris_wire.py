@@ -107,7 +107,8 @@ class SeriesInfo:
     arm_date: dt.datetime
     pixel_mask: np.ndarray[Any, Any]  # (height, width) uint32, the same for every channel
     flatfield: np.ndarray[Any, Any]  # (height, width) float32
-    countrate_table: np.ndarray[Any, Any]  # (2, n) float32: true rate -> measured rate
+    countrate_table: np.ndarray[Any, Any]  # V1's dcountrate_table: (2, n) float32, true rate -> measured rate
+    countrate_lut: np.ndarray[Any, Any]  # V2's lookup table: 1-D uint32, measured count -> corrected count
     threshold_energy: Mapping[str, float] = field(default_factory=dict)  # eV per channel
     saturation_value: int = 0
     header_detail: str = "all"  # all: with masks, flatfields, count-rate table; basic / none: without
@@ -210,8 +211,8 @@ def stream2_start(s: SeriesInfo) -> bytes:
         "virtual_pixel_interpolation_enabled": False,
     }
     if s.header_detail == "all":  # "basic" leaves out the tables, flatfields and pixel masks
-        message["countrate_correction_lookup_table"] = _tag(
-            _FLOAT32_LE, np.ascontiguousarray(s.countrate_table, "<f4").tobytes()
+        message["countrate_correction_lookup_table"] = _tag(  # a TypedArray: one dimension, no tag 40
+            _TYPED_TAGS[(4, False)], np.ascontiguousarray(s.countrate_lut, "<u4").tobytes()
         )
         message["flatfield"] = {c: _typed(s.flatfield) for c in channels}
         message["pixel_mask"] = {c: _typed(s.pixel_mask) for c in channels}
