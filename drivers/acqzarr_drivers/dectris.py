@@ -187,7 +187,7 @@ class SimulationReport:
     raw_bytes: int = 0  # pixel bytes of the images sent
     wire_bytes: int = 0  # bytes of every message sent
     late: int = 0  # images sent after their time at --fps (the receiver held the socket back)
-    seconds: float = 0.0  # from the first start to the last end handed to ZeroMQ
+    seconds: float = 0.0  # from the first start until every message was handed to the receiver
     started: float | None = None  # time.monotonic() when the first start was sent
     series_unique_ids: list[str] = field(default_factory=list)  # of the series sent, in order
 
@@ -265,10 +265,10 @@ class DetectorSimulator:
             self.report.started = time.monotonic()
             for k in range(o.series):
                 self._series(sock, self.series_info(k))
-            self.report.seconds = time.perf_counter() - t0
         finally:
             sock.close(linger=int(o.linger * 1000))
-            ctx.term()
+            ctx.term()  # returns once the queued messages are written to the receiver (or linger ends)
+        self.report.seconds = time.perf_counter() - t0
         return self.report
 
     def _series(self, sock: Any, s: wire.SeriesInfo) -> None:
