@@ -190,7 +190,25 @@ def profile_table(report: Report) -> str:
 
 def targets_markdown(report: Report) -> str:
     """The section docs/performance.md holds: the rows, what they mean, the per-thread profile."""
-    return "\n".join([_header(report), "", rows_table(report) + ROWS_NOTE, profile_table(report)])
+    return "\n".join(
+        [_header(report), "", rows_table(report) + ROWS_NOTE + decode_note(report), profile_table(report)]
+    )
+
+
+def decode_note(report: Report) -> str:
+    """The detector rows' decode CPU per frame (the server's CBOR + bslz4 decoding threads), when
+    the report has detector rows; nothing otherwise."""
+    lines = [
+        f"`{e['name']}` {e['median']['new']['decode_cpu_per_frame'] * 1e3:.2f} ms"
+        for e in report["rows"]
+        if "decode_cpu_per_frame" in e["median"]["new"]
+    ]
+    if not lines:
+        return ""
+    return (
+        "\nDecode CPU per frame (the server's `acqzarr-decode-*` threads: CBOR and bslz4, over the "
+        "images of the median run): " + "; ".join(lines) + ".\n"
+    )
 
 
 # -- the two blocks ------------------------------------------------------------------------

@@ -5,13 +5,18 @@
     python benchmarks/target_runs.py stream '<workload json>' <dir>        # acqzarr, in-process
     python benchmarks/target_runs.py send '<workload json>' <endpoint> <status> <series> <key>
     python benchmarks/target_runs.py serve <config.json>                   # acqzarr serve, profiled
+    python benchmarks/target_runs.py detector-send '<workload json>' <bind> <status>  # a DECTRIS detector
     python benchmarks/target_runs.py verify '<workload json>' <array dir>  # read back, after timing
 
 ``targets.py`` starts these with ``PYTHONPATH`` pointing at one commit's ``src``, so whatever
 imports ``acqzarr`` here measures that commit. Each prints one JSON line. A workload is the dict
 ``runners.axes`` takes (size, frames, chunk_t, chunk_xy, shard_xy, pool), plus ``pool_file``
 (the frames every process of a run shares, generated once), ``cameras``, ``pyramid_levels`` and
-``threads`` where the row needs them.
+``threads`` where the row needs them. A detector workload (``detector``: the protocol) has
+``width``, ``height`` and ``dtype`` instead of ``size``: photon-counting frames
+(``acqzarr_drivers.dectris.counting_frames``), written with the settings the server gives a
+detector series (``detector_settings``), sent by ``acqzarr simulate-detector``'s simulator or,
+for the reference row, by acqzarr's own ``Sender``.
 """
 
 from __future__ import annotations
@@ -206,15 +211,17 @@ def run_send(w: Workload, endpoint: str, status: str, series: str, key: str) -> 
     from acqzarr.ingest import Sender
 
     pool = load_pool(w)
-    shape = (w["size"], w["size"])
-    settings = stream_settings({**w, "cameras": 1})
+    if w.get("detector"):  # a detector's frames, stored as the server stores a detector series
+        shape, dtype, settings = (w["height"], w["width"]), w["dtype"], detector_settings(w, key)
+    else:
+        shape, dtype, settings = (w["size"], w["size"]), "uint16", stream_settings({**w, "cameras": 1})
     lat: list[float] = []
     with Sender(endpoint, timeout=300, status_endpoint=status) as sender:
         span, start = Span(), time.monotonic()
         sender.start_series(series, settings)
         for i in range(w["frames"]):
             t0 = time.perf_counter()
-            buf = sender.acquire(shape, "uint16")
+            buf = sender.acquire(shape, dtype)
             np.copyto(buf, pool[i % len(pool)])
             sender.send(buf, key=key)
             lat.append((time.perf_counter() - t0) * 1e3)
@@ -233,6 +240,95 @@ def run_send(w: Workload, endpoint: str, status: str, series: str, key: str) -> 
         "bytes_written": summary["bytes_written"],
         "inflight_cap": inflight_cap(settings),
     }
+
+
+# -- a DECTRIS detector: the simulator, in a process of its own ------------------------------------
+def detector_settings(w: Workload, key: str = "") -> dict[str, Any]:
+    """What ``acqzarr serve`` writes a one-channel detector series with (its ``DetectorInput``
+    defaults: Zarr v3, one image per chunk, 16 chunks per shard, the whole image one chunk, Blosc
+    lz4 clevel 1 with bit shuffle), so the reference row over acqzarr's own protocol writes the
+    same arrays; no pixel size or frame time, which change no byte of the chunks."""
+    return {
+        "version": 3,
+        "arrays": [
+            {
+                "key": key,
+                "dtype": w["dtype"],
+                "dimensions": [
+                    {"name": "t", "kind": "time", "size": w["frames"], "chunk": 1, "shard": 16},
+                    {"name": "y", "kind": "space", "size": w["height"], "chunk": w["height"]},
+                    {"name": "x", "kind": "space", "size": w["width"], "chunk": w["width"]},
+                ],
+                "compression": {"cname": "lz4", "clevel": 1, "shuffle": "bit"},
+            }
+        ],
+    }
+
+
+def run_detector_send(w: Workload, bind: str, status: str) -> dict[str, Any]:
+    """``acqzarr simulate-detector``'s simulator sending one series at full speed (no --fps) from
+    its pool (generated and bslz4-compressed before the span: a detector compresses in hardware),
+    timed from its start message until the server's status lists the series as finalized."""
+    from acqzarr_drivers.dectris import DetectorSimulator, DetectorSimulatorOptions
+
+    from acqzarr.ingest import StatusUnavailable, query
+
+    options = DetectorSimulatorOptions(
+        protocol=w["detector"],
+        bind=bind,
+        frames=w["frames"],
+        width=w["width"],
+        height=w["height"],
+        dtype=w["dtype"],
+        pool=w["pool"],
+        compression="bslz4",
+        image_appendix=False,
+        connect_timeout=120,
+    )
+    sim = DetectorSimulator(options, say=lambda _: None)
+    span = Span()
+    report = sim.run()
+    uid = report.series_unique_ids[0]
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            done = [s for s in query(status, timeout=1.0)["recent_series"] if s["series_id"] == uid]
+        except StatusUnavailable:
+            done = []
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    end = time.monotonic()
+    figures = span.stop()
+    if not done:
+        raise SystemExit(f"the server did not finalize series {uid} in 600 s")
+    summary = done[0]
+    return {
+        **figures,
+        "start": report.started,
+        "end": end,
+        "wire_bytes": report.wire_bytes,
+        "completed": bool(summary["completed"]),
+        "frames_total": summary["frames_total"],
+        "bytes_written": summary["bytes_written"],
+        "store": summary["store"],
+        "inflight_cap": inflight_cap(detector_settings(w)),
+    }
+
+
+def verify_detector(w: Workload, array: str) -> bool:
+    """Every image of the series read back (tensorstore) equals the pool frame it was sent from."""
+    import tensorstore as ts
+
+    arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": array}}, read=True).result()
+    pool = load_pool(w)
+    if tuple(arr.shape) != (w["frames"], w["height"], w["width"]):
+        return False
+    for start in range(0, w["frames"], 16):
+        got = arr[start : min(start + 16, w["frames"])].read().result()
+        if not np.array_equal(got, pool[np.arange(start, start + got.shape[0]) % len(pool)]):
+            return False
+    return True
 
 
 def inflight_cap(settings: dict[str, Any]) -> int | None:
@@ -283,6 +379,8 @@ def run_serve(config_path: str) -> int:
 
 
 def run_verify(w: Workload, array: str) -> dict[str, Any]:
+    if w.get("detector"):
+        return {"ok": verify_detector(w, array)}
     w["_pool"] = load_pool(w)
     return {"ok": verify({"driver": "zarr3", "kvstore": {"driver": "file", "path": array}}, w)}
 
@@ -290,9 +388,14 @@ def run_verify(w: Workload, array: str) -> dict[str, Any]:
 def make_pool(w: Workload, out: str) -> dict[str, Any]:
     """Generate the run's camera-like frames once (seconds for 16 frames of 2048x2048), so every
     process, and both commits under ``--against``, appends the very same frames."""
-    from acqzarr.recording.synthetic import camera_frames
+    if w.get("detector"):  # photon counts: what the detector simulator sends, one channel
+        from acqzarr_drivers.dectris import counting_frames
 
-    pool = camera_frames(w["pool"], (w["size"], w["size"]))
+        pool = counting_frames(w["pool"], w["height"], w["width"], w["dtype"])[:, 0]
+    else:
+        from acqzarr.recording.synthetic import camera_frames
+
+        pool = camera_frames(w["pool"], (w["size"], w["size"]))
     tmp = out + ".tmp.npy"
     np.save(tmp, pool)
     os.replace(tmp, out)
@@ -312,6 +415,8 @@ def main(argv: list[str]) -> int:
         out = run_stream(w, Path(argv[2]))
     elif command == "send":
         out = run_send(w, *argv[2:6])
+    elif command == "detector-send":
+        out = run_detector_send(w, argv[2], argv[3])
     elif command == "verify":
         out = run_verify(w, argv[2])
     else:

@@ -26,6 +26,16 @@ Rows (``--row``; sizes with ``--frames``, ``--steady-frames``, ``--small-frames`
                            until the server reports it finalized                 x acqzarr-default
     zmq-tcp-4-senders      four senders of 1024x1024 frames at once, one series (store) each: the
                            protocol numbers a series' messages from one sender          x zmq-tcp
+    zmq-eiger-1m           EIGER2 1M photon-counting frames (1028x1062 uint32, Poisson counts) sent
+                           raw over acqzarr's own protocol, stored as a detector series is
+    dectris-stream2-1m     the same frames from ``acqzarr simulate-detector`` (its own process, full
+                           speed) over DECTRIS Stream V2, bslz4, into ``acqzarr serve``'s
+                           ``detectors:`` input; decode CPU per frame reported    x zmq-eiger-1m
+    zmq-eiger-4m,          the same for an EIGER2 4M (2068x2162 uint16)
+    dectris-stream2-4m                                                            x zmq-eiger-4m
+
+The detector rows need ``acqzarr serve`` with ``detectors:`` (issue 24) and the simulator
+(``drivers/acqzarr_drivers/dectris.py``); sizes with ``--detector-frames``.
 
 Every row runs in a fresh process (the server and each sender their own) after ``sync`` and a
 pause, with ``PYTHONPATH`` set to this checkout's ``src`` (and, with ``--against``, the other
@@ -114,6 +124,11 @@ def plan(args: argparse.Namespace) -> list[Row]:
     steady = args.steady_frames or (256 if args.quick else 2000)
     levels = args.pyramid_levels
     cameras = {**default, "size": default["size"] // 2, "cameras": 4}
+    detector_frames = args.detector_frames or (32 if args.quick else 0)
+    eiger_1m = {"detector": "dectris-stream2", "width": 1028, "height": 1062, "dtype": "uint32", "pool": 4}
+    eiger_4m = {"detector": "dectris-stream2", "width": 2068, "height": 2162, "dtype": "uint16", "pool": 4}
+    eiger_1m["frames"] = detector_frames or 512  # 2.2 GB of pixels, about the default workload's
+    eiger_4m["frames"] = detector_frames or 256
     return [
         Row(
             "limit-2-threads",
@@ -198,6 +213,31 @@ def plan(args: argparse.Namespace) -> list[Row]:
             cameras,
             "zmq-tcp",
             (("x_ref", ">=", 0.9), BOUNDED),
+        ),
+        *(
+            row
+            for label, w, geometry in (
+                ("1m", eiger_1m, "1028x1062 uint32"),
+                ("4m", eiger_4m, "2068x2162 uint16"),
+            )
+            for row in (
+                Row(
+                    f"zmq-eiger-{label}",
+                    "zmq",
+                    f"acqzarr protocol, raw: {w['frames']} counting frames of {geometry}",
+                    w,
+                    None,
+                    (BOUNDED,),
+                ),
+                Row(
+                    f"dectris-stream2-{label}",
+                    "detector",
+                    "DECTRIS Stream V2, bslz4, from the simulator: the same frames",
+                    w,
+                    f"zmq-eiger-{label}",
+                    (("x_ref", ">=", 0.9), BOUNDED),
+                ),
+            )
         ),
     ]
 
@@ -286,6 +326,14 @@ def _send_all(
     return [(p.returncode, out, err) for p, (out, err) in zip(procs, outs, strict=True)]
 
 
+def _frame_bytes(w: dict[str, Any]) -> int:
+    """Bytes of one frame: a detector workload's ``width`` x ``height`` x its dtype, else
+    ``size``^2 uint16."""
+    if w.get("detector"):
+        return int(w["width"] * w["height"] * {"uint8": 1, "uint16": 2, "uint32": 4}[w["dtype"]])
+    return int(w["size"] * w["size"] * 2)
+
+
 def _zmq_figures(
     w: dict[str, Any], sent: list[dict[str, Any]], before: dict[str, Any], after: dict[str, Any]
 ) -> dict[str, Any]:
@@ -309,7 +357,7 @@ def _zmq_figures(
         "start_rss": before["peak_rss"],
         "sender_peak_rss": max(s["peak_rss"] for s in sent),
         **latency([x for s in sent for x in s["lat"]]),
-        "raw_bytes": frames * w["size"] * w["size"] * 2,
+        "raw_bytes": frames * _frame_bytes(w),
         "frames": frames,
         "threads": profile,
         "engine": {"cap": sum(caps), "peak": None, "source": "series plans"} if all(caps) else None,
@@ -354,6 +402,88 @@ def run_zmq(row: Row, side: Side, work: Path, pause: float, check: bool) -> dict
     return result
 
 
+def _detector_config(work: Path, protocol: str) -> tuple[Path, str, str]:
+    """An ``acqzarr serve`` config with one detector input (``bench``) connecting to the
+    simulator's endpoint, and a status endpoint, on free loopback ports; no sender endpoint."""
+    bind, status = f"tcp://127.0.0.1:{_free_port()}", f"tcp://127.0.0.1:{_free_port()}"
+    config = work / "serve.json"
+    config.write_text(
+        json.dumps(
+            {
+                "root": str(work / "served"),
+                "detectors": [{"name": "bench", "protocol": protocol, "connect": bind}],
+                "status_endpoint": status,
+            }
+        )
+    )
+    return config, bind, status
+
+
+def run_detector(row: Row, side: Side, work: Path, pause: float, check: bool) -> dict[str, Any]:
+    """``acqzarr serve`` with a ``detectors:`` input in its own process (profiled, as for the
+    ZeroMQ rows), then the detector simulator in another (``target_runs.py detector-send``)
+    sending one series at full speed; timed from the simulator's start message until the server
+    lists the series as finalized. ``decode_cpu_per_frame`` is the CPU time of the server's
+    decoding threads (``acqzarr-decode-*``: CBOR and bslz4) per image."""
+    w = row.workload
+    config, bind, status = _detector_config(work, w["detector"])
+    with open(work / "serve.log", "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(RUNS), "serve", str(config)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            text=True,
+            env=side.env,
+        )
+        try:
+            _command(server, "ready", work / "ready.json")
+            time.sleep(pause)
+            before = _command(server, "snap", work / "before.json")
+            sim = subprocess.run(
+                [sys.executable, str(RUNS), "detector-send", json.dumps(w), bind, status],
+                capture_output=True,
+                text=True,
+                env=side.env,
+                timeout=900,
+            )
+            after = _command(server, "snap", work / "after.json")
+        finally:
+            server.terminate()
+            server.wait(120)
+    if sim.returncode != 0:
+        return {"error": (sim.stderr.strip().splitlines() or ["simulator failed"])[-1]}
+    sent = json.loads(sim.stdout.strip().splitlines()[-1])
+    wall = sent["end"] - sent["start"]
+    profile = ThreadCPU.profile(before, after)
+    profile["groups"]["simulator process"] = {"cpu": sent["cpu"], "threads": 1}
+    decode = sum(g["cpu"] for name, g in profile["groups"].items() if name.startswith("acqzarr-decode"))
+    frames = w["frames"]
+    result: dict[str, Any] = {
+        "wall": wall,
+        "cpu": profile["process"] + sent["cpu"],
+        "cores": (profile["process"] + sent["cpu"]) / wall,
+        "peak_rss": after["peak_rss"],
+        "start_rss": before["peak_rss"],
+        "sender_peak_rss": sent["peak_rss"],
+        "raw_bytes": frames * _frame_bytes(w),
+        "wire_bytes": sent["wire_bytes"],
+        "frames": frames,
+        "threads": profile,
+        "decode_cpu_per_frame": decode / frames,
+        "engine": {"cap": sent["inflight_cap"], "peak": None, "source": "series plan"}
+        if sent.get("inflight_cap")
+        else None,
+        "completed": sent["completed"] and sent["frames_total"] == frames,
+        "disk": sent["bytes_written"],
+    }
+    if check:
+        result["ok"] = result["completed"] and bool(
+            _child(side, ["verify", json.dumps(w), str(Path(sent["store"]) / "0")]).get("ok")
+        )
+    return result
+
+
 def run_row(row: Row, side: Side, base: Path, pause: float, check: bool) -> dict[str, Any]:
     work = base / f"{row.name}-{side.name}"
     shutil.rmtree(work, ignore_errors=True)
@@ -364,6 +494,8 @@ def run_row(row: Row, side: Side, base: Path, pause: float, check: bool) -> dict
     try:
         if row.kind == "zmq":
             result = run_zmq(row, side, work, pause, check)
+        elif row.kind == "detector":
+            result = run_detector(row, side, work, pause, check)
         else:
             result = _child(side, [row.kind, json.dumps(w), str(work)])
     except (RuntimeError, subprocess.TimeoutExpired) as exc:
@@ -408,7 +540,8 @@ def make_pools(rows: list[Row], side: Side, base: Path) -> None:
     """One pool file per (frame size, pool length), generated by this checkout's ``synthetic``."""
     for row in rows:
         w = row.workload
-        out = base / f"pool-{w['size']}-{w['pool']}.npy"
+        shape = f"{w['width']}x{w['height']}-{w['dtype']}" if w.get("detector") else w["size"]
+        out = base / f"pool-{shape}-{w['pool']}.npy"
         w["pool_file"] = str(out)
         if not out.exists():
             result = _child(side, ["pool", json.dumps(w), str(out)])
@@ -521,6 +654,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", type=int, help="frames of the default workload (and per camera/sender)")
     p.add_argument("--steady-frames", type=int, help="frames of the steady-state row (default 2000)")
     p.add_argument("--small-frames", type=int, help="frames of the 512x512 row (default 4096)")
+    p.add_argument(
+        "--detector-frames", type=int, help="images per detector row (default 512 for 1M, 256 for 4M)"
+    )
     p.add_argument("--pyramid-levels", type=int, default=3, help="levels of the pyramid row (default 3)")
     p.add_argument("--repeat", type=int, default=1, help="runs per row (and commit); medians reported")
     p.add_argument(

@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from ._version import __version__
 from .engine.stream import open_stream
@@ -168,6 +169,91 @@ def _demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` (image_size_x by image_size_y, as DECTRIS names a 1M: 1028x1062)."""
+    width, sep, height = text.lower().partition("x")
+    if not (sep and width.isdigit() and height.isdigit()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT, e.g. 1028x1062")
+    return int(width), int(height)
+
+
+def _simulate_detector(args: argparse.Namespace) -> int:
+    """Send series of EIGER-like frames over DECTRIS Stream V2 or V1 (``acqzarr_drivers.dectris``)."""
+    from acqzarr_drivers.dectris import DetectorSimulator, DetectorSimulatorOptions
+    from pydantic import ValidationError
+
+    from .settings import format_validation_error
+
+    width, height = args.size
+    try:
+        options = DetectorSimulatorOptions(
+            protocol=args.protocol,
+            bind=args.bind,
+            frames=args.frames,
+            width=width,
+            height=height,
+            dtype=args.dtype,
+            channels=args.channels,
+            fps=args.fps,
+            series=args.series,
+            series_id=args.series_id,
+            compression=args.compression,
+            header_detail=args.header_detail,
+            pool=args.pool,
+            seed=args.seed,
+            connect_timeout=args.connect_timeout,
+        )
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, "simulate-detector")) from None
+    sim = DetectorSimulator(options, say=lambda line: print(line, flush=True))
+    report = sim.run()
+    seconds = max(report.seconds, 1e-9)
+    print(
+        f"sent {report.images} images in {report.series} series in {report.seconds:.2f} s "
+        f"({report.images / seconds:.1f} fps, {report.raw_bytes / seconds / 1e6:.0f} MB/s of pixels, "
+        f"{report.wire_bytes / seconds / 1e6:.0f} MB/s on the wire)"
+        + (f"; {report.late} images late (the receiver held the socket back)" if report.late else ""),
+        flush=True,
+    )
+    return EXIT_OK
+
+
+def _add_simulate_detector(sub: Any) -> None:
+    sim = sub.add_parser(
+        "simulate-detector",
+        help="act as a DECTRIS detector: send EIGER-like series over Stream V2 (or V1) to a receiver",
+        description="Bind a ZeroMQ PUSH socket as a DECTRIS detector does, wait for a receiver (e.g. "
+        "acqzarr serve with a detectors: input) and send series of photon-counting frames; "
+        "see docs/detectors.md.",
+    )
+    sim.add_argument("--protocol", choices=("dectris-stream2", "dectris-stream1"), default="dectris-stream2")
+    sim.add_argument(
+        "--bind", help="endpoint to bind (default tcp://127.0.0.1:31001 for V2, tcp://127.0.0.1:9999 for V1)"
+    )
+    sim.add_argument("--frames", type=int, default=100, help="images per series (default: 100)")
+    sim.add_argument(
+        "--size", type=_size, default=(1028, 1062), help="WIDTHxHEIGHT in pixels (default: 1028x1062, a 1M)"
+    )
+    sim.add_argument("--dtype", choices=("uint8", "uint16", "uint32"), default="uint32")
+    sim.add_argument("--channels", type=int, default=1, help="threshold channels (V2: 1-4; V1: 1)")
+    sim.add_argument("--fps", type=float, help="frame rate (default: as fast as the receiver takes them)")
+    sim.add_argument("--series", type=int, default=1, help="series to send (default: 1)")
+    sim.add_argument("--series-id", type=int, default=1, help="series_id of the first series (default: 1)")
+    sim.add_argument("--compression", choices=("bslz4", "lz4", "none"), default="bslz4")
+    sim.add_argument(
+        "--header-detail",
+        choices=("all", "basic", "none"),
+        default="all",
+        help="all (default): the start carries pixel masks, flatfields and the count-rate table",
+    )
+    sim.add_argument("--pool", type=int, default=4, help="distinct frames, generated once (default: 4)")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument(
+        "--connect-timeout", type=float, help="seconds to wait for a receiver (default: wait forever)"
+    )
+    sim.set_defaults(func=_simulate_detector)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="acqzarr", description=__doc__)
     p.add_argument("--version", action="version", version=f"acqzarr {__version__}")
@@ -206,6 +292,7 @@ def _parser() -> argparse.ArgumentParser:
             "--s3 allow_http=true",
         )
     add_ingest_subcommands(sub)  # serve, send, status
+    _add_simulate_detector(sub)
     return p
 
 
