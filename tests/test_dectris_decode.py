@@ -542,8 +542,11 @@ def test_fuzz_mutated_messages_raise_only_detector_errors() -> None:
         end_message(series_id=7),
         cbor2.dumps(CBORTag(55799, {"type": "image", "image_id": 3,
                                     "data": {"t": multidim(frame, "<", "lz4")}})),
-        (CAPTURED / "start.cbor").read_bytes(),
-        (CAPTURED / "end.cbor").read_bytes(),
+        *(  # a real detector's start and end, where they are placed (see CAPTURED)
+            (CAPTURED / name).read_bytes()
+            for name in ("start.cbor", "end.cbor")
+            if (CAPTURED / name).is_file()
+        ),
     ]  # fmt: skip
     v1 = [v1_header(3, "basic", v1_config(24, 16, 16)), v1_image(3, 1, frame, "bs16-lz4<"),
           v1_image(3, 2, frame, "lz4<"), v1_end(3)]  # fmt: skip
