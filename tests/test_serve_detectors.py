@@ -8,14 +8,24 @@ The wire is ``detector_helpers``' (a test framing until the Stream V2 decoders a
 
 from __future__ import annotations
 
+import json
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import yaml
+import zarr
 
 from acqzarr.errors import ConfigError
-from acqzarr.ingest import ServeConfig, load_serve_config
+from acqzarr.ingest import IngestServer, ServeConfig, load_serve_config, query
+from acqzarr.ingest.status import format_line
+from acqzarr.read.validate import validate
+from acqzarr.stores import open_store
+from detector_helpers import CHANNELS, DECODERS, Detector, end, image, pixels, start
+from ingest_helpers import WAIT, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
 
@@ -76,3 +86,211 @@ def test_config_refuses_two_detectors_of_one_name_and_nothing_to_serve(tmp_path:
         _config(tmp_path, detectors=[d, {**d, "connect": "tcp://10.0.0.6:31001"}])
     with pytest.raises(ConfigError, match="nothing to serve"):
         _config(tmp_path, endpoints=[])
+
+
+# -- a server on a thread, fed by a detector --------------------------------------------------
+class DetectorServed:
+    """``IngestServer.run`` on a thread with one detector input, and the detector bound here."""
+
+    def __init__(self, root: Path, *, detector: dict[str, Any] | None = None, **config: Any) -> None:
+        self.root = root
+        self.endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.status_endpoint = f"tcp://127.0.0.1:{free_port()}"
+        self.detector = Detector(self.endpoint)
+        spec = {"name": "eiger", "protocol": "dectris-stream2", "connect": self.endpoint, **(detector or {})}
+        cfg = ServeConfig(
+            root=str(root),
+            detectors=[spec],
+            status_endpoint=self.status_endpoint,
+            status_interval=0.2,
+            **config,
+        )
+        self.server = IngestServer(cfg, DECODERS)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.server.run, args=(self.stop,))
+        self.thread.start()
+
+    def status(self) -> dict[str, Any]:
+        return query(self.status_endpoint, timeout=WAIT)
+
+    def input(self) -> dict[str, Any]:
+        snap: dict[str, Any] = self.status()["detectors"]["eiger"]
+        return snap
+
+    def wait_input(self, condition: Any, what: str) -> dict[str, Any]:
+        wait_until(lambda: condition(self.input()), what)
+        return self.input()
+
+    def wait_series(self, sid: str) -> dict[str, Any]:
+        def found() -> bool:
+            return any(r["series_id"] == sid for r in self.status()["recent_series"])
+
+        wait_until(found, f"series {sid} finalized")
+        return next(r for r in self.status()["recent_series"] if r["series_id"] == sid)
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.thread.join(WAIT)
+        assert not self.thread.is_alive()
+        self.detector.term()
+        self.server.close()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[DetectorServed]:
+    s = DetectorServed(tmp_path / "data", detector={"idle_timeout": 30})
+    try:
+        yield s
+    finally:
+        s.shutdown()
+
+
+def _record(store: Path) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads((store / "zarr.json").read_text())["attributes"]["acqzarr_session"]
+    return record
+
+
+def assert_series(store: Path, s: Any, ids: range | list[int]) -> zarr.Group:
+    """The store of series ``s`` holds exactly the pixels of images ``ids`` (every channel), with
+    their times in the typed columns and their user data in the JSON column."""
+    group = zarr.open_group(str(store), mode="r")
+    data = np.asarray(group["0"][...])  # type: ignore[index]
+    several = len(s.channels) > 1
+    for i in ids:
+        for c in range(len(s.channels)):
+            got = data[i, c] if several else data[i]
+            assert got.dtype == s.dtype.newbyteorder("=")
+            np.testing.assert_array_equal(got, pixels(s, i, c))
+    columns = group["acqzarr_frames"]
+    start_time = np.asarray(columns["start_time"][...])  # type: ignore[index]
+    real_time = np.asarray(columns["real_time"][...])  # type: ignore[index]
+    texts = np.asarray(columns["json"][...])  # type: ignore[index]
+    for i in ids:
+        for c in range(len(s.channels)):
+            at = (i, c) if several else (i,)
+            assert start_time[at] == i / 100 and real_time[at] == 0.0099
+            assert json.loads(str(texts[at])) == {
+                "series_date": "2026-12-07T06:00:00.000Z",
+                "user_data": {"shot": i},
+            }
+    return group
+
+
+def test_a_series_lands_pixel_exact_with_its_metadata_arrays_and_record(served: DetectorServed) -> None:
+    s = start("series-1", n=5)
+    served.detector.series(s, order=[3, 0, 4, 1, 2])  # images in any order: image_id is the t index
+    summary = served.wait_series("series-1")
+    store = served.root / "eiger" / "series-1.zarr"
+    assert summary["completed"] is True and summary["store"] == str(store) and summary["frames_total"] == 5
+    group = assert_series(store, s, range(5))
+    assert group["0"].shape == (5, 2, 6, 8)  # type: ignore[union-attr]
+
+    # OME-NGFF: channels labelled, scales in micrometer and seconds.
+    attrs = group.attrs.asdict()
+    ome = attrs["ome"]["multiscales"][0]
+    assert [a["name"] for a in ome["axes"]] == ["t", "c", "y", "x"]
+    units = {a["name"]: a.get("unit") for a in ome["axes"]}
+    assert units == {"t": "second", "c": None, "y": "micrometer", "x": "micrometer"}
+    scale = ome["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale == pytest.approx([0.01, 1.0, 75.0, 75.0])
+    assert [ch["label"] for ch in attrs["ome"]["omero"]["channels"]] == list(CHANNELS)
+
+    # The start's scalar fields under "dectris", field by field.
+    block = attrs["dectris"]
+    for name, value in s.fields.items():
+        assert block[name] == value, name
+    assert block["threshold_energy_ev"] == {"threshold_1": 4000.0, "threshold_2": 5000.0}
+    assert block["channels"] == list(CHANNELS) and block["number_of_images"] == 5
+    assert block["pixel_size_m"] == [75e-6, 75e-6] and block["frame_time_s"] == 0.01
+    assert block["user_data"] == {"sample": "lysozyme", "run": 3} and block["image_dtype"] == "<u4"
+    assert block["series_unique_id"] == "series-1" and block["series_id"] == 7
+    assert block["protocol"] == "dectris-stream2" and block["detector"] == "eiger"
+
+    # Its arrays as Zarr arrays, exact, at the documented paths.
+    for name, want in s.arrays.items():
+        assert block["arrays"][name] == f"dectris/{name}"
+        got = group[f"dectris/{name}"]
+        assert isinstance(got, zarr.Array)
+        np.testing.assert_array_equal(np.asarray(got[...]), want)
+        assert got.dtype == want.dtype
+
+    # The session record: complete, with what arrived and the end's fields.
+    record = _record(store)
+    assert record["completed"] is True and record["stop"] is not None
+    assert record["frames_on_disk"] == 10  # 5 images x 2 channels
+    source = record["source"]
+    assert (
+        source["kind"] == "serve"
+        and source["protocol"] == "dectris-stream2"
+        and source["detector"] == "eiger"
+    )
+    assert source["end"] == "series_end" and source["end_fields"] == {"images_sent": 5}
+    assert (source["images_expected"], source["images_received"], source["images_written"]) == (5, 5, 5)
+    assert source["images_missing"] == 0 and source["rejected"] == {}
+    assert validate(open_store(str(store))) == []
+
+    snap = served.input()
+    assert snap["connected"] is True and snap["images_written"] == 5 and snap["images_rejected"] == 0
+    assert snap["series_finished"] == 1 and snap["series"] is None
+    assert "eiger: connected" in format_line(served.status())
+
+
+def test_one_channel_unknown_length_big_endian_with_a_hole(tmp_path: Path) -> None:
+    served = DetectorServed(tmp_path / "data", detector={"version": 2, "store": "{series_id}/{detector}"})
+    try:
+        s = start("u", n=None, channels=("threshold_1",), dtype=">u2", size=(5, 7), series_id=42)
+        served.detector.send(s)
+        for i in (0, 1, 3):  # image 2 never arrives
+            served.detector.send(image(s, i))
+        served.detector.send(end(s))
+        summary = served.wait_series("u")
+    finally:
+        served.shutdown()
+    store = tmp_path / "data" / "42" / "eiger"
+    assert summary["completed"] is False  # the end came, but not every image
+    group = assert_series(store, s, [0, 1, 3])
+    assert group["0"].shape == (4, 5, 7) and group["0"].dtype == np.uint16  # type: ignore[union-attr]
+    np.testing.assert_array_equal(np.asarray(group["0"][2]), 0)  # type: ignore[index]
+    record = json.loads((store / ".zattrs").read_text())["acqzarr_session"]
+    assert record["completed"] is False and record["frames_skipped"] == 1
+    assert record["source"]["images_expected"] is None and record["source"]["images_written"] == 3
+    assert validate(open_store(str(store))) == []
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_stream_write_array_stores_a_whole_array_zarr_reads(tmp_path: Path, version: int) -> None:
+    import acqzarr as az
+
+    settings = az.StreamSettings.from_mapping(
+        {
+            "store": str(tmp_path / "s.zarr"),
+            "version": version,
+            "arrays": [
+                {
+                    "key": "cam",
+                    "dtype": "uint16",
+                    "dimensions": [
+                        {"name": "t", "kind": "time", "size": 0, "chunk": 1},
+                        {"name": "y", "kind": "space", "size": 4, "chunk": 4},
+                        {"name": "x", "kind": "space", "size": 5, "chunk": 5},
+                    ],
+                }
+            ],
+        }
+    )
+    mask = np.arange(20, dtype=">u4").reshape(4, 5)  # big-endian in: stored little-endian, same values
+    table = np.linspace(0, 1, 7, dtype=np.float64)
+    with az.open_stream(settings) as stream:
+        stream.write_array("dectris/pixel_mask/threshold_1", mask, key="cam", dimension_names=("y", "x"))
+        stream.write_array("calibration", table, key="cam")
+        for bad in ("", "../x", "0/x", "acqzarr_frames/x", "a//b"):
+            with pytest.raises(ConfigError):
+                stream.write_array(bad, table, key="cam")
+        with pytest.raises(ConfigError, match="numeric"):
+            stream.write_array("text", np.array(["a"]), key="cam")
+        stream.append(np.zeros((4, 5), np.uint16), key="cam")
+    group = zarr.open_group(str(tmp_path / "s.zarr"), mode="r")
+    got = group["cam/dectris/pixel_mask/threshold_1"]
+    np.testing.assert_array_equal(np.asarray(got[...]), mask)  # type: ignore[index]
+    np.testing.assert_array_equal(np.asarray(group["cam/calibration"][...]), table)  # type: ignore[index]
+    assert validate(open_store(str(tmp_path / "s.zarr"))) == []

@@ -1,0 +1,203 @@
+"""A detector for the serve tests: a PUSH socket the test binds, and the wire its messages travel in.
+
+Until the Stream V2/V1 decoders are in, the wire is a test framing: each
+message is one ZeroMQ part holding the pickled model value
+(``acqzarr.ingest.dectris.messages``), and ``FakeDecoder`` turns it back.
+``encode`` and ``DECODERS`` are the one place that knows: switching the tests
+to real Stream V2 bytes is making ``encode`` write CBOR and ``DECODERS`` None
+(the server's own decoders).
+
+``python tests/detector_helpers.py CONFIG`` runs ``acqzarr serve CONFIG`` with
+the fake decoder, for the tests that kill a server process.
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+import time
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zmq
+
+from acqzarr.ingest.dectris.messages import (
+    DetectorEnd,
+    DetectorImage,
+    DetectorMessage,
+    DetectorMessageError,
+    DetectorStart,
+    WireDecoder,
+)
+
+REFUSE = b"refuse:"  # a message the fake decoder refuses, with the reason that follows
+
+
+class FakeDecoder:
+    """The test framing's decoder: one part, a pickled model value; ``refuse:<reason>`` raises
+    DetectorMessageError(reason), anything else that is not a model value is 'malformed'."""
+
+    def decode(self, parts: Sequence[bytes | memoryview]) -> DetectorMessage:
+        if len(parts) != 1:
+            raise DetectorMessageError("malformed", f"{len(parts)} parts, expected 1")
+        data = bytes(parts[0])
+        if data.startswith(REFUSE):
+            raise DetectorMessageError(data[len(REFUSE) :].decode(), "refused by the decoder")
+        try:
+            value = pickle.loads(data)
+        except Exception as exc:
+            raise DetectorMessageError("malformed", f"not a message: {exc!r}") from None
+        if not isinstance(value, DetectorStart | DetectorImage | DetectorEnd):
+            raise DetectorMessageError("unknown_type", f"{type(value).__name__}")
+        return value
+
+
+def fake_decoders(protocol: str) -> WireDecoder:
+    return FakeDecoder()
+
+
+DECODERS: Callable[[str], WireDecoder] | None = fake_decoders
+
+
+def encode(message: DetectorMessage) -> list[bytes]:
+    """The ZeroMQ parts of ``message`` on the wire."""
+    return [pickle.dumps(message)]
+
+
+# -- a series --------------------------------------------------------------------------------
+CHANNELS = ("threshold_1", "threshold_2")
+
+
+def start(
+    uid: str,
+    n: int | None = 5,
+    *,
+    channels: tuple[str, ...] = CHANNELS,
+    size: tuple[int, int] = (6, 8),
+    dtype: str = "<u4",
+    series_id: int = 7,
+) -> DetectorStart:
+    """A start of series ``uid`` with masks, flat fields and scalar fields."""
+    y, x = size
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
+    for i, ch in enumerate(channels):
+        mask = np.zeros(size, np.uint32)
+        mask[1, 2 + i] = 1
+        mask[y - 1, 0] = 2**31
+        arrays[f"pixel_mask/{ch}"] = mask
+        arrays[f"flatfield/{ch}"] = np.linspace(0.5, 1.5 + i, y * x, dtype=np.float32).reshape(size)
+    arrays["countrate_correction_table/threshold_1"] = np.arange(12, dtype=np.uint32).reshape(6, 2)
+    return DetectorStart(
+        series_id=series_id,
+        series_unique_id=uid,
+        image_size=size,
+        dtype=np.dtype(dtype),
+        channels=channels,
+        number_of_images=n,
+        pixel_size_m=(75e-6, 75e-6),
+        frame_time_s=0.01,
+        threshold_energy_ev={ch: 4000.0 + 1000 * i for i, ch in enumerate(channels)},
+        fields={
+            "incident_energy": 8041.0,
+            "incident_wavelength": 1.5419,
+            "detector_serial_number": "E-32-0123",
+            "detector_description": "Dectris EIGER2 Si 1M",
+            "sensor_material": "Si",
+            "sensor_thickness": 0.00045,
+            "beam_center_x": 512.5,
+            "beam_center_y": 520.25,
+            "count_time": 0.0099,
+            "goniometer": {"omega": {"increment": 0.1, "start": 10.0}},
+        },
+        arrays=arrays,
+        user_data={"sample": "lysozyme", "run": 3},
+    )
+
+
+def pixels(s: DetectorStart, image_id: int, channel: int) -> np.ndarray[Any, Any]:
+    """The pixels of image ``image_id``, channel ``channel`` of series ``s``: all differ."""
+    y, x = s.image_size
+    base = np.arange(y * x, dtype=np.uint64).reshape(y, x) * 3 + image_id * 1000 + channel * 100_000
+    return (base % (np.iinfo(s.dtype).max + 1)).astype(s.dtype)
+
+
+def image(s: DetectorStart, image_id: int, **changes: Any) -> DetectorImage:
+    fields: dict[str, Any] = {
+        "series_id": s.series_id,
+        "series_unique_id": s.series_unique_id,
+        "image_id": image_id,
+        "data": {ch: pixels(s, image_id, c) for c, ch in enumerate(s.channels)},
+        "real_time": Fraction(99, 10_000),
+        "start_time": Fraction(image_id, 100),
+        "stop_time": Fraction(image_id, 100) + Fraction(99, 10_000),
+        "series_date": "2026-12-07T06:00:00.000Z",
+        "user_data": {"shot": image_id},
+    }
+    return DetectorImage(**{**fields, **changes})
+
+
+def end(s: DetectorStart, **fields: Any) -> DetectorEnd:
+    return DetectorEnd(series_id=s.series_id, series_unique_id=s.series_unique_id, fields=fields)
+
+
+class Detector:
+    """The detector's side: a PUSH socket bound on loopback (``endpoint``) that the server connects to."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.sock: zmq.Socket[bytes] | None = None
+        self.bind()
+
+    def bind(self) -> None:
+        sock = self.ctx.socket(zmq.PUSH)
+        sock.linger = 5000
+        sock.sndtimeo = 30_000  # a server that never connects fails the test instead of hanging it
+        for _ in range(100):  # the port of a socket just closed can take a moment to be free
+            try:
+                sock.bind(self.endpoint)
+                break
+            except zmq.ZMQError:
+                time.sleep(0.05)
+        else:
+            sock.bind(self.endpoint)
+        self.sock = sock
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.sock.close(linger=5000)
+            self.sock = None
+
+    def send(self, message: DetectorMessage) -> None:
+        assert self.sock is not None
+        self.sock.send_multipart(encode(message))
+
+    def send_raw(self, *parts: bytes) -> None:
+        assert self.sock is not None
+        self.sock.send_multipart(list(parts))
+
+    def series(self, s: DetectorStart, order: Sequence[int] | None = None) -> None:
+        """Start, every image (in ``order``), end."""
+        self.send(s)
+        ids = range(s.number_of_images or 0) if order is None else order
+        for i in ids:
+            self.send(image(s, i))
+        self.send(end(s, images_sent=len(ids)))
+
+    def term(self) -> None:
+        self.close()
+        self.ctx.term()
+
+
+if __name__ == "__main__":  # a serve process with the fake decoder (tests that kill it)
+    import logging
+
+    from acqzarr.ingest.config import load_serve_config
+    from acqzarr.ingest.server import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    sys.path.insert(0, str(Path(__file__).parent))
+    serve(load_serve_config(sys.argv[1]), decoders=DECODERS)
