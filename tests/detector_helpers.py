@@ -34,10 +34,11 @@ from acqzarr.ingest.dectris.messages import (
 )
 
 REFUSE = b"refuse:"  # a message the fake decoder refuses, with the reason that follows
+MAGIC = b"acqzarr-test-wire:"  # before every pickled message: random bytes are never unpickled
 
 
 class FakeDecoder:
-    """The test framing's decoder: one part, a pickled model value; ``refuse:<reason>`` raises
+    """The test framing's decoder: one part, MAGIC + a pickled model value; ``refuse:<reason>`` raises
     DetectorMessageError(reason), anything else that is not a model value is 'malformed'."""
 
     def decode(self, parts: Sequence[bytes | memoryview]) -> DetectorMessage:
@@ -46,8 +47,10 @@ class FakeDecoder:
         data = bytes(parts[0])
         if data.startswith(REFUSE):
             raise DetectorMessageError(data[len(REFUSE) :].decode(), "refused by the decoder")
+        if not data.startswith(MAGIC):  # (unpickling random bytes can take seconds)
+            raise DetectorMessageError("malformed", "not a message of the test wire")
         try:
-            value = pickle.loads(data)
+            value = pickle.loads(data[len(MAGIC) :])
         except Exception as exc:
             raise DetectorMessageError("malformed", f"not a message: {exc!r}") from None
         if not isinstance(value, DetectorStart | DetectorImage | DetectorEnd):
@@ -64,7 +67,7 @@ DECODERS: Callable[[str], WireDecoder] | None = fake_decoders
 
 def encode(message: DetectorMessage) -> list[bytes]:
     """The ZeroMQ parts of ``message`` on the wire."""
-    return [pickle.dumps(message)]
+    return [MAGIC + pickle.dumps(message)]
 
 
 # -- a series --------------------------------------------------------------------------------
@@ -79,17 +82,19 @@ def start(
     size: tuple[int, int] = (6, 8),
     dtype: str = "<u4",
     series_id: int = 7,
+    with_arrays: bool = True,
 ) -> DetectorStart:
-    """A start of series ``uid`` with masks, flat fields and scalar fields."""
+    """A start of series ``uid`` with masks, flat fields (unless not ``with_arrays``) and scalar fields."""
     y, x = size
     arrays: dict[str, np.ndarray[Any, Any]] = {}
-    for i, ch in enumerate(channels):
+    for i, ch in enumerate(channels if with_arrays else ()):
         mask = np.zeros(size, np.uint32)
         mask[1, 2 + i] = 1
         mask[y - 1, 0] = 2**31
         arrays[f"pixel_mask/{ch}"] = mask
         arrays[f"flatfield/{ch}"] = np.linspace(0.5, 1.5 + i, y * x, dtype=np.float32).reshape(size)
-    arrays["countrate_correction_table/threshold_1"] = np.arange(12, dtype=np.uint32).reshape(6, 2)
+    if with_arrays:
+        arrays["countrate_correction_table/threshold_1"] = np.arange(12, dtype=np.uint32).reshape(6, 2)
     return DetectorStart(
         series_id=series_id,
         series_unique_id=uid,

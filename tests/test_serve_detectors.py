@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from acqzarr.ingest import IngestServer, ServeConfig, load_serve_config, query
 from acqzarr.ingest.status import format_line
 from acqzarr.read.validate import validate
 from acqzarr.stores import open_store
-from detector_helpers import CHANNELS, DECODERS, Detector, end, image, pixels, start
+from detector_helpers import CHANNELS, DECODERS, REFUSE, Detector, end, image, pixels, start
 from ingest_helpers import WAIT, free_port, wait_until
 
 HERE = Path(__file__).resolve().parent
@@ -294,3 +295,175 @@ def test_stream_write_array_stores_a_whole_array_zarr_reads(tmp_path: Path, vers
     np.testing.assert_array_equal(np.asarray(got[...]), mask)  # type: ignore[index]
     np.testing.assert_array_equal(np.asarray(group["cam/calibration"][...]), table)  # type: ignore[index]
     assert validate(open_store(str(tmp_path / "s.zarr"))) == []
+
+
+def test_bad_inputs_interleaved_are_counted_and_the_good_series_is_exact(served: DetectorServed) -> None:
+    d = served.detector
+    first = start("interrupted", n=3)
+    good = start("good", n=6)
+    d.send(image(good, 0))  # an image before any start
+    d.send(end(good))  # an end without a start
+    d.send_raw(b"\x00 not a message")  # the decoder cannot read it
+    d.send_raw(REFUSE + b"bad_cbor")  # the decoder refuses it with its own reason
+    d.send_raw(b"a", b"b")  # two parts where one is expected
+    d.send(first)
+    d.send(image(first, 0))
+    d.send(good)  # a start while 'interrupted' is open: that one ends incomplete
+    bad_counts = {
+        "image_without_start": 1,
+        "end_without_start": 1,
+        "malformed": 2,
+        "bad_cbor": 1,
+        "start_while_open": 1,
+        "bad_image": 4,
+        "duplicate_image": 1,
+        "wrong_series": 1,
+    }
+    for i in range(6):
+        d.send(image(good, i))
+        if i == 1:
+            wrong = pixels(good, 1, 0)[:, :-1]
+            d.send(image(good, 9, data={"threshold_1": wrong, "threshold_2": wrong}))  # wrong size
+            as_u2 = {ch: pixels(good, 2, c).astype(np.uint16) for c, ch in enumerate(CHANNELS)}
+            d.send(image(good, 2, data=as_u2))  # wrong dtype
+            d.send(image(good, 2, data={"threshold_1": pixels(good, 2, 0)}))  # a channel missing
+            d.send(image(good, 99))  # past number_of_images
+            d.send(image(good, 1))  # a duplicate image_id
+            d.send(image(first, 2))  # an image of another series
+    d.send(end(good))
+    d.send(image(good, 3))  # after the end
+    d.send(end(good))  # an end after the end: no series open
+    bad_counts["image_after_end"] = 1
+    bad_counts["end_without_start"] += 1
+    summary = served.wait_series("good")
+    served.wait_series("interrupted")
+    assert summary["completed"] is True
+    assert_series(served.root / "eiger" / "good.zarr", good, range(6))
+    snap = served.wait_input(lambda s: sum(s["rejected"].values()) >= sum(bad_counts.values()), "all counted")
+    assert snap["rejected"] == bad_counts
+    assert snap["images_written"] == 7 and snap["images_rejected"] == 1 + 4 + 1 + 1 + 1
+    status = served.status()
+    for reason, n in bad_counts.items():
+        assert status["rejected"][reason] == n
+    interrupted = _record(served.root / "eiger" / "interrupted.zarr")
+    assert interrupted["completed"] is False and interrupted["source"]["end"] == "new_series"
+    assert interrupted["source"]["images_written"] == 1 and interrupted["source"]["images_missing"] == 2
+    good_record = _record(served.root / "eiger" / "good.zarr")
+    assert good_record["source"]["rejected"] == {"bad_image": 4, "duplicate_image": 1, "wrong_series": 1}
+
+
+def test_many_malformed_messages_never_stop_a_good_series(served: DetectorServed) -> None:
+    good = start("good", n=20)
+    d = served.detector
+    d.send(good)
+    rng = np.random.default_rng(1)
+    for i in range(20):
+        d.send(image(good, i))
+        for _ in range(60):  # 1,200 bad messages: noise, refusals, images of nothing
+            kind = rng.integers(3)
+            if kind == 0:
+                d.send_raw(rng.bytes(int(rng.integers(0, 64))))
+            elif kind == 1:
+                d.send_raw(REFUSE + b"bad_image")
+            else:
+                d.send(image(good, i))  # a duplicate
+    d.send(end(good))
+    assert served.wait_series("good")["completed"] is True
+    assert_series(served.root / "eiger" / "good.zarr", good, range(20))
+    snap = served.wait_input(lambda s: sum(s["rejected"].values()) == 1200, "1,200 rejections counted")
+    assert snap["images_written"] == 20 and snap["messages_received"] == 1222
+
+
+def test_a_lost_end_is_finalized_by_the_idle_timeout(tmp_path: Path) -> None:
+    served = DetectorServed(tmp_path / "data", detector={"idle_timeout": 0.5})
+    try:
+        s = start("lost-end", n=4)
+        served.detector.send(s)
+        for i in range(3):
+            served.detector.send(image(s, i))
+        summary = served.wait_series("lost-end")
+        assert summary["completed"] is False and summary["end"] == "idle_timeout"
+        # The next series is taken as usual.
+        served.detector.series(start("next", n=2))
+        assert served.wait_series("next")["completed"] is True
+    finally:
+        served.shutdown()
+    record = _record(tmp_path / "data" / "eiger" / "lost-end.zarr")
+    assert record["completed"] is False and record["source"]["end"] == "idle_timeout"
+    assert_series(tmp_path / "data" / "eiger" / "lost-end.zarr", s, range(3))
+
+
+def test_series_ids_never_leave_root_and_stores_are_never_overwritten(served: DetectorServed) -> None:
+    d = served.detector
+    sneaky = start("../../outside/x", n=1)
+    d.series(sneaky)
+    served.wait_series("../../outside/x")
+    stores = sorted(p.name for p in (served.root / "eiger").iterdir())
+    assert stores == ["_._.._outside_x.zarr"]
+    assert not (served.root.parent / "outside").exists()
+    assert_series(served.root / "eiger" / "_._.._outside_x.zarr", sneaky, range(1))
+
+    again = start("../../outside/x", n=1)
+    d.series(again)  # the same store: refused, and its image and end with it
+    snap = served.wait_input(lambda s: s["rejected"].get("series_exists") == 1, "the repeat refused")
+    served.wait_input(lambda s: s["rejected"].get("end_without_start") == 1, "its end rejected")
+    assert served.input()["rejected"] == {"series_exists": 1, "series_refused": 1, "end_without_start": 1}
+    assert snap["series_started"] == 1
+    assert_series(served.root / "eiger" / "_._.._outside_x.zarr", sneaky, range(1))  # untouched
+
+
+def test_absurd_geometry_is_refused_before_any_allocation(served: DetectorServed) -> None:
+    huge = start("huge", n=10, size=(2**20, 2**20), channels=("threshold_1",), with_arrays=False)
+    served.detector.send(huge)  # a frame of 4 TiB
+    served.detector.send(image(start("huge", n=10), 0))
+    snap = served.wait_input(lambda s: s["rejected"].get("bad_start") == 1, "the start refused")
+    served.wait_input(lambda s: s["rejected"].get("series_refused") == 1, "its image rejected")
+    assert snap["series_started"] == 0 and not (served.root / "eiger" / "huge.zarr").exists()
+    served.detector.series(start("fine", n=2))
+    assert served.wait_series("fine")["completed"] is True
+
+
+def test_a_detector_that_goes_away_and_comes_back_is_reconnected(served: DetectorServed) -> None:
+    served.wait_input(lambda s: s["connected"], "connected")
+    served.detector.series(start("before", n=2))
+    assert served.wait_series("before")["completed"] is True
+    served.detector.close()  # the detector goes away ...
+    served.wait_input(lambda s: not s["connected"], "disconnected")
+    assert "eiger: not connected" in format_line(served.status())
+    time.sleep(0.5)  # ... for a while: the server keeps trying
+    served.detector.bind()  # ... and comes back on the same port
+    served.wait_input(lambda s: s["connected"], "reconnected")
+    served.detector.series(start("after", n=3))
+    assert served.wait_series("after")["completed"] is True
+    assert_series(served.root / "eiger" / "after.zarr", start("after", n=3), range(3))
+    assert served.input()["connections"] >= 2
+
+
+def test_a_detector_that_is_off_at_start_is_connected_when_it_comes_up(tmp_path: Path) -> None:
+    port = free_port()
+    status = f"tcp://127.0.0.1:{free_port()}"
+    cfg = ServeConfig(
+        root=str(tmp_path / "data"),
+        detectors=[{"name": "eiger", "protocol": "dectris-stream2", "connect": f"tcp://127.0.0.1:{port}"}],
+        status_endpoint=status,
+    )
+    server = IngestServer(cfg, DECODERS)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,))
+    thread.start()
+    try:
+        time.sleep(0.3)
+        assert query(status)["detectors"]["eiger"]["connected"] is False
+        detector = Detector(f"tcp://127.0.0.1:{port}")
+        try:
+            s = start("late", n=2)
+            detector.series(s)
+            recent = lambda: [r["series_id"] for r in query(status)["recent_series"]]  # noqa: E731
+            wait_until(lambda: "late" in recent(), "written")
+        finally:
+            detector.term()
+    finally:
+        stop.set()
+        thread.join(WAIT)
+        server.close()
+    assert_series(tmp_path / "data" / "eiger" / "late.zarr", s, range(2))
