@@ -9,6 +9,8 @@ The wire is ``detector_helpers``' (a test framing until the Stream V2 decoders a
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -146,8 +148,13 @@ def served(tmp_path: Path) -> Iterator[DetectorServed]:
         s.shutdown()
 
 
-def _record(store: Path) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads((store / "zarr.json").read_text())["attributes"]["acqzarr_session"]
+def _record(store: Path, version: int = 3) -> dict[str, Any]:
+    """The session record of the image at the root of ``store``."""
+    if version == 2:
+        attrs = json.loads((store / ".zattrs").read_text())
+    else:
+        attrs = json.loads((store / "zarr.json").read_text())["attributes"]
+    record: dict[str, Any] = attrs["acqzarr_session"]
     return record
 
 
@@ -252,7 +259,7 @@ def test_one_channel_unknown_length_big_endian_with_a_hole(tmp_path: Path) -> No
     group = assert_series(store, s, [0, 1, 3])
     assert group["0"].shape == (4, 5, 7) and group["0"].dtype == np.uint16  # type: ignore[union-attr]
     np.testing.assert_array_equal(np.asarray(group["0"][2]), 0)  # type: ignore[index]
-    record = json.loads((store / ".zattrs").read_text())["acqzarr_session"]
+    record = _record(store, 2)
     assert record["completed"] is False and record["frames_skipped"] == 1
     assert record["source"]["images_expected"] is None and record["source"]["images_written"] == 3
     assert validate(open_store(str(store))) == []
@@ -467,3 +474,30 @@ def test_a_detector_that_is_off_at_start_is_connected_when_it_comes_up(tmp_path:
         thread.join(WAIT)
         server.close()
     assert_series(tmp_path / "data" / "eiger" / "late.zarr", s, range(2))
+
+
+def test_status_shows_the_detector_its_series_and_counts(served: DetectorServed) -> None:
+    s = start("live", n=4)
+    served.detector.send(s)
+    for i in range(2):
+        served.detector.send(image(s, i))
+    served.detector.send(image(s, 1))  # a duplicate
+    snap = served.wait_input(lambda d: d["images_rejected"] == 1 and d["images_written"] == 2, "2 in, 1 out")
+    assert snap["connected"] is True and snap["series"] == "live" and snap["series_images"] == 2
+    assert snap["series_expected"] == 4 and snap["images_received"] == 3
+    assert snap["store"] == str(served.root / "eiger" / "live.zarr")
+    assert snap["protocol"] == "dectris-stream2" and snap["connect"] == served.endpoint
+    cli = subprocess.run(
+        [sys.executable, "-m", "acqzarr", "status", served.status_endpoint], capture_output=True, text=True
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "eiger: connected, series live (2/4), images 3 in / 2 written / 1 rejected" in cli.stdout
+    for i in range(2, 4):
+        served.detector.send(image(s, i))
+    served.detector.send(end(s))
+    served.wait_series("live")
+    cli = subprocess.run(
+        [sys.executable, "-m", "acqzarr", "status", served.status_endpoint], capture_output=True, text=True
+    )
+    assert cli.returncode == 0, cli.stderr
+    assert "live: complete (series_end), 4 frames" in cli.stdout and "series -," in cli.stdout

@@ -382,7 +382,7 @@ class _Input:
             summary: dict[str, Any] = (
                 f.future.result()
                 if error is None
-                else {"series_id": f.series.id, "end": f.end, "completed": False, "error": repr(error)}
+                else {**f.series.summary(f.end), "completed": False, "error": repr(error)}
             )
             self.series_finished += 1
             c = self.counters
@@ -424,6 +424,7 @@ class _Input:
             "series": None if series is None else series.id,
             "store": None if series is None else series.store,
             "series_images": None if series is None else series.written,
+            "series_flushed": None if series is None else series.flushed(),
             "series_expected": None if series is None else series.start.number_of_images,
             "opening": self.opening is not None,
             "messages_received": self.messages,

@@ -292,24 +292,38 @@ class DetectorSeries:
             else {k: _plain(v) for k, v in end_message.fields.items()},
         }
 
+    def flushed(self) -> int:
+        """Images whose every channel is stored (in the order the stream stores them)."""
+        return self.recording.stream.stats(IMAGE_KEY).frames_flushed // len(self.channels)
+
     def bytes_written(self) -> int:
         return self.recording.stream.stats(IMAGE_KEY).bytes_written
+
+    def summary(self, end: str) -> dict[str, Any]:
+        """What the status lists of a finalized series (``recent_series``), before the close's
+        own figures; the keys of an acqzarr-protocol series' summary, and the detector's."""
+        return {
+            "series_id": self.id,
+            "detector": self.detector.name,
+            "store": self.store,
+            "end": end,
+            "completed": False,
+            "frames_total": self.written,  # images (each with every channel)
+            "images_expected": self.start.number_of_images,
+            "gaps": 0,  # PUSH/PULL loses nothing; missing images are images_expected - frames_total
+            "rejected": dict(sorted(self.rejected.items())),
+            "bytes_written": 0,
+            "sender_start_ns": None,
+            "start": None,
+            "stop": None,
+        }
 
     def finalize(self, end: str, end_message: DetectorEnd | None) -> dict[str, Any]:
         """Write the session record's end and close the stream; the series' summary (with
         ``error`` when that failed: never raised).  ``end``: series_end, idle_timeout,
         new_series, write_error or shutdown."""
         completed = self.complete(end)
-        summary: dict[str, Any] = {
-            "series_id": self.id,
-            "detector": self.detector.name,
-            "store": self.store,
-            "end": end,
-            "completed": completed,
-            "frames_total": self.written,
-            "images_expected": self.start.number_of_images,
-            "rejected": dict(sorted(self.rejected.items())),
-        }
+        summary = {**self.summary(end), "completed": completed}
         try:
             self.recording.finish({IMAGE_KEY: End(completed, {"source": self.source(end, end_message)})})
         except Exception as exc:  # the server goes on; the summary says it
@@ -319,7 +333,7 @@ class DetectorSeries:
             record = self.recording.stream.session(IMAGE_KEY)
             summary.update(start=record["start"], stop=record["stop"], skipped=record.get("frames_skipped"))
         except Exception:  # the record itself failed: what is known still goes out
-            summary.setdefault("bytes_written", 0)
+            pass
         return summary
 
 
