@@ -9,6 +9,8 @@ The wire is ``detector_helpers``' (a test framing until the Stream V2 decoders a
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -23,7 +25,7 @@ import yaml
 import zarr
 
 from acqzarr.errors import ConfigError
-from acqzarr.ingest import IngestServer, ServeConfig, load_serve_config, query
+from acqzarr.ingest import IngestServer, ServeConfig, StatusUnavailable, load_serve_config, query
 from acqzarr.ingest.status import format_line
 from acqzarr.read.validate import validate
 from acqzarr.stores import open_store
@@ -474,6 +476,99 @@ def test_a_detector_that_is_off_at_start_is_connected_when_it_comes_up(tmp_path:
         thread.join(WAIT)
         server.close()
     assert_series(tmp_path / "data" / "eiger" / "late.zarr", s, range(2))
+
+
+# -- a server process killed mid-series -------------------------------------------------------
+class ServeProcess:
+    """``acqzarr serve`` with the test wire's decoder, in a child process (``detector_helpers``)."""
+
+    def __init__(self, base: Path, config: dict[str, Any]) -> None:
+        self.config_path = base / "serve.yaml"
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.status_endpoint = config["status_endpoint"]
+        self.log = base / "serve.log"
+
+    def start(self) -> subprocess.Popen[bytes]:
+        with open(self.log, "ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "detector_helpers.py"), str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                query(self.status_endpoint, timeout=0.5)
+                return proc
+            except StatusUnavailable:
+                assert proc.poll() is None and time.monotonic() < deadline, self.log.read_text()
+
+    def input(self) -> dict[str, Any]:
+        snap: dict[str, Any] = query(self.status_endpoint, timeout=WAIT)["detectors"]["eiger"]
+        return snap
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_killed_server_leaves_a_valid_store_and_the_next_series_is_written(
+    tmp_path: Path, version: int
+) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    root = tmp_path / "data"
+    config = {
+        "root": str(root),
+        "status_endpoint": f"tcp://127.0.0.1:{free_port()}",
+        "detectors": [
+            {
+                "name": "eiger",
+                "protocol": "dectris-stream2",
+                "connect": endpoint,
+                "version": version,
+                "chunks_per_shard": 2,
+            }
+        ],
+    }
+    server = ServeProcess(tmp_path, config)
+    detector = Detector(endpoint)
+    proc = server.start()
+    try:
+        s = start("killed", n=40)
+        detector.send(s)
+        for i in range(25):
+            detector.send(image(s, i))
+        wait_until(lambda: (server.input()["series_flushed"] or 0) >= 20, "20 images flushed")
+        flushed = server.input()["series_flushed"]
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+        store = root / "eiger" / "killed.zarr"
+        problems = validate(open_store(str(store)), deep=True)
+        assert [p for p in problems if p.severity == "error"] == []  # staging files are warnings
+        cli = subprocess.run([sys.executable, "-m", "acqzarr", "validate", str(store)], capture_output=True)
+        assert cli.returncode == 0, cli.stdout + cli.stderr
+        group = zarr.open_group(str(store), mode="r", zarr_format=version)  # type: ignore[arg-type]
+        length = group["0"].shape[0]  # type: ignore[union-attr]
+        assert flushed <= length <= 25  # every flushed image is there (maybe more)
+        assert_series(store, s, range(length))
+        if version == 2:
+            from ome_zarr_models.v04.image import Image
+        else:
+            from ome_zarr_models.v05.image import Image  # type: ignore[assignment]
+        Image.from_zarr(group)
+
+        proc = server.start()  # restarted: the detector is connected to again
+        nxt = start("after-kill", n=3)
+        detector.series(nxt)
+        wait_until(lambda: server.input()["series_finished"] == 1, "the next series finalized")
+        after = root / "eiger" / "after-kill.zarr"
+        assert _record(after, version)["completed"] is True
+        assert_series(root / "eiger" / "after-kill.zarr", nxt, range(3))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(WAIT) == 0, server.log.read_text()
+        detector.term()
 
 
 def test_status_shows_the_detector_its_series_and_counts(served: DetectorServed) -> None:
