@@ -30,7 +30,17 @@ from acqzarr.ingest.status import format_line
 from acqzarr.read.validate import validate
 from acqzarr.stores import open_store
 from detector_helpers import CHANNELS, DECODERS, REFUSE, Detector, end, image, pixels, start
-from ingest_helpers import WAIT, free_port, wait_until
+from ingest_helpers import (
+    SMALL_FRAME_HEADER,
+    SMALL_SERIES,
+    WAIT,
+    assert_store,
+    free_port,
+    header,
+    raw_socket,
+    small_frame,
+    wait_until,
+)
 
 HERE = Path(__file__).resolve().parent
 
@@ -596,3 +606,56 @@ def test_status_shows_the_detector_its_series_and_counts(served: DetectorServed)
     )
     assert cli.returncode == 0, cli.stderr
     assert "live: complete (series_end), 4 frames" in cli.stdout and "series -," in cli.stdout
+
+
+def test_two_detectors_and_an_acqzarr_sender_in_one_server(tmp_path: Path) -> None:
+    detectors = {name: f"tcp://127.0.0.1:{free_port()}" for name in ("eiger", "pilatus")}
+    status = f"tcp://127.0.0.1:{free_port()}"
+    cfg = ServeConfig(
+        root=str(tmp_path / "data"),
+        endpoints=[f"tcp://127.0.0.1:{free_port()}"],  # acqzarr senders too
+        detectors=[{"name": n, "protocol": "dectris-stream2", "connect": e} for n, e in detectors.items()],
+        status_endpoint=status,
+    )
+    server = IngestServer(cfg, DECODERS)
+    stop = threading.Event()
+    thread = threading.Thread(target=server.run, args=(stop,))
+    thread.start()
+    eiger, pilatus = (Detector(e) for e in detectors.values())
+    ctx, sock = raw_socket(cfg.endpoints[0])
+    try:
+        a, b = start("a", n=3), start("b", n=4, channels=("threshold_1",), dtype="<u2")
+        eiger.send(a)
+        pilatus.send(b)
+        for i in range(4):  # the two detectors' images interleaved
+            if i < 3:
+                eiger.send(image(a, i))
+            pilatus.send(image(b, i))
+        eiger.send(end(a))
+        pilatus.send(end(b))
+        sock.send_multipart(
+            [header(series_id="cam", msg_number=0, htype="series_start", settings=SMALL_SERIES), b""]
+        )
+        for i in range(1, 4):
+            fields = {**SMALL_FRAME_HEADER, "frame_id": i}
+            sock.send_multipart([header(series_id="cam", msg_number=i, **fields), small_frame(i).tobytes()])
+        sock.send_multipart([header(series_id="cam", msg_number=4, htype="series_end"), b""])
+
+        def finished() -> set[str]:
+            return {r["series_id"] for r in query(status)["recent_series"]}
+
+        wait_until(lambda: finished() == {"a", "b", "cam"}, "three series finalized")
+        snap = query(status)["detectors"]
+        assert snap["eiger"]["images_written"] == 3 and snap["pilatus"]["images_written"] == 4
+    finally:
+        sock.close()
+        ctx.term()
+        stop.set()
+        thread.join(WAIT)
+        eiger.term()
+        pilatus.term()
+        server.close()
+    root = tmp_path / "data"
+    assert_series(root / "eiger" / "a.zarr", a, range(3))
+    assert_series(root / "pilatus" / "b.zarr", b, range(4))
+    assert_store(root, "cam", range(1, 4))
