@@ -659,3 +659,13 @@ def test_two_detectors_and_an_acqzarr_sender_in_one_server(tmp_path: Path) -> No
     assert_series(root / "eiger" / "a.zarr", a, range(3))
     assert_series(root / "pilatus" / "b.zarr", b, range(4))
     assert_store(root, "cam", range(1, 4))
+
+
+def test_the_documented_config_loads(tmp_path: Path) -> None:
+    text = (HERE.parent / "docs" / "protocol.md").read_text()
+    section = text[text.index("## Detector inputs") :]
+    block = section[section.index("```yaml\n") + 8 : section.index("```\n", section.index("```yaml\n") + 8)]
+    path = tmp_path / "serve.yaml"
+    path.write_text(block)
+    cfg = load_serve_config(path)
+    assert [d.name for d in cfg.detectors] == ["eiger"] and cfg.detectors[0].connect == "tcp://10.0.0.5:31001"
