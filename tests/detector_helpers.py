@@ -39,7 +39,14 @@ MAGIC = b"acqzarr-test-wire:"  # before every pickled message: random bytes are 
 
 class FakeDecoder:
     """The test framing's decoder: one part, MAGIC + a pickled model value; ``refuse:<reason>`` raises
-    DetectorMessageError(reason), anything else that is not a model value is 'malformed'."""
+    DetectorMessageError(reason), anything else that is not a model value is 'malformed'.
+    ``expected`` lists what the server told it to expect (the real decoders' ``expect``)."""
+
+    def __init__(self) -> None:
+        self.expected: list[str | None] = []
+
+    def expect(self, start: DetectorStart | None) -> None:
+        self.expected.append(None if start is None else start.series_unique_id)
 
     def decode(self, parts: Sequence[bytes | memoryview]) -> DetectorMessage:
         if len(parts) != 1:

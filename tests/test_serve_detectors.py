@@ -8,6 +8,7 @@ The wire is ``detector_helpers``' (a test framing until the Stream V2 decoders a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -222,7 +223,7 @@ def test_a_series_lands_pixel_exact_with_its_metadata_arrays_and_record(served: 
     assert block["threshold_energy_ev"] == {"threshold_1": 4000.0, "threshold_2": 5000.0}
     assert block["channels"] == list(CHANNELS) and block["number_of_images"] == 5
     assert block["pixel_size_m"] == [75e-6, 75e-6] and block["frame_time_s"] == 0.01
-    assert block["user_data"] == {"sample": "lysozyme", "run": 3} and block["image_dtype"] == "<u4"
+    assert block["user_data"] == {"sample": "lysozyme", "run": 3} and block["image_dtype"] == "uint32"
     assert block["series_unique_id"] == "series-1" and block["series_id"] == 7
     assert block["protocol"] == "dectris-stream2" and block["detector"] == "eiger"
 
@@ -251,6 +252,8 @@ def test_a_series_lands_pixel_exact_with_its_metadata_arrays_and_record(served: 
 
     snap = served.input()
     assert snap["connected"] is True and snap["images_written"] == 5 and snap["images_rejected"] == 0
+    # The decoder heard which series to expect (its size caps), and when it ended.
+    assert served.server.detectors.inputs[0].decoder.expected == ["series-1", None]  # type: ignore[attr-defined]
     assert snap["series_finished"] == 1 and snap["series"] is None
     assert "eiger: connected" in format_line(served.status())
 
@@ -669,3 +672,24 @@ def test_the_documented_config_loads(tmp_path: Path) -> None:
     path.write_text(block)
     cfg = load_serve_config(path)
     assert [d.name for d in cfg.detectors] == ["eiger"] and cfg.detectors[0].connect == "tcp://10.0.0.5:31001"
+
+
+def test_a_start_without_a_dtype_takes_its_first_images(served: DetectorServed) -> None:
+    """Stream V2 before firmware 2023.x sends no image_dtype: the first image decides."""
+    s = start("no-dtype", n=3, channels=("threshold_1",), dtype="<u2")
+    served.detector.send(dataclasses.replace(s, dtype=None))  # type: ignore[arg-type]
+    for i in range(3):
+        served.detector.send(image(s, i))
+    served.detector.send(end(s))
+    assert served.wait_series("no-dtype")["completed"] is True
+    group = assert_series(served.root / "eiger" / "no-dtype.zarr", s, range(3))
+    assert group["0"].dtype == np.uint16  # type: ignore[union-attr]
+    assert group.attrs["dectris"]["image_dtype"] == "uint16"  # type: ignore[index]
+    # One that ends before any image writes no store, and says so.
+    empty = start("empty", n=3)
+    served.detector.send(dataclasses.replace(empty, dtype=None))  # type: ignore[arg-type]
+    served.detector.send(end(empty))
+    served.detector.send(image(empty, 0))
+    snap = served.wait_input(lambda d: d["rejected"].get("image_after_end") == 1, "the late image rejected")
+    assert snap["rejected"] == {"empty_series": 1, "image_after_end": 1}
+    assert not (served.root / "eiger" / "empty.zarr").exists()

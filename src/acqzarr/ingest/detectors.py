@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import importlib
 import logging
 import time
@@ -47,7 +48,7 @@ from ..settings.locations import is_s3
 from ..stores import open_store
 from .config import DetectorInput, ServeConfig
 from .dectris.messages import DetectorEnd, DetectorImage, DetectorMessage, DetectorStart, WireDecoder
-from .dectris.series import DetectorSeries, series_stream_settings, store_path
+from .dectris.series import DetectorSeries, declared_dtype, series_stream_settings, store_path
 from .status import Counters, Rejections
 
 __all__ = ["DecoderFactory", "DetectorInputs", "default_decoder"]
@@ -83,6 +84,7 @@ class _Received:
 class _Opening:
     start: DetectorStart
     future: cf.Future[DetectorSeries]
+    first: DetectorImage | None  # the image that decided the dtype of a start that did not say
 
 
 @dataclass
@@ -144,6 +146,7 @@ class _Input:
         self.connections = 0
         self.series: DetectorSeries | None = None
         self.opening: _Opening | None = None
+        self.deferred: DetectorStart | None = None  # a start without a dtype, waiting for its first image
         self.last_ended: tuple[int | None, str | None] | None = None  # ids of the last series ended
         self.refused: tuple[int | None, str | None] | None = None  # ids of a start that was refused
         self.finalizing: list[_Finalizing] = []
@@ -243,6 +246,7 @@ class _Input:
         try:
             message = decoding.result()
             if isinstance(message, DetectorImage):
+                self.images_received += 1
                 self._image(message)
             elif isinstance(message, DetectorStart):
                 self._start(message)
@@ -266,12 +270,21 @@ class _Input:
 
     def _start(self, start: DetectorStart) -> None:
         self.refused = None
+        self.deferred = None
         if self.series is not None:
             self._reject(
                 "start_while_open",
                 f"a new series started while {self.series.id!r} was open; that one ends incomplete",
             )
             self._finish(self.series, "new_series", None)
+        if declared_dtype(start) is None:  # the start does not say: the first image will
+            self.deferred = start
+            return
+        self._open(start, None)
+
+    def _open(self, start: DetectorStart, first: DetectorImage | None) -> None:
+        """Open the series' store on the open thread; ``first``, an image that decided its dtype,
+        is taken once it is open."""
         try:
             path = store_path(self.config, self.server.root, start)
             settings = series_stream_settings(self.config, start, path, self.server.s3)
@@ -281,7 +294,7 @@ class _Input:
         exists = _exists_check(self.server)
         memory = self.server.max_series_memory
         future = self.opener.submit(_open_series, self.config, start, settings, memory, exists)
-        self.opening = _Opening(start, future)
+        self.opening = _Opening(start, future, first)
 
     def _opened(self, opening: _Opening) -> None:
         self.opening = None
@@ -301,11 +314,20 @@ class _Input:
         self.series_started += 1
         self.counters.series_started += 1
         log.info("detector %s: series %r started into %s", self.name, series.id, series.store)
+        expect = getattr(self.decoder, "expect", None)
+        if expect is not None:  # the decoder narrows its size caps to this series' frame
+            expect(start)
+        if opening.first is not None:
+            self._image(opening.first)
 
     def _image(self, image: DetectorImage) -> None:
-        self.images_received += 1
         series = self.series
         ids = (image.series_id, image.series_unique_id)
+        deferred = self.deferred
+        if series is None and deferred is not None and _same(ids, _ids_of(deferred)) and image.data:
+            self.deferred = None  # its first image says the dtype: open it now, take the image then
+            self._open(dataclasses.replace(deferred, dtype=next(iter(image.data.values())).dtype), image)
+            return
         if series is None:
             if self.refused is not None and _same(ids, self.refused):
                 raise_ = ProtocolError("series_refused", f"image {image.image_id} of a refused series")
@@ -339,6 +361,16 @@ class _Input:
 
     def _end(self, end: DetectorEnd) -> None:
         series = self.series
+        deferred = self.deferred
+        if (
+            series is None
+            and deferred is not None
+            and _same((end.series_id, end.series_unique_id), _ids_of(deferred))
+        ):
+            self.deferred = None
+            self.last_ended = _ids_of(deferred)
+            self._reject("empty_series", f"series {_ids(deferred)} ended without an image: no store written")
+            return
         if series is None:
             self._reject(
                 "end_without_start", f"an end of series {(end.series_id, end.series_unique_id)}, none open"
@@ -355,6 +387,9 @@ class _Input:
     def _finish(self, series: DetectorSeries, end: str, message: DetectorEnd | None) -> None:
         """The series takes no more images; it is finalized on a finalize thread."""
         self.series = None
+        expect = getattr(self.decoder, "expect", None)
+        if expect is not None:
+            expect(None)
         self.last_ended = (series.start.series_id, series.start.series_unique_id)
         future = self.finisher.submit(series.finalize, end, message)
         self.finalizing.append(_Finalizing(series, end, time.monotonic(), future))
@@ -530,6 +565,10 @@ class DetectorInputs:
 
 def _ids(start: DetectorStart) -> str:
     return repr(start.series_unique_id if start.series_unique_id is not None else start.series_id)
+
+
+def _ids_of(start: DetectorStart) -> tuple[int | None, str | None]:
+    return (start.series_id, start.series_unique_id)
 
 
 def _same(ids: tuple[int | None, str | None], other: tuple[int | None, str | None]) -> bool:

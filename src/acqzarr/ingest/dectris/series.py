@@ -49,6 +49,7 @@ __all__ = [
     "FRAME_COLUMNS",
     "IMAGE_KEY",
     "DetectorSeries",
+    "declared_dtype",
     "safe_name",
     "series_stream_settings",
     "store_path",
@@ -91,11 +92,22 @@ def store_path(detector: DetectorInput, root: str, start: DetectorStart) -> str:
     return str(path)
 
 
+def declared_dtype(start: DetectorStart) -> np.dtype[Any] | None:
+    """The dtype the start declares, or None when it does not say (Stream V2 before firmware
+    2023.x has no ``image_dtype``): the series' first image then decides (the server opens the
+    store with it)."""
+    dtype: np.dtype[Any] | None = getattr(start, "dtype", None)
+    return dtype
+
+
 def series_stream_settings(
     detector: DetectorInput, start: DetectorStart, path: str, s3: Any
 ) -> StreamSettings:
     """The stream settings of a series (ProtocolError('bad_start') for a geometry no array takes)."""
-    native = start.dtype.newbyteorder("=")
+    dtype = declared_dtype(start)
+    if dtype is None:
+        raise DetectorMessageError("bad_start", "the series' dtype is not known yet")
+    native = dtype.newbyteorder("=")
     y, x = start.image_size
     t_size = start.number_of_images or 0
     t_scale = start.frame_time_s if start.frame_time_s and math.isfinite(start.frame_time_s) else None
@@ -166,7 +178,10 @@ class DetectorSeries:
         self.settings = settings
         self.id = str(start.series_unique_id if start.series_unique_id is not None else start.series_id)
         self.store = settings.store
-        self.native = start.dtype.newbyteorder("=")
+        dtype = declared_dtype(start)
+        if dtype is None:
+            raise DetectorMessageError("bad_start", "the series' dtype is not known")
+        self.native = dtype.newbyteorder("=")
         self.channels = start.channels
         self.received = 0  # image messages for this series
         self.written = 0
@@ -197,7 +212,7 @@ class DetectorSeries:
             "series_id": start.series_id,
             "series_unique_id": start.series_unique_id,
             "image_size": list(start.image_size),
-            "image_dtype": start.dtype.str,
+            "image_dtype": self.native.name,
             "channels": list(start.channels),
             "threshold_energy_ev": {k: _plain(v) for k, v in start.threshold_energy_ev.items()},
             "number_of_images": start.number_of_images,
@@ -253,6 +268,9 @@ class DetectorSeries:
             meta["series_date"] = image.series_date
         if image.user_data is not None:
             meta["user_data"] = _plain(image.user_data)
+        extra = getattr(image, "fields", None)  # any other field of the image (a decoder may give them)
+        if extra:
+            meta["fields"] = _plain(extra)
         several = len(self.channels) > 1
         for c, frame in enumerate(frames):
             index = {"t": iid, "c": c} if several else {"t": iid}
