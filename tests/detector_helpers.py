@@ -77,6 +77,98 @@ def encode(message: DetectorMessage) -> list[bytes]:
     return [MAGIC + pickle.dumps(message)]
 
 
+# -- Stream V2, written from the spec (dectris/documentation, stream_v2/README.md) ---------------
+# RFC 8746 typed-array tags: (kind, itemsize, byte order) -> tag.
+_TYPED_TAGS = {
+    ("u", 1, "|"): 64,
+    ("u", 2, ">"): 65,
+    ("u", 4, ">"): 66,
+    ("u", 8, ">"): 67,
+    ("u", 2, "<"): 69,
+    ("u", 4, "<"): 70,
+    ("u", 8, "<"): 71,
+    ("i", 1, "|"): 72,
+    ("i", 2, ">"): 73,
+    ("i", 4, ">"): 74,
+    ("i", 8, ">"): 75,
+    ("i", 2, "<"): 77,
+    ("i", 4, "<"): 78,
+    ("i", 8, "<"): 79,
+    ("f", 4, ">"): 81,
+    ("f", 8, ">"): 82,
+    ("f", 4, "<"): 85,
+    ("f", 8, "<"): 86,
+}
+
+
+def _typed(array: np.ndarray[Any, Any]) -> Any:
+    """A numpy array as CBOR: a typed array (RFC 8746), inside tag 40 (a multi-dimensional array,
+    row-major) when it has more than one axis."""
+    import cbor2
+
+    order = array.dtype.byteorder
+    order = "<" if order == "=" and sys.byteorder == "little" else ">" if order == "=" else order
+    tag = _TYPED_TAGS[(array.dtype.kind, array.dtype.itemsize, order)]
+    flat = cbor2.CBORTag(tag, np.ascontiguousarray(array).tobytes())
+    return flat if array.ndim == 1 else cbor2.CBORTag(40, [list(array.shape), flat])
+
+
+def _rational(value: Fraction | None) -> list[int] | None:
+    return None if value is None else [value.numerator, value.denominator]
+
+
+def encode_stream2(message: DetectorMessage) -> list[bytes]:
+    """``message`` as a Stream V2 message: one CBOR map per ZeroMQ message (uncompressed arrays)."""
+    import cbor2
+
+    ids = {"series_id": message.series_id, "series_unique_id": message.series_unique_id}
+    if isinstance(message, DetectorStart):
+        y, x = message.image_size
+        doc: dict[str, Any] = {
+            "type": "start",
+            **ids,
+            **message.fields,
+            "channels": list(message.channels),
+            "image_size_x": x,
+            "image_size_y": y,
+            "image_dtype": message.dtype.name,
+            "number_of_images": message.number_of_images,
+            "frame_time": message.frame_time_s,
+            "threshold_energy": dict(message.threshold_energy_ev),
+            "user_data": message.user_data,
+        }
+        if message.pixel_size_m is not None:
+            doc["pixel_size_y"], doc["pixel_size_x"] = message.pixel_size_m
+        for name, array in message.arrays.items():
+            field, _, channel = name.partition("/")
+            if channel:
+                doc.setdefault(field, {})[channel] = _typed(array)
+            else:
+                doc[field] = _typed(array)
+    elif isinstance(message, DetectorImage):
+        doc = {
+            "type": "image",
+            **ids,
+            "image_id": message.image_id,
+            "data": {ch: _typed(a) for ch, a in message.data.items()},
+            "real_time": _rational(message.real_time),
+            "start_time": _rational(message.start_time),
+            "stop_time": _rational(message.stop_time),
+            "series_date": message.series_date,
+            "user_data": message.user_data,
+        }
+    else:
+        doc = {"type": "end", **ids, **message.fields}
+    return [cbor2.dumps({k: v for k, v in doc.items() if v is not None})]
+
+
+def have_stream2_decoder() -> bool:
+    """Whether this installation decodes Stream V2 (``acqzarr.ingest.dectris.decoder_for``)."""
+    import importlib
+
+    return hasattr(importlib.import_module("acqzarr.ingest.dectris"), "decoder_for")
+
+
 # -- a series --------------------------------------------------------------------------------
 CHANNELS = ("threshold_1", "threshold_2")
 
@@ -101,7 +193,7 @@ def start(
         arrays[f"pixel_mask/{ch}"] = mask
         arrays[f"flatfield/{ch}"] = np.linspace(0.5, 1.5 + i, y * x, dtype=np.float32).reshape(size)
     if with_arrays:
-        arrays["countrate_correction_table/threshold_1"] = np.arange(12, dtype=np.uint32).reshape(6, 2)
+        arrays["countrate_correction_lookup_table"] = np.arange(12, dtype=np.uint32) * 3
     return DetectorStart(
         series_id=series_id,
         series_unique_id=uid,
@@ -156,10 +248,12 @@ def end(s: DetectorStart, **fields: Any) -> DetectorEnd:
 
 
 class Detector:
-    """The detector's side: a PUSH socket bound on loopback (``endpoint``) that the server connects to."""
+    """The detector's side: a PUSH socket bound on loopback (``endpoint``) that the server connects
+    to, sending messages as ``wire`` encodes them (``encode``: the test wire)."""
 
-    def __init__(self, endpoint: str) -> None:
+    def __init__(self, endpoint: str, wire: Callable[[DetectorMessage], list[bytes]] = encode) -> None:
         self.endpoint = endpoint
+        self.wire = wire
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.sock: zmq.Socket[bytes] | None = None
         self.bind()
@@ -185,7 +279,7 @@ class Detector:
 
     def send(self, message: DetectorMessage) -> None:
         assert self.sock is not None
-        self.sock.send_multipart(encode(message))
+        self.sock.send_multipart(self.wire(message))
 
     def send_raw(self, *parts: bytes) -> None:
         assert self.sock is not None

@@ -30,7 +30,19 @@ from acqzarr.ingest import IngestServer, ServeConfig, StatusUnavailable, load_se
 from acqzarr.ingest.status import format_line
 from acqzarr.read.validate import validate
 from acqzarr.stores import open_store
-from detector_helpers import CHANNELS, DECODERS, REFUSE, Detector, end, image, pixels, start
+from detector_helpers import (
+    CHANNELS,
+    DECODERS,
+    REFUSE,
+    Detector,
+    encode,
+    encode_stream2,
+    end,
+    have_stream2_decoder,
+    image,
+    pixels,
+    start,
+)
 from ingest_helpers import (
     SMALL_FRAME_HEADER,
     SMALL_SERIES,
@@ -108,11 +120,19 @@ def test_config_refuses_two_detectors_of_one_name_and_nothing_to_serve(tmp_path:
 class DetectorServed:
     """``IngestServer.run`` on a thread with one detector input, and the detector bound here."""
 
-    def __init__(self, root: Path, *, detector: dict[str, Any] | None = None, **config: Any) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        detector: dict[str, Any] | None = None,
+        wire: Any = encode,
+        decoders: Any = DECODERS,
+        **config: Any,
+    ) -> None:
         self.root = root
         self.endpoint = f"tcp://127.0.0.1:{free_port()}"
         self.status_endpoint = f"tcp://127.0.0.1:{free_port()}"
-        self.detector = Detector(self.endpoint)
+        self.detector = Detector(self.endpoint, wire)
         spec = {"name": "eiger", "protocol": "dectris-stream2", "connect": self.endpoint, **(detector or {})}
         cfg = ServeConfig(
             root=str(root),
@@ -121,7 +141,7 @@ class DetectorServed:
             status_interval=0.2,
             **config,
         )
-        self.server = IngestServer(cfg, DECODERS)
+        self.server = IngestServer(cfg, decoders)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.server.run, args=(self.stop,))
         self.thread.start()
@@ -693,3 +713,25 @@ def test_a_start_without_a_dtype_takes_its_first_images(served: DetectorServed) 
     snap = served.wait_input(lambda d: d["rejected"].get("image_after_end") == 1, "the late image rejected")
     assert snap["rejected"] == {"empty_series": 1, "image_after_end": 1}
     assert not (served.root / "eiger" / "empty.zarr").exists()
+
+
+@pytest.mark.skipif(not have_stream2_decoder(), reason="no Stream V2 decoder in this installation yet")
+def test_real_stream2_bytes_from_a_sender_written_from_the_spec(tmp_path: Path) -> None:
+    """The good series again, as Stream V2 CBOR (``encode_stream2``, from the spec alone) through the
+    server's own decoder."""
+    served = DetectorServed(tmp_path / "data", wire=encode_stream2, decoders=None)
+    try:
+        s = start("v2", n=4, dtype=">u2")  # big-endian typed arrays on the wire
+        served.detector.series(s, order=[2, 0, 3, 1])
+        summary = served.wait_series("v2")
+    finally:
+        served.shutdown()
+    assert summary["completed"] is True
+    store = tmp_path / "data" / "eiger" / "v2.zarr"
+    group = assert_series(store, s, range(4))
+    block = group.attrs["dectris"]
+    for name, value in s.fields.items():
+        assert block[name] == value, name
+    for name, want in s.arrays.items():
+        np.testing.assert_array_equal(np.asarray(group[f"dectris/{name}"][...]), want)  # type: ignore[index]
+    assert validate(open_store(str(store))) == []
