@@ -38,7 +38,7 @@ import numpy as np
 
 from ...errors import ConfigError, FrameError, ProtocolError
 from ...recording.lifecycle import End, Recording
-from ...settings import Channel, Dimension, StreamSettings
+from ...settings import SHARDED_VERSIONS, Channel, Dimension, StreamSettings
 from ...settings.locations import is_s3
 from ..config import DetectorInput, series_memory
 from .messages import DetectorEnd, DetectorImage, DetectorMessageError, DetectorStart
@@ -111,7 +111,7 @@ def series_stream_settings(
     y, x = start.image_size
     t_size = start.number_of_images or 0
     t_scale = start.frame_time_s if start.frame_time_s and math.isfinite(start.frame_time_s) else None
-    shard = detector.chunks_per_shard if detector.version == 3 else 1
+    shard = detector.chunks_per_shard if detector.version in SHARDED_VERSIONS else 1  # v2: no shards
     dims: list[Dimension] = [
         Dimension(
             name="t",
