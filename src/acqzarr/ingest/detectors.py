@@ -10,7 +10,9 @@ Decoding (CBOR, bslz4/lz4) is the expensive part, so the receive thread does
 none of it: each message goes to the detector's small decode pool as
 received (zero-copy), several decode at once, and the results are applied in
 arrival order (``_Input.service`` takes only the finished decodes at the head
-of the queue).  The queue is bounded: when it is full the socket is left
+of the queue).  A decode that finishes writes a byte into a pipe the loop
+polls with its sockets, so its result is applied at once, not at the next
+poll timeout.  The queue is bounded: when it is full the socket is left
 unread, the receive high-water mark fills and the detector's PUSH waits,
 which is backpressure, never a loss.
 
@@ -33,6 +35,7 @@ import contextlib
 import dataclasses
 import importlib
 import logging
+import os
 import time
 from collections import Counter, deque
 from collections.abc import Callable
@@ -107,9 +110,11 @@ class _Input:
         decoder: WireDecoder,
         counters: Counters,
         rejections: Rejections,
+        wake: Callable[[Any], None],
     ) -> None:
         self.config = config
         self.name = config.name
+        self.wake = wake  # a done-callback for decodes, opens and finalizes: the loop looks at once
         self.server = server
         self.poller = poller
         self.decoder = decoder
@@ -195,7 +200,9 @@ class _Input:
                 return
             self.messages += 1
             buffers = [p.buffer for p in parts]
-            self.queue.append(_Received(parts, self.pool.submit(self.decoder.decode, buffers)))
+            decoding = self.pool.submit(self.decoder.decode, buffers)
+            decoding.add_done_callback(self.wake)
+            self.queue.append(_Received(parts, decoding))
 
     def _read(self, reading: bool) -> None:
         if reading != self.reading:
@@ -204,11 +211,6 @@ class _Input:
                 self.poller.register(self.sock, zmq.POLLIN)
             else:
                 self.poller.unregister(self.sock)
-
-    @property
-    def busy(self) -> bool:
-        """Decodes or an open running: the loop should come back soon."""
-        return bool(self.queue) or self.opening is not None
 
     def apply(self) -> None:
         """Apply the decoded messages at the head of the queue, in arrival order; none while a
@@ -294,6 +296,7 @@ class _Input:
         exists = _exists_check(self.server)
         memory = self.server.max_series_memory
         future = self.opener.submit(_open_series, self.config, start, settings, memory, exists)
+        future.add_done_callback(self.wake)
         self.opening = _Opening(start, future, first)
 
     def _opened(self, opening: _Opening) -> None:
@@ -392,6 +395,7 @@ class _Input:
             expect(None)
         self.last_ended = (series.start.series_id, series.start.series_unique_id)
         future = self.finisher.submit(series.finalize, end, message)
+        future.add_done_callback(self.wake)
         self.finalizing.append(_Finalizing(series, end, time.monotonic(), future))
 
     def expire_idle(self) -> None:
@@ -509,21 +513,34 @@ class DetectorInputs:
     ) -> None:
         factory = decoders or default_decoder
         self.inputs: list[_Input] = []
+        self._poller = poller
+        # Decodes finish on other threads: each pokes this pipe, which the loop polls with its sockets,
+        # so a result is applied as soon as it is there (no polling interval in between).
+        self._wake_r, self._wake_w = os.pipe() if config.detectors else (-1, -1)
         try:
+            if config.detectors:
+                for fd in (self._wake_r, self._wake_w):
+                    os.set_blocking(fd, False)
+                poller.register(self._wake_r, zmq.POLLIN)
             for d in config.detectors:
-                self.inputs.append(_Input(d, config, ctx, poller, factory(d.protocol), counters, rejections))
+                decoder = factory(d.protocol)
+                self.inputs.append(_Input(d, config, ctx, poller, decoder, counters, rejections, self._wake))
         except BaseException:
             self.close()
             raise
 
+    def _wake(self, _: Any) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):  # full: a wake-up is pending already
+            os.write(self._wake_w, b"\0")
+
     def __bool__(self) -> bool:
         return bool(self.inputs)
 
-    @property
-    def busy(self) -> bool:
-        return any(i.busy for i in self.inputs)
-
     def service(self, events: dict[Any, int]) -> None:
+        if self._wake_r in events:
+            with contextlib.suppress(BlockingIOError, OSError):
+                while os.read(self._wake_r, 4096):
+                    pass
         for i in self.inputs:
             i.service(events)
 
@@ -560,7 +577,13 @@ class DetectorInputs:
 
     def close(self) -> None:
         for i in self.inputs:
-            i.close()
+            i.close()  # its threads stopped: nothing pokes the pipe any more
+        if self._wake_r >= 0:
+            with contextlib.suppress(KeyError):
+                self._poller.unregister(self._wake_r)
+            fds, self._wake_r, self._wake_w = (self._wake_r, self._wake_w), -1, -1
+            for fd in fds:
+                os.close(fd)
 
 
 def _ids(start: DetectorStart) -> str:

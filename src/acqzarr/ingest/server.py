@@ -144,8 +144,7 @@ class IngestServer:
                 self.lifecycle.touch_open()
             sockets.read(reading)
             # An open running: look for its end often (it is polled, like finalizes).
-            # Decodes running: look for their results often too.
-            soon = _OPEN_POLL if self.opener.opening or detectors.busy else 0.1
+            soon = _OPEN_POLL if self.opener.opening else 0.1  # decodes wake the poll themselves
             timeout = max(0.0, min(soon, next_tick - time.monotonic()))
             events = sockets.wait(timeout)
             data, status = sockets.ready(events)
