@@ -735,3 +735,20 @@ def test_real_stream2_bytes_from_a_sender_written_from_the_spec(tmp_path: Path) 
     for name, want in s.arrays.items():
         np.testing.assert_array_equal(np.asarray(group[f"dectris/{name}"][...]), want)  # type: ignore[index]
     assert validate(open_store(str(store))) == []
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_tiles_chunk_large_frames(tmp_path: Path, version: int) -> None:
+    served = DetectorServed(tmp_path / "data", detector={"version": version, "tile": [4, 3], "threads": 1})
+    try:
+        s = start("tiled", n=3, size=(10, 7))
+        served.detector.series(s)
+        assert served.wait_series("tiled")["completed"] is True
+    finally:
+        served.shutdown()
+    store = tmp_path / "data" / "eiger" / "tiled.zarr"
+    group = assert_series(store, s, range(3))
+    assert group["0"].chunks == (1, 1, 4, 3)  # type: ignore[union-attr]
+    if version == 3:
+        assert group["0"].shards == (16, 1, 12, 9)  # type: ignore[union-attr]
+    assert validate(open_store(str(store))) == []

@@ -179,6 +179,25 @@ class DetectorInput(BaseModel):
     decode_threads: int = Field(
         default=2, ge=1, le=64, description="Threads decoding this detector's messages in parallel."
     )
+    tile: tuple[int, int] | None = Field(
+        default=None,
+        description="Chunk (y, x) of a frame, for viewers that read a region of large frames; null "
+        "keeps each frame whole in its chunk. With Zarr v3 a shard still holds whole frames.",
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="Compression threads of each series' stream; null: one per core."
+    )
+    fsync: bool = Field(
+        default=False,
+        description="fsync every chunk and document written (survives a power cut, not only a crash).",
+    )
+
+    @field_validator("tile")
+    @classmethod
+    def _tile_is_positive(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) < 1:
+            raise ValueError(f"tile sizes must be at least 1, got {list(v)}")
+        return v
 
     @field_validator("name")
     @classmethod

@@ -129,12 +129,14 @@ def series_stream_settings(
     good = pixel is not None and all(math.isfinite(p) and p > 0 for p in pixel)
     for name, size, i in (("y", y, 0), ("x", x, 1)):
         scale = pixel[i] * 1e6 if good and pixel is not None else 1.0
+        chunk = size if detector.tile is None else min(size, detector.tile[i])
         dims.append(
             Dimension(
                 name=name,
                 kind="space",
                 size=size,
-                chunk=size,
+                chunk=chunk,
+                shard=-(-size // chunk) if detector.version in SHARDED_VERSIONS else 1,  # whole frames
                 unit="micrometer" if good else None,
                 scale=scale,
             )
@@ -149,7 +151,14 @@ def series_stream_settings(
     }
     try:
         return StreamSettings.from_mapping(
-            {"store": path, "version": detector.version, "arrays": [array], "s3": s3},
+            {
+                "store": path,
+                "version": detector.version,
+                "arrays": [array],
+                "s3": s3,
+                "threads": detector.threads,
+                "fsync": detector.fsync,
+            },
             source=f"detector {detector.name}",
         )
     except ConfigError as exc:
