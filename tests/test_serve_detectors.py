@@ -752,3 +752,22 @@ def test_tiles_chunk_large_frames(tmp_path: Path, version: int) -> None:
     if version == 3:
         assert group["0"].shards == (16, 1, 12, 9)  # type: ignore[union-attr]
     assert validate(open_store(str(store))) == []
+
+
+def test_an_image_id_far_ahead_is_refused(tmp_path: Path) -> None:
+    """A corrupt image_id of 10**9 would leave a billion holes to close: past max_id_jump it is
+    refused, and the series goes on."""
+    served = DetectorServed(tmp_path / "data", detector={"max_id_jump": 100})
+    try:
+        s = start("jumps", n=None, channels=("threshold_1",))
+        served.detector.send(s)
+        for i in (0, 10**9, 101, 1, 2, 100):  # 10**9 and 101 jump more than 100 past 0; 100 does not past 2
+            served.detector.send(image(s, i))
+        served.detector.send(end(s))
+        summary = served.wait_series("jumps")
+        snap = served.input()
+    finally:
+        served.shutdown()
+    assert snap["rejected"] == {"bad_image": 2} and summary["frames_total"] == 4
+    group = assert_series(tmp_path / "data" / "eiger" / "jumps.zarr", s, [0, 1, 2, 100])
+    assert group["0"].shape[0] == 101  # type: ignore[union-attr]

@@ -179,6 +179,13 @@ class DetectorInput(BaseModel):
     decode_threads: int = Field(
         default=2, ge=1, le=64, description="Threads decoding this detector's messages in parallel."
     )
+    max_id_jump: int = Field(
+        default=100_000,
+        ge=1,
+        description="An image_id more than this past the highest one taken so far (or past 0 for the "
+        "first) is refused ('bad_image'): every id jumped over is a hole the close writes, so a corrupt "
+        "id of 10**9 would keep a finalize thread busy for hours.",
+    )
     tile: tuple[int, int] | None = Field(
         default=None,
         description="Chunk (y, x) of a frame, for viewers that read a region of large frames; null "

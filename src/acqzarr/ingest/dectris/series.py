@@ -196,6 +196,7 @@ class DetectorSeries:
         self.written = 0
         self.rejected: Counter[str] = Counter()
         self.seen: set[int] = set()
+        self.highest = -1  # the highest image_id taken
         self.last_activity = time.monotonic()
         self.recording = Recording(settings, source=self.source(None, None))
         try:
@@ -253,6 +254,13 @@ class DetectorSeries:
             raise ProtocolError("bad_image", f"image_id {iid} outside the series' {n} images")
         if iid in self.seen:
             raise ProtocolError("duplicate_image", f"image_id {iid} arrived already")
+        highest = self.highest
+        if iid > highest + self.detector.max_id_jump:
+            raise ProtocolError(
+                "bad_image",
+                f"image_id {iid} jumps more than max_id_jump ({self.detector.max_id_jump}) past the highest "
+                f"image so far ({highest})",
+            )
         if set(image.data) != set(self.channels):
             raise ProtocolError(
                 "bad_image",
@@ -290,6 +298,7 @@ class DetectorSeries:
                     raise ProtocolError("bad_image", str(exc)) from None
                 raise  # a later channel failed after an earlier one landed: the writer's fault
         self.seen.add(iid)
+        self.highest = max(self.highest, iid)
         self.written += 1
 
     def complete(self, end: str) -> bool:
