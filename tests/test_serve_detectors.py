@@ -705,13 +705,24 @@ def test_a_start_without_a_dtype_takes_its_first_images(served: DetectorServed) 
     group = assert_series(served.root / "eiger" / "no-dtype.zarr", s, range(3))
     assert group["0"].dtype == np.uint16  # type: ignore[union-attr]
     assert group.attrs["dectris"]["image_dtype"] == "uint16"  # type: ignore[index]
+    # A first image that is wrong opens the store with its dtype but is itself rejected.
+    bad = start("bad-first", n=2, channels=("threshold_1",), dtype="<u2")
+    served.detector.send(dataclasses.replace(bad, dtype=None))  # type: ignore[arg-type]
+    wrong = pixels(bad, 0, 0)[:-1]
+    served.detector.send(image(bad, 0, data={"threshold_1": wrong}))
+    for i in range(2):
+        served.detector.send(image(bad, i))
+    served.detector.send(end(bad))
+    assert served.wait_series("bad-first")["completed"] is True
+    assert served.input()["rejected"] == {"bad_image": 1}
+    assert_series(served.root / "eiger" / "bad-first.zarr", bad, range(2))
     # One that ends before any image writes no store, and says so.
     empty = start("empty", n=3)
     served.detector.send(dataclasses.replace(empty, dtype=None))  # type: ignore[arg-type]
     served.detector.send(end(empty))
     served.detector.send(image(empty, 0))
     snap = served.wait_input(lambda d: d["rejected"].get("image_after_end") == 1, "the late image rejected")
-    assert snap["rejected"] == {"empty_series": 1, "image_after_end": 1}
+    assert snap["rejected"] == {"bad_image": 1, "empty_series": 1, "image_after_end": 1}
     assert not (served.root / "eiger" / "empty.zarr").exists()
 
 

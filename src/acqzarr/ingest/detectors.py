@@ -245,17 +245,23 @@ class _Input:
 
     # -- the series' state machine -------------------------------------------------
     def _handle(self, decoding: cf.Future[DetectorMessage]) -> None:
+        self._guarded(lambda: self._apply(decoding.result()))
+
+    def _apply(self, message: DetectorMessage) -> None:
+        if isinstance(message, DetectorImage):
+            self.images_received += 1
+            self._image(message)
+        elif isinstance(message, DetectorStart):
+            self._start(message)
+        elif isinstance(message, DetectorEnd):
+            self._end(message)
+        else:
+            raise ProtocolError("unknown_type", f"the decoder gave {type(message).__name__}")
+
+    def _guarded(self, action: Callable[[], None]) -> None:
+        """Run ``action``; what it raises is rejected and counted, never out of the loop."""
         try:
-            message = decoding.result()
-            if isinstance(message, DetectorImage):
-                self.images_received += 1
-                self._image(message)
-            elif isinstance(message, DetectorStart):
-                self._start(message)
-            elif isinstance(message, DetectorEnd):
-                self._end(message)
-            else:
-                raise ProtocolError("unknown_type", f"the decoder gave {type(message).__name__}")
+            action()
         except ProtocolError as exc:  # DetectorMessageError included
             self._reject(exc.reason, str(exc))
         except Exception as exc:  # a bug must not take the server down; it is counted and shown
@@ -320,8 +326,9 @@ class _Input:
         expect = getattr(self.decoder, "expect", None)
         if expect is not None:  # the decoder narrows its size caps to this series' frame
             expect(start)
-        if opening.first is not None:
-            self._image(opening.first)
+        first = opening.first
+        if first is not None:
+            self._guarded(lambda: self._image(first))
 
     def _image(self, image: DetectorImage) -> None:
         series = self.series
@@ -410,6 +417,11 @@ class _Input:
             self._finish(series, "idle_timeout", None)
 
     def end_all(self, end: str) -> None:
+        """End the open series (``end`` says why); an open still running is waited for first (a
+        store half created is never left behind) and its series ended too."""
+        if self.opening is not None:
+            cf.wait([self.opening.future])
+            self._opened(self.opening)
         if self.series is not None:
             self._finish(self.series, end, None)
 
