@@ -782,3 +782,21 @@ def test_an_image_id_far_ahead_is_refused(tmp_path: Path) -> None:
     assert snap["rejected"] == {"bad_image": 2} and summary["frames_total"] == 4
     group = assert_series(tmp_path / "data" / "eiger" / "jumps.zarr", s, [0, 1, 2, 100])
     assert group["0"].shape[0] == 101  # type: ignore[union-attr]
+
+
+def test_a_server_stopped_mid_series_finalizes_it_with_every_image_received(tmp_path: Path) -> None:
+    served = DetectorServed(tmp_path / "data")
+    s = start("stopped", n=10)
+    try:
+        served.detector.send(s)
+        for i in range(4):
+            served.detector.send(image(s, i))
+        served.wait_input(lambda d: d["images_written"] == 4, "4 images written")
+    finally:
+        served.shutdown()  # as SIGTERM: the open series is finalized
+    store = tmp_path / "data" / "eiger" / "stopped.zarr"
+    record = _record(store)
+    assert record["completed"] is False and record["stop"] is not None
+    assert record["source"]["end"] == "shutdown" and record["source"]["images_written"] == 4
+    assert_series(store, s, range(4))
+    assert validate(open_store(str(store))) == []
