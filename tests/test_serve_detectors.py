@@ -279,7 +279,8 @@ def test_a_series_lands_pixel_exact_with_its_metadata_arrays_and_record(served: 
 
 
 def test_one_channel_unknown_length_big_endian_with_a_hole(tmp_path: Path) -> None:
-    served = DetectorServed(tmp_path / "data", detector={"version": 2, "store": "{series_id}/{detector}"})
+    template = "{series_id}/{detector}"
+    served = DetectorServed(tmp_path / "data", detector={"version": 2, "store": template})
     try:
         s = start("u", n=None, channels=("threshold_1",), dtype=">u2", size=(5, 7), series_id=42)
         served.detector.send(s)
@@ -800,3 +801,16 @@ def test_a_server_stopped_mid_series_finalizes_it_with_every_image_received(tmp_
     assert record["source"]["end"] == "shutdown" and record["source"]["images_written"] == 4
     assert_series(store, s, range(4))
     assert validate(open_store(str(store))) == []
+
+
+def test_the_store_template_may_name_the_date(tmp_path: Path) -> None:
+    served = DetectorServed(tmp_path / "data", detector={"store": "{detector}/{date}_{series_id}.zarr"})
+    try:
+        before = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        served.detector.series(start("dated", n=1, series_id=3))
+        summary = served.wait_series("dated")
+        after = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    finally:
+        served.shutdown()
+    name = Path(summary["store"]).name
+    assert name.endswith("_3.zarr") and before <= name[:15] <= after

@@ -41,7 +41,7 @@ __all__ = [
 
 DETECTOR_PROTOCOLS = ("dectris-stream2", "dectris-stream1")
 # The names a detector's store template may use (``DetectorInput.store``).
-STORE_FIELDS = ("detector", "series", "series_id", "series_unique_id")
+STORE_FIELDS = ("detector", "series", "series_id", "series_unique_id", "date")
 _DEFAULT_ENDPOINTS = ["tcp://127.0.0.1:5555"]
 
 _TCP = re.compile(r"tcp://(?P<host>\[[^\]]*\]|[^:/]*):(?P<port>\d+|\*)")
@@ -147,8 +147,10 @@ class DetectorInput(BaseModel):
         default="{detector}/{series}.zarr",
         description="Where each series' store goes under root: a template of {detector} (name), "
         "{series_unique_id} and {series_id} (as the detector sends them; 'none' when it does not) and "
-        "{series} (series_unique_id, else series_id). Path characters in the ids are replaced by '_'; "
-        "an existing store is never overwritten (the series is refused, 'series_exists').",
+        "{series} (series_unique_id, else series_id), and {date} (when the start arrived, UTC, "
+        "20261207T060000). Path characters in the ids are replaced by '_'; an existing store is never "
+        "overwritten (the series is refused, 'series_exists'): Stream V1 has no series_unique_id and "
+        "its series ids start again when the detector is initialized, so use {date} there.",
     )
     version: Literal[2, 3] = Field(default=3, description="Zarr format of the series' stores.")
     frames_per_chunk: int = Field(

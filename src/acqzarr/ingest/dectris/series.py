@@ -25,6 +25,7 @@ thread.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import time
@@ -81,6 +82,7 @@ def store_path(detector: DetectorInput, root: str, start: DetectorStart) -> str:
         "series_unique_id": safe_name(uid),
         "series_id": safe_name(sid),
         "series": safe_name(uid if uid is not None else sid),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S"),
     }
     relative = detector.store.format(**fields)
     if is_s3(root):
