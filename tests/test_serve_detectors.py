@@ -77,6 +77,7 @@ def test_config_takes_detectors_by_the_documented_names(tmp_path: Path) -> None:
     eiger, old = cfg.detectors
     assert (eiger.name, eiger.protocol, eiger.connect) == ("eiger", "dectris-stream2", "tcp://10.0.0.5:31001")
     assert eiger.store == "{detector}/{series}.zarr" and eiger.version == 3 and old.version == 2
+    assert old.store == "{detector}/{date}_{series_id}.zarr"  # V1 ids start again at every initialize
     assert eiger.compression is not None and eiger.compression.shuffle == "bit"
     assert cfg.endpoints == []  # detectors only: no acqzarr data socket unless asked for
     both = _config(

@@ -149,8 +149,9 @@ class DetectorInput(BaseModel):
         "{series_unique_id} and {series_id} (as the detector sends them; 'none' when it does not) and "
         "{series} (series_unique_id, else series_id), and {date} (when the start arrived, UTC, "
         "20261207T060000). Path characters in the ids are replaced by '_'; an existing store is never "
-        "overwritten (the series is refused, 'series_exists'): Stream V1 has no series_unique_id and "
-        "its series ids start again when the detector is initialized, so use {date} there.",
+        "overwritten (the series is refused, 'series_exists'). Stream V1 has no series_unique_id and "
+        "its series ids start again when the detector is initialized, so its default is "
+        "'{detector}/{date}_{series_id}.zarr'.",
     )
     version: Literal[2, 3] = Field(default=3, description="Zarr format of the series' stores.")
     frames_per_chunk: int = Field(
@@ -207,6 +208,13 @@ class DetectorInput(BaseModel):
         if v is not None and min(v) < 1:
             raise ValueError(f"tile sizes must be at least 1, got {list(v)}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream1_stores_are_dated(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("protocol") == "dectris-stream1" and "store" not in data:
+            return {**data, "store": "{detector}/{date}_{series_id}.zarr"}
+        return data
 
     @field_validator("name")
     @classmethod
