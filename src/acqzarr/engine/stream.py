@@ -18,18 +18,21 @@ from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
+import numcodecs
 import numpy as np
 
 from ..errors import ConfigError, FrameError, StateError, StoreError
 from ..metadata.collection import collection_files, collection_groups
 from ..metadata.ngff import RESERVED_KEYS
+from ..metadata.zarr_spec import COLUMN_ZSTD_LEVEL
 from ..metadata.zarr_versions import SPECS, spec_for
-from ..settings import POSITION_AXIS, StreamSettings
+from ..settings import MAX_CHUNK_BYTES, POSITION_AXIS, StreamSettings, is_key_path
 from ..settings.locations import join_key
 from ..stores import Store, open_store
 from ..writers.budget import InflightBudget
 from ..writers.buffers import BufferPools
 from ..writers.pipeline import Pipeline
+from .frame_columns import GROUP as FRAMES_GROUP
 from .image import ArrayStats, Image, images_catch_up
 from .memory import MemoryUsage, plan_memory
 from .session_record import SESSION_KEY, SessionRecord
@@ -148,6 +151,60 @@ class Stream:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"attributes are not valid JSON: {exc}") from None
         image.set_attributes(attributes)
+
+    def write_array(
+        self,
+        name: str,
+        data: Any,
+        key: str | None = None,
+        *,
+        dimension_names: tuple[str, ...] | None = None,
+    ) -> None:
+        """Store ``data`` whole as a Zarr array at ``<image>/<name>`` (e.g. a detector's pixel mask
+        at ``dectris/pixel_mask/threshold_1``): one chunk, zstd-compressed, in the stream's Zarr
+        version, with a group document for each folder of ``name`` on the way.
+
+        For what belongs beside the frames but is not one (masks, flat fields, calibration
+        tables): readers open it like any Zarr array, where a JSON attribute would hold a blob.
+        Raises ConfigError for a name that is not a plain relative path, that would land on the
+        image's own arrays (its levels, ``acqzarr_frames``), or for data that is not a numeric or
+        boolean array of at most 2 GiB; nothing is written then.
+        """
+        self._check_open("write_array")
+        image, _ = self._route(key)
+        if not isinstance(name, str) or not name or not is_key_path(name):
+            raise ConfigError(
+                "write_array: name must be '/'-separated names of letters, digits, '_', '.', '-', "
+                f"got {name!r}"
+            )
+        first = name.split("/")[0]
+        if first.isdigit() or first == FRAMES_GROUP:
+            raise ConfigError(f"write_array: {name!r} would land on the image's own arrays ({first!r})")
+        arr = np.asarray(data)
+        if arr.dtype.kind not in "biuf" or arr.ndim == 0:
+            raise ConfigError(
+                f"write_array: {name!r} takes a numeric array, got {arr.dtype} of shape {arr.shape}"
+            )
+        if arr.nbytes > MAX_CHUNK_BYTES:
+            raise ConfigError(f"write_array: {name!r} is {arr.nbytes} bytes, over one chunk's limit")
+        names = dimension_names or tuple(f"dim_{i}" for i in range(arr.ndim))
+        if len(names) != arr.ndim:
+            raise ConfigError(f"write_array: {arr.ndim} axes but dimension_names {list(names)}")
+        path = join_key(image.settings.key, name)
+        little = arr.astype(arr.dtype.newbyteorder("<"), copy=False)
+        chunk = numcodecs.Zstd(level=COLUMN_ZSTD_LEVEL).encode(np.ascontiguousarray(little).tobytes())
+        docs: dict[str, dict[str, Any]] = {}
+        folders = name.split("/")[:-1]
+        for i in range(len(folders)):
+            docs.update(
+                self._spec.group_documents(join_key(image.settings.key, "/".join(folders[: i + 1])), {})
+            )
+        docs.update(
+            self._spec.whole_array_documents(path, shape=arr.shape, dtype=arr.dtype, dimension_names=names)
+        )
+        self._store.put(self._spec.chunk_key(path, (0,) * arr.ndim), [bytes(chunk)])
+        with self._meta_lock:  # the chunk first: a reader never finds the array without it
+            self._store.put_group({k: json.dumps(doc, indent=2).encode() for k, doc in docs.items()})
 
     # -- appending ----------------------------------------------------------
     @property

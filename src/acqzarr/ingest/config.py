@@ -3,7 +3,10 @@
 Validated like session configs (pydantic, ``extra="forbid"``, ConfigError
 naming the key path) before a socket is bound.  Network exposure is opt-in:
 every endpoint is loopback or ipc unless ``allow_remote`` is set or CURVE
-authentication is configured.
+authentication is configured.  Detector inputs (``detectors``) are the
+exception by nature: the detector binds and acqzarr connects to it, usually
+across a detector network, so their ``connect`` may be any address
+(``DetectorInput``).
 """
 
 from __future__ import annotations
@@ -18,19 +21,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..engine.memory import plan_memory
 from ..errors import ConfigError
-from ..settings import S3Settings, StreamSettings, format_validation_error, load_mapping
+from ..settings import Blosc, S3Settings, StreamSettings, format_validation_error, load_mapping
 from ..settings.locations import is_s3, split_s3
+from ..settings.names import KEY_SEGMENT
 from ..settings.overrides import apply_overrides
 from .protocol import SERVER_FIELDS
 
 __all__ = [
+    "DETECTOR_PROTOCOLS",
+    "STORE_FIELDS",
     "CurveServer",
+    "DetectorInput",
     "ServeConfig",
     "endpoint_is_local",
     "load_serve_config",
     "series_memory",
     "series_settings",
 ]
+
+DETECTOR_PROTOCOLS = ("dectris-stream2", "dectris-stream1")
+# The names a detector's store template may use (``DetectorInput.store``).
+STORE_FIELDS = ("detector", "series", "series_id", "series_unique_id", "date")
+_DEFAULT_ENDPOINTS = ["tcp://127.0.0.1:5555"]
 
 _TCP = re.compile(r"tcp://(?P<host>\[[^\]]*\]|[^:/]*):(?P<port>\d+|\*)")
 
@@ -106,6 +118,138 @@ class CurveServer(BaseModel):
         return self
 
 
+class DetectorInput(BaseModel):
+    """One detector streaming its series to the server (DECTRIS SIMPLON Stream V2 or V1).
+
+    The detector binds a PUSH socket and acqzarr *connects* a PULL socket to
+    it, the reverse of acqzarr's own protocol; ZeroMQ reconnects by itself,
+    so a detector that is off, restarts or goes away is connected to again
+    when it is back.  ``connect`` may be any address: acqzarr opens no port
+    for it, but what arrives is neither authenticated nor encrypted (the
+    SIMPLON streams have no CURVE), so whoever answers at that address
+    writes series under ``root``; keep detectors on a network of their own.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        description="The detector's name: in status, logs, the session record and the store template."
+    )
+    protocol: Literal["dectris-stream2", "dectris-stream1"] = Field(
+        description="dectris-stream2: SIMPLON Stream V2 (CBOR, port 31001); dectris-stream1: the "
+        "legacy Stream V1 (multipart JSON + binary, port 9999)."
+    )
+    connect: str = Field(
+        description="The detector's PUSH endpoint, tcp://HOST:PORT (or ipc://PATH): acqzarr connects "
+        "a PULL socket there and reconnects whenever the detector comes back."
+    )
+    store: str = Field(
+        default="{detector}/{series}.zarr",
+        description="Where each series' store goes under root: a template of {detector} (name), "
+        "{series_unique_id} and {series_id} (as the detector sends them; 'none' when it does not) and "
+        "{series} (series_unique_id, else series_id), and {date} (when the start arrived, UTC, "
+        "20261207T060000). Path characters in the ids are replaced by '_'; an existing store is never "
+        "overwritten (the series is refused, 'series_exists'). Stream V1 has no series_unique_id and "
+        "its series ids start again when the detector is initialized, so its default is "
+        "'{detector}/{date}_{series_id}.zarr'.",
+    )
+    version: Literal[2, 3] = Field(default=3, description="Zarr format of the series' stores.")
+    frames_per_chunk: int = Field(
+        default=1,
+        ge=1,
+        description="Images per chunk along t: 1 keeps each image its own chunk (any image readable "
+        "alone, images may arrive in any order within a shard).",
+    )
+    chunks_per_shard: int = Field(
+        default=16,
+        ge=1,
+        description="Chunks per shard along t (Zarr v3; ignored for v2): fewer, larger files.",
+    )
+    compression: Blosc | None = Field(
+        default_factory=lambda: Blosc(cname="lz4", clevel=1, shuffle="bit"),
+        description="Chunk compression; bit-shuffle + LZ4 (what the detectors use themselves) suits "
+        "counting data. null stores raw chunks.",
+    )
+    idle_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds without a message for an open series before it is finalized as incomplete "
+        "(its end was lost). Set it above the longest pause between triggers.",
+    )
+    rcvhwm: int = Field(
+        default=16, ge=1, description="Receive high-water mark of the PULL socket, in messages."
+    )
+    decode_threads: int = Field(
+        default=2, ge=1, le=64, description="Threads decoding this detector's messages in parallel."
+    )
+    max_id_jump: int = Field(
+        default=100_000,
+        ge=1,
+        description="An image_id more than this past the highest one taken so far (or past 0 for the "
+        "first) is refused ('bad_image'): every id jumped over is a hole the close writes, so a corrupt "
+        "id of 10**9 would keep a finalize thread busy for hours.",
+    )
+    tile: tuple[int, int] | None = Field(
+        default=None,
+        description="Chunk (y, x) of a frame, for viewers that read a region of large frames; null "
+        "keeps each frame whole in its chunk. With Zarr v3 a shard still holds whole frames.",
+    )
+    threads: int | None = Field(
+        default=None, ge=1, description="Compression threads of each series' stream; null: one per core."
+    )
+    fsync: bool = Field(
+        default=False,
+        description="fsync every chunk and document written (survives a power cut, not only a crash).",
+    )
+
+    @field_validator("tile")
+    @classmethod
+    def _tile_is_positive(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None and min(v) < 1:
+            raise ValueError(f"tile sizes must be at least 1, got {list(v)}")
+        return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stream1_stores_are_dated(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("protocol") == "dectris-stream1" and "store" not in data:
+            return {**data, "store": "{detector}/{date}_{series_id}.zarr"}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_segment(cls, v: str) -> str:
+        if not KEY_SEGMENT.fullmatch(v):
+            raise ValueError(
+                f"a detector name is letters, digits, '_', '.', '-' (no leading '.' or '-'), got {v!r}"
+            )
+        return v
+
+    @field_validator("connect")
+    @classmethod
+    def _connect_parses(cls, v: str) -> str:
+        _check_endpoint(v)
+        if v.startswith("tcp://") and v.rsplit(":", 1)[1] == "*":
+            raise ValueError(f"{v!r}: connect needs the detector's port, not '*'")
+        return v
+
+    @field_validator("store")
+    @classmethod
+    def _store_template(cls, v: str) -> str:
+        try:
+            path = v.format(**dict.fromkeys(STORE_FIELDS, "x"))
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"{v!r}: a template of {{{'}, {'.join(STORE_FIELDS)}}} only ({exc})") from None
+        parts = path.split("/")
+        if path.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise ValueError(f"{v!r}: a relative path under root, without '.', '..' or empty parts")
+        if "{series" not in v:
+            raise ValueError(
+                f"{v!r}: name each series' store with {{series}}, {{series_id}} or {{series_unique_id}}"
+            )
+        return v
+
+
 class ServeConfig(BaseModel):
     """`acqzarr serve` settings: endpoints, socket pattern, store root, limits, security, status."""
 
@@ -120,10 +264,14 @@ class ServeConfig(BaseModel):
         description="Object storage connection when root is s3://bucket/prefix (ignored otherwise).",
     )
     endpoints: list[str] = Field(
-        default=["tcp://127.0.0.1:5555"],
-        min_length=1,
-        description="Where the data socket binds: tcp://HOST:PORT and/or ipc://PATH. Loopback by "
-        "default; other addresses need allow_remote or curve.",
+        default=_DEFAULT_ENDPOINTS,
+        description="Where the data socket for acqzarr senders binds: tcp://HOST:PORT and/or "
+        "ipc://PATH. Loopback by default; other addresses need allow_remote or curve. With detectors "
+        "and no endpoints given, none is bound ([] binds none either).",
+    )
+    detectors: list[DetectorInput] = Field(
+        default_factory=list,
+        description="Detectors whose series the server writes (it connects to each); see DetectorInput.",
     )
     socket: Literal["pull", "sub"] = Field(
         default="pull",
@@ -212,6 +360,28 @@ class ServeConfig(BaseModel):
         description="On SIGTERM/SIGINT, seconds to keep taking frames already queued before the open "
         "series are finalized.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_default_endpoint_for_detectors(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("detectors") and "endpoints" not in data:
+            return {**data, "endpoints": []}
+        return data
+
+    @model_validator(mode="after")
+    def _inputs_are_distinct(self) -> ServeConfig:
+        if not self.endpoints and not self.detectors:
+            raise ValueError("nothing to serve: give endpoints (acqzarr senders) or detectors")
+        seen: dict[str, int] = {}
+        for i, d in enumerate(self.detectors):
+            if d.name in seen:
+                raise ValueError(f"detectors.{i}.name: {d.name!r} is also detectors.{seen[d.name]}'s")
+            seen[d.name] = i
+        connects = [d.connect for d in self.detectors]
+        for i, c in enumerate(connects):
+            if c in connects[:i]:
+                raise ValueError(f"detectors.{i}.connect: {c!r} is another detector's too")
+        return self
 
     @field_validator("endpoints")
     @classmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pydantic import BaseModel
 
 from ..settings.doc import model_section
-from .config import CurveServer, ServeConfig
+from .config import CurveServer, DetectorInput, ServeConfig
 from .protocol import PROTOCOL_VERSION, REASONS, Frame, SeriesEnd, SeriesStart
 
 __all__ = ["BEGIN", "END", "render"]
@@ -28,7 +28,7 @@ def render() -> str:
     lines += ["### Rejection reasons", "", "| reason | the message |", "|---|---|"]
     lines += [f"| `{reason}` | {text} |" for reason, text in REASONS.items()]
     lines += ["", "### Server config (`acqzarr serve CONFIG`)", ""]
-    configs: tuple[type[BaseModel], ...] = (ServeConfig, CurveServer)
+    configs: tuple[type[BaseModel], ...] = (ServeConfig, DetectorInput, CurveServer)
     for model in configs:
         lines += [*model_section(model, "####"), ""]
     return "\n".join(lines).rstrip() + "\n"

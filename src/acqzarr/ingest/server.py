@@ -43,6 +43,7 @@ from ..recording.stop import StopSignal
 from ..settings.locations import is_s3
 from .admission import Admission
 from .config import ServeConfig
+from .detectors import DecoderFactory, DetectorInputs
 from .finalizer import Finalizer
 from .lifecycle import SeriesLifecycle
 from .opener import Held, Opener
@@ -64,7 +65,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 class IngestServer:
     """Bind the sockets of ``config``; ``run(stop)`` serves until ``stop`` is set, then finalizes."""
 
-    def __init__(self, config: ServeConfig) -> None:
+    def __init__(self, config: ServeConfig, decoders: DecoderFactory | None = None) -> None:
         self.config = config
         if not is_s3(config.root):
             Path(config.root).mkdir(parents=True, exist_ok=True)
@@ -81,13 +82,25 @@ class IngestServer:
             self.rejections,
             config.max_user_data_bytes,
         )
-        self.reporter = Reporter(self.counters, self.rejections, self.lifecycle)
         try:
             self.sockets = Sockets(config)
+            try:  # detector inputs: connected PULL sockets, polled with the server's
+                self.detectors = DetectorInputs(
+                    config,
+                    self.sockets.context,
+                    self.sockets.poller,
+                    self.counters,
+                    self.rejections,
+                    decoders,
+                )
+            except BaseException:
+                self.sockets.close()
+                raise
         except BaseException:
             self.opener.close()
             self.finalizer.close()
             raise
+        self.reporter = Reporter(self.counters, self.rejections, self.lifecycle, self.detectors)
 
     @property
     def series(self) -> dict[str, Series]:
@@ -99,6 +112,7 @@ class IngestServer:
         short)."""
         self.opener.close()
         self.finalizer.close()
+        self.detectors.close()
         self.sockets.close()
 
     # -- the loop ---------------------------------------------------------------
@@ -107,12 +121,22 @@ class IngestServer:
         finalize every open series as incomplete ('shutdown')."""
         interval = self.config.status_interval
         next_tick = time.monotonic() + interval
-        log.info(
-            "serving %s on %s, writing under %s", self.config.socket, self.config.endpoints, self.config.root
-        )
+        if self.config.endpoints:
+            log.info(
+                "serving %s on %s, writing under %s",
+                self.config.socket,
+                self.config.endpoints,
+                self.config.root,
+            )
+        for d in self.config.detectors:
+            log.info(
+                "detector %s: %s from %s, writing under %s", d.name, d.protocol, d.connect, self.config.root
+            )
         sockets = self.sockets
+        detectors = self.detectors
         while not stop.is_set():
             self.lifecycle.reap()
+            detectors.reap()
             self._advance()
             # Too much held for waiting series: the socket is left unread until a series opens.
             reading = self.admission.reading
@@ -120,21 +144,26 @@ class IngestServer:
                 self.lifecycle.touch_open()
             sockets.read(reading)
             # An open running: look for its end often (it is polled, like finalizes).
-            soon = _OPEN_POLL if self.opener.opening else 0.1
+            soon = _OPEN_POLL if self.opener.opening else 0.1  # decodes wake the poll themselves
             timeout = max(0.0, min(soon, next_tick - time.monotonic()))
-            data, status = sockets.poll(timeout)
+            events = sockets.wait(timeout)
+            data, status = sockets.ready(events)
             if data:
                 self._receive(_BATCH)
+            detectors.service(events)
             if status:
                 sockets.answer(json.dumps(self.snapshot()).encode())
             if reading:
                 self.lifecycle.expire_idle(self.config.idle_timeout)
+            detectors.expire_idle()
             if time.monotonic() >= next_tick:
                 self._tick()
                 next_tick = time.monotonic() + interval
         sockets.read(True)
         self._drain()
+        detectors.drain(self.config.drain_timeout)
         self.lifecycle.end_all("shutdown")
+        detectors.end_all("shutdown")
         self.wait_finalized()
         self._tick(force=True)
 
@@ -163,6 +192,7 @@ class IngestServer:
     def wait_finalized(self) -> None:
         """Wait for every pending finalize and count its outcome (shutdown; tests)."""
         self.lifecycle.wait_finalized()
+        self.detectors.wait_finalized()
 
     def wait_opened(self) -> None:
         """Wait for every running open and take the series (tests that call ``handle`` directly,
@@ -249,11 +279,12 @@ def _keep_freed_frames_warm() -> None:
         pass
 
 
-def serve(config: ServeConfig) -> str | None:
-    """Run a server in this (main) thread until SIGINT/SIGTERM; returns the signal's name."""
+def serve(config: ServeConfig, decoders: DecoderFactory | None = None) -> str | None:
+    """Run a server in this (main) thread until SIGINT/SIGTERM; returns the signal's name.
+    ``decoders`` makes the detector inputs' wire decoders (default: the protocols' own)."""
     _keep_freed_frames_warm()
     with StopSignal() as stop:
-        server = IngestServer(config)
+        server = IngestServer(config, decoders)
         try:
             server.run(stop.event)
         finally:

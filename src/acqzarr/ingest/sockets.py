@@ -9,6 +9,7 @@ backpressure while messages held for waiting series reach their bound.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import zmq
 import zmq.auth
@@ -24,14 +25,15 @@ class Sockets:
     """The data socket and, with ``status_endpoint``, the status socket of ``config``, bound."""
 
     def __init__(self, config: ServeConfig) -> None:
-        self._ctx = zmq.Context()
+        self._ctx: zmq.Context[Any] = zmq.Context()
         self._auth: ThreadAuthenticator | None = None
         self._data: zmq.Socket[bytes] | None = None
         self._status: zmq.Socket[bytes] | None = None
         self._poller = zmq.Poller()
         self.reading = True
         try:
-            self._data = self._bind_data(config)
+            if config.endpoints:  # none: a server of detector inputs only
+                self._data = self._bind_data(config)
             if config.status_endpoint is not None:
                 self._status = self._ctx.socket(zmq.REP)
                 self._status.linger = 0
@@ -39,7 +41,8 @@ class Sockets:
         except BaseException:
             self.close()
             raise
-        self._poller.register(self._data, zmq.POLLIN)
+        if self._data is not None:
+            self._poller.register(self._data, zmq.POLLIN)
         if self._status is not None:
             self._poller.register(self._status, zmq.POLLIN)
 
@@ -78,8 +81,28 @@ class Sockets:
     def poll(self, timeout: float) -> tuple[bool, bool]:
         """Wait up to ``timeout`` s; whether the data socket (when read) and the status socket
         have something."""
-        events = dict(self._poller.poll(int(timeout * 1000)))
-        return self._data in events, self._status is not None and self._status in events
+        return self.ready(self.wait(timeout))
+
+    def wait(self, timeout: float) -> dict[Any, int]:
+        """Wait up to ``timeout`` s for any socket registered with ``poller``; the events."""
+        return dict(self._poller.poll(int(timeout * 1000)))
+
+    def ready(self, events: dict[Any, int]) -> tuple[bool, bool]:
+        """Whether the data socket and the status socket are among ``events`` (of a poll that
+        included ``poller``)."""
+        return (
+            self._data is not None and self._data in events,
+            self._status is not None and self._status in events,
+        )
+
+    @property
+    def poller(self) -> zmq.Poller:
+        """The poller of the data and status sockets, for a loop that polls more sockets with them."""
+        return self._poller
+
+    @property
+    def context(self) -> zmq.Context[Any]:
+        return self._ctx
 
     def receive(self) -> list[zmq.Frame] | None:
         """The next message on the data socket, as received (zero-copy frames); None if none is

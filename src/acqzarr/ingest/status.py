@@ -75,6 +75,7 @@ class Counters:
         self.waiting_series: list[str] = []  # not open yet: waiting for a slot or their store to open
         self.held_bytes = 0  # messages held for the waiting series
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_SERIES)
+        self.detectors: dict[str, dict[str, Any]] = {}  # each detector input's state (``detectors.py``)
         self.rejected_series: deque[dict[str, Any]] = deque(maxlen=RECENT_SERIES)
         self.bytes_written_finished = 0
         self.bytes_written_open = 0
@@ -126,6 +127,7 @@ class Counters:
             "held_bytes": self.held_bytes,
             "recent_series": list(self.recent),
             "rejected_series": list(self.rejected_series),
+            "detectors": dict(self.detectors),
         }
 
 
@@ -174,6 +176,20 @@ def format_line(snap: dict[str, Any]) -> str:
         f" | open {sorted(snap['open_series']) or '-'}"
         f"{f' | starting {waiting}' if waiting else ''}"
         f"{f' | finalizing {finalizing}' if finalizing else ''} | finished {snap['series_finished']}"
+        + "".join(_detector_part(name, d) for name, d in snap.get("detectors", {}).items())
+    )
+
+
+def _detector_part(name: str, d: dict[str, Any]) -> str:
+    """A detector input on the console line: connected or not, its series, its images."""
+    state = "connected" if d["connected"] else "not connected"
+    series = d["series"] or "-"
+    if d["series"] is not None:
+        of = d["series_expected"] if d["series_expected"] is not None else "?"
+        series = f"{series} ({d['series_images']}/{of})"
+    return (
+        f" | {name}: {state}, series {series}, images {d['images_received']} in /"
+        f" {d['images_written']} written / {d['images_rejected']} rejected ({d['images_per_s']:.1f}/s)"
     )
 
 

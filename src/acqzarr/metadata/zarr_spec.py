@@ -194,6 +194,13 @@ class ZarrSpec(ABC):
         "int64" (raw little-endian chunks) or "string" (vlen-utf8 then zstd)."""
 
     @abstractmethod
+    def whole_array_documents(
+        self, path: str, *, shape: tuple[int, ...], dtype: np.dtype[Any], dimension_names: tuple[str, ...]
+    ) -> Documents:
+        """Documents of an array stored whole as one chunk (``Stream.write_array``): little-endian
+        items compressed with zstd at ``COLUMN_ZSTD_LEVEL``, fill value 0, never sharded."""
+
+    @abstractmethod
     def key_encoding(self, separator: str) -> KeyEncoding:
         """The chunk keys of arrays acqzarr writes (``separator`` is the v2 dimension separator)."""
 

@@ -124,6 +124,21 @@ class ZarrV2Spec(ZarrSpec):
             join_key(path, ".zattrs"): {"_ARRAY_DIMENSIONS": list(dimension_names)},
         }
 
+    def whole_array_documents(
+        self, path: str, *, shape: tuple[int, ...], dtype: np.dtype[Any], dimension_names: tuple[str, ...]
+    ) -> Documents:
+        doc = array_doc(
+            shape=shape,
+            chunks=tuple(max(1, n) for n in shape),
+            dtype=dtype,
+            compressor={"id": "zstd", "level": COLUMN_ZSTD_LEVEL},
+            separator=self.separator,
+        )
+        return {
+            join_key(path, ".zarray"): doc,
+            join_key(path, ".zattrs"): {"_ARRAY_DIMENSIONS": list(dimension_names)},
+        }
+
     def key_encoding(self, separator: str) -> KeyEncoding:
         return KeyEncoding(separator)
 

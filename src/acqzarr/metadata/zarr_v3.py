@@ -115,6 +115,17 @@ class ZarrV3Spec(ZarrSpec):
         doc = _array_doc(shape, chunks, kind, column_fill(kind), codecs, dimension_names)
         return {join_key(path, "zarr.json"): doc}
 
+    def whole_array_documents(
+        self, path: str, *, shape: tuple[int, ...], dtype: np.dtype[Any], dimension_names: tuple[str, ...]
+    ) -> Documents:
+        codecs = [
+            {"name": "bytes", "configuration": {"endian": "little"}},
+            {"name": "zstd", "configuration": {"level": COLUMN_ZSTD_LEVEL, "checksum": False}},
+        ]
+        grid = tuple(max(1, n) for n in shape)
+        doc = _array_doc(shape, grid, str(dtype.newbyteorder("=")), 0, codecs, dimension_names)
+        return {join_key(path, "zarr.json"): doc}
+
     def key_encoding(self, separator: str) -> KeyEncoding:
         return KeyEncoding("/", "c")
 

@@ -75,10 +75,19 @@ class Recording:
         """Set image ``key``'s ``source``; ``write=False`` leaves it to the image's next publish."""
         self.stream.update_session({"source": dict(source)}, key=key, write=write)
 
-    def append(self, frame: Any, key: str, metadata: Mapping[str, Any], *, lost: int = 0) -> None:
-        """Append one frame with its metadata; ``lost`` frames the source says went missing just
-        before it are counted once the frame is accepted, and shown with the image's next publish."""
-        self.stream.append(frame, key=key, metadata=metadata)
+    def append(
+        self,
+        frame: Any,
+        key: str,
+        metadata: Mapping[str, Any],
+        *,
+        lost: int = 0,
+        index: Mapping[str, int] | None = None,
+    ) -> None:
+        """Append one frame with its metadata (at ``index``, as ``Stream.append`` takes it, or next in
+        acquisition order); ``lost`` frames the source says went missing just before it are counted
+        once the frame is accepted, and shown with the image's next publish."""
+        self.stream.append(frame, key=key, index=index, metadata=metadata)
         if lost:
             self._dropped[key] += lost
             self.stream.update_session({"frames_dropped": self._dropped[key]}, key=key, write=False)
