@@ -44,6 +44,7 @@ from .frame_columns import FrameColumns
 from .order import FrameOrder
 from .publish import ImagePublisher
 from .pyramid import PyramidLevel
+from .resume import ResumePoint
 from .session_record import SessionRecord
 
 __all__ = ["ArrayStats", "Image"]
@@ -75,7 +76,10 @@ class Image:
         meta_lock: threading.Lock,
         append_timeout: float | None,
         session: SessionRecord,
+        resume: ResumePoint | None = None,
     ) -> None:
+        """``resume``: where the store's image stops, for a stream that continues it (``resume.py``);
+        the session record then carries the image's earlier segments."""
         self.settings = settings
         self.name = settings.key or "(root)"
         layouts = [
@@ -84,8 +88,13 @@ class Image:
         self.layout = layouts[0]
         compression = settings.compression
         codec = None if compression is None else BloscCodec(compression, np.dtype(settings.dtype))
+        start = 0 if resume is None else resume.extent
         self.order = FrameOrder(self.layout, settings.acquisition_axes, self.name)
+        # A resumed image goes on at the first slot of the first step it does not show yet.
+        self.order.cursor = self.order.sequence((start,) + (0,) * (self.layout.index_ndim - 1))
         self.columns = FrameColumns(self.layout, settings.frame_columns, spec, store, settings.key)
+        if resume is not None:
+            self.columns.resume(start, resume.columns)
         contrast = ContrastWindows(self.layout)
         self.counts = FrameCounts()  # level 0's: frames accepted and slots skipped
         self.documents = ImageDocuments(
@@ -100,8 +109,12 @@ class Image:
             session=session,
             counts=self.counts,
         )
-        self.publisher = ImagePublisher(self.documents, layouts, halved_append=layouts[0].kinds[0] == "space")
-        self.documents.publish([0] * len(layouts), 0)  # the image exists, empty, from the start
+        self.publisher = ImagePublisher(
+            self.documents, layouts, halved_append=layouts[0].kinds[0] == "space", start=start
+        )
+        # The image exists from the start (empty, or as the resumed store shows it, its record now
+        # saying that a new segment runs).
+        self.documents.publish([self.publisher.level_extent(k, start) for k in range(len(layouts))], 0)
         self.levels: list[LevelWriter] = []
         sink: BandSink | None = None
         for level in reversed(range(len(layouts))):
@@ -124,6 +137,8 @@ class Image:
             if level > 0 and settings.multiscale is not None:
                 sink = PyramidLevel(layouts[level - 1], writer, settings.multiscale.method, pipeline)
         self._top = self.levels[0]
+        if start:
+            self._top.resume(start)
         self.lock = self._top.lock  # one appender at a time
         self._closed = False
 

@@ -167,6 +167,11 @@ class Store(ABC):
         for key in list(self.list()):
             self.delete(key)
 
+    def discard_staged(self) -> None:
+        """Drop every staged object a writer left uncommitted (killed while building a shard), before
+        a writer continues the store.  Backends whose staged objects live in memory have none."""
+        return
+
     def check_key(self, key: str) -> str:
         """Reject keys that could escape the store root."""
         parts = key.split("/")

@@ -258,6 +258,11 @@ class LocalStore(Store):
                 elif (not entry.is_symlink() or entry.is_file()) and key.startswith(prefix):
                     yield key
 
+    def discard_staged(self) -> None:
+        """Remove the files in ``.acqzarr-staging``: what a killed writer was staging (a shard built
+        band by band, a write it never renamed).  Only for a writer that owns the store (resuming it)."""
+        self._staging_dir.discard()
+
     def is_empty(self) -> bool:
         return not self.root.exists() or (self.root.is_dir() and not any(self.root.iterdir()))
 
