@@ -37,9 +37,10 @@ ORDERS = (None, ("t", "z", "c"))  # storage order, and one that switches the cha
 
 
 def frame(seq: int) -> np.ndarray[Any, Any]:
-    """Frame ``seq`` of an acquisition: distinct, deterministic, compressible."""
+    """Frame ``seq`` of an acquisition: distinct, deterministic, compressible, never 0, and darker
+    as the acquisition goes on (so the brightest frames are the first run's)."""
     yy, xx = np.mgrid[0:20, 0:24]
-    return ((seq * 37 + yy * 3 + xx) % 60000 + 1).astype(np.uint16)
+    return ((59000 - seq * 37 - yy * 3 - xx) % 60000 + 1).astype(np.uint16)
 
 
 def meta(seq: int) -> dict[str, Any]:
@@ -75,6 +76,18 @@ def hashes(root: Path) -> dict[str, str]:
         for p in sorted(root.rglob("*"))
         if p.is_file()
     }
+
+
+def windows(path: Path) -> list[dict[str, float]]:
+    """The omero window of every channel of image cam0."""
+    for name in ("cam0/zarr.json", "cam0/.zattrs"):
+        p = path / name
+        if p.exists():
+            doc = json.loads(p.read_text())
+            attrs = doc.get("attributes", doc)
+            block = attrs.get("ome", attrs)
+            return [c["window"] for c in block["omero"]["channels"]]
+    raise AssertionError("no image group")
 
 
 def assert_valid(path: Path) -> None:
@@ -142,6 +155,11 @@ def test_a_clean_close_resumed_equals_one_uninterrupted_run(
     for field in ("frames_on_disk", "frames_accepted", "frames_skipped"):
         assert record[field] == ref[field], field
     assert record["frames_accepted"] == sum(s["frames_accepted"] for s in record["segments"])
+    # The contrast window covers the frames of both runs (the first run's is carried on): the same
+    # highest value; the lowest may be lower, the first run's close having seen its holes.
+    for got_w, want_w in zip(windows(resumed), windows(reference), strict=True):
+        assert got_w["end"] == want_w["end"]
+        assert got_w["start"] <= want_w["start"]
 
 
 def test_resuming_a_store_that_does_not_exist_starts_it(tmp_path: Path) -> None:

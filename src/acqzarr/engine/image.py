@@ -95,7 +95,7 @@ class Image:
         self.columns = FrameColumns(self.layout, settings.frame_columns, spec, store, settings.key)
         if resume is not None:
             self.columns.resume(start, resume.columns)
-        contrast = ContrastWindows(self.layout)
+        contrast = ContrastWindows(self.layout, None if resume is None else resume.windows)
         self.counts = FrameCounts()  # level 0's: frames accepted and slots skipped
         self.documents = ImageDocuments(
             settings=settings,

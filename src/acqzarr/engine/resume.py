@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..errors import ConfigError
 from ..metadata.zarr_spec import ZarrSpec
 from ..metadata.zarr_versions import SPECS
@@ -50,6 +52,7 @@ class ResumePoint:
     extent: int  # level 0's published extent along the append axis
     record: dict[str, Any]  # the session record found in the image group
     columns: dict[str, str]  # per-frame metadata columns published: name -> kind
+    windows: dict[int, tuple[float, float]]  # the contrast seen so far, per channel index
 
 
 def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dict[str, ResumePoint]:
@@ -93,7 +96,8 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
         for problem in _mismatches(stored, asked, extent):
             if problem not in problems:
                 problems.append(problem)
-        points[image.key] = ResumePoint(extent, record, _columns(store, spec, image.key))
+        windows = _windows(_attributes(store, spec, image.key) or {}, image.dtype)
+        points[image.key] = ResumePoint(extent, record, _columns(store, spec, image.key), windows)
     if any(a.multiscale is not None for a in settings.arrays) and not problems:
         raise ConfigError(f"{where}: resuming a store with a pyramid is not supported yet")
     if problems:
@@ -182,6 +186,26 @@ def _columns(store: Store, spec: ZarrSpec, path: str) -> dict[str, str]:
     attrs = _attributes(store, spec, join_key(path, GROUP)) or {}
     columns = (attrs.get(GROUP) or {}).get("columns") or {}
     return {str(k): str(v) for k, v in columns.items()}
+
+
+def _windows(attrs: dict[str, Any], dtype: str) -> dict[int, tuple[float, float]]:
+    """The omero windows the store shows, as the (min, max) seen per channel index.  A window over
+    the dtype's whole range is what a channel with no data shows: not a value seen."""
+    block = attrs.get("ome") if isinstance(attrs.get("ome"), dict) else attrs  # NGFF 0.5 / 0.4
+    channels = ((block or {}).get("omero") or {}).get("channels") or []
+    kind = np.dtype(dtype)
+    info = np.iinfo(kind) if kind.kind in "iu" else np.finfo(kind)
+    full = (float(info.min), float(info.max))
+    out = {}
+    for c, channel in enumerate(channels):
+        window = channel.get("window") if isinstance(channel, dict) else None
+        try:
+            seen = (float(window["start"]), float(window["end"]))
+        except (TypeError, KeyError, ValueError):
+            continue
+        if seen != full:
+            out[c] = seen
+    return out
 
 
 def _column_rows(store: Store, spec: ZarrSpec, path: str) -> int | None:
