@@ -199,6 +199,8 @@ def _windows(attrs: dict[str, Any], dtype: str) -> dict[int, tuple[float, float]
     out = {}
     for c, channel in enumerate(channels):
         window = channel.get("window") if isinstance(channel, dict) else None
+        if not isinstance(window, dict):
+            continue
         try:
             seen = (float(window["start"]), float(window["end"]))
         except (TypeError, KeyError, ValueError):
