@@ -379,7 +379,7 @@ sys.path.insert(0, {tests!r})
 from test_resume import frame, meta, SKIP
 settings = az.StreamSettings.model_validate_json(sys.argv[1])
 with az.open_stream(settings) as stream:
-    for seq in range(100000):
+    for seq in range(int(sys.argv[2]), 100000):
         if seq == SKIP:
             stream.skip()
         else:
@@ -388,15 +388,16 @@ with az.open_stream(settings) as stream:
             stream.flush()
             print(stream.stats().frames_flushed, flush=True)
 """
-SKIP = 9
+SKIP = 9  # the one slot every writer here skips: a hole wherever it falls inside what was kept
 
 
-def _kill_after_flushes(settings: az.StreamSettings, flushes: int) -> int:
-    """Run the child writer, SIGKILL it at a random moment after ``flushes`` flushes; return the
-    last frames_flushed it reported."""
+def _kill_after_flushes(settings: az.StreamSettings, start: int, flushes: int) -> int:
+    """Run the child writer from frame ``start`` of the acquisition, SIGKILL it at a random moment
+    after ``flushes`` flushes; return the last frames_flushed it reported."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
+    code = CHILD.format(tests=str(REPO / "tests"))
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD.format(tests=str(REPO / "tests")), settings.model_dump_json()],
+        [sys.executable, "-c", code, settings.model_dump_json(), str(start)],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
@@ -416,44 +417,69 @@ def _kill_after_flushes(settings: az.StreamSettings, flushes: int) -> int:
     return reported
 
 
+def _assert_holds(
+    data: np.ndarray[Any, Any], order: Sequence[str] | None, upto: int, holes: set[int]
+) -> None:
+    """Frames 0 to ``upto`` - 1 of the acquisition are each where they belong, ``holes`` empty."""
+    for seq in range(upto):
+        t, c, z = position(seq, order)
+        expected = np.zeros((20, 24), np.uint16) if seq in holes else frame(seq)
+        np.testing.assert_array_equal(data[t, c, z], expected, err_msg=f"frame {seq}")
+
+
 @pytest.mark.parametrize("version", [2, 3])
 @pytest.mark.parametrize("order", ORDERS, ids=["tcz", "tzc"])
+@pytest.mark.parametrize("start", ["killed", "killed-twice", "closed-mid-row"])
 def test_a_killed_run_resumed_holds_every_flushed_frame_then_the_new_ones(
-    tmp_path: Path, version: int, order: Sequence[str] | None
+    tmp_path: Path, version: int, order: Sequence[str] | None, start: str
 ) -> None:
-    random.seed(f"{version}{order}")
+    """Each writer that is killed has reported frames_flushed; resumed, the store holds every one
+    of those frames and goes on at its published extent, so the store is what one uninterrupted
+    run would have written (every writer here writes frame ``seq`` at the same slot)."""
+    random.seed(f"{version}{order}{start}")
     path = tmp_path / "killed.zarr"
-    flushed = _kill_after_flushes(settings_for(path, version, order), random.randint(3, 12))
-    before = read_zarr(path / "cam0" / "0")
+    ends = []  # how each segment ended
+    holes = {SKIP}
+    if start == "closed-mid-row":
+        with az.open_stream(settings_for(path, version, order)) as first:
+            for seq in range(20):  # 3 timepoints and 2 frames: ends inside band row 1 (t 3-5)
+                if seq == SKIP:
+                    first.skip()
+                else:
+                    first.append(frame(seq), metadata=meta(seq))
+        ends.append("completed")
+        holes |= set(range(20, 24))  # the rest of t=3, closed as holes
+    kills = 2 if start == "killed-twice" else 1
+    for _ in range(kills):
+        extent = read_zarr(path / "cam0" / "0").shape[0] if path.exists() else 0
+        existing = "resume" if path.exists() else "error"
+        flushed = _kill_after_flushes(
+            settings_for(path, version, order, existing=existing), extent * PER_T, random.randint(3, 12)
+        )
+        ends.append("killed")
+        before = read_zarr(path / "cam0" / "0")
+        # Every frame this writer reported flushed is in the store (it counted its own only).
+        assert before.shape[0] * PER_T >= extent * PER_T + flushed
+        _assert_holds(before, order, before.shape[0] * PER_T, holes)
     extent = before.shape[0]
-    # Every frame the killed run reported flushed is in the store, in order, each where it belongs.
-    assert extent * PER_T >= flushed + (1 if flushed > SKIP else 0)
-    for seq in range(extent * PER_T):
-        t, c, z = position(seq, order)
-        expected = np.zeros((20, 24), np.uint16) if seq == SKIP else frame(seq)
-        np.testing.assert_array_equal(before[t, c, z], expected)
     new = range(extent * PER_T, extent * PER_T + 23)
     with az.open_stream(settings_for(path, version, order, existing="resume")) as stream:
         for seq in new:
             stream.append(frame(seq), metadata=meta(seq))
+    ends.append("completed")
     final = new[-1] // PER_T + 1
-    reference = np.zeros((final, 2, 3, 20, 24), np.uint16)
-    reference[:extent] = before
-    for seq in new:
-        reference[position(seq, order)] = frame(seq)
     for got in (read_zarr(path / "cam0" / "0"), read_tensorstore(path / "cam0" / "0", version)):
-        np.testing.assert_array_equal(got, reference)
+        assert got.shape == (final, 2, 3, 20, 24)
+        _assert_holds(got, order, new[-1] + 1, holes)
     ids = read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id")
     assert ids.shape == (final, 2, 3)
-    kept = range(extent * PER_T)
-    for seq in [*kept, *new]:
-        expected_id = -(2**63) if seq == SKIP and seq in kept else seq
-        assert ids[position(seq, order)] == expected_id, seq
+    for seq in range(new[-1] + 1):
+        assert ids[position(seq, order)] == (-(2**63) if seq in holes else seq), seq
     assert_valid(path)
     assert not (path / ".acqzarr-staging").exists()
     record = session(path)
-    assert [s["ended"] for s in record["segments"]] == ["killed", "completed"]
-    assert record["frames_on_disk"] == len(kept) - (SKIP in kept) + len(new)
+    assert [s["ended"] for s in record["segments"]] == ends
+    assert record["frames_on_disk"] == new[-1] + 1 - len(holes)
     assert record["completed"] is True
 
 
