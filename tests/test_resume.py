@@ -538,3 +538,33 @@ def test_record_resume_after_a_sigkill_continues_the_recording(
     out = capsys.readouterr().out
     assert "segment 1:" in out and "segment 2:" in out
     assert "killed" in out and "completed" in out
+
+
+# -- MDAWriter(resume=True) ----------------------------------------------------------------------------
+def test_an_mda_resumed_goes_on_after_the_timepoints_the_store_holds(tmp_path: Path) -> None:
+    useq = pytest.importorskip("useq")
+    from acqzarr.mda import MDAWriter
+    from mda_helpers import camera, make_core
+
+    core = make_core()
+    sequence = useq.MDASequence(
+        time_plan={"interval": 0, "loops": 3},
+        channels=["DAPI", "FITC"],
+        axis_order="tc",
+    )
+    path = tmp_path / "mda.zarr"
+    first = MDAWriter(path, core=core)
+    core.mda.run(sequence, output=first)
+    first.raise_if_failed()
+    again = MDAWriter(path, core=core, resume=True)
+    core.mda.run(sequence, output=again)
+    again.raise_if_failed()
+    assert again.stats().resumed_at == 3
+    frames = camera(core).frames
+    assert len(frames) == 12
+    data = read_zarr(path / "0")
+    assert data.shape[:2] == (6, 2)
+    for i, image in enumerate(frames):
+        np.testing.assert_array_equal(data[i // 2, i % 2], image)
+    record = json.loads((path / "zarr.json").read_text())["attributes"]["acqzarr_session"]
+    assert [s["ended"] for s in record["segments"]] == ["completed", "completed"]

@@ -60,6 +60,7 @@ class ArrayStats:
     bytes_written: int  # bytes of chunk and shard objects stored, all levels
     frames_skipped: int = 0  # frame slots left as fill value: skip(), and holes closed at close()
     raw_bytes_written: int = 0  # uncompressed size of what bytes_written holds: its ratio
+    resumed_at: int = 0  # the append axis's extent the store showed when this stream resumed it
 
 
 class Image:
@@ -88,7 +89,7 @@ class Image:
         self.layout = layouts[0]
         compression = settings.compression
         codec = None if compression is None else BloscCodec(compression, np.dtype(settings.dtype))
-        start = 0 if resume is None else resume.extent
+        start = self._start = 0 if resume is None else resume.extent
         self.order = FrameOrder(self.layout, settings.acquisition_axes, self.name)
         # A resumed image goes on at the first slot of the first step it does not show yet.
         self.order.cursor = self.order.sequence((start,) + (0,) * (self.layout.index_ndim - 1))
@@ -219,6 +220,7 @@ class Image:
             bytes_written=sum(w.bytes_written for w in self.levels),
             frames_skipped=self.counts.skipped,
             raw_bytes_written=sum(w.raw_bytes_written for w in self.levels),
+            resumed_at=self._start,
         )
 
     # -- closing ---------------------------------------------------------------
