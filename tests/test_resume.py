@@ -568,3 +568,45 @@ def test_an_mda_resumed_goes_on_after_the_timepoints_the_store_holds(tmp_path: P
         np.testing.assert_array_equal(data[i // 2, i % 2], image)
     record = json.loads((path / "zarr.json").read_text())["attributes"]["acqzarr_session"]
     assert [s["ended"] for s in record["segments"]] == ["completed", "completed"]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_what_lies_past_the_extent_is_removed_before_anything_is_written(
+    tmp_path: Path, version: int
+) -> None:
+    """A killed writer's leavings (objects past the published extent, a column no publish showed,
+    staged files) are gone once the store is resumed; what lies below the extent stays."""
+    path = tmp_path / "s.zarr"
+    with az.open_stream(settings_for(path, version, None)) as stream:
+        for seq in range(6 * 6):  # 6 timepoints: two full band rows (and one full v3 shard)
+            stream.append(frame(seq), metadata=meta(seq))
+    documents = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+
+    def chunks_below() -> dict[str, str]:
+        found = hashes(path).items()
+        return {k: v for k, v in found if k.startswith("cam0/0/") and not k.endswith(documents)}
+
+    kept = chunks_below()
+    array = path / "cam0" / "0"
+    if version == 3:
+        (array / "c" / "7").mkdir(parents=True)
+        (array / "c" / "7" / "0").write_bytes(b"stale shard")
+        leftovers = [array / "c" / "7"]
+    else:
+        (array / "9.0.0.0.0").write_bytes(b"stale chunk")
+        leftovers = [array / "9.0.0.0.0"]
+    stray_column = path / "cam0" / "acqzarr_frames" / "never_published"
+    stray_column.mkdir()
+    (stray_column / ("c" if version == 3 else "0.0.0")).write_bytes(b"x")
+    staging = path / ".acqzarr-staging"
+    staging.mkdir(exist_ok=True)
+    (staging / ".0.123.0.tmp").write_bytes(b"a shard being built")
+    with az.open_stream(settings_for(path, version, None, existing="resume")) as stream:
+        for item in [*leftovers, stray_column, staging / ".0.123.0.tmp"]:
+            assert not item.exists(), item
+        assert chunks_below() == kept  # every object below the extent as it was
+        stream.append(frame(36))
+    assert_valid(path)
+    data = read_zarr(array)
+    assert data.shape[0] == 7
+    np.testing.assert_array_equal(data[6, 0, 0], frame(36))

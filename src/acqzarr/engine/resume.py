@@ -115,26 +115,38 @@ def _refusal(where: str, problems: list[str]) -> ConfigError:
 def discard_past(
     settings: StreamSettings, store: Store, spec: ZarrSpec, points: Mapping[str, ResumePoint]
 ) -> None:
-    """Remove what a killed writer left past each image's extent: objects no publish showed."""
+    """Remove what a killed writer left past each image's extent: objects no publish showed.
+
+    Looks at one directory level per array (``Store.children``: the steps of the append axis, or
+    the chunk names of a flat Zarr v2 array), never at every chunk below it."""
     for image in settings.images:
         extent = points[image.key].extent
         depth = image.dimensions[0].chunk * (image.dimensions[0].shard if spec.sharded else 1)
         _discard(store, spec, join_key(image.key, "0"), depth, extent)
-        for name in points[image.key].columns:
-            path = join_key(image.key, f"{GROUP}/{name}")
-            rows = _column_rows(store, spec, path)
-            if rows is not None:
+        group = join_key(image.key, GROUP)
+        published = points[image.key].columns
+        for name in store.children(group):
+            path = join_key(group, name)
+            if name in spec.document_names:
+                continue
+            rows = _column_rows(store, spec, path) if name in published else None
+            if rows is None:  # a column no publish showed: nothing of it is the store's
+                store.delete_tree(path)
+            else:
                 _discard(store, spec, path, rows, extent)
     store.discard_staged()
 
 
 def _discard(store: Store, spec: ZarrSpec, array: str, depth: int, extent: int) -> None:
-    """Delete the objects of ``array`` (``depth`` steps of the append axis each) from ``extent`` on."""
-    prefix = f"{array}/" if array else ""
-    for key in list(store.list(prefix)):
-        coords = spec.keys.parse(key[len(prefix) :])
-        if coords and coords[0] * depth >= extent:
-            store.delete(key)
+    """Delete the objects of ``array`` (``depth`` steps of the append axis each) from ``extent`` on:
+    every name below the array (after the key prefix, Zarr v3's "c") whose first coordinate is
+    that far, with everything below it."""
+    keys = spec.keys
+    base = join_key(array, keys.prefix) if keys.prefix is not None else array
+    for name in store.children(base):
+        first = name.split(keys.separator, 1)[0]
+        if first.isdigit() and int(first) * depth >= extent:
+            store.delete_tree(join_key(base, name))
 
 
 def _any_record(store: Store) -> dict[str, Any] | None:
