@@ -610,3 +610,48 @@ def test_what_lies_past_the_extent_is_removed_before_anything_is_written(
     data = read_zarr(array)
     assert data.shape[0] == 7
     np.testing.assert_array_equal(data[6, 0, 0], frame(36))
+
+
+def test_each_position_resumes_at_its_own_extent(tmp_path: Path) -> None:
+    path = tmp_path / "positions.zarr"
+    positions = [{"name": "p0"}, {"name": "p1"}]
+    with az.open_stream(settings_for(path, 3, None, positions=positions)) as stream:
+        for seq in range(8):
+            stream.append(frame(seq), key="p0/cam0")
+        for seq in range(20):
+            stream.append(frame(100 + seq), key="p1/cam0")
+    resumed = settings_for(path, 3, None, positions=positions, existing="resume")
+    with az.open_stream(resumed) as stream:
+        assert stream.stats("p0/cam0").resumed_at == 2 and stream.stats("p1/cam0").resumed_at == 4
+        stream.append(frame(12), key="p0/cam0")
+        stream.append(frame(124), key="p1/cam0")
+    p0, p1 = read_zarr(path / "p0" / "cam0" / "0"), read_zarr(path / "p1" / "cam0" / "0")
+    assert p0.shape[0] == 3 and p1.shape[0] == 5
+    np.testing.assert_array_equal(p0[1, 0, 0], frame(6))
+    np.testing.assert_array_equal(p0[2, 0, 0], frame(12))
+    np.testing.assert_array_equal(p1[3, 0, 1], frame(119))
+    np.testing.assert_array_equal(p1[4, 0, 0], frame(124))
+    assert_valid(path)
+
+
+def test_a_bounded_append_axis_may_grow_and_a_full_one_takes_no_more(tmp_path: Path) -> None:
+    path = tmp_path / "bounded.zarr"
+    bounded = (4, *SHAPE[1:])
+
+    def settings(size: int, **fields: Any) -> az.StreamSettings:
+        return stream_settings(path, 3, (size, *SHAPE[1:]), CHUNKS, shards=SHARDS, **fields)
+
+    with az.open_stream(settings(bounded[0])) as stream:
+        for seq in range(4 * PER_T):
+            stream.append(frame(seq))
+    full = settings(4, existing="resume")
+    with az.open_stream(full) as stream, pytest.raises(az.FrameError, match="holds 24 frames"):
+        stream.append(frame(24))
+    with az.open_stream(settings(7, existing="resume")) as stream:
+        for seq in range(4 * PER_T, 7 * PER_T):
+            stream.append(frame(seq))
+    data = read_zarr(path / "cam0" / "0")
+    assert data.shape == (7, *SHAPE[1:])
+    for seq in range(7 * PER_T):
+        np.testing.assert_array_equal(data[position(seq, None)], frame(seq))
+    assert_valid(path)

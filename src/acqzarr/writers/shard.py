@@ -169,7 +169,8 @@ class ShardWriter(ObjectWriter):
         """The shards that ``extent`` ends inside (along the append axis) are built again: their
         complete bands below it are copied, still encoded, into the new staged shard, so only the
         bands still to come (and a partial one, read back and rewritten) are encoded."""
-        if self._single:
+        size = self.layout.append_size
+        if self._single or (size and extent >= size):  # a full array: no band is written again
             return
         first_new = extent // self.layout.index_chunks[0]  # the first row of bands still to write
         depth = self._index_cps[0]
