@@ -655,3 +655,72 @@ def test_a_bounded_append_axis_may_grow_and_a_full_one_takes_no_more(tmp_path: P
     for seq in range(7 * PER_T):
         np.testing.assert_array_equal(data[position(seq, None)], frame(seq))
     assert_valid(path)
+
+
+# -- random layouts, several clean segments -----------------------------------------------------------
+@pytest.mark.parametrize("case", range(16))
+def test_random_layouts_resumed_segment_by_segment_equal_one_run(tmp_path: Path, case: int) -> None:
+    """Random Zarr version, index axes (t; t, c; t, c, z), sizes (unbounded or bounded t), chunks,
+    shards (several bands deep along any index axis), acquisition order and skips; the frames split
+    into 2-4 runs, each resumed from the last one's clean close.  The store and its column equal one
+    run that left the same holes (the rest of each run's last timepoint)."""
+    rng = random.Random(case)
+    version = rng.choice([2, 3])
+    n_index = rng.choice([1, 2, 3])
+    names = {1: "tyx", 2: "tcyx", 3: "tczyx"}[n_index]
+    frame_shape = (17, 21)
+    sizes = [rng.choice([0, 0, 9]), *(rng.randint(1, 3) for _ in range(n_index - 1)), *frame_shape]
+    chunks = [rng.randint(1, 4), *(rng.randint(1, s) for s in sizes[1:n_index]), 8, 16]
+    shards = None
+    if version == 3:
+        shards = [rng.randint(1, 3), *(rng.randint(1, 2) for _ in range(n_index - 1)), 2, 1]
+    order = None
+    if n_index > 1 and rng.random() < 0.5:
+        rest = list(names[1:n_index])
+        rng.shuffle(rest)
+        order = ["t", *rest]
+    per_t = int(np.prod(sizes[1:n_index]))
+    capacity = sizes[0] * per_t if sizes[0] else 10**9
+    total = min(capacity, rng.randint(8, 60))
+    skips = set(rng.sample(range(total), 2))
+    cuts = sorted(rng.sample(range(1, total), rng.randint(1, 3)))
+    runs, seq = [], 0
+    for end in [*cuts, total]:
+        if seq < end:
+            runs.append(range(seq, end))
+        seq = max(seq, -(-end // per_t) * per_t)  # the next run starts at the next timepoint
+
+    def image(seq: int) -> np.ndarray[Any, Any]:
+        yy, xx = np.mgrid[0 : frame_shape[0], 0 : frame_shape[1]]
+        return ((59000 - seq * 37 - yy * 3 - xx) % 60000 + 1).astype(np.uint16)
+
+    def settings(path: Path, **fields: Any) -> az.StreamSettings:
+        return stream_settings(
+            path, version, sizes, chunks, shards=shards, names=names, acquisition_order=order, **fields
+        )
+
+    def feed(stream: az.Stream, seqs: range) -> None:
+        for q in seqs:
+            if q in skips:
+                stream.skip()
+            else:
+                stream.append(image(q), metadata={"frame_id": q})
+
+    resumed, reference = tmp_path / "resumed.zarr", tmp_path / "one.zarr"
+    for seqs in runs:
+        with az.open_stream(settings(resumed, existing="resume")) as stream:
+            feed(stream, seqs)
+    with az.open_stream(settings(reference)) as one:
+        for seqs in runs:
+            one.skip(seqs[0] - one.stats().frames_appended - one.stats().frames_skipped)
+            feed(one, seqs)
+    expected = read_zarr(reference / "cam0" / "0")
+    for got in (read_zarr(resumed / "cam0" / "0"), read_tensorstore(resumed / "cam0" / "0", version)):
+        assert got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(
+        read_zarr(resumed / "cam0" / "acqzarr_frames" / "frame_id"),
+        read_zarr(reference / "cam0" / "acqzarr_frames" / "frame_id"),
+    )
+    assert_valid(resumed)
+    assert [s["ended"] for s in session(resumed)["segments"]] == ["completed"] * len(runs)
