@@ -494,6 +494,7 @@ def test_record_resume_after_a_sigkill_continues_the_recording(
             {
                 "store": str(store),
                 "version": 3,
+                "overwrite": True,  # as the shipped configs say: --resume wins over it
                 "arrays": [
                     {
                         "key": "cam0",

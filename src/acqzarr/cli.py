@@ -48,7 +48,8 @@ def _record(args: argparse.Namespace) -> int:
                 resume=", or --resume to continue it",
             )
 
-    sets = [*args.set, "existing=resume"] if args.resume else args.set
+    # --resume wins over the config's overwrite (the shipped configs say overwrite: true).
+    sets = [*args.set, "overwrite=false", "existing=resume"] if args.resume else args.set
     config, cameras = load_session(args.config, sets, frames=args.frames, output=args.output, check=may_write)
     if args.dry_run:
         resolved = json.loads(config.model_dump_json())
@@ -199,7 +200,7 @@ def _parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue the store where it stops (a recording that was interrupted, or closed); "
-        "the same as --set existing=resume; a store that does not exist is started",
+        "the same as --set overwrite=false --set existing=resume; a store that does not exist is started",
     )
     rec.set_defaults(func=_record)
     info = sub.add_parser("info", help="arrays, shapes, chunks, codecs, ratio, frames and session record")
