@@ -59,14 +59,14 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
     """Every image's resume point; ConfigError naming every way the store differs from
     ``settings`` (nothing is written)."""
     where = store.describe()
-    records: dict[str, dict[str, Any]] = {}
+    groups: dict[str, dict[str, Any]] = {}  # each image group's attributes
     missing = []
     for image in settings.images:
-        record = _session_record(store, spec, image.key)
-        if record is None:
+        attrs = _attributes(store, spec, image.key)
+        if attrs is None or not isinstance(attrs.get(SESSION_KEY), dict):
             missing.append(image.key or "(root)")
         else:
-            records[image.key] = record
+            groups[image.key] = attrs
     if missing:
         found = _any_record(store)
         if found is not None:  # acqzarr wrote it, with other images: say how it differs
@@ -84,7 +84,7 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
     points: dict[str, ResumePoint] = {}
     problems: list[str] = []
     for image in settings.images:
-        record = records[image.key]
+        record = groups[image.key][SESSION_KEY]
         stored = record.get("settings")
         if not isinstance(stored, dict):
             problems.append(f"{image.key or '(root)'}: {SESSION_KEY}.settings: missing")
@@ -96,7 +96,7 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
         for problem in _mismatches(stored, asked, extent):
             if problem not in problems:
                 problems.append(problem)
-        windows = _windows(_attributes(store, spec, image.key) or {}, image.dtype)
+        windows = _windows(groups[image.key], image.dtype)
         points[image.key] = ResumePoint(extent, record, _columns(store, spec, image.key), windows)
     if any(a.multiscale is not None for a in settings.arrays) and not problems:
         raise ConfigError(f"{where}: resuming a store with a pyramid is not supported yet")
