@@ -52,7 +52,8 @@ __all__ = ["ArrayStats", "Image"]
 
 @dataclass(frozen=True)
 class ArrayStats:
-    """Progress of one array: what was accepted and what readers can see."""
+    """Progress of one array: what was accepted and what readers can see.  A stream that resumed a
+    store counts its own frames (the session record keeps the totals across runs)."""
 
     key: str
     frames_appended: int  # frames accepted by append
