@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import acqzarr as az
+from acqzarr.stores import open_store
 from builders import frames_for, stream_settings
 from readback import read_zarr
 
@@ -31,6 +32,10 @@ def test_a_bucket_closed_mid_row_resumes_to_what_one_run_writes(
 
     with az.open_stream(settings(s3_url)) as first:
         first.append(data[:7])  # ends inside band row 2 (t 6-8), and inside the first v3 shard's second row
+    # What a killed writer could have left past the extent: gone after the resume (listed, not walked).
+    bucket = open_store(s3_url, s3=s3_settings)
+    bucket.put("cam0/0/c/5/0/0" if version == 3 else "cam0/0/9.0.0", [b"stale"])
+    bucket.put("cam0/acqzarr_frames/never_published/" + ("c/0" if version == 3 else "0"), [b"stale"])
     with az.open_stream(settings(s3_url, existing="resume")) as second:
         second.append(data[7:])
     reference = tmp_path / "one.zarr"
