@@ -40,11 +40,18 @@ def _record(args: argparse.Namespace) -> int:
 
     def may_write(config: SessionConfig) -> None:
         if not args.dry_run:
-            _refuse_existing(config.store, config.overwrite, "--set overwrite=true", config.s3)
+            # A store to resume is checked by the stream: compatible, or refused untouched.
+            _refuse_existing(
+                config.store,
+                config.on_existing != "error",
+                "--set overwrite=true",
+                config.s3,
+                resume=", or --resume to continue it",
+            )
 
-    config, cameras = load_session(
-        args.config, args.set, frames=args.frames, output=args.output, check=may_write
-    )
+    # --resume wins over the config's overwrite (the shipped configs say overwrite: true).
+    sets = [*args.set, "overwrite=false", "existing=resume"] if args.resume else args.set
+    config, cameras = load_session(args.config, sets, frames=args.frames, output=args.output, check=may_write)
     if args.dry_run:
         resolved = json.loads(config.model_dump_json())
         print(json.dumps({"config": resolved, "estimate": estimate(config, cameras)}, indent=2))
@@ -62,7 +69,9 @@ def _record(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if sessions and sessions[0]["interrupted"] else EXIT_OK
 
 
-def _refuse_existing(location: str, overwrite: bool, flag: str, s3: S3Settings | None = None) -> None:
+def _refuse_existing(
+    location: str, overwrite: bool, flag: str, s3: S3Settings | None = None, resume: str = ""
+) -> None:
     """Refuse an existing store now, naming the command-line flag, before any work: the stream
     refuses it too, but only once it opens, after the camera set-up (5.3 s for the first
     command), and in the Python API's words (``overwrite=True``)."""
@@ -70,7 +79,7 @@ def _refuse_existing(location: str, overwrite: bool, flag: str, s3: S3Settings |
         return
     store = open_store(location, direct_io=False, s3=s3)
     if not store.is_empty():
-        raise StoreError(f"{store.describe()}: already exists; pass {flag} to replace it")
+        raise StoreError(f"{store.describe()}: already exists; pass {flag} to replace it{resume}")
 
 
 def _s3_settings(items: Sequence[str]) -> S3Settings:
@@ -273,6 +282,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--frames", type=int, help="frames to record (overrides source.frames)")
     rec.add_argument("--output", help="store path (overrides store)")
+    rec.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the store where it stops (a recording that was interrupted, or closed); "
+        "the same as --set overwrite=false --set existing=resume; a store that does not exist is started",
+    )
     rec.set_defaults(func=_record)
     info = sub.add_parser("info", help="arrays, shapes, chunks, codecs, ratio, frames and session record")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -20,14 +20,15 @@ __all__ = ["ContrastWindows"]
 
 
 class ContrastWindows:
-    def __init__(self, layout: ArrayLayout) -> None:
+    def __init__(self, layout: ArrayLayout, seen: Windows | None = None) -> None:
+        """``seen``: the windows of frames written before (a resumed store's), to widen from."""
         kinds = layout.kinds
         # The channel axis after the append axis (as the omero block counts channels), if any;
         # windows are per channel index, else one for the image.
         self._axis = kinds.index("channel") if "channel" in kinds[1:] else None
         self._layout = layout
         self._lock = threading.Lock()
-        self.windows: Windows = {}
+        self.windows: Windows = dict(seen or {})
 
     def observe(self, band: tuple[int, ...], chunk: np.ndarray[Any, Any]) -> None:
         """Fold a subsample of ``chunk`` (of the band at ``band``) into the windows."""

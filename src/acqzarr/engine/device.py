@@ -7,7 +7,9 @@ device; all the work is done by the same ``Stream`` the Python API uses.
 A device never overwrites a recording it wrote itself: ``overwrite: true`` in the
 settings is meant for stores left by earlier runs, and a framework that calls
 ``start()`` again after ``stop()`` without a new ``set()`` would otherwise replace
-the recording it just finished with an empty one.
+the recording it just finished with an empty one.  The one exception is ``existing:
+resume``: that continues the recording where it stops (``engine/resume.py``), so it may name a
+store the device wrote before.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class ZarrStorage:
         raise StateError(
             f"cannot {action}: {store} holds the recording this device wrote; a device never overwrites "
             "its own recording (overwrite: true is for stores of earlier runs), so set() settings with "
-            "a new store path to record again"
+            "a new store path to record again, or existing: resume to continue this one"
         )
 
     def set(self, settings: StreamSettings | Mapping[str, Any]) -> None:
@@ -121,7 +123,8 @@ class ZarrStorage:
         self._require(State.UNCONFIGURED, State.ARMED, action="set settings")
         if not isinstance(settings, StreamSettings):
             settings = StreamSettings.from_mapping(dict(settings))
-        self._check_not_written(settings.store, "set settings")
+        if settings.on_existing != "resume":  # resuming its own recording is continuing it, not losing it
+            self._check_not_written(settings.store, "set settings")
         self._settings = settings
 
     def get(self) -> StreamSettings:
@@ -160,7 +163,8 @@ class ZarrStorage:
         """
         self._require(State.ARMED, action="start")
         settings = self.get()
-        self._check_not_written(settings.store, "start")
+        if settings.on_existing != "resume":
+            self._check_not_written(settings.store, "start")
         self._stream = Stream(settings)
         self._written.add(_where(settings.store))
 

@@ -100,6 +100,15 @@ class _Column:
         self.chunk(row)[(offset, *index[1:])] = value
         self.dirty.add(row)
 
+    def decode(self, data: bytes) -> np.ndarray[Any, Any]:
+        """A stored chunk back as the block ``encode`` wrote it from."""
+        if self.kind == "string":
+            text = numcodecs.Zstd(level=COLUMN_ZSTD_LEVEL).decode(data)
+            values = numcodecs.VLenUTF8().decode(text)
+            return np.asarray(values, dtype=object).reshape(self.chunk_shape)
+        little = np.dtype(self.kind).newbyteorder("<")
+        return np.frombuffer(data, little).astype(self.kind).reshape(self.chunk_shape)
+
     def encode(self, block: np.ndarray[Any, Any]) -> bytes:
         if self.kind == "string":
             text = numcodecs.VLenUTF8().encode(block.reshape(-1))
@@ -123,6 +132,28 @@ class FrameColumns:
         self._columns: dict[str, _Column] = {}
         self._lock = threading.Lock()
         self.used = False  # any metadata yet: the group exists from the first publish after it
+
+    def resume(self, extent: int, kinds: Mapping[str, str]) -> None:
+        """Continue the columns ``kinds`` (name -> kind, as the store lists them) of a store whose
+        image shows ``extent`` steps: the chunk the extent ends inside is read back (values at or
+        past the extent, which a killed writer may have stored ahead of their frames, become
+        missing, and the chunk is written again with the next publish, so none of them is shown for
+        a frame still to come), so the next publishes write it whole with the new frames' values."""
+        with self._lock:
+            for name, kind in kinds.items():
+                column = self._column(name, kind)
+                row, offset = divmod(extent, column.rows)
+                self.used = True
+                if offset == 0:
+                    continue
+                key = self._spec.chunk_key(f"{self._path}/{name}", (row,) + (0,) * len(self._inner))
+                try:
+                    block = column.decode(self._store.get(key)).copy()
+                except KeyError:
+                    continue  # never stored: all missing, as a new chunk starts
+                block[offset:] = MISSING[kind]
+                column.pending[row] = block
+                column.dirty.add(row)
 
     # -- appending thread --------------------------------------------------
     def check(self, metadata: Any, n: int) -> list[FrameMeta | None]:

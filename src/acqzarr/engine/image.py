@@ -44,6 +44,7 @@ from .frame_columns import FrameColumns
 from .order import FrameOrder
 from .publish import ImagePublisher
 from .pyramid import PyramidLevel
+from .resume import ResumePoint
 from .session_record import SessionRecord
 
 __all__ = ["ArrayStats", "Image"]
@@ -51,7 +52,8 @@ __all__ = ["ArrayStats", "Image"]
 
 @dataclass(frozen=True)
 class ArrayStats:
-    """Progress of one array: what was accepted and what readers can see."""
+    """Progress of one array: what was accepted and what readers can see.  A stream that resumed a
+    store counts its own frames (the session record keeps the totals across runs)."""
 
     key: str
     frames_appended: int  # frames accepted by append
@@ -59,6 +61,7 @@ class ArrayStats:
     bytes_written: int  # bytes of chunk and shard objects stored, all levels
     frames_skipped: int = 0  # frame slots left as fill value: skip(), and holes closed at close()
     raw_bytes_written: int = 0  # uncompressed size of what bytes_written holds: its ratio
+    resumed_at: int = 0  # the append axis's extent the store showed when this stream resumed it
 
 
 class Image:
@@ -75,7 +78,10 @@ class Image:
         meta_lock: threading.Lock,
         append_timeout: float | None,
         session: SessionRecord,
+        resume: ResumePoint | None = None,
     ) -> None:
+        """``resume``: where the store's image stops, for a stream that continues it (``resume.py``);
+        the session record then carries the image's earlier segments."""
         self.settings = settings
         self.name = settings.key or "(root)"
         layouts = [
@@ -84,9 +90,14 @@ class Image:
         self.layout = layouts[0]
         compression = settings.compression
         codec = None if compression is None else BloscCodec(compression, np.dtype(settings.dtype))
+        start = self._start = 0 if resume is None else resume.extent
         self.order = FrameOrder(self.layout, settings.acquisition_axes, self.name)
+        # A resumed image goes on at the first slot of the first step it does not show yet.
+        self.order.cursor = self.order.sequence((start,) + (0,) * (self.layout.index_ndim - 1))
         self.columns = FrameColumns(self.layout, settings.frame_columns, spec, store, settings.key)
-        contrast = ContrastWindows(self.layout)
+        if resume is not None:
+            self.columns.resume(start, resume.columns)
+        contrast = ContrastWindows(self.layout, None if resume is None else resume.windows)
         self.counts = FrameCounts()  # level 0's: frames accepted and slots skipped
         self.documents = ImageDocuments(
             settings=settings,
@@ -100,8 +111,12 @@ class Image:
             session=session,
             counts=self.counts,
         )
-        self.publisher = ImagePublisher(self.documents, layouts, halved_append=layouts[0].kinds[0] == "space")
-        self.documents.publish([0] * len(layouts), 0)  # the image exists, empty, from the start
+        self.publisher = ImagePublisher(
+            self.documents, layouts, halved_append=layouts[0].kinds[0] == "space", start=start
+        )
+        # The image exists from the start (empty, or as the resumed store shows it, its record now
+        # saying that a new segment runs).
+        self.documents.publish([self.publisher.level_extent(k, start) for k in range(len(layouts))], 0)
         self.levels: list[LevelWriter] = []
         sink: BandSink | None = None
         for level in reversed(range(len(layouts))):
@@ -124,6 +139,8 @@ class Image:
             if level > 0 and settings.multiscale is not None:
                 sink = PyramidLevel(layouts[level - 1], writer, settings.multiscale.method, pipeline)
         self._top = self.levels[0]
+        if start:
+            self._top.resume(start)
         self.lock = self._top.lock  # one appender at a time
         self._closed = False
 
@@ -204,6 +221,7 @@ class Image:
             bytes_written=sum(w.bytes_written for w in self.levels),
             frames_skipped=self.counts.skipped,
             raw_bytes_written=sum(w.raw_bytes_written for w in self.levels),
+            resumed_at=self._start,
         )
 
     # -- closing ---------------------------------------------------------------

@@ -76,17 +76,21 @@ class ImagePublisher:
         layouts: Sequence[ArrayLayout],
         halved_append: bool,
         interval: float | None = None,
+        start: int = 0,
     ) -> None:
+        """``start``: the extent a resumed stream's store already shows (every row below it stored)."""
         self._documents = documents
         self._rows = [_Rows(layout) for layout in layouts]
+        for rows in self._rows:
+            rows.done = start // rows.layout.index_chunks[0]
         self._halved = halved_append
         self._row_frames: dict[int, int] = {}  # level 0's stored frames per row, until published
         self._chunk = layouts[0].index_chunks[0]
         self._interval = PUBLISH_INTERVAL if interval is None else interval
         self._last = 0.0  # time.monotonic() of the last publish
         self._lock = threading.Lock()  # the I/O thread, and flush() on the caller's
-        self.published = 0  # level-0 steps of the append axis that readers see
-        self.frames_flushed = 0  # frames inside them
+        self.published = start  # level-0 steps of the append axis that readers see
+        self.frames_flushed = 0  # frames inside them, written by this stream
 
     def level_extent(self, level: int, extent: int) -> int:
         """Level ``level``'s extent along the append axis when level 0 has ``extent``."""

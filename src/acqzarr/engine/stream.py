@@ -35,6 +35,7 @@ from ..writers.pipeline import Pipeline
 from .frame_columns import GROUP as FRAMES_GROUP
 from .image import ArrayStats, Image, images_catch_up
 from .memory import MemoryUsage, plan_memory
+from .resume import ResumePoint, discard_past, resume_points
 from .session_record import SESSION_KEY, SessionRecord
 
 __all__ = ["ArrayStats", "Stream", "open_stream"]
@@ -68,7 +69,7 @@ class Stream:
             )
         )
         self._spec = spec_for(settings.version, settings.dimension_separator)
-        self._prepare_store()
+        resumed = self._prepare_store()
         self._closed = False
         self._close_lock = threading.Lock()
         self._meta_lock = threading.Lock()  # one metadata change at a time in the store
@@ -91,7 +92,10 @@ class Stream:
                     pools=self._pools,
                     meta_lock=self._meta_lock,
                     append_timeout=settings.append_timeout,
-                    session=SessionRecord(record_settings, source),
+                    session=SessionRecord(
+                        record_settings, source, previous=_record_of(resumed, image_settings.key)
+                    ),
+                    resume=resumed.get(image_settings.key),
                 )
             self._write_groups()
         except BaseException:
@@ -102,17 +106,29 @@ class Stream:
         )
 
     # -- set-up --------------------------------------------------------------
-    def _prepare_store(self) -> None:
+    def _prepare_store(self) -> dict[str, ResumePoint]:
+        """Make the store ready: empty (started, or cleared for ``overwrite``), or, to resume it,
+        checked (nothing written when it is not compatible) and cleared past what it published.
+        Returns each image's resume point (none for a store started afresh)."""
         where = self._store.describe()
         if self._store.is_empty():
-            return
-        if not self.settings.overwrite:
-            raise StoreError(f"{where}: already exists; pass overwrite=True to replace it")
+            return {}
+        mode = self.settings.on_existing
+        if mode == "resume":
+            points = resume_points(self.settings, self._store, self._spec)
+            discard_past(self.settings, self._store, self._spec, points)
+            return points
+        if mode != "overwrite":
+            raise StoreError(
+                f"{where}: already exists; pass overwrite=True to replace it (or existing='resume' to "
+                "continue it)"
+            )
         if not any(self._store.exists(m) for spec in SPECS for m in spec.node_names):
             raise StoreError(
                 f"{where}: exists and is not a Zarr store; refusing to delete it for overwrite=True"
             )
         self._store.clear()
+        return {}
 
     def _write_groups(self) -> None:
         """Root and intermediate groups, with their plate, well or series metadata (each image
@@ -398,6 +414,12 @@ class Stream:
             self.close()
         except Exception as close_exc:  # the original error matters more; keep both visible
             exc.add_note(f"while closing the stream after it: {close_exc!r}")
+
+
+def _record_of(points: dict[str, ResumePoint], key: str) -> dict[str, Any] | None:
+    """The session record a resumed image carries on (None for an image started afresh)."""
+    point = points.get(key)
+    return None if point is None else point.record
 
 
 def _catch_up(images: dict[str, Image]) -> None:

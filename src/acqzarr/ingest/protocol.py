@@ -77,11 +77,11 @@ REASONS: dict[str, str] = {
 }
 
 # StreamSettings fields that are the server's decision, never the series': where the store goes
-# (``store``, under the server's root), whether it may replace one (``overwrite``) and the object
-# store's connection (``s3``).  The server refuses a series_start (or preset) carrying any of them,
-# ``Sender`` leaves them out of a StreamSettings it sends, and the SeriesStart reference names them,
-# all from this one tuple.
-SERVER_FIELDS: Final = ("store", "overwrite", "s3")
+# (``store``, under the server's root), whether it may replace or continue one (``overwrite``,
+# ``existing``) and the object store's connection (``s3``).  The server refuses a series_start (or
+# preset) carrying any of them, ``Sender`` leaves them out of a StreamSettings it sends, and the
+# SeriesStart reference names them, all from this one tuple.
+SERVER_FIELDS: Final = ("store", "overwrite", "existing", "s3")
 _SERVER_FIELDS_TEXT = ", ".join(f"`{name}`" for name in SERVER_FIELDS)
 
 MAX_SERIES_ID = 128

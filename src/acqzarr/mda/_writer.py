@@ -14,6 +14,7 @@ thread once ``run()`` has returned.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 from collections.abc import Mapping
@@ -49,7 +50,15 @@ class MDAWriter:
     shape and dtype).  Each frame goes to its ``event.index``; events that
     never come (skipped, or a cancelled run) are holes, read as 0 and counted
     in ``stats().frames_skipped``.  The writer is reusable: each run starts a
-    new stream (pass ``overwrite=True`` to write the same path again).
+    new stream (pass ``overwrite=True`` to write the same path again, or
+    ``resume=True`` to continue it).
+
+    With ``resume=True`` a sequence goes on where the store stops: its time
+    axis grows without end, and each event's ``t`` lands after the timepoints
+    the store already holds (``stats().resumed_at`` of them), so a sequence
+    run again after a crash (or to add timepoints) extends the same images.  A
+    store written with other settings (channels' count, z, chunks, shards,
+    ...) is refused untouched (``engine/resume.py``).
 
     Parameters
     ----------
@@ -62,6 +71,8 @@ class MDAWriter:
         core is not the one running.
     version, compression, chunks, shards, pyramid, overwrite, **stream
         Storage settings, as in ``settings_from_sequence``.
+    resume
+        Continue the store (``existing="resume"``) instead of starting a new one.
     """
 
     def __init__(
@@ -75,10 +86,14 @@ class MDAWriter:
         shards: Mapping[str, int] | None = None,
         pyramid: Multiscale | int | None = None,
         overwrite: bool = False,
+        resume: bool = False,
         **stream: Any,
     ) -> None:
         self.store = str(store)
         self._core = core
+        self._resume = resume
+        if resume:
+            stream["existing"] = "resume"
         self._options: dict[str, Any] = dict(
             version=version,
             compression=compression,
@@ -101,6 +116,7 @@ class MDAWriter:
         self._canceled = False
         self._finished = False
         self._final_stats: dict[str, ArrayStats] = {}
+        self._t_offset: dict[str, int] = {}  # per image: timepoints the resumed store held
         self.live = LatestFrames()
 
     # -- pymmcore-plus's handler protocol (relay thread; never raises) --------
@@ -144,6 +160,9 @@ class MDAWriter:
                         layout, {"plane_shape": img.shape, "dtype": str(img.dtype)}
                     )
             own, p = layout.image_index(event.index)
+            offset = self._t_offset.get(_image_path(stream, p), 0)
+            if offset and "t" in own:
+                own = {**own, "t": own["t"] + offset}
             index = own if p is None else {**own, "p": p}
             stream.append(img, index=index, metadata=frame_metadata(meta, event))
             self.live.put(img, own, _image_path(stream, p))
@@ -217,8 +236,11 @@ class MDAWriter:
 
     # -- inside ------------------------------------------------------------------
     def _open(self, layout: SequenceLayout, image_info: Mapping[str, Any]) -> Stream:
+        if self._resume and "t" in layout.sizes:  # time goes on past what the store holds
+            layout = dataclasses.replace(layout, sizes={**layout.sizes, "t": 0})
         settings = build_settings(layout, image_info, self.store, **self._options)
         stream = self._stream = open_stream(settings, source=_source())
+        self._t_offset = {key: stream.stats(key).resumed_at for key in stream.keys}
         attrs: dict[str, Any] = {"format": "acqzarr-mda", "version": 1}
         if self._sequence is not None:
             attrs["sequence"] = jsonable(self._sequence)

@@ -316,6 +316,9 @@ def render(info: dict[str, Any]) -> str:
         s = im["session"]
         if s:
             lines.append("  session: " + _session_line(s))
+            segments = s.get("segments")
+            if isinstance(segments, list) and len(segments) > 1:  # a store that was resumed
+                lines += [f"    segment {i + 1}: " + _segment_line(seg) for i, seg in enumerate(segments)]
     shown = {join_key(im["path"], lv) for im in info["images"] for lv in im["levels"]}
     for path, a in arrays.items():
         if path not in shown and "acqzarr_frames" not in path:
@@ -338,6 +341,17 @@ def _session_line(s: dict[str, Any]) -> str:
         f"{who or 'unknown source'}, {s.get('frames_on_disk')} frames on disk, {s.get('frames_skipped')} "
         f"skipped, {s.get('frames_dropped')} dropped, {s.get('start')} to {s.get('stop')}, {state}, "
         f"{s.get('software')}"
+    )
+
+
+def _segment_line(seg: Any) -> str:
+    """One segment of a resumed store's session record: when, what, how it ended."""
+    if not isinstance(seg, dict):
+        return repr(seg)
+    return (
+        f"{seg.get('start')} to {seg.get('stop')}, {seg.get('frames_accepted')} frames accepted, "
+        f"{seg.get('frames_skipped')} skipped, {seg.get('frames_dropped')} dropped, "
+        f"{seg.get('ended') or 'running'}"
     )
 
 

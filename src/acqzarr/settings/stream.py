@@ -37,7 +37,15 @@ class StreamSettings(SettingsModel):
     )
     overwrite: bool = Field(
         default=False,
-        description="Replace an existing store at `store`; without it an existing store is an error.",
+        description="Replace an existing store at `store` (the same as `existing: overwrite`).",
+    )
+    existing: Literal["error", "overwrite", "resume"] = Field(
+        default="error",
+        description="What to do when `store` already holds something: 'error' refuses it, 'overwrite' "
+        "replaces it, 'resume' continues a store acqzarr wrote with the same arrays (dtype, dimensions "
+        "but the append axis's size, chunks, shards, compression, acquisition order, frame columns), "
+        "positions, version and dimension separator, at the extent it published; a store that does not "
+        "exist is started. `overwrite: true` means 'overwrite' and contradicts 'resume'.",
     )
     arrays: tuple[ArraySettings, ...] = Field(min_length=1, description="The arrays (cameras) of the stream.")
     dimension_separator: Literal[".", "/"] = Field(
@@ -121,6 +129,17 @@ class StreamSettings(SettingsModel):
                             f"shard must be 1, got {d.shard}"
                         )
         return self
+
+    @model_validator(mode="after")
+    def _existing_is_one_choice(self) -> StreamSettings:
+        if self.overwrite and self.existing == "resume":
+            raise ValueError("overwrite: true and existing: resume contradict each other; pick one")
+        return self
+
+    @property
+    def on_existing(self) -> Literal["error", "overwrite", "resume"]:
+        """What an existing store gets: the one place ``overwrite`` and ``existing`` are resolved."""
+        return "overwrite" if self.overwrite else self.existing
 
     @model_validator(mode="after")
     def _positions_fit_the_arrays(self) -> StreamSettings:

@@ -167,6 +167,24 @@ class Store(ABC):
         for key in list(self.list()):
             self.delete(key)
 
+    def children(self, directory: str) -> set[str]:
+        """The names one level below ``directory`` (each key's next path segment): objects and the
+        "directories" above deeper keys.  This default lists every key below; a backend with real
+        directories looks at one."""
+        prefix = f"{directory}/" if directory else ""
+        return {key[len(prefix) :].split("/", 1)[0] for key in self.list(prefix)}
+
+    def delete_tree(self, key: str) -> None:
+        """Delete ``key`` and every key below it (``key/...``)."""
+        self.delete(key)
+        for below in list(self.list(f"{key}/")):
+            self.delete(below)
+
+    def discard_staged(self) -> None:
+        """Drop every staged object a writer left uncommitted (killed while building a shard), before
+        a writer continues the store.  Backends whose staged objects live in memory have none."""
+        return
+
     def check_key(self, key: str) -> str:
         """Reject keys that could escape the store root."""
         parts = key.split("/")

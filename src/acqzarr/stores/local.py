@@ -258,6 +258,28 @@ class LocalStore(Store):
                 elif (not entry.is_symlink() or entry.is_file()) and key.startswith(prefix):
                     yield key
 
+    def children(self, directory: str) -> set[str]:
+        """One directory's entries (no walk below it): what resuming a store looks at."""
+        path = self.root / self.check_key(directory) if directory else self.root
+        try:
+            return {entry.name for entry in os.scandir(path) if entry.name != META or directory}
+        except (FileNotFoundError, NotADirectoryError):
+            return set()
+
+    def delete_tree(self, key: str) -> None:
+        path = self.root / self.check_key(key)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+            with self._dirs_lock:  # directories made before are gone: make them again when needed
+                self._made_dirs.clear()
+        else:
+            self.delete(key)
+
+    def discard_staged(self) -> None:
+        """Remove the files in ``.acqzarr-staging``: what a killed writer was staging (a shard built
+        band by band, a write it never renamed).  Only for a writer that owns the store (resuming it)."""
+        self._staging_dir.discard()
+
     def is_empty(self) -> bool:
         return not self.root.exists() or (self.root.is_dir() and not any(self.root.iterdir()))
 

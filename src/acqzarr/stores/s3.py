@@ -184,6 +184,27 @@ class S3Store(Store):
         except Exception as exc:
             raise self._error(prefix, "list", exc) from None
 
+    def children(self, directory: str) -> set[str]:
+        """One delimited listing: the objects and common prefixes right below ``directory``."""
+        try:
+            result = obstore.list_with_delimiter(self._store, prefix=directory or None)
+        except Exception as exc:
+            raise self._error(directory, "list", exc) from None
+        paths = [*result["common_prefixes"], *(meta["path"] for meta in result["objects"])]
+        start = len(directory) + 1 if directory else 0
+        return {path[start:].rstrip("/") for path in paths}
+
+    def delete_tree(self, key: str) -> None:
+        keys = [key, *self.list(f"{key}/")]
+        for i in range(0, len(keys), _DELETE_BATCH):
+            batch = keys[i : i + _DELETE_BATCH]
+            try:
+                obstore.delete(self._store, batch)
+            except FileNotFoundError:
+                pass
+            except Exception as exc:
+                raise self._error(batch[0], "delete", exc) from None
+
     def is_empty(self) -> bool:
         try:
             for batch in obstore.list(self._store, chunk_size=1):

@@ -71,3 +71,16 @@ class StagingDir:
                     os.unlink(entry.path)
         with contextlib.suppress(OSError):  # not empty, or already gone
             os.rmdir(self.path)
+
+    def discard(self) -> None:
+        """Remove every staging file and link, then the directory: only for the one writer of the
+        root, taking over from a killed one (``tidy`` keeps files: they may be another's)."""
+        try:
+            entries = list(os.scandir(self.path))
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        for entry in entries:
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(entry.path)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.path)

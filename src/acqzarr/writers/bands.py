@@ -23,9 +23,11 @@ from .budget import InflightBudget
 from .buffers import BufferPool
 from .layout import ArrayLayout, Index
 
-__all__ = ["Band", "BandAssembler", "FrameCounts", "Slot"]
+__all__ = ["KEPT", "Band", "BandAssembler", "FrameCounts", "Slot"]
 
-OPEN, FILLED, SKIPPED, OUTSIDE = 0, 1, 2, 3
+# KEPT: a slot a resumed stream found written in the store (read back into the band, not counted
+# again as appended or flushed).
+OPEN, FILLED, SKIPPED, OUTSIDE, KEPT = 0, 1, 2, 3, 4
 
 Slot = tuple[Index, Index]  # (band coords, position inside the band)
 
@@ -104,7 +106,9 @@ class BandAssembler:
                 )
             open_band = self.open.get(band)
             if open_band is not None and open_band.state[within] != OPEN:
-                what = "filled" if open_band.state[within] == FILLED else "skipped"
+                what = {FILLED: "filled", SKIPPED: "skipped"}.get(
+                    int(open_band.state[within]), "written before the stream resumed"
+                )
                 raise FrameError(f"array {self.name}: index {self.layout.describe(index)} was already {what}")
             out.append((band, within))
         if len(set(out)) != len(out):
@@ -164,6 +168,32 @@ class BandAssembler:
             self._complete(band)
         # Bands past the extent hold nothing: every slot was checked against it.
         assert not self.open, f"bands left open past the extent: {list(self.open)}"
+
+    # -- resuming --------------------------------------------------------
+    def resume(self, extent: int) -> list[tuple[Band, np.ndarray[Any, Any]]]:
+        """Continue a store whose append axis is ``extent`` long: the rows below it are complete
+        and stored (closed here); the bands of the row it ends in, when it ends mid-row, are opened
+        again with every slot below ``extent`` KEPT and a buffer taken, for the caller to read their
+        stored chunks into.  Returns those bands (none when ``extent`` is a row boundary)."""
+        chunk = self.layout.index_chunks[0]
+        self._rows_closed = extent // chunk
+        self.extent = extent
+        if extent % chunk == 0:
+            return []
+        reopened = []
+        for coords in self.layout.row_bands(extent // chunk):
+            band = self._new_band(coords, None)
+            band.state[: extent % chunk][band.state[: extent % chunk] == OPEN] = KEPT
+            band.todo = int((band.state == OPEN).sum())
+            if band.todo == 0:  # a bounded array that was full: nothing more can come
+                self._close(coords)
+                continue
+            first = (extent, *(b * c for b, c in zip(coords[1:], self.layout.index_chunks[1:], strict=True)))
+            buffer = band.buffer = self._take_buffer(first, coords)
+            buffer[...] = 0  # a reused buffer: chunks never stored are fill value
+            self.open[coords] = band
+            reopened.append((band, buffer))
+        return reopened
 
     # -- internals -------------------------------------------------------
     def _band(self, coords: Index) -> Band:

@@ -7,7 +7,7 @@ from typing import Any
 
 from .bands import Band
 from .encode import ChunkCoords, Encoded
-from .layout import ArrayLayout
+from .layout import ArrayLayout, Index
 from .objects import ObjectWriter, Stored, StoredBand
 
 __all__ = ["ChunkWriter"]
@@ -32,3 +32,12 @@ class ChunkWriter(ObjectWriter):
             ]
         )
         return Stored([StoredBand(band.coords, band.frames)], nbytes)
+
+    def read_band(self, coords: Index) -> list[tuple[tuple[int, ...], bytes]]:
+        out = []
+        for coord in self._coords:
+            try:
+                out.append((coord, self.store.get(self.object_key((*coords, *coord)))))
+            except KeyError:
+                continue  # all fill value: never stored
+        return out

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from typing import Any, Protocol
 
+import numcodecs
 import numpy as np
 
 from ..codecs import BloscCodec
@@ -108,6 +109,21 @@ class LevelWriter:
         self.lock = threading.RLock()  # one appender at a time (the caller's thread, or the pyramid's)
         self.bytes_written = 0  # the I/O thread's count
         self.raw_bytes_written = 0  # uncompressed bytes of the bands stored (slots inside the array)
+
+    # -- resuming ----------------------------------------------------------
+    def resume(self, extent: int) -> None:
+        """Continue a store whose append axis this level published ``extent`` long (before any
+        frame): what is stored below it stays, the band row it ends inside is read back into band
+        buffers (its slots below ``extent`` KEPT) so new frames complete it and it is written again
+        whole, and a shard deeper than one band takes over its stored bands (``ObjectWriter.adopt``).
+        Reads the objects of that one row, nothing else."""
+        self.objects.adopt(extent)
+        decoder = None if self.codec is None else numcodecs.Blosc()
+        dtype = self.layout.dtype.newbyteorder("<")
+        for band, buffer in self.assembler.resume(extent):
+            for coord, data in self.objects.read_band(band.coords):
+                raw = data if decoder is None else decoder.decode(data)
+                buffer[coord] = np.frombuffer(raw, dtype).reshape(self.layout.chunks)
 
     # -- appending thread ------------------------------------------------
     def locate(self, positions: Sequence[Index]) -> list[Slot]:

@@ -84,6 +84,15 @@ class ObjectWriter(ABC):
         """Write anything held back (shards still open at the end)."""
         return Stored()
 
+    @abstractmethod
+    def read_band(self, coords: Index) -> list[tuple[tuple[int, ...], bytes]]:
+        """The stored encoded chunks of band ``coords`` (a resumed stream's partial band): each
+        chunk's frame-grid coordinates and bytes; chunks never stored (all fill) are left out."""
+
+    def adopt(self, extent: int) -> None:  # noqa: B027 (only a shard deeper than one band holds any)
+        """A resumed stream continues at ``extent``: take over what is stored of objects it will
+        write again whole (a shard deeper than one band that ``extent`` ends inside)."""
+
     def abort(self) -> None:  # noqa: B027 (nothing to drop unless a subclass holds objects back)
         """Drop anything held back after a failure."""
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from ..codecs import ShardIndex, ShardLayout
 from ..stores import Staged
+from ..stores.aligned import anonymous_memory
 from .bands import Band
 from .encode import ChunkCoords, Encoded
 from .layout import ArrayLayout, Index
@@ -41,6 +42,7 @@ class _OpenShard:
     bands: list[StoredBand] = field(default_factory=list)
     staged: dict[int, Staged] = field(default_factory=dict)  # per frame shard
     index: dict[int, ShardIndex] = field(default_factory=dict)  # per frame shard
+    adopted: int = 0  # bands taken over from the stored shard when the stream resumed
 
 
 def _one_band_thick(layout: ArrayLayout) -> bool:
@@ -108,7 +110,7 @@ class ShardWriter(ObjectWriter):
                     shard.index[f].set(first + j, at + off, n)
         shard.bands.append(this)
         stored = Stored(nbytes=nbytes)
-        if len(shard.bands) == self._bands_in(ishard):
+        if len(shard.bands) + shard.adopted == self._bands_in(ishard):
             stored.add(self._commit(ishard))
         return stored
 
@@ -145,6 +147,86 @@ class ShardWriter(ObjectWriter):
             staged.commit(tail)
             nbytes += len(tail)
         return Stored(shard.bands, nbytes)
+
+    # -- resuming ---------------------------------------------------------
+    def read_band(self, coords: Index) -> list[tuple[tuple[int, ...], bytes]]:
+        ishard = tuple(b // n for b, n in zip(coords, self._index_cps, strict=True))
+        within = tuple(b % n for b, n in zip(coords, self._index_cps, strict=True))
+        first = int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
+        out = []
+        for f, group in enumerate(self.tasks):
+            data = self._stored_shard(ishard, f)
+            if data is None:
+                continue
+            index = ShardIndex.decode(data, self.shard_layout.n_chunks)
+            for j, coord in enumerate(group):
+                where = index.chunk(first + j)
+                if coord is not None and where is not None:
+                    out.append((coord, data[where[0] : where[0] + where[1]]))
+        return out
+
+    def adopt(self, extent: int) -> None:
+        """The shards that ``extent`` ends inside (along the append axis) are built again: their
+        complete bands below it are copied, still encoded, into the new staged shard, so only the
+        bands still to come (and a partial one, read back and rewritten) are encoded."""
+        size = self.layout.append_size
+        if self._single or (size and extent >= size):  # a full array: no band is written again
+            return
+        first_new = extent // self.layout.index_chunks[0]  # the first row of bands still to write
+        depth = self._index_cps[0]
+        start = first_new - first_new % depth  # the first row of the shard it lies in
+        if first_new == start:
+            return
+        rest_grid = [-(-g // n) for g, n in zip(self.layout.band_grid_rest, self._index_cps[1:], strict=True)]
+        for rest in np.ndindex(*rest_grid):
+            ishard = (start // depth, *rest)
+            bands = [
+                b
+                for row in range(start, first_new)
+                for b in self.layout.row_bands(row)
+                if tuple(x // n for x, n in zip(b[1:], self._index_cps[1:], strict=True)) == rest
+            ]
+            shard = self._open[ishard] = _OpenShard(adopted=len(bands))
+            for f in range(len(self._frame_shards)):
+                self._adopt_shard(shard, ishard, f, bands)
+
+    def _adopt_shard(self, shard: _OpenShard, ishard: Index, f: int, bands: list[Index]) -> None:
+        data = self._stored_shard(ishard, f)
+        if data is None:
+            return
+        old = ShardIndex.decode(data, self.shard_layout.n_chunks)
+        pieces: list[tuple[int, int, int]] = []  # (chunk, offset in data, nbytes)
+        for band in bands:
+            within = tuple(b % n for b, n in zip(band, self._index_cps, strict=True))
+            first = int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
+            for j in range(self._per_band):
+                where = old.chunk(first + j)
+                if where is not None:
+                    pieces.append((first + j, *where))
+        if not pieces:
+            return
+        total = sum(n for _c, _o, n in pieces)
+        memory = anonymous_memory(-(-total // 4096) * 4096, populate=False)
+        buffer = np.frombuffer(memory, np.uint8)
+        index = ShardIndex.empty(self.shard_layout.n_chunks)
+        at = 0
+        offsets = []
+        for chunk, offset, n in pieces:
+            buffer[at : at + n] = np.frombuffer(data, np.uint8, n, offset)
+            offsets.append((chunk, at, n))
+            at += n
+        staged = self.store.open_staged(self.object_key((*ishard, *self._frame_shards[f])))
+        base = staged.append(buffer, total)
+        for chunk, offset, n in offsets:
+            index.set(chunk, base + offset, n)
+        shard.staged[f] = staged
+        shard.index[f] = index
+
+    def _stored_shard(self, ishard: Index, f: int) -> bytes | None:
+        try:
+            return self.store.get(self.object_key((*ishard, *self._frame_shards[f])))
+        except KeyError:
+            return None
 
     def finish(self) -> Stored:
         stored = Stored()
