@@ -50,13 +50,16 @@ def _local_files(root: Path) -> dict[str, bytes]:
 
 
 def _same_session(files: dict[str, bytes], store: str) -> dict[str, bytes]:
-    """``files`` with the session record's own fields of one run (when it ran, which store) checked
-    and blanked, so two runs' image groups compare byte for byte."""
+    """``files`` with the session record's own fields of one run (when it and its segments ran,
+    which store) checked and blanked, so two runs' image groups compare byte for byte."""
     key = next(k for k in ("cam0/zarr.json", "cam0/.zattrs") if k in files)
     doc = json.loads(files[key])
     record = (doc["attributes"] if key.endswith("zarr.json") else doc)["acqzarr_session"]
     assert record["settings"]["store"] == store and record["start"] <= record["stop"]
     record["start"] = record["stop"] = record["settings"]["store"] = "(this run)"
+    for segment in record["segments"]:
+        assert segment["start"] <= segment["stop"]
+        segment["start"] = segment["stop"] = "(this run)"
     return {**files, key: json.dumps(doc, indent=2).encode()}
 
 
