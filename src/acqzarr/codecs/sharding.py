@@ -37,6 +37,9 @@ class ShardIndex:
     def empty(cls, n_chunks: int) -> ShardIndex:
         return cls(np.full((n_chunks, 2), _EMPTY, np.uint64))
 
+    def copy(self) -> ShardIndex:
+        return ShardIndex(self._entries.copy())
+
     @classmethod
     def packed(cls, sizes: Sequence[int | None]) -> ShardIndex:
         """The index of chunks of these sizes stored back to back from offset 0 (None = absent)."""

@@ -36,7 +36,7 @@ from ..writers import object_writer
 from ..writers.bands import FrameCounts
 from ..writers.buffers import BufferPools
 from ..writers.layout import ArrayLayout, Index
-from ..writers.level import BandSink, LevelWriter
+from ..writers.level import BandSink, Checkpoint, LevelWriter
 from ..writers.pipeline import Pipeline
 from .contrast import ContrastWindows
 from .documents import ImageDocuments
@@ -223,6 +223,28 @@ class Image:
             raw_bytes_written=sum(w.raw_bytes_written for w in self.levels),
             resumed_at=self._start,
         )
+
+    # -- the durability deadline ----------------------------------------------
+    def checkpoint(self) -> bool:
+        """Make every frame accepted so far readable although its band is not complete: copies of
+        the open bands are written as they are (fill value where frames are still to come), on
+        every level, and then published (``durability.py`` decides when).  False when it cannot
+        now: the image is closed, a checkpoint is still on its way, or the in-flight cap has no
+        room for the copies (the appender never waits for a checkpoint)."""
+        with self.lock:
+            if self._closed or self.publisher.checkpoints_pending:
+                return False
+            assembler = self._top.assembler
+            copies = assembler.snapshot()
+            if copies is None:
+                return False
+            open_frames: dict[int, int] = {}
+            for band in copies:
+                open_frames[band.coords[0]] = open_frames.get(band.coords[0], 0) + band.frames
+            checkpoint = Checkpoint(assembler.extent, open_frames)
+            self.publisher.begin(checkpoint)
+            self._top.checkpoint(copies, checkpoint)
+            return True
 
     # -- closing ---------------------------------------------------------------
     def catch_up(self) -> None:

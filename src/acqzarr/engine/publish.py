@@ -18,6 +18,13 @@ nothing else queued (``catch_up``), at the final extent, and on ``flush``.
 A stream of small frames then pays for ~10 metadata changes a second, not
 one per band, and a reader is never more than ``interval`` behind a busy
 writer.
+
+A durability checkpoint (``durability.py``) shows more than whole rows: once
+every level has written its open bands and open shards as they are, the
+image shows the extent level 0 had when the copies were taken, with the
+frames those copies hold counted *provisionally* per row; when the row's
+bands are complete and stored, the ordinary publish counts the row again,
+finally, minus what the checkpoint counted.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from ..writers.layout import ArrayLayout
+from ..writers.level import Checkpoint
 from ..writers.objects import StoredBand
 
 __all__ = ["PUBLISH_INTERVAL", "ImagePublisher", "Publishes"]
@@ -86,6 +94,10 @@ class ImagePublisher:
         self._halved = halved_append
         self._row_frames: dict[int, int] = {}  # level 0's stored frames per row, until published
         self._chunk = layouts[0].index_chunks[0]
+        # Rows below this one are complete, published and counted in frames_flushed for good.
+        self._counted_rows = start // self._chunk
+        self._provisional: dict[int, int] = {}  # frames a checkpoint counted per row not complete yet
+        self._checkpoints: dict[Checkpoint, set[int]] = {}  # levels each checkpoint still waits for
         self._interval = PUBLISH_INTERVAL if interval is None else interval
         self._last = 0.0  # time.monotonic() of the last publish
         self._lock = threading.Lock()  # the I/O thread, and flush() on the caller's
@@ -123,6 +135,48 @@ class ImagePublisher:
             if extent > self.published:
                 self._publish_upto(extent)
 
+    # -- durability checkpoints ---------------------------------------------
+    def begin(self, checkpoint: Checkpoint) -> None:
+        """A checkpoint was taken (the appending thread): it waits for every level."""
+        with self._lock:
+            self._checkpoints[checkpoint] = set(range(len(self._rows)))
+
+    @property
+    def checkpoints_pending(self) -> int:
+        return len(self._checkpoints)
+
+    def checkpointed(self, level: int, checkpoint: Checkpoint, held: Sequence[StoredBand]) -> None:
+        """``level`` wrote its part of ``checkpoint`` (the I/O thread), showing the complete bands
+        ``held`` back in open shards too.  Level 0 is first (its objects were queued first): its
+        frames per row in complete bands are noted then, when exactly the bands complete before the
+        copies were taken are stored or shown.  After the last level, publish."""
+        with self._lock:
+            if level == 0:
+                counts = dict(self._row_frames)
+                for b in held:
+                    counts[b.coords[0]] = counts.get(b.coords[0], 0) + b.frames
+                checkpoint.stored_frames = counts
+            waiting = self._checkpoints[checkpoint]
+            waiting.discard(level)
+            if waiting:
+                return
+            del self._checkpoints[checkpoint]
+            if checkpoint.extent < self.published or checkpoint.extent <= self._counted_rows * self._chunk:
+                return  # whole rows published since cover it
+            frames = self.frames_flushed
+            for row in range(self._counted_rows, -(-checkpoint.extent // self._chunk)):
+                count = checkpoint.stored_frames.get(row, 0) + checkpoint.open_frames.get(row, 0)
+                frames += count - self._provisional.get(row, 0)
+                self._provisional[row] = count
+            if checkpoint.extent > self.published or frames != self.frames_flushed:
+                extent = checkpoint.extent
+                self._documents.publish(
+                    [self.level_extent(k, extent) for k in range(len(self._rows))], frames
+                )
+                self.frames_flushed = frames
+                self.published = extent
+                self._last = time.monotonic()
+
     def _extent(self) -> int:
         extent = self._rows[0].extent()
         for k, rows in enumerate(self._rows[1:], start=1):
@@ -131,12 +185,16 @@ class ImagePublisher:
 
     def _publish_upto(self, extent: int) -> None:
         # The extent is whole rows, but for the last one at the end: its frames all lie below it.
-        steps = range(self.published // self._chunk, -(-extent // self._chunk))
-        frames = self.frames_flushed + sum(self._row_frames.get(row, 0) for row in steps)
+        steps = range(self._counted_rows, -(-extent // self._chunk))
+        frames = self.frames_flushed + sum(
+            self._row_frames.get(row, 0) - self._provisional.get(row, 0) for row in steps
+        )
         # Metadata first: a caller told "n frames flushed" must find them if killed right after.
         self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
         for row in steps:
             self._row_frames.pop(row, None)
+            self._provisional.pop(row, None)
+        self._counted_rows = max(self._counted_rows, steps.stop)
         self.frames_flushed = frames
         self.published = extent
         self._last = time.monotonic()

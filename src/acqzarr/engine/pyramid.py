@@ -19,7 +19,7 @@ publisher shows all levels together.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, wait
 from typing import Any
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from ..writers.bands import FILLED, SKIPPED, Band
 from ..writers.layout import ArrayLayout, Index
-from ..writers.level import BandSource, LevelWriter
+from ..writers.level import BandSource, Checkpoint, LevelWriter
 from ..writers.pipeline import Pipeline
 from .reducers import reduce_block
 
@@ -183,6 +183,69 @@ class PyramidLevel:
                 writer.put([index], plane[np.newaxis])
         if plane is not None:
             self._spares[1].append(plane)  # put copied it
+
+    # -- durability checkpoints ------------------------------------------------
+    def checkpoint(self, copies: Sequence[Band], checkpoint: Checkpoint, source: BandSource) -> None:
+        """The source level took part in ``checkpoint`` with ``copies`` of its open bands: after the
+        bands queued before them, make the target level's own copies (its open bands, plus the
+        copies' frames reduced into them) and let it take part too."""
+        self.pipeline.submit_side(lambda failed: self._checkpoint(copies, checkpoint, source, failed))
+
+    def _checkpoint(
+        self, copies: Sequence[Band], checkpoint: Checkpoint, source: BandSource, failed: bool
+    ) -> None:
+        try:
+            if failed:
+                return
+            target = self.target
+            with target.lock:
+                assembler = target.assembler
+                made: dict[Index, Band] = {}
+                for band in copies:
+                    for index, sources in self._provisional_pairs(band):
+                        plane = self._reduce(band, sources)
+                        coords, within = target.layout.band_of(index)
+                        if coords not in made:
+                            made[coords] = assembler.provisional(coords)
+                        copy = made[coords]
+                        assert copy.buffer is not None
+                        target.layout.copy_frame(copy.buffer, within, plane)
+                        copy.state[within] = FILLED
+                        self._spares[1].append(plane)
+                for coords, band in assembler.open.items():
+                    if band.buffer is not None and coords not in made:
+                        made[coords] = assembler.provisional(coords)
+                target.checkpoint(list(made.values()), checkpoint)
+        finally:
+            for band in copies:
+                if band.buffer is not None:
+                    source.band_done(band)
+
+    def _provisional_pairs(self, band: Band) -> Iterator[tuple[Index, list[Source]]]:
+        """(target index, source planes) for the frames of a copy of a band still filling: like
+        ``_pair_up``, but nothing is held back; a plane whose partner has not come yet pairs with
+        itself (the target plane is written again when the partner comes)."""
+        lay = self.source
+        filled = set(band.slots((FILLED,)))
+        for within in sorted(filled):
+            index = tuple(b * c + w for b, c, w in zip(band.coords, lay.index_chunks, within, strict=True))
+            if self.halved is None:
+                yield index, [within]
+                continue
+            h = self.halved
+            t_index = (*index[:h], index[h] // 2, *index[h + 1 :])
+            other = index[h] ^ 1
+            at = other - band.coords[h] * lay.index_chunks[h]
+            partner = (*within[:h], at, *within[h + 1 :])
+            if 0 <= at < lay.index_chunks[h] and partner in filled:
+                if other > index[h]:
+                    yield t_index, [within, partner]
+                continue  # or yielded with its partner, the even plane
+            held = self._held.get(t_index)
+            if held is not None and held[0] is not None:
+                yield t_index, [held[0], within] if held[1] < index[h] else [within, held[0]]
+                continue
+            yield t_index, [within, within]
 
     # -- closing ----------------------------------------------------------------
     def finish(self, extent: int) -> None:

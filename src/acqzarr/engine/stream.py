@@ -32,6 +32,7 @@ from ..stores import Store, open_store
 from ..writers.budget import InflightBudget
 from ..writers.buffers import BufferPools
 from ..writers.pipeline import Pipeline
+from .durability import DurabilityDeadline
 from .frame_columns import GROUP as FRAMES_GROUP
 from .image import ArrayStats, Image, images_catch_up
 from .memory import MemoryUsage, plan_memory
@@ -101,8 +102,21 @@ class Stream:
         except BaseException:
             self._pipeline.close()
             raise
+        seconds = settings.max_unflushed_seconds
+        self._deadline = (
+            None
+            if seconds is None
+            else DurabilityDeadline(seconds, list(self._images.values()), self._pipeline.fail)
+        )
         self._finalizer = weakref.finalize(
-            self, _close_abandoned, self._images, self._pipeline, self._pools, self._store, self._meta_lock
+            self,
+            _close_abandoned,
+            self._images,
+            self._pipeline,
+            self._pools,
+            self._store,
+            self._meta_lock,
+            self._deadline,
         )
 
     # -- set-up --------------------------------------------------------------
@@ -391,7 +405,7 @@ class Stream:
             # raises instead of landing in a finished writer.
             self._closed = True
             self._finalizer.detach()
-            _close(self._images, self._pipeline, self._pools, self._store, self._meta_lock)
+            _close(self._images, self._pipeline, self._pools, self._store, self._meta_lock, self._deadline)
 
     def __enter__(self) -> Stream:
         return self
@@ -427,12 +441,19 @@ def _catch_up(images: dict[str, Image]) -> None:
 
 
 def _close(
-    images: dict[str, Image], pipeline: Pipeline, pools: BufferPools, store: Store, meta_lock: threading.Lock
+    images: dict[str, Image],
+    pipeline: Pipeline,
+    pools: BufferPools,
+    store: Store,
+    meta_lock: threading.Lock,
+    deadline: DurabilityDeadline | None,
 ) -> None:
-    """Finish every image, drain and stop the threads, write each image's final group; then turn
-    the store's grouped documents into plain ones (``Store.settle``) whatever happened, so the
-    store is left as any Zarr reader expects.  Raises the first failure."""
+    """Stop the deadline's checkpoints, finish every image, drain and stop the threads, write each
+    image's final group; then turn the store's grouped documents into plain ones (``Store.settle``)
+    whatever happened, so the store is left as any Zarr reader expects.  Raises the first failure."""
     error: BaseException | None = None
+    if deadline is not None:
+        deadline.stop()
     try:
         for image in images.values():
             image.finish()
@@ -458,14 +479,19 @@ def _close(
 
 
 def _close_abandoned(
-    images: dict[str, Image], pipeline: Pipeline, pools: BufferPools, store: Store, meta_lock: threading.Lock
+    images: dict[str, Image],
+    pipeline: Pipeline,
+    pools: BufferPools,
+    store: Store,
+    meta_lock: threading.Lock,
+    deadline: DurabilityDeadline | None,
 ) -> None:
     """A stream nobody closed (collected, or still open at interpreter exit): close it so the store
     is whole, with every session record saying it did not complete."""
     failure = {"type": "NotClosed", "message": "never closed; closed when collected or at exit"}
     for image in images.values():
         image.update_session({"completed": False, "failure": failure}, write=False)
-    _close(images, pipeline, pools, store, meta_lock)
+    _close(images, pipeline, pools, store, meta_lock, deadline)
 
 
 def _too_little_memory(settings: StreamSettings, cap: int, per_array: dict[str, int]) -> str:

@@ -68,6 +68,15 @@ class StreamSettings(SettingsModel):
         description="Seconds `append` may block on a full pipeline before raising "
         "BackpressureTimeout; null waits indefinitely.",
     )
+    max_unflushed_seconds: float | None = Field(
+        default=5.0,
+        gt=0,
+        description="The durability deadline: every accepted frame is on disk and readable (and "
+        "survives a kill) within about this many seconds, even when its chunk or shard is not full "
+        "yet; the partial chunk or shard is written then (fill value where frames are still to "
+        "come) and written again, whole, when it fills. Costs nothing while chunks fill faster. "
+        "null: frames wait in memory until their chunk or shard is full.",
+    )
     threads: int | None = Field(
         default=None,
         ge=1,

@@ -39,6 +39,18 @@ class Staged(ABC):
         """Add ``buffer[:nbytes]`` (a page-aligned uint8 array the caller owns; bytes past ``nbytes``
         are scratch) and return the offset where it starts in the object."""
 
+    @property
+    @abstractmethod
+    def size(self) -> int:
+        """Where the next piece would start: the offsets an index may give beyond what is appended."""
+
+    @abstractmethod
+    def snapshot(self, pieces: Sequence[tuple[np.ndarray[Any, Any], int]], tail: bytes) -> None:
+        """Make the object visible now, atomically, as what is appended so far, then each
+        ``buffer[:nbytes]`` of ``pieces`` back to back from ``size``, then ``tail``; the staging goes
+        on untouched (a later snapshot or ``commit`` replaces what this showed).  The durability
+        deadline shows a shard this way before its last band is in."""
+
     @abstractmethod
     def commit(self, tail: bytes) -> None:
         """Add ``tail`` at the end and make the object visible atomically."""
@@ -62,6 +74,13 @@ class _BufferedStaged(Staged):
         self._parts.append(bytes(buffer.data[:nbytes]))
         self._end += nbytes
         return at
+
+    @property
+    def size(self) -> int:
+        return self._end
+
+    def snapshot(self, pieces: Sequence[tuple[np.ndarray[Any, Any], int]], tail: bytes) -> None:
+        self._store.put(self._key, [*self._parts, *(b.data[:n] for b, n in pieces), tail])
 
     def commit(self, tail: bytes) -> None:
         self._store.put(self._key, [*self._parts, tail])

@@ -298,6 +298,7 @@ class _StagedFile(Staged):
 
     def __init__(self, store: LocalStore, key: str) -> None:
         self._store = store
+        self._key = key
         self._path = os.path.join(store.root, store.check_key(key))
         self._tmp = store._staging_dir.name_for(self._path)
         self._end = 0
@@ -322,6 +323,22 @@ class _StagedFile(Staged):
             self.abort()
             raise self._error(exc) from exc
         return at
+
+    @property
+    def size(self) -> int:
+        return self._end
+
+    def snapshot(self, pieces: Sequence[tuple[np.ndarray[Any, Any], int]], tail: bytes) -> None:
+        """A new staging file of the bytes so far (copied in the kernel), the pieces and ``tail``,
+        renamed over the key; this file goes on being appended to."""
+        end = self._end
+
+        def write(fd: int) -> None:
+            _copy_prefix(self._tmp, fd, end)
+            os.lseek(fd, end, os.SEEK_SET)
+            _write_all(fd, [*(b.data.cast("B")[:n] for b, n in pieces), tail])
+
+        self._store._atomic_write(self._key, write, direct=False)
 
     def commit(self, tail: bytes) -> None:
         try:
@@ -363,6 +380,26 @@ def _write_all(fd: int, parts: Sequence[Buffer]) -> None:
             else:
                 views[0] = head[written:]
                 written = 0
+
+
+def _copy_prefix(path: str, fd: int, nbytes: int) -> None:
+    """Copy the first ``nbytes`` of the file at ``path`` to the start of ``fd``: in the kernel where
+    it can (``copy_file_range``), else through a buffer."""
+    source = os.open(path, os.O_RDONLY)
+    try:
+        done = 0
+        while done < nbytes:
+            try:
+                n = os.copy_file_range(source, fd, nbytes - done, done, done)
+            except OSError as exc:
+                if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+                n = os.pwrite(fd, os.pread(source, min(nbytes - done, 8 << 20), done), done)
+            if n == 0:
+                raise OSError(errno.EIO, f"staging file {path} is shorter than {nbytes} bytes")
+            done += n
+    finally:
+        os.close(source)
 
 
 def _pwrite_all(fd: int, view: memoryview, nbytes: int, offset: int = 0) -> None:

@@ -169,6 +169,49 @@ class BandAssembler:
         # Bands past the extent hold nothing: every slot was checked against it.
         assert not self.open, f"bands left open past the extent: {list(self.open)}"
 
+    # -- durability checkpoints -----------------------------------------
+    def snapshot(self) -> list[Band] | None:
+        """Copies of the open bands that hold frames (slot states and buffer, the buffer from the
+        pool), for a checkpoint to write while the originals go on filling; [] when no band holds
+        any, None when the in-flight cap has no room for the copies now (try again later: a
+        checkpoint never makes the appender wait).  The copies are taken as in flight."""
+        holding = [b for b in self.open.values() if b.buffer is not None]
+        if not holding:
+            return []
+        if not self.budget.try_take(self.reservation * len(holding)):
+            return None
+        copies = []
+        for band in holding:
+            assert band.buffer is not None
+            copy = self._copy(band, self.pool.take())
+            copy.frames = int(np.count_nonzero(band.state == FILLED))
+            copies.append(copy)
+        return copies
+
+    def provisional(self, coords: Index) -> Band:
+        """A band for a checkpoint of a level fed by another (a pyramid level): a copy of the open
+        band ``coords`` if there is one, else an empty one; its buffer from the pool, taken beyond
+        the cap like the level's own bands (a checkpoint holds one at a time per band)."""
+        self.budget.acquire(self.reservation, timeout=None, may_exceed=lambda: True)
+        self.budget.submitted(self.reservation)
+        buffer = self.pool.take()
+        band = self.open.get(coords)
+        if band is not None and band.buffer is not None:
+            return self._copy(band, buffer)
+        buffer[...] = 0
+        fresh = self._new_band(coords, None) if band is None else Band(coords, band.state.copy(), band.todo)
+        fresh.buffer = buffer
+        return fresh
+
+    def _copy(self, band: Band, buffer: np.ndarray[Any, Any]) -> Band:
+        """``band`` with its buffer copied into ``buffer``; slots that hold no frame are fill value
+        in the copy (a reused buffer keeps an earlier band's frames where nothing was written)."""
+        assert band.buffer is not None
+        np.copyto(buffer, band.buffer)
+        for within in band.slots((OPEN, SKIPPED, OUTSIDE)):
+            self.layout.copy_frame(buffer, within, 0)
+        return Band(band.coords, band.state.copy(), band.todo, buffer)
+
     # -- resuming --------------------------------------------------------
     def resume(self, extent: int) -> list[tuple[Band, np.ndarray[Any, Any]]]:
         """Continue a store whose append axis is ``extent`` long: the rows below it are complete

@@ -61,6 +61,16 @@ class InflightBudget:
             self.filling += nbytes
             self.peak = max(self.peak, self.used)
 
+    def try_take(self, nbytes: int) -> bool:
+        """Take ``nbytes`` as in flight if that stays within the cap, without waiting: work that
+        can simply be tried again later (a durability checkpoint) never holds the appender up."""
+        with self._cond:
+            if self._failure is not None or self.used + nbytes > self.cap:
+                return False
+            self.used += nbytes
+            self.peak = max(self.peak, self.used)
+            return True
+
     def submitted(self, nbytes: int) -> None:
         """Filling bytes are now in flight (their band is complete and on its way)."""
         with self._cond:

@@ -25,13 +25,18 @@ class ChunkWriter(ObjectWriter):
         return [[c] for c in layout.chunk_grid_coords()]
 
     def store_band(self, band: Band, results: Sequence[Encoded]) -> Stored:
-        nbytes = self._put_many(
+        return Stored([StoredBand(band.coords, band.frames)], self._put_band(band, results))
+
+    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> Stored:
+        return Stored(nbytes=sum(self._put_band(band, results) for band, results in parts))
+
+    def _put_band(self, band: Band, results: Sequence[Encoded]) -> int:
+        return self._put_many(
             [
                 (self.object_key((*band.coords, *coord)), enc, enc.used)
                 for coord, enc in zip(self._coords, results, strict=False)
             ]
         )
-        return Stored([StoredBand(band.coords, band.frames)], nbytes)
 
     def read_band(self, coords: Index) -> list[tuple[tuple[int, ...], bytes]]:
         out = []

@@ -81,8 +81,14 @@ class Encoder:
         self._bits_dtype = np.dtype(f"u{layout.dtype.itemsize}")
 
     def encode(
-        self, band: np.ndarray[Any, Any], band_coords: tuple[int, ...], coords: Sequence[ChunkCoords]
+        self,
+        band: np.ndarray[Any, Any],
+        band_coords: tuple[int, ...],
+        coords: Sequence[ChunkCoords],
+        observe: bool = True,
     ) -> Encoded:
+        """``observe``: show the chunks to ``self.observe`` (a checkpoint's copy of a band that is
+        still filling does not: its frames are shown once, when the band is complete)."""
         out = self.pool.take()  # reserved with the band
         sizes: list[int | None] = []
         offset = 0
@@ -91,7 +97,7 @@ class Encoder:
             if chunk is None or self._is_fill(chunk):
                 sizes.append(None)
                 continue
-            if self.observe is not None:
+            if observe and self.observe is not None:
                 self.observe(band_coords, chunk)
             if self.codec is not None:
                 n = self.codec.encode_into(chunk, out, offset)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numcodecs
@@ -31,13 +32,28 @@ from .layout import ArrayLayout, Index
 from .objects import ObjectWriter, StoredBand
 from .pipeline import Pipeline
 
-__all__ = ["BandSink", "BandSource", "LevelWriter", "Readable"]
+__all__ = ["BandSink", "BandSource", "Checkpoint", "LevelWriter", "Readable"]
+
+
+@dataclass(eq=False)
+class Checkpoint:
+    """One durability checkpoint of an image (``engine/durability.py``): what its level 0 held when
+    it was taken.  Every level writes its open bands and open shards as they are, then tells its
+    ``Readable``; once all have, the image may show ``extent`` steps of the append axis."""
+
+    extent: int  # level 0's append-axis extent when the copies were taken
+    open_frames: dict[int, int]  # frames of level 0's open bands per row (their copies hold them)
+    # Level 0's frames per row in complete bands, once its part is stored (the publisher's count).
+    stored_frames: dict[int, int] = field(default_factory=dict)
 
 
 class Readable(Protocol):
-    """Told, on the I/O thread, which bands of a level are now stored (the image's publisher)."""
+    """Told, on the I/O thread, which bands of a level are now stored (the image's publisher), and
+    when a level's part of a checkpoint is stored."""
 
     def stored(self, level: int, bands: Sequence[StoredBand]) -> None: ...
+
+    def checkpointed(self, level: int, checkpoint: Checkpoint, held: Sequence[StoredBand]) -> None: ...
 
 
 class BandSource(Protocol):
@@ -51,6 +67,8 @@ class BandSink(Protocol):
     and the level's final extent after its last band."""
 
     def take(self, band: Band, source: BandSource) -> None: ...
+
+    def checkpoint(self, bands: Sequence[Band], checkpoint: Checkpoint, source: BandSource) -> None: ...
 
     def finish(self, extent: int) -> None: ...
 
@@ -162,11 +180,28 @@ class LevelWriter:
             # Only after this band's write is queued: the next level's writes for it queue behind it.
             self._sink.take(band, self)
 
+    # -- durability checkpoints --------------------------------------------
+    def checkpoint(self, copies: Sequence[Band], checkpoint: Checkpoint) -> None:
+        """Make readable what this level holds that readers cannot see yet: ``copies`` of its open
+        bands (``BandAssembler.snapshot``/``provisional``, taken as in flight) are encoded like any
+        band and written as they are, together with the bands waiting in open shards; then the
+        publisher hears that this level reached ``checkpoint``.  The next level gets the copies to
+        make its own.  The objects are written again, whole, when their bands complete."""
+        parts: list[tuple[Band, list[Future[Encoded]]]] = []
+        for band in copies:
+            band.refs = len(self.objects.tasks) + (self._sink is not None)
+            parts.append(
+                (band, [self.pipeline.compress(self._encode, band, t, False) for t in self.objects.tasks])
+            )
+        self.pipeline.submit_io(lambda failed: self._checkpoint_job(parts, checkpoint, failed))
+        if self._sink is not None:
+            self._sink.checkpoint(copies, checkpoint, self)
+
     # -- compression threads ---------------------------------------------
-    def _encode(self, band: Band, coords: Sequence[tuple[int, ...] | None]) -> Encoded:
+    def _encode(self, band: Band, coords: Sequence[tuple[int, ...] | None], observe: bool = True) -> Encoded:
         try:
             assert band.buffer is not None
-            return self.encoder.encode(band.buffer, band.coords, coords)
+            return self.encoder.encode(band.buffer, band.coords, coords, observe)
         finally:
             self.band_done(band)
 
@@ -202,6 +237,25 @@ class LevelWriter:
         finally:
             with self._count_lock:
                 self._in_flight -= 1
+            self.budget.notify()
+
+    def _checkpoint_job(
+        self, parts: list[tuple[Band, list[Future[Encoded]]]], checkpoint: Checkpoint, failed: bool
+    ) -> None:
+        try:
+            results = [(band, [f.result() for f in futures]) for band, futures in parts]
+            try:
+                if failed:
+                    return
+                shown = self.objects.write_partial(results)
+            finally:
+                for _band, encoded in results:
+                    for r in encoded:
+                        self._release(r)
+            # Not counted in bytes_written: these objects are written again, whole, and the ratio
+            # of bytes_written to raw_bytes_written is the compression ratio users are shown.
+            self._readable.checkpointed(self.level, checkpoint, shown.bands)
+        finally:
             self.budget.notify()
 
     def _finish_job(self, failed: bool) -> None:

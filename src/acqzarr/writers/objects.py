@@ -80,6 +80,13 @@ class ObjectWriter(ABC):
         """Store a band; ``results`` is None for a band with no frames (nothing to write)."""
         return self.store_band(band, results or [])
 
+    @abstractmethod
+    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> Stored:
+        """A durability checkpoint: store, as they are now, the bands of ``parts`` (copies of bands
+        still filling, encoded) and every complete band held back for an object still open, so
+        that readers see each one.  Returns the bytes written and the held-back bands it showed
+        (still reported as stored when their object is complete)."""
+
     def finish(self) -> Stored:
         """Write anything held back (shards still open at the end)."""
         return Stored()

@@ -126,6 +126,10 @@ class Pipeline:
             self._side = _OrderedThread("acqzarr-downsample", self._record, lambda: self._failure is not None)
         self._side.submit(job)
 
+    def fail(self, exc: BaseException) -> None:
+        """A helper thread of the stream failed: the next call on the stream raises it."""
+        self._record(exc)
+
     def check(self) -> None:
         """Raise the first failure of any writer thread, if there was one."""
         if self._failure is not None:

@@ -82,16 +82,8 @@ class ShardWriter(ObjectWriter):
     def store_band(self, band: Band, results: Sequence[Encoded]) -> Stored:
         this = StoredBand(band.coords, band.frames)
         if self._single:
-            nbytes = self._put_many(
-                [
-                    (self.object_key((*band.coords, *s)), enc, self._append_index(enc))
-                    for s, enc in zip(self._frame_shards, results, strict=False)
-                ]
-            )
-            return Stored([this], nbytes)
-        ishard = tuple(b // n for b, n in zip(band.coords, self._index_cps, strict=True))
-        within = tuple(b % n for b, n in zip(band.coords, self._index_cps, strict=True))
-        first = int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
+            return Stored([this], self._put_single(band, results))
+        ishard, first = self._place(band.coords)
         shard = self._open.setdefault(ishard, _OpenShard())
         nbytes = 0
         for f, enc in enumerate(results):
@@ -112,6 +104,63 @@ class ShardWriter(ObjectWriter):
         stored = Stored(nbytes=nbytes)
         if len(shard.bands) + shard.adopted == self._bands_in(ishard):
             stored.add(self._commit(ishard))
+        return stored
+
+    def _put_single(self, band: Band, results: Sequence[Encoded]) -> int:
+        """A band one shard thick: each of its shards written straight from its task's output."""
+        return self._put_many(
+            [
+                (self.object_key((*band.coords, *s)), enc, self._append_index(enc))
+                for s, enc in zip(self._frame_shards, results, strict=False)
+            ]
+        )
+
+    def _place(self, coords: Index) -> tuple[Index, int]:
+        """The shard band ``coords`` lies in, and the index entry of its first chunk there."""
+        ishard = tuple(b // n for b, n in zip(coords, self._index_cps, strict=True))
+        within = tuple(b % n for b, n in zip(coords, self._index_cps, strict=True))
+        return ishard, int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
+
+    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> Stored:
+        """One-band shards are written like complete ones.  A deeper shard is shown as it is now:
+        the bands staged so far, then the checkpoint's copies of its bands still filling, then an
+        index of them all (``Staged.snapshot``; the staging itself goes on)."""
+        if self._single:
+            return Stored(nbytes=sum(self._put_single(band, results) for band, results in parts))
+        partial: dict[Index, list[tuple[int, Sequence[Encoded]]]] = {}
+        for band, results in parts:
+            ishard, first = self._place(band.coords)
+            partial.setdefault(ishard, []).append((first, results))
+        stored = Stored()
+        for ishard in sorted(set(self._open) | set(partial)):
+            shard = self._open.get(ishard)
+            if shard is not None:
+                stored.bands += shard.bands
+            for f in range(len(self._frame_shards)):
+                staged = None if shard is None else shard.staged.get(f)
+                index = ShardIndex.empty(self.shard_layout.n_chunks)
+                if staged is not None and shard is not None:
+                    index = shard.index[f].copy()
+                at = 0 if staged is None else staged.size
+                pieces: list[tuple[np.ndarray[Any, Any], int]] = []
+                for first, results in partial.get(ishard, []):
+                    enc = results[f]
+                    if enc.empty:
+                        continue
+                    for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
+                        if n is not None and off is not None:
+                            index.set(first + j, at + off, n)
+                    pieces.append((enc.buffer, enc.used))
+                    at += enc.used
+                if staged is None and not pieces:
+                    continue  # nothing of this shard holds a frame yet
+                tail = index.encode()
+                if staged is not None:
+                    staged.snapshot(pieces, tail)
+                else:
+                    key = self.object_key((*ishard, *self._frame_shards[f]))
+                    self.store.put(key, [*(b.data[:n] for b, n in pieces), tail])
+                stored.nbytes += sum(n for _b, n in pieces) + len(tail)
         return stored
 
     def _append_index(self, enc: Encoded) -> int:
@@ -150,9 +199,7 @@ class ShardWriter(ObjectWriter):
 
     # -- resuming ---------------------------------------------------------
     def read_band(self, coords: Index) -> list[tuple[tuple[int, ...], bytes]]:
-        ishard = tuple(b // n for b, n in zip(coords, self._index_cps, strict=True))
-        within = tuple(b % n for b, n in zip(coords, self._index_cps, strict=True))
-        first = int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
+        ishard, first = self._place(coords)
         out = []
         for f, group in enumerate(self.tasks):
             data = self._stored_shard(ishard, f)
@@ -197,8 +244,7 @@ class ShardWriter(ObjectWriter):
         old = ShardIndex.decode(data, self.shard_layout.n_chunks)
         pieces: list[tuple[int, int, int]] = []  # (chunk, offset in data, nbytes)
         for band in bands:
-            within = tuple(b % n for b, n in zip(band, self._index_cps, strict=True))
-            first = int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
+            _shard, first = self._place(band)
             for j in range(self._per_band):
                 where = old.chunk(first + j)
                 if where is not None:
