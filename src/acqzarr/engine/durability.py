@@ -43,7 +43,6 @@ class DurabilityDeadline:
         # Per image: (time, frames accepted by then) at each look since the first frame that was
         # not yet readable; the oldest such frame was accepted before the first entry's time.
         self._looks: list[deque[tuple[float, int]]] = [deque() for _ in self._images]
-        self.checkpoints = 0  # checkpoints taken, all images
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="acqzarr-durability", daemon=True)
         self._thread.start()
@@ -68,5 +67,5 @@ class DurabilityDeadline:
             while looks and looks[0][1] <= readable:
                 looks.popleft()
             # 0.9: a timed wait may return a little early
-            if looks and now - looks[0][0] >= 0.9 * self._period and image.checkpoint():
-                self.checkpoints += 1
+            if looks and now - looks[0][0] >= 0.9 * self._period:
+                image.checkpoint()

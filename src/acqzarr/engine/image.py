@@ -62,6 +62,7 @@ class ArrayStats:
     frames_skipped: int = 0  # frame slots left as fill value: skip(), and holes closed at close()
     raw_bytes_written: int = 0  # uncompressed size of what bytes_written holds: its ratio
     resumed_at: int = 0  # the append axis's extent the store showed when this stream resumed it
+    checkpoints: int = 0  # times the durability deadline wrote bands that were not complete yet
 
 
 class Image:
@@ -143,6 +144,7 @@ class Image:
             self._top.resume(start)
         self.lock = self._top.lock  # one appender at a time
         self._closed = False
+        self.checkpoints = 0
 
     # -- the caller's thread -------------------------------------------------
     def append(
@@ -222,6 +224,7 @@ class Image:
             frames_skipped=self.counts.skipped,
             raw_bytes_written=sum(w.raw_bytes_written for w in self.levels),
             resumed_at=self._start,
+            checkpoints=self.checkpoints,
         )
 
     # -- the durability deadline ----------------------------------------------
@@ -244,6 +247,7 @@ class Image:
             checkpoint = Checkpoint(assembler.extent, open_frames)
             self.publisher.begin(checkpoint)
             self._top.checkpoint(copies, checkpoint)
+            self.checkpoints += 1
             return True
 
     # -- closing ---------------------------------------------------------------

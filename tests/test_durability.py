@@ -1,0 +1,313 @@
+"""The durability deadline (``max_unflushed_seconds``): every accepted frame is readable, and survives a
+kill, within the deadline, although its chunk or shard is not full; the store a run closes is the
+same as without it."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import acqzarr as az
+from acqzarr.errors import ConfigError
+from acqzarr.read.validate import validate
+from acqzarr.stores import LocalStore
+from builders import stream_settings
+from readback import read_tensorstore, read_zarr
+from test_multiscale import reference_pyramid
+
+REPO = Path(__file__).resolve().parent.parent
+DEADLINE = 0.3  # seconds, for the in-process tests
+WAIT = 10.0  # seconds a test waits for a frame to show before failing (the deadline is far shorter)
+
+
+class Layout:
+    """One array layout the deadline must handle: bands deep along t (so they fill slowly)."""
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        shape: tuple[int, ...],
+        chunks: tuple[int, ...],
+        shards: tuple[int, ...] | None = None,
+        levels: int = 1,
+        order: tuple[str, ...] | None = None,
+    ) -> None:
+        self.name, self.version, self.shape, self.chunks = name, version, shape, chunks
+        self.shards, self.levels, self.order = shards, levels, order
+
+    def settings(self, path: Path, **fields: Any) -> az.StreamSettings:
+        return stream_settings(
+            path,
+            self.version,
+            self.shape,
+            self.chunks,
+            shards=self.shards,
+            multiscale=az.Multiscale(levels=self.levels, method="mean") if self.levels > 1 else None,
+            acquisition_order=self.order,
+            frame_columns={"frame_id": "int64"},
+            **fields,
+        )
+
+    @property
+    def kinds(self) -> list[str]:
+        return (
+            ["time", "channel", "space", "space", "space"]
+            if len(self.shape) == 5
+            else ["time", "space", "space"]
+        )
+
+    @property
+    def per_t(self) -> int:
+        return int(np.prod(self.shape[1:-2], dtype=int))
+
+    def index_of(self, seq: int) -> tuple[int, ...]:
+        """Where frame ``seq`` of the acquisition goes (t first, then the acquisition order)."""
+        t, rest = divmod(seq, self.per_t)
+        inner = self.shape[1:-2]
+        if not inner:
+            return (t,)
+        names = ["c", "z"][: len(inner)]
+        order = [n for n in (self.order or ("t", *names)) if n != "t"]
+        sizes = dict(zip(names, inner, strict=True))
+        index: dict[str, int] = {}
+        for name in reversed(order):
+            rest, index[name] = divmod(rest, sizes[name])
+        return (t, *(index[n] for n in names))
+
+
+LAYOUTS = [
+    Layout("v2", 2, (0, 37, 50), (4, 16, 16)),
+    # the issue's case: shards 16 deep along t, in chunks of 4
+    Layout("v3-deep-shards", 3, (0, 37, 50), (4, 16, 16), shards=(4, 2, 2)),
+    Layout("v3-one-band-shards", 3, (0, 37, 50), (4, 16, 16), shards=(1, 2, 2)),
+    Layout("v2-pyramid", 2, (0, 37, 50), (4, 16, 16), levels=3),
+    Layout("v3-deep-pyramid", 3, (0, 37, 50), (4, 16, 16), shards=(4, 2, 2), levels=2),
+    # t, c, z with an acquisition order that is not the storage order
+    Layout("v3-tzc", 3, (0, 2, 3, 20, 24), (2, 1, 2, 16, 16), shards=(2, 1, 2, 2, 2), order=("t", "z", "c")),
+]
+
+
+def frame(seq: int, shape: Sequence[int]) -> np.ndarray[Any, Any]:
+    """Frame ``seq``: distinct, never all zero."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return ((seq * 131 + yy * 7 + xx * 3) % 4000 + 1).astype(np.uint16)
+
+
+def expected(layout: Layout, frames: dict[int, int]) -> np.ndarray[Any, Any]:
+    """The level-0 array holding ``frames`` (acquisition seq -> seq, None for a hole) and fill value
+    elsewhere, as long as the last frame's timepoint."""
+    last = max(frames) if frames else -1
+    out = np.zeros((last // layout.per_t + 1, *layout.shape[1:]), np.uint16)
+    for seq in frames:
+        out[layout.index_of(seq)] = frame(seq, layout.shape[-2:])
+    return out
+
+
+def wait_for(path: Path, extent: int) -> None:
+    """Wait until a reader opening the store afresh sees ``extent`` timepoints of level 0.
+
+    A read may fail while the writer replaces a shard: zarr-python reads a shard's index and its
+    chunks in separate requests, and a shard written again in between holds the chunks elsewhere
+    (docs/how-it-works.md, "The durability deadline"); reading again succeeds.
+    """
+    end = time.monotonic() + WAIT
+    while True:
+        try:
+            if read_zarr(path / "cam0" / "0").shape[0] >= extent:
+                return
+        except (FileNotFoundError, KeyError, ValueError, RuntimeError):
+            pass
+        assert time.monotonic() < end, f"{extent} timepoints not readable within {WAIT} s"
+        time.sleep(0.02)
+
+
+def assert_valid(path: Path) -> None:
+    errors = [p for p in validate(LocalStore(path)) if p.severity == "error"]
+    assert not errors, errors
+
+
+def session(path: Path, version: int) -> dict[str, Any]:
+    if version == 2:
+        doc = json.loads((path / "cam0" / ".zattrs").read_text())
+    else:
+        doc = json.loads((path / "cam0" / "zarr.json").read_text())["attributes"]
+    record: dict[str, Any] = doc["acqzarr_session"]
+    return record
+
+
+@pytest.mark.parametrize("layout", LAYOUTS, ids=[lay.name for lay in LAYOUTS])
+def test_a_reader_sees_every_accepted_frame_within_the_deadline(tmp_path: Path, layout: Layout) -> None:
+    """Frames go in a few at a time, never filling a band before the pause; after each pause a reader
+    sees all of them (every level, the columns, the session record), then the closed store is the one
+    a run without pauses writes."""
+    path = tmp_path / "s.zarr"
+    skip = 5  # a hole, left with skip()
+    written: dict[int, int] = {}
+    steps = [3, 4, 9, 10, 17] if layout.per_t == 1 else [2, 7, 13, 20]
+    seq = 0
+    with az.open_stream(layout.settings(path, max_unflushed_seconds=DEADLINE)) as stream:
+        for upto in steps:
+            while seq < upto:
+                if seq == skip:
+                    stream.skip()
+                else:
+                    stream.append(frame(seq, layout.shape[-2:]), metadata={"frame_id": seq})
+                    written[seq] = seq
+                seq += 1
+            want = expected(layout, written)
+            # The last frame's timepoint shows; slots of it still to come read as fill value.
+            wait_for(path, want.shape[0])
+            end = time.monotonic() + WAIT
+            while stream.stats().frames_flushed < len(written):  # the publish that showed it is done
+                assert time.monotonic() < end
+                time.sleep(0.01)
+            np.testing.assert_array_equal(read_zarr(path / "cam0" / "0"), want)
+            for level, reference in enumerate(reference_pyramid(want, layout.kinds, layout.levels, "mean")):
+                np.testing.assert_array_equal(read_zarr(path / "cam0" / str(level)), reference)
+            ids = read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id")
+            for s in written:
+                assert ids[layout.index_of(s)] == s
+            assert session(path, layout.version)["frames_on_disk"] == len(written)
+            assert stream.stats().frames_flushed == len(written)
+        assert stream.stats().checkpoints >= 1  # (a step that completes a band needs none)
+    final = expected(layout, written)
+    final = np.concatenate(
+        [final, np.zeros((-(-seq // layout.per_t) - final.shape[0], *final.shape[1:]), final.dtype)]
+    )
+    for got in (read_zarr(path / "cam0" / "0"), read_tensorstore(path / "cam0" / "0", layout.version)):
+        np.testing.assert_array_equal(got, final)
+    for level, reference in enumerate(reference_pyramid(final, layout.kinds, layout.levels, "mean")):
+        np.testing.assert_array_equal(read_tensorstore(path / "cam0" / str(level), layout.version), reference)
+    assert_valid(path)
+    assert not (path / ".acqzarr-staging").exists()
+
+
+def test_no_checkpoint_while_bands_fill_faster_than_the_deadline(tmp_path: Path) -> None:
+    """100 frames/s in bands of 4: every frame is readable long before the deadline, so the deadline
+    never writes anything (what a fast camera pays for it: two counters read a few times a second)."""
+    settings = LAYOUTS[1].settings(tmp_path / "fast.zarr", max_unflushed_seconds=4.0)
+    with az.open_stream(settings) as stream:
+        end = time.monotonic() + 2.0
+        seq = 0
+        while time.monotonic() < end:
+            stream.append(frame(seq, (37, 50)), metadata={"frame_id": seq})
+            seq += 1
+            time.sleep(0.01)
+        assert stream.stats().checkpoints == 0
+    assert read_zarr(tmp_path / "fast.zarr" / "cam0" / "0").shape[0] == seq
+
+
+def test_without_a_deadline_frames_wait_for_their_band(tmp_path: Path) -> None:
+    settings = LAYOUTS[0].settings(tmp_path / "none.zarr", max_unflushed_seconds=None)
+    with az.open_stream(settings) as stream:
+        stream.append(frame(0, (37, 50)))
+        time.sleep(0.5)
+        assert read_zarr(tmp_path / "none.zarr" / "cam0" / "0").shape[0] == 0
+        assert stream.stats().checkpoints == 0
+    assert read_zarr(tmp_path / "none.zarr" / "cam0" / "0").shape[0] == 1
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "soon"])
+def test_a_deadline_that_is_not_a_positive_number_is_refused(tmp_path: Path, value: Any) -> None:
+    with pytest.raises(ConfigError, match="max_unflushed_seconds"):
+        LAYOUTS[0].settings(tmp_path / "x.zarr", max_unflushed_seconds=value)
+
+
+# -- a kill at any moment --------------------------------------------------------------------------
+CHILD = """
+import sys, time
+sys.path[:0] = [{tests!r}]
+import acqzarr as az
+from test_durability import frame
+settings = az.StreamSettings.model_validate_json(sys.argv[1])
+stream = az.open_stream(settings)
+seq = int(sys.argv[2])
+while True:
+    stream.append(frame(seq, (37, 50)), metadata={{"frame_id": seq}})
+    print(seq, time.monotonic(), flush=True)
+    seq += 1
+    time.sleep(1 / {rate})
+"""
+
+
+def _kill_at_random(settings: az.StreamSettings, start: int, rate: float) -> tuple[dict[int, float], float]:
+    """Run a writer appending ``rate`` frames a second from frame ``start``; SIGKILL it at a random
+    moment; return when it reported each frame accepted, and when it was killed (CLOCK_MONOTONIC,
+    which the two processes share)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
+    code = CHILD.format(tests=str(REPO / "tests"), rate=rate)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code, settings.model_dump_json(), str(start)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert child.stdout is not None
+    accepted: dict[int, float] = {}
+    until = None  # counted from its first frame (starting Python takes a while)
+    try:
+        while until is None or time.monotonic() < until:
+            line = child.stdout.readline()
+            assert line, "the writer ended early"
+            seq, at = line.split()
+            accepted[int(seq)] = float(at)
+            until = until or time.monotonic() + random.uniform(2.0, 4.0)
+    finally:
+        killed = time.monotonic()
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    return accepted, killed
+
+
+KILL_LAYOUTS = [LAYOUTS[0], LAYOUTS[1], LAYOUTS[4]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", KILL_LAYOUTS, ids=[lay.name for lay in KILL_LAYOUTS])
+def test_a_kill_loses_at_most_the_frames_of_the_last_deadline(tmp_path: Path, layout: Layout) -> None:
+    """A time lapse at 4 frames/s, bands of 4 (shards of 16): killed at a random moment, the store
+    holds every frame accepted more than a deadline before the kill, on every level, with its
+    columns and a session record that agree; a run without pyramid resumes it and the result is one
+    run's store with the lost frames as holes."""
+    random.seed(layout.name)
+    deadline = 1.0
+    path = tmp_path / "lapse.zarr"
+    accepted, killed = _kill_at_random(layout.settings(path, max_unflushed_seconds=deadline), 0, 4.0)
+    assert len(accepted) >= 6
+    on_disk = read_zarr(path / "cam0" / "0")
+    extent = on_disk.shape[0]
+    must = [s for s, at in accepted.items() if at <= killed - deadline]
+    assert must and extent > max(must), (extent, must, accepted, killed)
+    kept = {s: s for s in range(extent)}
+    np.testing.assert_array_equal(on_disk, expected(layout, kept))
+    for level, reference in enumerate(reference_pyramid(on_disk, layout.kinds, layout.levels, "mean")):
+        np.testing.assert_array_equal(read_zarr(path / "cam0" / str(level)), reference)
+    np.testing.assert_array_equal(read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id"), np.arange(extent))
+    assert session(path, layout.version)["frames_on_disk"] == extent
+    assert_valid(path)
+    if layout.levels > 1:
+        return  # resuming a pyramid is not supported yet (issue 25)
+    more = range(extent, extent + 9)
+    with az.open_stream(layout.settings(path, existing="resume")) as stream:
+        for seq in more:
+            stream.append(frame(seq, (37, 50)), metadata={"frame_id": seq})
+    final = expected(layout, {s: s for s in range(more[-1] + 1)})
+    for got in (read_zarr(path / "cam0" / "0"), read_tensorstore(path / "cam0" / "0", layout.version)):
+        np.testing.assert_array_equal(got, final)
+    record = session(path, layout.version)
+    assert [s["ended"] for s in record["segments"]] == ["killed", "completed"]
+    assert record["frames_on_disk"] == more[-1] + 1
+    assert_valid(path)
