@@ -147,9 +147,7 @@ class Image:
         self.checkpoints = 0
 
     # -- the caller's thread -------------------------------------------------
-    def append(
-        self, stack: np.ndarray[Any, Any], index: Mapping[str, int] | None, metadata: Any
-    ) -> None:
+    def append(self, stack: np.ndarray[Any, Any], index: Mapping[str, int] | None, metadata: Any) -> None:
         """Accept ``stack`` (n frames) from ``index`` (or the cursor) on in acquisition order."""
         frame_meta = None if metadata is None else self.columns.check(metadata, len(stack))
         if not len(stack):
@@ -234,21 +232,29 @@ class Image:
         every level, and then published (``durability.py`` decides when).  False when it cannot
         now: the image is closed, a checkpoint is still on its way, or the in-flight cap has no
         room for the copies (the appender never waits for a checkpoint)."""
-        with self.lock:
+        top = self._top
+        with self.lock:  # only what must see the bands as they are now: no frame copied here
             if self._closed or self.publisher.checkpoints_pending:
                 return False
-            assembler = self._top.assembler
-            copies = assembler.snapshot()
-            if copies is None:
+            pairs = top.assembler.snapshot()
+            if pairs is None:
                 return False
             open_frames: dict[int, int] = {}
-            for band in copies:
-                open_frames[band.coords[0]] = open_frames.get(band.coords[0], 0) + band.frames
-            checkpoint = Checkpoint(assembler.extent, open_frames)
+            for _band, copy in pairs:
+                open_frames[copy.coords[0]] = open_frames.get(copy.coords[0], 0) + copy.frames
+            checkpoint = Checkpoint(top.assembler.extent, open_frames)
             self.publisher.begin(checkpoint)
-            self._top.checkpoint(copies, checkpoint)
+            parts = top.checkpoint(checkpoint)
             self.checkpoints += 1
-            return True
+        try:
+            for band, copy in pairs:
+                top.assembler.copy_frames(band, copy)
+                top.band_done(band)
+        except BaseException as exc:
+            parts.set_exception(exc)  # the queued write raises it: the stream's next call sees it
+            raise
+        top.write_copies([copy for _band, copy in pairs], parts, checkpoint)
+        return True
 
     # -- closing ---------------------------------------------------------------
     def catch_up(self) -> None:

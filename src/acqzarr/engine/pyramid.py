@@ -215,7 +215,7 @@ class PyramidLevel:
                 for coords, band in assembler.open.items():
                     if band.buffer is not None and coords not in made:
                         made[coords] = assembler.provisional(coords)
-                target.checkpoint(list(made.values()), checkpoint)
+                target.write_copies(list(made.values()), target.checkpoint(checkpoint), checkpoint)
         finally:
             for band in copies:
                 if band.buffer is not None:

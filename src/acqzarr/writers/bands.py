@@ -50,8 +50,14 @@ class Band:
     todo: int  # slots still OPEN
     buffer: np.ndarray[Any, Any] | None = None  # taken with the first frame
     frames: int = 0  # slots FILLED, counted when the band completes
-    refs: int = 0  # readers of the buffer once submitted (encoding tasks, the pyramid)
+    refs: int = 0  # readers of the buffer: encoding tasks, the pyramid, a checkpoint copying it
+    submitted: bool = False  # complete and handed on: the last reader gives the buffer back
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def hold(self, readers: int) -> None:
+        """``readers`` more readers of the buffer (each calls its level's ``band_done``)."""
+        with self.lock:
+            self.refs += readers
 
     def slots(self, states: Sequence[int]) -> list[Index]:
         """Positions inside the band whose state is one of ``states``."""
@@ -170,23 +176,34 @@ class BandAssembler:
         assert not self.open, f"bands left open past the extent: {list(self.open)}"
 
     # -- durability checkpoints -----------------------------------------
-    def snapshot(self) -> list[Band] | None:
-        """Copies of the open bands that hold frames (slot states and buffer, the buffer from the
-        pool), for a checkpoint to write while the originals go on filling; [] when no band holds
-        any, None when the in-flight cap has no room for the copies now (try again later: a
-        checkpoint never makes the appender wait).  The copies are taken as in flight."""
+    def snapshot(self) -> list[tuple[Band, Band]] | None:
+        """(open band, its copy) for every open band that holds frames: the copy has the band's
+        slot states now and an empty buffer from the pool (taken as in flight), the band is held
+        (``Band.hold``) so its buffer outlives its completion.  Cheap, for the appending lock:
+        ``copy_frames`` copies the frames after it, while the band goes on filling.  [] when no
+        band holds any, None when the in-flight cap has no room for the copies now (try again
+        later: a checkpoint never makes the appender wait)."""
         holding = [b for b in self.open.values() if b.buffer is not None]
         if not holding:
             return []
         if not self.budget.try_take(self.reservation * len(holding)):
             return None
-        copies = []
+        pairs = []
         for band in holding:
-            assert band.buffer is not None
-            copy = self._copy(band, self.pool.take())
-            copy.frames = int(np.count_nonzero(band.state == FILLED))
-            copies.append(copy)
-        return copies
+            band.hold(1)
+            copy = Band(band.coords, band.state.copy(), band.todo, self.pool.take())
+            copy.frames = int(np.count_nonzero(copy.state == FILLED))
+            pairs.append((band, copy))
+        return pairs
+
+    def copy_frames(self, band: Band, copy: Band) -> None:
+        """Copy the frames ``copy``'s states say ``band`` held (any thread: a slot once filled never
+        changes, and the band is held), every other slot as fill value."""
+        assert band.buffer is not None
+        assert copy.buffer is not None
+        np.copyto(copy.buffer, band.buffer)  # slots being filled meanwhile are cleared next
+        for within in copy.slots((OPEN, SKIPPED, OUTSIDE)):
+            self.layout.copy_frame(copy.buffer, within, 0)
 
     def provisional(self, coords: Index) -> Band:
         """A band for a checkpoint of a level fed by another (a pyramid level): a copy of the open
@@ -197,20 +214,13 @@ class BandAssembler:
         buffer = self.pool.take()
         band = self.open.get(coords)
         if band is not None and band.buffer is not None:
-            return self._copy(band, buffer)
+            copy = Band(coords, band.state.copy(), band.todo, buffer)
+            self.copy_frames(band, copy)
+            return copy
         buffer[...] = 0
         fresh = self._new_band(coords, None) if band is None else Band(coords, band.state.copy(), band.todo)
         fresh.buffer = buffer
         return fresh
-
-    def _copy(self, band: Band, buffer: np.ndarray[Any, Any]) -> Band:
-        """``band`` with its buffer copied into ``buffer``; slots that hold no frame are fill value
-        in the copy (a reused buffer keeps an earlier band's frames where nothing was written)."""
-        assert band.buffer is not None
-        np.copyto(buffer, band.buffer)
-        for within in band.slots((OPEN, SKIPPED, OUTSIDE)):
-            self.layout.copy_frame(buffer, within, 0)
-        return Band(band.coords, band.state.copy(), band.todo, buffer)
 
     # -- resuming --------------------------------------------------------
     def resume(self, extent: int) -> list[tuple[Band, np.ndarray[Any, Any]]]:

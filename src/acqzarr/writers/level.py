@@ -47,6 +47,10 @@ class Checkpoint:
     stored_frames: dict[int, int] = field(default_factory=dict)
 
 
+# What a level's checkpoint write waits for: each copy with its encoding tasks.
+CheckpointParts = Future[list[tuple[Band, list[Future[Encoded]]]]]
+
+
 class Readable(Protocol):
     """Told, on the I/O thread, which bands of a level are now stored (the image's publisher), and
     when a level's part of a checkpoint is stored."""
@@ -173,7 +177,8 @@ class LevelWriter:
         futures: list[Future[Encoded]] = []
         if band.buffer is not None:
             self.budget.submitted(self.reservation)
-            band.refs = len(self.objects.tasks) + (self._sink is not None)
+            band.submitted = True
+            band.hold(len(self.objects.tasks) + (self._sink is not None))
             futures = [self.pipeline.compress(self._encode, band, t) for t in self.objects.tasks]
         self.pipeline.submit_io(lambda failed: self._io_job(band, futures, failed))
         if self._sink is not None:
@@ -181,19 +186,28 @@ class LevelWriter:
             self._sink.take(band, self)
 
     # -- durability checkpoints --------------------------------------------
-    def checkpoint(self, copies: Sequence[Band], checkpoint: Checkpoint) -> None:
-        """Make readable what this level holds that readers cannot see yet: ``copies`` of its open
-        bands (``BandAssembler.snapshot``/``provisional``, taken as in flight) are encoded like any
-        band and written as they are, together with the bands waiting in open shards; then the
-        publisher hears that this level reached ``checkpoint``.  The next level gets the copies to
-        make its own.  The objects are written again, whole, when their bands complete."""
-        parts: list[tuple[Band, list[Future[Encoded]]]] = []
-        for band in copies:
-            band.refs = len(self.objects.tasks) + (self._sink is not None)
-            parts.append(
-                (band, [self.pipeline.compress(self._encode, band, t, False) for t in self.objects.tasks])
-            )
+    def checkpoint(self, checkpoint: Checkpoint) -> CheckpointParts:
+        """Make readable what this level holds that readers cannot see yet, in two steps.  This one
+        runs where the copies of the open bands are taken (under the level's lock): it queues the
+        write on the I/O thread, behind every band completed before.  ``write_copies`` follows with
+        the copies once their frames are in.  The objects are written again, whole, when their
+        bands complete."""
+        parts: CheckpointParts = Future()
         self.pipeline.submit_io(lambda failed: self._checkpoint_job(parts, checkpoint, failed))
+        return parts
+
+    def write_copies(self, copies: Sequence[Band], parts: CheckpointParts, checkpoint: Checkpoint) -> None:
+        """The copies (``BandAssembler.snapshot``/``provisional``, taken as in flight) are encoded
+        like any band for the queued write, which adds the bands waiting in open shards and then
+        tells the publisher this level reached ``checkpoint``; the next level gets the copies to
+        make its own."""
+        for band in copies:
+            band.submitted = True
+            band.hold(len(self.objects.tasks) + (self._sink is not None))
+        tasks = self.objects.tasks
+        parts.set_result(
+            [(b, [self.pipeline.compress(self._encode, b, t, False) for t in tasks]) for b in copies]
+        )
         if self._sink is not None:
             self._sink.checkpoint(copies, checkpoint, self)
 
@@ -209,7 +223,7 @@ class LevelWriter:
         """One reader of ``band``'s buffer is done; the last one returns it to the pool."""
         with band.lock:
             band.refs -= 1
-            last = band.refs == 0
+            last = band.refs == 0 and band.submitted  # a checkpoint done copying an open band: not yet
         if last and band.buffer is not None:
             self.assembler.pool.give(band.buffer)
             self.budget.release(self.layout.band_nbytes)
@@ -239,11 +253,10 @@ class LevelWriter:
                 self._in_flight -= 1
             self.budget.notify()
 
-    def _checkpoint_job(
-        self, parts: list[tuple[Band, list[Future[Encoded]]]], checkpoint: Checkpoint, failed: bool
-    ) -> None:
+    def _checkpoint_job(self, parts: CheckpointParts, checkpoint: Checkpoint, failed: bool) -> None:
         try:
-            results = [(band, [f.result() for f in futures]) for band, futures in parts]
+            # Waits for the copies (the checkpoint's thread copies their frames meanwhile).
+            results = [(band, [f.result() for f in futures]) for band, futures in parts.result()]
             try:
                 if failed:
                     return
