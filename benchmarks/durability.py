@@ -42,8 +42,24 @@ from measure import Span, latency  # noqa: E402
 
 WORKLOADS: dict[str, dict[str, Any]] = {
     "camera": {"size": 2048, "fps": 50, "frames": 150, "chunk": 32, "shard": 1, "levels": 1, "deadline": 5.0},
-    "slow-bands": {"size": 2048, "fps": 10, "frames": 80, "chunk": 16, "shard": 4, "levels": 1, "deadline": 2.0},
-    "time-lapse": {"size": 1024, "fps": 2, "frames": 30, "chunk": 4, "shard": 16, "levels": 3, "deadline": 2.0},
+    "slow-bands": {
+        "size": 2048,
+        "fps": 10,
+        "frames": 80,
+        "chunk": 16,
+        "shard": 4,
+        "levels": 1,
+        "deadline": 2.0,
+    },
+    "time-lapse": {
+        "size": 1024,
+        "fps": 2,
+        "frames": 30,
+        "chunk": 4,
+        "shard": 16,
+        "levels": 3,
+        "deadline": 2.0,
+    },
 }
 
 
@@ -135,7 +151,9 @@ def _median(runs: list[dict[str, Any]], key: str) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--workload", action="append", choices=list(WORKLOADS), help="default: all")
     parser.add_argument("--repeat", type=int, default=3)
@@ -176,7 +194,8 @@ def main() -> None:
             row[mode] = summary
             deadline = f"{WORKLOADS[name]['deadline']:g} s" if mode == "on" else "off"
             print(
-                f"{name:<11} {deadline:>8} {summary['checkpoints']:>11g} {summary['cpu_ms_per_frame']:>12.2f} "
+                f"{name:<11} {deadline:>8} {summary['checkpoints']:>11g} "
+                f"{summary['cpu_ms_per_frame']:>12.2f} "
                 f"{summary['append_p99_ms']:>13.2f} {summary['disk_over_stored']:>13.2f} "
                 f"{summary['rss_growth_mib']:>8.0f}"
             )
