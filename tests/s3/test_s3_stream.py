@@ -108,6 +108,27 @@ def test_large_shards_go_up_as_multipart_uploads(
         assert_reads_back_s3(aws_env, f"{s3_url}/{name}", "cam0/0", 3, data)
 
 
+def test_the_durability_deadline_shows_a_deep_shard_while_it_fills(
+    aws_env: Seaweed, s3_url: str, s3_settings: az.S3Settings
+) -> None:
+    """Shards 4 bands deep along t: frames too few to complete one are shown within the deadline
+    (the shard put whole with its index: S3 has no staging file to copy), then written again."""
+    data = frames_for(FRAME, 7, "uint16")
+    settings = _settings(s3_url, 3, s3_settings, shards=(4, 2, 2), max_unflushed_seconds=0.3)
+    with az.open_stream(settings) as stream:
+        for n in (2, 5):
+            stream.append(data[stream.stats().frames_appended : n])
+            until = time.monotonic() + 10
+            while stream.stats().frames_flushed < n:
+                assert time.monotonic() < until, "frames not shown within 10 s"
+                time.sleep(0.02)
+            assert_reads_back_s3(aws_env, s3_url, "cam0/0", 3, data[:n])
+            assert read_zarr_s3(aws_env, s3_url, "cam0/2").shape[0] == n
+        stream.append(data[5:])
+    assert stream.stats().checkpoints >= 2
+    assert_reads_back_s3(aws_env, s3_url, "cam0/0", 3, data)
+
+
 def test_existing_prefixes_are_refused_or_replaced_like_directories(
     aws_env: Seaweed, s3_url: str, s3_settings: az.S3Settings
 ) -> None:
