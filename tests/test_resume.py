@@ -109,12 +109,17 @@ def session(path: Path) -> dict[str, Any]:
 @pytest.mark.parametrize("version", [2, 3])
 @pytest.mark.parametrize("order", ORDERS, ids=["tcz", "tzc"])
 @pytest.mark.parametrize("split", [20, 18, 8])  # mid-row and mid-timepoint; a row boundary; first row
+@pytest.mark.parametrize("levels", [1, 3], ids=["flat", "pyramid"])  # z and y/x halve, not t
 def test_a_clean_close_resumed_equals_one_uninterrupted_run(
-    tmp_path: Path, version: int, order: Sequence[str] | None, split: int
+    tmp_path: Path, version: int, order: Sequence[str] | None, split: int, levels: int
 ) -> None:
     total = 40
     skipped = {3, split + 7}  # a skip in each run
     resumed, reference = tmp_path / "resumed.zarr", tmp_path / "reference.zarr"
+    pyramid = {"multiscale": {"levels": levels, "method": "mean"}} if levels > 1 else {}
+
+    def make(path: Path, **fields: Any) -> az.StreamSettings:
+        return settings_for(path, version, order, **pyramid, **fields)
 
     def feed(stream: az.Stream, seqs: range) -> None:
         for seq in seqs:
@@ -123,15 +128,15 @@ def test_a_clean_close_resumed_equals_one_uninterrupted_run(
             else:
                 stream.append(frame(seq), metadata={**meta(seq), "laser_mw": seq / 4})
 
-    with az.open_stream(settings_for(resumed, version, order)) as first:
+    with az.open_stream(make(resumed)) as first:
         feed(first, range(split))
     extent = -(-split // PER_T)
-    with az.open_stream(settings_for(resumed, version, order, existing="resume")) as second:
+    with az.open_stream(make(resumed, existing="resume")) as second:
         assert second.stats().frames_appended == 0
         # The second run starts at the first slot of the first timepoint the store does not show.
         feed(second, range(extent * PER_T, extent * PER_T + total - split))
         appended = second.stats().frames_appended
-    with az.open_stream(settings_for(reference, version, order)) as one:
+    with az.open_stream(make(reference)) as one:
         feed(one, range(split))
         if extent * PER_T > split:
             one.skip(extent * PER_T - split)  # what the first run's close left as holes
@@ -139,10 +144,14 @@ def test_a_clean_close_resumed_equals_one_uninterrupted_run(
     second_run = range(extent * PER_T, extent * PER_T + total - split)
     assert appended == len([s for s in second_run if s not in skipped])
 
-    expected = read_zarr(reference / "cam0" / "0")
-    for got in (read_zarr(resumed / "cam0" / "0"), read_tensorstore(resumed / "cam0" / "0", version)):
-        assert got.shape == expected.shape
-        np.testing.assert_array_equal(got, expected)
+    for level in range(levels):
+        expected = read_zarr(reference / "cam0" / str(level))
+        for got in (
+            read_zarr(resumed / "cam0" / str(level)),
+            read_tensorstore(resumed / "cam0" / str(level), version),
+        ):
+            assert got.shape == expected.shape
+            np.testing.assert_array_equal(got, expected, err_msg=f"level {level}")
     for column in ("frame_id", "laser_mw", "json"):
         got_c = read_zarr(resumed / "cam0" / "acqzarr_frames" / column)
         want_c = read_zarr(reference / "cam0" / "acqzarr_frames" / column)
@@ -240,16 +249,16 @@ def _changed(path: Path, version: int, change: str) -> az.StreamSettings:
 
 
 MISMATCHES = {
-    "dtype": "arrays[0].dtype: stored \"uint16\", asked \"uint8\"",
+    "dtype": 'arrays[0].dtype: stored "uint16", asked "uint8"',
     "chunks": "arrays[0].dimensions[3].chunk: stored 16, asked 8",
     "shards": "arrays[0].dimensions[3].shard: stored 2, asked 1",
     "compression": "arrays[0].compression: stored {",
     "acquisition_order": 'arrays[0].acquisition_order: stored ["t", "c", "z"], asked ["t", "z", "c"]',
-    "frame_columns": "arrays[0].frame_columns: stored {\"laser_mw\": \"float64\"}",
+    "frame_columns": 'arrays[0].frame_columns: stored {"laser_mw": "float64"}',
     "frame_size": "arrays[0].dimensions[4].size: stored 24, asked 32",
     "append_size": "arrays[0].dimensions[0].size: the store holds 2 steps, asked 1",
     "version": "version: stored 3, asked 2",
-    "dimension_separator": "dimension_separator: stored \".\", asked \"/\"",
+    "dimension_separator": 'dimension_separator: stored ".", asked "/"',
     "positions": "positions: stored null, asked [{",
     "arrays": "arrays[1]: array 'cam1' is not in the store",
 }
@@ -290,20 +299,24 @@ def test_every_mismatch_is_named_at_once(tmp_path: Path) -> None:
         assert text in str(caught.value)
 
 
-def test_a_store_acqzarr_did_not_write_and_a_pyramid_are_refused(tmp_path: Path) -> None:
+def test_a_foreign_store_and_a_pyramid_halving_the_append_axis_are_refused(
+    tmp_path: Path,
+) -> None:
     foreign = tmp_path / "foreign.zarr"
     foreign.mkdir()
     (foreign / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
     with pytest.raises(ConfigError, match="not a store acqzarr wrote"):
         az.open_stream(settings_for(foreign, 3, None, existing="resume"))
     assert [p.name for p in foreign.iterdir()] == ["zarr.json"]
-    pyramid = tmp_path / "pyramid.zarr"
-    multiscale = {"levels": 2, "method": "mean"}
-    with az.open_stream(settings_for(pyramid, 3, None, multiscale=multiscale)) as stream:
+    pyramid = tmp_path / "pyramid.zarr"  # z appended, and halved: level 1's plane j is planes 2j, 2j+1
+    settings = stream_settings(
+        pyramid, 3, (0, 20, 24), (2, 16, 16), names="zyx", multiscale={"levels": 2, "method": "mean"}
+    )
+    with az.open_stream(settings) as stream:
         stream.append(frame(0))
     before = hashes(pyramid)
-    with pytest.raises(ConfigError, match="resuming a store with a pyramid is not supported yet"):
-        az.open_stream(settings_for(pyramid, 3, None, multiscale=multiscale, existing="resume"))
+    with pytest.raises(ConfigError, match=r"cannot resume cam0: its pyramid halves the append axis \(z\)"):
+        az.open_stream(settings.model_copy(update={"existing": "resume"}))
     assert hashes(pyramid) == before
 
 

@@ -141,7 +141,8 @@ class Image:
                 sink = PyramidLevel(layouts[level - 1], writer, settings.multiscale.method, pipeline)
         self._top = self.levels[0]
         if start:
-            self._top.resume(start)
+            for k, writer in enumerate(self.levels):  # the append axis does not halve (resume.py)
+                writer.resume(self.publisher.level_extent(k, start))
         self.lock = self._top.lock  # one appender at a time
         self._closed = False
         self.checkpoints = 0

@@ -15,8 +15,11 @@ metadata-column chunks past it, and staged files (``Store.discard_staged``).
 The image then continues at ``E`` (``Image``: the levels, the publisher, the
 columns and the session record each take their part).
 
-A store whose images have a pyramid is refused for now: its lower levels would
-need their partial bands read back too.
+A pyramid resumes level by level: every level's extent is ``E`` (the publisher
+shows all levels over one extent) and each reads back its own partial row.  A
+pyramid that halves the append axis itself (z appended) is refused: level k's
+last plane may pair level 0's planes ``E - 1`` and ``E``, and the first of
+them is only on disk.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..metadata.levels import level_count, level_settings
 from ..metadata.zarr_spec import ZarrSpec
 from ..metadata.zarr_versions import SPECS
 from ..settings import StreamSettings
@@ -98,8 +102,15 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
                 problems.append(problem)
         windows = _windows(groups[image.key], image.dtype)
         points[image.key] = ResumePoint(extent, record, _columns(store, spec, image.key), windows)
-    if any(a.multiscale is not None for a in settings.arrays) and not problems:
-        raise ConfigError(f"{where}: resuming a store with a pyramid is not supported yet")
+    halving = [
+        a.key or "(root)" for a in settings.images if level_count(a) > 1 and a.dimensions[0].kind == "space"
+    ]
+    if halving and not problems:
+        raise ConfigError(
+            f"{where}: cannot resume {', '.join(halving)}: its pyramid halves the append axis "
+            f"({settings.images[0].dimensions[0].name}), which resuming does not support; a pyramid "
+            "over a time or other append axis resumes"
+        )
     if problems:
         raise _refusal(where, problems)
     return points
@@ -121,8 +132,9 @@ def discard_past(
     the chunk names of a flat Zarr v2 array), never at every chunk below it."""
     for image in settings.images:
         extent = points[image.key].extent
-        depth = image.dimensions[0].chunk * (image.dimensions[0].shard if spec.sharded else 1)
-        _discard(store, spec, join_key(image.key, "0"), depth, extent)
+        for k, level in enumerate(level_settings(image, level_count(image))):
+            depth = level.dimensions[0].chunk * (level.dimensions[0].shard if spec.sharded else 1)
+            _discard(store, spec, join_key(image.key, str(k)), depth, extent)  # every level shows E
         group = join_key(image.key, GROUP)
         published = points[image.key].columns
         for name in store.children(group):
