@@ -232,10 +232,11 @@ sys.path[:0] = [{tests!r}]
 import acqzarr as az
 from test_durability import frame
 settings = az.StreamSettings.model_validate_json(sys.argv[1])
+shape = settings.arrays[0].frame_shape
 stream = az.open_stream(settings)
 seq = int(sys.argv[2])
 while True:
-    stream.append(frame(seq, (37, 50)), metadata={{"frame_id": seq}})
+    stream.append(frame(seq, shape), metadata={{"frame_id": seq}})
     print(seq, time.monotonic(), flush=True)
     seq += 1
     time.sleep(1 / {rate})
@@ -272,7 +273,7 @@ def _kill_at_random(settings: az.StreamSettings, start: int, rate: float) -> tup
     return accepted, killed
 
 
-KILL_LAYOUTS = [LAYOUTS[0], LAYOUTS[1], LAYOUTS[4]]
+KILL_LAYOUTS = [LAYOUTS[0], LAYOUTS[1], LAYOUTS[4], LAYOUTS[5]]
 
 
 @pytest.mark.slow
@@ -280,7 +281,9 @@ KILL_LAYOUTS = [LAYOUTS[0], LAYOUTS[1], LAYOUTS[4]]
 def test_a_kill_loses_at_most_the_frames_of_the_last_deadline(tmp_path: Path, layout: Layout) -> None:
     """A time lapse at 4 frames/s, bands of 4 (shards of 16): killed at a random moment, the store
     holds every frame accepted more than a deadline before the kill, on every level, with its
-    columns and a session record that agree; resumed, the result is one run's store."""
+    columns and a session record that agree; resumed, it goes on at the next timepoint, the slots
+    of the last one that had no frame yet (lost) counted as skipped, and the result is one run's
+    store with those holes."""
     random.seed(layout.name)
     deadline = 1.0
     path = tmp_path / "lapse.zarr"
@@ -288,25 +291,30 @@ def test_a_kill_loses_at_most_the_frames_of_the_last_deadline(tmp_path: Path, la
     assert len(accepted) >= 6
     on_disk = read_zarr(path / "cam0" / "0")
     extent = on_disk.shape[0]
+    shown = session(path, layout.version)["frames_on_disk"]  # the first `shown` frames, in order
     must = [s for s, at in accepted.items() if at <= killed - deadline]
-    assert must and extent > max(must), (extent, must, accepted, killed)
-    kept = {s: s for s in range(extent)}
+    assert must and shown > max(must), (shown, must, accepted, killed)
+    assert extent == -(-shown // layout.per_t)
+    kept = {s: s for s in range(shown)}
     np.testing.assert_array_equal(on_disk, expected(layout, kept))
     for level, reference in enumerate(reference_pyramid(on_disk, layout.kinds, layout.levels, "mean")):
         np.testing.assert_array_equal(read_zarr(path / "cam0" / str(level)), reference)
-    np.testing.assert_array_equal(read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id"), np.arange(extent))
-    assert session(path, layout.version)["frames_on_disk"] == extent
+    ids = read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id")
+    for seq in range(extent * layout.per_t):
+        assert ids[layout.index_of(seq)] == (seq if seq < shown else -(2**63)), seq
     assert_valid(path)
-    more = range(extent, extent + 9)
+    first = extent * layout.per_t  # the resumed run starts at the next timepoint
+    more = range(first, first + 9)
     with az.open_stream(layout.settings(path, existing="resume")) as stream:
         for seq in more:
-            stream.append(frame(seq, (37, 50)), metadata={"frame_id": seq})
-    final = expected(layout, {s: s for s in range(more[-1] + 1)})
+            stream.append(frame(seq, layout.shape[-2:]), metadata={"frame_id": seq})
+    final = expected(layout, {**kept, **{s: s for s in more}})
     for got in (read_zarr(path / "cam0" / "0"), read_tensorstore(path / "cam0" / "0", layout.version)):
         np.testing.assert_array_equal(got, final)
     for level, reference in enumerate(reference_pyramid(final, layout.kinds, layout.levels, "mean")):
         np.testing.assert_array_equal(read_tensorstore(path / "cam0" / str(level), layout.version), reference)
     record = session(path, layout.version)
     assert [s["ended"] for s in record["segments"]] == ["killed", "completed"]
-    assert record["frames_on_disk"] == more[-1] + 1
+    assert record["frames_on_disk"] == shown + len(more)
+    assert record["frames_skipped"] == final.shape[0] * layout.per_t - shown - len(more)
     assert_valid(path)

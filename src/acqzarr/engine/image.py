@@ -18,6 +18,7 @@ level that feeds the writer below it).
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -100,6 +101,15 @@ class Image:
             self.columns.resume(start, resume.columns)
         contrast = ContrastWindows(self.layout, None if resume is None else resume.windows)
         self.counts = FrameCounts()  # level 0's: frames accepted and slots skipped
+        if resume is not None:
+            # Slots below the extent that hold no frame and no run counted as skipped: lost to a
+            # kill (or still to come when the durability deadline published them).  They stay
+            # holes, counted as skipped by this stream.
+            slots = start * math.prod(self.layout.index_shape[1:])
+            seen = int(resume.record.get("frames_on_disk") or 0) + int(
+                resume.record.get("frames_skipped") or 0
+            )
+            self.counts.skipped = max(0, slots - seen)
         self.documents = ImageDocuments(
             settings=settings,
             spec=spec,
