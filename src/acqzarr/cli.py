@@ -31,7 +31,6 @@ from .stores import Store, open_store
 __all__ = ["main"]
 
 
-
 def _record(args: argparse.Namespace) -> int:
     """Run a recording session from a config file (see configs/)."""
     import json

@@ -9,9 +9,11 @@ every quarter of the deadline, looks at each image: when a frame it accepted
 has been waiting a quarter of the deadline or more (between one and two
 looks), the image takes a *checkpoint* (``Image.checkpoint``): copies of its
 open bands are written as they are on every level, open shards with them,
-and the image is published up to the frames accepted so far.  The objects
-are written again when their bands complete (each write atomic, as always).
-That leaves the other half of the deadline for the writes.
+and the image is published up to the steps of the append axis whose frames
+are all in (a z stack in progress waits for its last frame, so that nothing
+shown ever changes).  The objects are written again when their bands
+complete (each write atomic, as always).  That leaves the other half of the
+deadline for the writes.
 
 It costs nothing while bands fill faster than that: the thread then only
 compares two counters per image four times per deadline.  What it costs when

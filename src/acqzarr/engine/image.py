@@ -102,9 +102,9 @@ class Image:
         contrast = ContrastWindows(self.layout, None if resume is None else resume.windows)
         self.counts = FrameCounts()  # level 0's: frames accepted and slots skipped
         if resume is not None:
-            # Slots below the extent that hold no frame and no run counted as skipped: lost to a
-            # kill (or still to come when the durability deadline published them).  They stay
-            # holes, counted as skipped by this stream.
+            # Slots below the extent that hold no frame and that no run counted as skipped (a run
+            # killed after skipping them, before its next publish): they stay holes, counted as
+            # skipped by this stream.
             slots = start * math.prod(self.layout.index_shape[1:])
             seen = int(resume.record.get("frames_on_disk") or 0) + int(
                 resume.record.get("frames_skipped") or 0
@@ -238,28 +238,38 @@ class Image:
 
     # -- the durability deadline ----------------------------------------------
     def checkpoint(self) -> bool:
-        """Make every frame accepted so far readable although its band is not complete: copies of
-        the open bands are written as they are (fill value where frames are still to come), on
-        every level, and then published (``durability.py`` decides when).  False when it cannot
-        now: the image is closed, a checkpoint is still on its way, or the in-flight cap has no
-        room for the copies (the appender never waits for a checkpoint)."""
+        """Make readable every frame of the steps of the append axis that are settled (each slot
+        filled or skipped) although their bands are not complete: copies of the open bands are
+        written as they are, on every level, and the image is then published up to those steps
+        (``durability.py`` decides when).  A step still waiting for a frame is shown once it is
+        settled, so nothing shown ever changes.  False when there is nothing to show, the image is
+        closed, a checkpoint is still on its way, or the in-flight cap has no room for the copies
+        now (the appender never waits for a checkpoint)."""
         top = self._top
         with self.lock:  # only what must see the bands as they are now: no frame copied here
             if self._closed or self.publisher.checkpoints_pending:
                 return False
-            pairs = top.assembler.snapshot()
+            assembler = top.assembler
+            extent = assembler.settled_extent()
+            if self.publisher.halves_append:
+                # A lower level's plane is final only once all the planes it is made of are.
+                whole = 2 ** (len(self.levels) - 1)
+                extent = extent // whole * whole
+            if extent <= self.publisher.published:
+                return False
+            pairs = assembler.snapshot()
             if pairs is None:
                 return False
-            open_frames: dict[int, int] = {}
-            for _band, copy in pairs:
-                open_frames[copy.coords[0]] = open_frames.get(copy.coords[0], 0) + copy.frames
-            checkpoint = Checkpoint(top.assembler.extent, open_frames)
+            first = self.publisher.counted_from
+            assembler.forget_steps(first)
+            counts = {step: n for step, n in assembler.filled_at.items() if first <= step < extent}
+            checkpoint = Checkpoint(extent, counts)
             self.publisher.begin(checkpoint)
             parts = top.checkpoint(checkpoint)
             self.checkpoints += 1
         try:
             for band, copy in pairs:
-                top.assembler.copy_frames(band, copy)
+                assembler.copy_frames(band, copy)
                 top.band_done(band)
         except BaseException as exc:
             parts.set_exception(exc)  # the queued write raises it: the stream's next call sees it

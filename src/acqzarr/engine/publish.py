@@ -21,10 +21,12 @@ writer.
 
 A durability checkpoint (``durability.py``) shows more than whole rows: once
 every level has written its open bands and open shards as they are, the
-image shows the extent level 0 had when the copies were taken, with the
-frames those copies hold counted *provisionally* per row; when the row's
-bands are complete and stored, the ordinary publish counts the row again,
-finally, minus what the checkpoint counted.
+image shows the steps of the append axis that were *settled* (every slot
+filled or skipped) when the copies were taken.  Nothing a reader sees below
+that extent changes afterwards: the objects are written again as their bands
+fill, but only slots past it change, on every level, and the columns' values
+below it are final.  Its frames are counted from level 0's per-step counts;
+the row-by-row count takes over once the rows are complete.
 """
 
 from __future__ import annotations
@@ -91,12 +93,12 @@ class ImagePublisher:
         self._rows = [_Rows(layout) for layout in layouts]
         for rows in self._rows:
             rows.done = start // rows.layout.index_chunks[0]
-        self._halved = halved_append
+        self._halved = self.halves_append = halved_append
         self._row_frames: dict[int, int] = {}  # level 0's stored frames per row, until published
         self._chunk = layouts[0].index_chunks[0]
-        # Rows below this one are complete, published and counted in frames_flushed for good.
+        # Rows below this one are complete, published and counted in ``_counted`` for good.
         self._counted_rows = start // self._chunk
-        self._provisional: dict[int, int] = {}  # frames a checkpoint counted per row not complete yet
+        self._counted = 0  # frames of those rows (frames_flushed adds a checkpoint's steps past them)
         self._checkpoints: dict[Checkpoint, set[int]] = {}  # levels each checkpoint still waits for
         self._interval = PUBLISH_INTERVAL if interval is None else interval
         self._last = 0.0  # time.monotonic() of the last publish
@@ -145,37 +147,31 @@ class ImagePublisher:
     def checkpoints_pending(self) -> int:
         return len(self._checkpoints)
 
-    def checkpointed(self, level: int, checkpoint: Checkpoint, held: Sequence[StoredBand]) -> None:
-        """``level`` wrote its part of ``checkpoint`` (the I/O thread), showing the complete bands
-        ``held`` back in open shards too.  Level 0 is first (its objects were queued first): its
-        frames per row in complete bands are noted then, when exactly the bands complete before the
-        copies were taken are stored or shown.  After the last level, publish."""
+    @property
+    def counted_from(self) -> int:
+        """The first step of the append axis whose frames a checkpoint has to count itself."""
+        return self._counted_rows * self._chunk
+
+    def checkpointed(self, level: int, checkpoint: Checkpoint) -> None:
+        """``level`` wrote its part of ``checkpoint`` (the I/O thread); after the last level, show
+        its extent with the frames below it (the settled steps past the complete rows counted
+        from the checkpoint's per-step counts)."""
         with self._lock:
-            if level == 0:
-                counts = dict(self._row_frames)
-                for b in held:
-                    counts[b.coords[0]] = counts.get(b.coords[0], 0) + b.frames
-                checkpoint.stored_frames = counts
             waiting = self._checkpoints[checkpoint]
             waiting.discard(level)
             if waiting:
                 return
             del self._checkpoints[checkpoint]
-            if checkpoint.extent < self.published or checkpoint.extent <= self._counted_rows * self._chunk:
+            extent = checkpoint.extent
+            if extent <= self.published:
                 return  # whole rows published since cover it
-            frames = self.frames_flushed
-            for row in range(self._counted_rows, -(-checkpoint.extent // self._chunk)):
-                count = checkpoint.stored_frames.get(row, 0) + checkpoint.open_frames.get(row, 0)
-                frames += count - self._provisional.get(row, 0)
-                self._provisional[row] = count
-            if checkpoint.extent > self.published or frames != self.frames_flushed:
-                extent = checkpoint.extent
-                self._documents.publish(
-                    [self.level_extent(k, extent) for k in range(len(self._rows))], frames
-                )
-                self.frames_flushed = frames
-                self.published = extent
-                self._last = time.monotonic()
+            frames = self._counted + sum(
+                checkpoint.frames.get(step, 0) for step in range(self.counted_from, extent)
+            )
+            self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
+            self.frames_flushed = frames
+            self.published = extent
+            self._last = time.monotonic()
 
     def _extent(self) -> int:
         extent = self._rows[0].extent()
@@ -186,15 +182,13 @@ class ImagePublisher:
     def _publish_upto(self, extent: int) -> None:
         # The extent is whole rows, but for the last one at the end: its frames all lie below it.
         steps = range(self._counted_rows, -(-extent // self._chunk))
-        frames = self.frames_flushed + sum(
-            self._row_frames.get(row, 0) - self._provisional.get(row, 0) for row in steps
-        )
+        frames = self._counted + sum(self._row_frames.get(row, 0) for row in steps)
         # Metadata first: a caller told "n frames flushed" must find them if killed right after.
         self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
         for row in steps:
             self._row_frames.pop(row, None)
-            self._provisional.pop(row, None)
         self._counted_rows = max(self._counted_rows, steps.stop)
+        self._counted = frames
         self.frames_flushed = frames
         self.published = extent
         self._last = time.monotonic()

@@ -34,6 +34,7 @@ import numpy as np
 
 __all__ = ["downsample", "reduce_block"]
 
+
 def downsample(array: Any, method: str, axes: Sequence[int]) -> np.ndarray[Any, Any]:
     """The next pyramid level of a whole level: ``array`` halved along ``axes`` by ``method``.
 

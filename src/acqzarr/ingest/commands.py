@@ -36,7 +36,6 @@ _REFUSAL_HINTS = {
 }
 
 
-
 def _serve(args: argparse.Namespace) -> int:
     from .config import load_serve_config
     from .server import serve

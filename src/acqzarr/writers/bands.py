@@ -97,6 +97,9 @@ class BandAssembler:
         self._closed_per_row: dict[int, int] = {}
         self.extent = 0  # 1 + the largest append-axis index filled or skipped so far
         self.counts = counts
+        # Frames filled per step of the append axis, for a durability checkpoint's count (steps
+        # whose rows are published for good are dropped: ``forget_steps``).
+        self.filled_at: dict[int, int] = {}
 
     # -- checks (nothing changes before they all pass) ----------------------
     def locate(self, positions: Sequence[Index]) -> list[Slot]:
@@ -144,6 +147,7 @@ class BandAssembler:
             self.layout.copy_frame(band.buffer, within, frames[k])
             band.state[within] = FILLED
             self.counts.filled += 1
+            self.filled_at[index[0]] = self.filled_at.get(index[0], 0) + 1
             self._slot_done(band, index)
 
     def skip(self, positions: Sequence[Index]) -> None:
@@ -176,6 +180,31 @@ class BandAssembler:
         assert not self.open, f"bands left open past the extent: {list(self.open)}"
 
     # -- durability checkpoints -----------------------------------------
+    def settled_extent(self) -> int:
+        """Steps of the append axis from the start whose every slot is filled or skipped: a band
+        not complete holds back the first step where it still waits, a band of an open row never
+        opened holds back its first step."""
+        chunk = self.layout.index_chunks[0]
+        extent = self.extent
+        for row in range(self._rows_closed, -(-extent // chunk)):
+            for coords in self.layout.row_bands(row):
+                if self.is_closed(coords):
+                    continue
+                band = self.open.get(coords)
+                if band is None:
+                    return row * chunk
+                waiting = (band.state == OPEN).reshape(chunk, -1).any(axis=1).nonzero()[0]
+                if waiting.size:
+                    extent = min(extent, row * chunk + int(waiting[0]))
+            if extent <= (row + 1) * chunk:
+                break
+        return extent
+
+    def forget_steps(self, below: int) -> None:
+        """Drop the per-step counts of steps below ``below`` (their rows are counted for good)."""
+        for step in [s for s in self.filled_at if s < below]:
+            del self.filled_at[step]
+
     def snapshot(self) -> list[tuple[Band, Band]] | None:
         """(open band, its copy) for every open band that holds frames: the copy has the band's
         slot states now and an empty buffer from the pool (taken as in flight), the band is held

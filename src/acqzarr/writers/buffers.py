@@ -20,6 +20,7 @@ from ..stores.aligned import anonymous_memory
 
 __all__ = ["BufferPool", "BufferPools", "mapped_array"]
 
+
 def mapped_array(
     shape: tuple[int, ...], dtype: np.dtype[Any], *, populate: bool = True
 ) -> np.ndarray[Any, Any]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numcodecs
@@ -37,14 +37,14 @@ __all__ = ["BandSink", "BandSource", "Checkpoint", "LevelWriter", "Readable"]
 
 @dataclass(eq=False)
 class Checkpoint:
-    """One durability checkpoint of an image (``engine/durability.py``): what its level 0 held when
-    it was taken.  Every level writes its open bands and open shards as they are, then tells its
-    ``Readable``; once all have, the image may show ``extent`` steps of the append axis."""
+    """One durability checkpoint of an image (``engine/durability.py``).  Every level writes its
+    open bands (copies taken at one moment) and open shards as they are, then tells its
+    ``Readable``; once all have, the image shows ``extent`` steps of the append axis: steps whose
+    every slot was filled or skipped when the copies were taken, so nothing a reader sees below
+    it changes afterwards, on any level or in any column."""
 
-    extent: int  # level 0's append-axis extent when the copies were taken
-    open_frames: dict[int, int]  # frames of level 0's open bands per row (their copies hold them)
-    # Level 0's frames per row in complete bands, once its part is stored (the publisher's count).
-    stored_frames: dict[int, int] = field(default_factory=dict)
+    extent: int  # level 0's steps of the append axis to show
+    frames: dict[int, int]  # frames this stream filled per step of the append axis, below ``extent``
 
 
 # What a level's checkpoint write waits for: each copy with its encoding tasks.
@@ -57,7 +57,7 @@ class Readable(Protocol):
 
     def stored(self, level: int, bands: Sequence[StoredBand]) -> None: ...
 
-    def checkpointed(self, level: int, checkpoint: Checkpoint, held: Sequence[StoredBand]) -> None: ...
+    def checkpointed(self, level: int, checkpoint: Checkpoint) -> None: ...
 
 
 class BandSource(Protocol):
@@ -260,14 +260,14 @@ class LevelWriter:
             try:
                 if failed:
                     return
-                shown = self.objects.write_partial(results)
+                # Not counted in bytes_written: these objects are written again, whole, and the
+                # ratio of bytes_written to raw_bytes_written is the compression ratio users see.
+                self.objects.write_partial(results)
             finally:
                 for _band, encoded in results:
                     for r in encoded:
                         self._release(r)
-            # Not counted in bytes_written: these objects are written again, whole, and the ratio
-            # of bytes_written to raw_bytes_written is the compression ratio users are shown.
-            self._readable.checkpointed(self.level, checkpoint, shown.bands)
+            self._readable.checkpointed(self.level, checkpoint)
         finally:
             self.budget.notify()
 

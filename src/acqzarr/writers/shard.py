@@ -121,21 +121,19 @@ class ShardWriter(ObjectWriter):
         within = tuple(b % n for b, n in zip(coords, self._index_cps, strict=True))
         return ishard, int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
 
-    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> Stored:
+    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> int:
         """One-band shards are written like complete ones.  A deeper shard is shown as it is now:
         the bands staged so far, then the checkpoint's copies of its bands still filling, then an
         index of them all (``Staged.snapshot``; the staging itself goes on)."""
         if self._single:
-            return Stored(nbytes=sum(self._put_single(band, results) for band, results in parts))
+            return sum(self._put_single(band, results) for band, results in parts)
         partial: dict[Index, list[tuple[int, Sequence[Encoded]]]] = {}
         for band, results in parts:
             ishard, first = self._place(band.coords)
             partial.setdefault(ishard, []).append((first, results))
-        stored = Stored()
+        nbytes = 0
         for ishard in sorted(set(self._open) | set(partial)):
             shard = self._open.get(ishard)
-            if shard is not None:
-                stored.bands += shard.bands
             for f in range(len(self._frame_shards)):
                 staged = None if shard is None else shard.staged.get(f)
                 index = ShardIndex.empty(self.shard_layout.n_chunks)
@@ -160,8 +158,8 @@ class ShardWriter(ObjectWriter):
                 else:
                     key = self.object_key((*ishard, *self._frame_shards[f]))
                     self.store.put(key, [*(b.data[:n] for b, n in pieces), tail])
-                stored.nbytes += sum(n for _b, n in pieces) + len(tail)
-        return stored
+                nbytes += sum(n for _b, n in pieces) + len(tail)
+        return nbytes
 
     def _append_index(self, enc: Encoded) -> int:
         """A one-band shard: put the index in the buffer's spare room; return the shard's length."""
