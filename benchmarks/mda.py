@@ -39,7 +39,13 @@ WRITERS = ("none", "acqzarr", "ome-writers", "ome-writers-lz4")
 
 def _core(size: int) -> Any:
     import numpy as np
-    from pymmcore_plus.experimental.unicore import SimpleCameraDevice, UniMMCore
+    from pymmcore_plus.experimental.unicore import (
+        ShutterDevice,
+        SimpleCameraDevice,
+        StageDevice,
+        UniMMCore,
+        XYStageDevice,
+    )
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -67,24 +73,70 @@ def _core(size: int) -> Any:
             self.n += 1
             return {}
 
+    class Focus(StageDevice):  # instant moves: the run measures the writer, not the stage
+        z = 0.0
+
+        def home(self) -> None: ...
+        def stop(self) -> None: ...
+        def set_origin(self) -> None: ...
+
+        def set_position_um(self, val: float) -> None:
+            self.z = val
+
+        def get_position_um(self) -> float:
+            return self.z
+
+    class Stage(XYStageDevice):
+        xy = (0.0, 0.0)
+
+        def home(self) -> None: ...
+        def stop(self) -> None: ...
+        def set_origin_x(self) -> None: ...
+        def set_origin_y(self) -> None: ...
+
+        def set_position_um(self, x: float, y: float) -> None:
+            self.xy = (x, y)
+
+        def get_position_um(self) -> tuple[float, float]:
+            return self.xy
+
+    class Shutter(ShutterDevice):
+        open = False
+
+        def get_open(self) -> bool:
+            return self.open
+
+        def set_open(self, open: bool) -> None:
+            self.open = open
+
     logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
     core = UniMMCore()
-    core.loadPyDevice("Camera", FreeRunningCamera())
-    core.initializeDevice("Camera")
+    for label, device in (
+        ("Camera", FreeRunningCamera()),
+        ("Z", Focus()),
+        ("XY", Stage()),
+        ("Shutter", Shutter()),
+    ):
+        core.loadPyDevice(label, device)
+        core.initializeDevice(label)
     core.setCameraDevice("Camera")
+    core.setFocusDevice("Z")
+    core.setXYStageDevice("XY")
+    core.setShutterDevice("Shutter")
     for name in ("DAPI", "FITC"):
         core.defineConfig("Channel", name, "Camera", "Exposure", "0")
     core.setChannelGroup("Channel")
     return core
 
 
-def _sequence(timepoints: int) -> Any:
+def _sequence(timepoints: int, z: int) -> Any:
     import useq
 
     return useq.MDASequence(
         time_plan={"interval": 0, "loops": timepoints},
         channels=["DAPI", "FITC"],
         stage_positions=[(0.0, 0.0, 0.0), (100.0, 0.0, 0.0)],
+        z_plan={"range": float(z - 1), "step": 1.0} if z > 1 else None,
         axis_order="tpcz",
     )
 
@@ -103,10 +155,10 @@ def _output(writer: str, path: Path, core: Any) -> Any:
     return AcquisitionSettings(root_path=str(path / "run.ome.zarr"), compression="blosc-lz4", overwrite=True)
 
 
-def child(writer: str, size: int, timepoints: int, workdir: Path) -> dict[str, Any]:
+def child(writer: str, size: int, timepoints: int, z: int, workdir: Path) -> dict[str, Any]:
     """One writer in this process: time ``core.mda.run`` and the process CPU it used."""
     core = _core(size)
-    sequence = _sequence(timepoints)
+    sequence = _sequence(timepoints, z)
     frames = len(list(sequence))
     out = _output(writer, workdir, core)
     cpu0, t0 = time.process_time(), time.perf_counter()
@@ -135,6 +187,7 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--timepoints", type=int, default=200)
+    parser.add_argument("--z", type=int, default=1, help="z planes per stack (1: no z plan)")
     parser.add_argument("--pause", type=float, default=5.0, help="seconds after sync before each writer")
     parser.add_argument("--writer", action="append", choices=WRITERS, help="default: all")
     parser.add_argument("--json", type=Path, default=HERE / "last-run-mda.json")
@@ -142,7 +195,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.size, args.timepoints, args.workdir)))
+        print(json.dumps(child(args.child, args.size, args.timepoints, args.z, args.workdir)))
         return
     rows = []
     for writer in args.writer or WRITERS:
@@ -150,7 +203,7 @@ def main() -> None:
             subprocess.run(["sync"], check=False)
             time.sleep(args.pause)
             cmd = [sys.executable, __file__, "--child", writer, "--workdir", tmp]
-            cmd += ["--size", str(args.size), "--timepoints", str(args.timepoints)]
+            cmd += ["--size", str(args.size), "--timepoints", str(args.timepoints), "--z", str(args.z)]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             row = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append(row)
@@ -163,7 +216,13 @@ def main() -> None:
     import pymmcore_plus
 
     result = {
-        "workload": {"size": args.size, "timepoints": args.timepoints, "channels": 2, "positions": 2},
+        "workload": {
+            "size": args.size,
+            "timepoints": args.timepoints,
+            "channels": 2,
+            "positions": 2,
+            "z": args.z,
+        },
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()},
         "versions": {"pymmcore-plus": pymmcore_plus.__version__, "ome-writers": ome_writers.__version__},
         "rows": rows,

@@ -278,9 +278,10 @@ class Image:
         return True
 
     # -- closing ---------------------------------------------------------------
-    def catch_up(self) -> None:
-        """Publish whatever is stored and not yet shown."""
-        self.publisher.catch_up()
+    def catch_up(self, *, now: bool = False) -> float | None:
+        """Publish whatever is stored and not yet shown, at most every publish interval unless
+        ``now``; the seconds until the next may, if something waits."""
+        return self.publisher.catch_up(now=now)
 
     def finish(self) -> None:
         """No more frames: every band closes (open slots become holes) and every level finishes,
@@ -304,7 +305,8 @@ class Image:
         self.documents.write_group()
 
 
-def images_catch_up(images: Sequence[Image]) -> None:
-    """Publish every image's stored, unpublished bands (the I/O thread's idle work)."""
-    for image in images:
-        image.catch_up()
+def images_catch_up(images: Sequence[Image], *, now: bool = False) -> float | None:
+    """Publish every image's stored, unpublished bands (the I/O thread's idle work, at most every
+    publish interval per image unless ``now``); the seconds until one of them may publish next."""
+    waits = [w for w in (image.catch_up(now=now) for image in images) if w is not None]
+    return min(waits) if waits else None

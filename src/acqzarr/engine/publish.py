@@ -14,7 +14,8 @@ A publish is one atomic metadata change (level shapes, per-frame metadata
 columns, the image group: ``documents.py`` renders and writes it), so they
 are coalesced: an image publishes when
 ``interval`` has passed since its last publish, when the I/O thread has
-nothing else queued (``catch_up``), at the final extent, and on ``flush``.
+nothing else queued and ``interval`` has passed (``catch_up``: the I/O thread
+comes back when it has), at the final extent, and on ``flush``.
 A stream of small frames then pays for ~10 metadata changes a second, not
 one per band, and a reader is never more than ``interval`` behind a busy
 writer.
@@ -130,12 +131,20 @@ class ImagePublisher:
             ):
                 self._publish_upto(extent)
 
-    def catch_up(self) -> None:
-        """Publish whatever is stored and not yet shown (the I/O thread is idle, or a flush)."""
+    def catch_up(self, *, now: bool = False) -> float | None:
+        """Publish whatever is stored and not yet shown, if ``interval`` has passed since the last
+        publish or ``now`` (a flush); else return the seconds until it will have (the I/O thread,
+        idle, comes back then).  A burst of small bands that leaves the I/O thread idle between
+        them then pays for one metadata change per interval, not one per band."""
         with self._lock:
             extent = self._extent()
-            if extent > self.published:
+            if extent <= self.published:
+                return None
+            wait = self._interval - (time.monotonic() - self._last)
+            if now or wait <= 0:
                 self._publish_upto(extent)
+                return None
+            return wait
 
     # -- durability checkpoints ---------------------------------------------
     def begin(self, checkpoint: Checkpoint) -> None:

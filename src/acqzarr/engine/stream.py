@@ -385,7 +385,7 @@ class Stream:
         frames of bands still waiting for frames stay buffered).  Raises a writer failure."""
         self._pipeline.drain()
         self._pipeline.check()
-        _catch_up(self._images)
+        images_catch_up(list(self._images.values()), now=True)
 
     @property
     def closed(self) -> bool:
@@ -436,8 +436,8 @@ def _record_of(points: dict[str, ResumePoint], key: str) -> dict[str, Any] | Non
     return None if point is None else point.record
 
 
-def _catch_up(images: dict[str, Image]) -> None:
-    images_catch_up(list(images.values()))
+def _catch_up(images: dict[str, Image]) -> float | None:
+    return images_catch_up(list(images.values()))
 
 
 def _close(
@@ -458,6 +458,8 @@ def _close(
         for image in images.values():
             image.finish()
         pipeline.drain()
+        if not pipeline.failed:
+            images_catch_up(list(images.values()), now=True)  # what an idle publish still waited for
     finally:
         pipeline.close()
         pools.clear()

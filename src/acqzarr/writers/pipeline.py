@@ -33,6 +33,10 @@ def _set_event(event: threading.Event, failed: bool) -> None:
     event.set()
 
 
+def _idle(failed: bool) -> None:
+    """Not a job: the wait for one ran out (the idle hook's time came)."""
+
+
 class _OrderedThread:
     """Runs jobs one at a time in submission order; a job is told whether anything failed before it."""
 
@@ -41,7 +45,9 @@ class _OrderedThread:
         name: str,
         record: Callable[[BaseException], None],
         failed: Callable[[], bool],
-        on_idle: Callable[[], None] | None = None,  # run when a job leaves the queue empty
+        # Run when a job leaves the queue empty; returns the seconds after which it wants to run
+        # again if no job comes meanwhile (None: not until the next job).
+        on_idle: Callable[[], float | None] | None = None,
     ) -> None:
         self._jobs: queue.Queue[IOJob | None] = queue.Queue()
         self.on_idle = on_idle
@@ -71,14 +77,20 @@ class _OrderedThread:
         self._thread.join()
 
     def _loop(self) -> None:
+        again: float | None = None  # when idle: seconds until on_idle wants to run again
         while True:
-            job = self._jobs.get()
+            try:
+                job = self._jobs.get(timeout=again)
+            except queue.Empty:
+                job = _idle
+            again = None
             if job is None:
                 return
             try:
-                job(self._failed())
+                if job is not _idle:
+                    job(self._failed())
                 if self.on_idle is not None and self._jobs.empty() and not self._failed():
-                    self.on_idle()
+                    again = self.on_idle()
             except BaseException as exc:
                 self._record(exc)
 
@@ -87,12 +99,17 @@ class Pipeline:
     """The compression pool, the ordered I/O thread and the downsampling thread of one stream.
 
     ``on_io_idle`` runs on the I/O thread whenever a job leaves its queue empty
-    (and nothing failed): the stream publishes what is stored then.  It must not
-    hold the stream itself (the threads would keep an unclosed stream alive).
+    (and nothing failed), and again after the seconds it returns if no job came
+    meanwhile: the stream publishes what is stored then, at most every publish
+    interval.  It must not hold the stream itself (the threads would keep an
+    unclosed stream alive).
     """
 
     def __init__(
-        self, threads: int | None, budget: InflightBudget, on_io_idle: Callable[[], None] | None = None
+        self,
+        threads: int | None,
+        budget: InflightBudget,
+        on_io_idle: Callable[[], float | None] | None = None,
     ) -> None:
         self.budget = budget
         self.threads = threads or os.cpu_count() or 1
@@ -129,6 +146,10 @@ class Pipeline:
     def fail(self, exc: BaseException) -> None:
         """A helper thread of the stream failed: the next call on the stream raises it."""
         self._record(exc)
+
+    @property
+    def failed(self) -> bool:
+        return self._failure is not None
 
     def check(self) -> None:
         """Raise the first failure of any writer thread, if there was one."""
