@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,10 +26,14 @@ import pytest
 import yaml
 import zarr
 
+from acqzarr.engine.memory import MIN_DEFAULT_CAP, plan_memory
 from acqzarr.errors import ConfigError
-from acqzarr.ingest import IngestServer, ServeConfig, StatusUnavailable, load_serve_config, query
+from acqzarr.ingest import REASONS, IngestServer, ServeConfig, StatusUnavailable, load_serve_config, query
+from acqzarr.ingest.config import DetectorInput
+from acqzarr.ingest.dectris.series import DetectorSeries, decode_budget, series_stream_settings
 from acqzarr.ingest.status import format_line
 from acqzarr.read.validate import validate
+from acqzarr.settings import S3Settings
 from acqzarr.stores import open_store
 from detector_helpers import (
     CHANNELS,
@@ -815,3 +820,80 @@ def test_the_store_template_may_name_the_date(tmp_path: Path) -> None:
         served.shutdown()
     name = Path(summary["store"]).name
     assert name.endswith("_3.zarr") and before <= name[:15] <= after
+
+
+# -- memory: the decode queue and the receive pipe come out of the series' cap ----------------------
+def test_the_decode_queue_is_bounded_in_bytes_and_a_full_one_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    take = DetectorSeries.image
+
+    def slow(self: DetectorSeries, img: Any) -> None:  # a slow store: the queue fills behind it
+        time.sleep(0.03)
+        take(self, img)
+
+    monkeypatch.setattr(DetectorSeries, "image", slow)
+    served = DetectorServed(tmp_path / "data", detector={"idle_timeout": 30})
+    seen: list[dict[str, Any]] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.append(served.input())
+            time.sleep(0.003)
+
+    watcher = threading.Thread(target=watch)
+    try:
+        s = start("big", n=24, size=(512, 512))  # 2 channels of uint32: 2 MiB an image
+        eiger = DetectorInput(name="eiger", protocol="dectris-stream2", connect="tcp://h:1")
+        budget = decode_budget(eiger, s)
+        assert budget.frame_bytes == 2 << 20 and budget.queue_messages == 3  # decode_threads + 1
+        assert budget.pipe_messages == 4  # rcvhwm
+        watcher.start()
+        served.detector.series(s)  # at once: the server takes them as it can
+        summary = served.wait_series("big")
+        done.set()
+        watcher.join()
+        snap = served.input()
+    finally:
+        done.set()
+        served.shutdown()
+    assert summary["completed"] is True and summary["frames_total"] == 24
+    assert_series(served.root / "eiger" / "big.zarr", s, range(24))  # nothing lost to the bound
+    # Each message is 2 MiB received and 2 MiB decoded: the budget takes 3 (the decode threads and
+    # one decoded, waiting), where the count alone (4 per decode thread) took 8.
+    most = max(d["decoding"] for d in seen)
+    assert most * 2 * budget.frame_bytes <= budget.queue_bytes, f"{most} messages queued"
+    assert most == budget.queue_messages  # the slow store did fill it
+    assert snap["decode_queue_max_bytes"] == budget.queue_bytes
+    assert 0 < snap["decode_queue_peak_bytes"] <= budget.queue_bytes
+    assert max(d["decode_queue_bytes"] for d in seen) <= budget.queue_bytes
+
+
+def test_a_detector_series_cap_leaves_room_for_what_the_input_holds(tmp_path: Path) -> None:
+    detector = DetectorInput(name="eiger", protocol="dectris-stream2", connect="tcp://h:1")
+    eiger_4m = start("4m", n=8, size=(2162, 2068), dtype="<u2", channels=("threshold_1",), with_arrays=False)
+    settings = series_stream_settings(detector, eiger_4m, str(tmp_path / "a.zarr"), S3Settings())
+    budget = decode_budget(detector, eiger_4m)
+    plan = plan_memory(settings)
+    assert budget.frame_bytes == 2162 * 2068 * 2 and plan.default_cap == MIN_DEFAULT_CAP
+    # The stream's share and the input's are the cap an acqzarr sender's series would have.
+    assert settings.max_inflight_bytes == MIN_DEFAULT_CAP - budget.total > plan.required
+    # Frames so large that nothing would be left: the stream still gets what it needs.
+    huge = start("huge", n=8, size=(8192, 8192), channels=("threshold_1",), with_arrays=False)
+    settings = series_stream_settings(detector, huge, str(tmp_path / "b.zarr"), S3Settings())
+    assert settings.max_inflight_bytes == plan_memory(settings).required
+
+
+_REJECTING = re.compile(r'(?:ProtocolError|DetectorMessageError|_reject)\(\s*"([a-z_]+)"')
+# optional_int/optional_float(value, name, reason[, minimum=/positive=]): the reason is the last string
+_PASSED_REASON = re.compile(r'optional_(?:int|float)\([^\n]*"([a-z_]+)"(?:, (?:minimum|positive)=\w+)?\)')
+
+
+def test_every_reason_a_detector_rejects_with_is_documented() -> None:
+    ingest = HERE.parent / "src" / "acqzarr" / "ingest"
+    sources = [ingest / "detectors.py", *sorted((ingest / "dectris").glob("*.py"))]
+    used = {m for f in sources for rx in (_REJECTING, _PASSED_REASON) for m in rx.findall(f.read_text())}
+    assert {"start_while_open", "bad_image", "bad_compression", "malformed", "shutdown"} <= used
+    assert not used - set(REASONS), f"add to protocol.REASONS: {sorted(used - set(REASONS))}"
+

@@ -177,7 +177,11 @@ class DetectorInput(BaseModel):
         "(its end was lost). Set it above the longest pause between triggers.",
     )
     rcvhwm: int = Field(
-        default=16, ge=1, description="Receive high-water mark of the PULL socket, in messages."
+        default=4,
+        ge=1,
+        description="Receive high-water mark of the PULL socket, in messages. What it may hold, a "
+        "frame a message, comes out of each series' in-flight cap, with the decode queue's share "
+        "(docs/detectors.md, Memory): 4 frames of an EIGER2 4M are 34 MiB.",
     )
     decode_threads: int = Field(
         default=2, ge=1, le=64, description="Threads decoding this detector's messages in parallel."

@@ -12,9 +12,13 @@ received (zero-copy), several decode at once, and the results are applied in
 arrival order (``_Input.service`` takes only the finished decodes at the head
 of the queue).  A decode that finishes writes a byte into a pipe the loop
 polls with its sockets, so its result is applied at once, not at the next
-poll timeout.  The queue is bounded: when it is full the socket is left
-unread, the receive high-water mark fills and the detector's PUSH waits,
-which is backpressure, never a loss.
+poll timeout.  The queue is bounded in bytes, by the series' frame size
+(``dectris/series.py``, ``DecodeBudget``: received bytes and decoded frames
+together, and never fewer messages than keep every decode thread busy); when
+it is full the socket is left unread, the receive high-water mark fills and
+the detector's PUSH waits, which is backpressure, never a loss.  What the
+queue and the receive pipe may hold comes out of the series' stream cap, so
+the series' memory on the server stays within it.
 
 Applying is the series' state machine: a start opens a store (on an open
 thread; the detector's later messages wait in the queue meanwhile), images
@@ -51,7 +55,15 @@ from ..settings.locations import is_s3
 from ..stores import open_store
 from .config import DetectorInput, ServeConfig
 from .dectris.messages import DetectorEnd, DetectorImage, DetectorMessage, DetectorStart, WireDecoder
-from .dectris.series import DetectorSeries, declared_dtype, series_stream_settings, store_path
+from .dectris.series import (
+    DecodeBudget,
+    DetectorSeries,
+    declared_dtype,
+    decode_budget,
+    queue_floor,
+    series_stream_settings,
+    store_path,
+)
 from .status import Counters, Rejections
 
 __all__ = ["DecoderFactory", "DetectorInputs", "default_decoder"]
@@ -59,7 +71,7 @@ __all__ = ["DecoderFactory", "DetectorInputs", "default_decoder"]
 log = logging.getLogger("acqzarr.ingest")
 
 DecoderFactory = Callable[[str], WireDecoder]
-_QUEUE_PER_THREAD = 4  # decodes queued or running per decode thread before the socket is left unread
+_QUEUE_PER_THREAD = 4  # messages queued or decoding per decode thread at most (small frames: no byte bound)
 _BATCH = 64  # messages taken per service before the loop's other work gets a turn
 _MONITORED = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 
@@ -77,10 +89,22 @@ def default_decoder(protocol: str) -> WireDecoder:
 
 @dataclass
 class _Received:
-    """A message on its way: its parts as received (kept alive while they decode) and the decode."""
+    """A message on its way: its parts as received (kept alive while they decode), their bytes,
+    the decode, and the bytes it decoded to (once done and looked at)."""
 
     parts: list[zmq.Frame]
+    wire: int
     decoding: cf.Future[DetectorMessage]
+    decoded: int | None = None
+
+
+def _decoded_bytes(message: DetectorMessage) -> int:
+    """The pixel bytes a decoded message holds: an image's channels, a start's arrays."""
+    if isinstance(message, DetectorImage):
+        return sum(a.nbytes for a in message.data.values())
+    if isinstance(message, DetectorStart):
+        return sum(a.nbytes for a in message.arrays.values())
+    return 0
 
 
 @dataclass
@@ -144,6 +168,9 @@ class _Input:
         self.finisher = cf.ThreadPoolExecutor(1, thread_name_prefix=f"acqzarr-finalize-{self.name}")
         self.queue: deque[_Received] = deque()
         self.queue_max = _QUEUE_PER_THREAD * config.decode_threads
+        self.queue_floor = queue_floor(config)  # taken whatever their size
+        self.budget: DecodeBudget | None = None  # the frames of the last series started say it
+        self.queue_peak = 0  # the most bytes the queue held (DecodeBudget's reckoning)
         self.reading = True
         poller.register(sock, zmq.POLLIN)
         poller.register(self.monitor, zmq.POLLIN)
@@ -189,9 +216,33 @@ class _Input:
                 self.connected = False
                 log.warning("detector %s: disconnected from %s; reconnecting", self.name, self.config.connect)
 
+    def queued_bytes(self) -> int:
+        """What the decode queue holds: each message's received bytes and its decoded pixels (a
+        frame of the series, reserved, while it still decodes)."""
+        reserve = 0 if self.budget is None else self.budget.frame_bytes
+        total = 0
+        for r in self.queue:
+            if r.decoded is None and r.decoding.done():
+                error = r.decoding.exception()
+                r.decoded = 0 if error is not None else _decoded_bytes(r.decoding.result())
+            total += r.wire + (reserve if r.decoded is None else r.decoded)
+        return total
+
+    def _room(self) -> bool:
+        """Whether the queue takes another message: always below ``queue_floor`` (the decode
+        threads stay busy), else while one more (``DecodeBudget.message_bytes``) still fits the
+        series' budget (none known yet: only the floor)."""
+        n = len(self.queue)
+        if n < self.queue_floor:
+            return True
+        budget = self.budget
+        if n >= self.queue_max or budget is None:
+            return False
+        return self.queued_bytes() + budget.message_bytes <= budget.queue_bytes
+
     def _receive(self) -> None:
         for _ in range(_BATCH):
-            if len(self.queue) >= self.queue_max:
+            if not self._room():
                 self._read(False)
                 return
             try:
@@ -202,7 +253,17 @@ class _Input:
             buffers = [p.buffer for p in parts]
             decoding = self.pool.submit(self.decoder.decode, buffers)
             decoding.add_done_callback(self.wake)
-            self.queue.append(_Received(parts, decoding))
+            self.queue.append(_Received(parts, sum(b.nbytes for b in buffers), decoding))
+            self._note_peak()
+
+    def _note_peak(self) -> None:
+        self.queue_peak = max(self.queue_peak, self.queued_bytes())
+
+    def _expect(self, start: DetectorStart) -> None:
+        """A series starts: its frames size the decode queue (the receive high-water mark stays
+        as the socket was made: libzmq 4.3 stalls a connected pipe whose mark is changed, the
+        detector's PUSH never hearing that the messages it counts were read)."""
+        self.budget = decode_budget(self.config, start)
 
     def _read(self, reading: bool) -> None:
         if reading != self.reading:
@@ -222,9 +283,10 @@ class _Input:
                 self._opened(self.opening)
             if not self.queue or not self.queue[0].decoding.done():
                 break
+            self._note_peak()  # decoded: a start's arrays are known now
             received = self.queue.popleft()
             self._handle(received.decoding)
-        if not self.reading and len(self.queue) < self.queue_max:
+        if not self.reading and self._room():
             self._read(True)
 
     def drain(self, deadline: float) -> None:
@@ -237,8 +299,7 @@ class _Input:
             elif self.queue:
                 cf.wait([self.queue[0].decoding], max(0.0, deadline - time.monotonic()))
             self.apply()
-            if len(self.queue) < self.queue_max:
-                self._receive()
+            self._receive()
         for _ in self.queue:  # past the deadline: counted, never silently gone
             self._reject("shutdown", "received but not applied before the server stopped")
         self.queue.clear()
@@ -285,6 +346,7 @@ class _Input:
                 f"a new series started while {self.series.id!r} was open; that one ends incomplete",
             )
             self._finish(self.series, "new_series", None)
+        self._expect(start)
         if declared_dtype(start) is None:  # the start does not say: the first image will
             self.deferred = start
             return
@@ -336,7 +398,9 @@ class _Input:
         deferred = self.deferred
         if series is None and deferred is not None and _same(ids, _ids_of(deferred)) and image.data:
             self.deferred = None  # its first image says the dtype: open it now, take the image then
-            self._open(dataclasses.replace(deferred, dtype=next(iter(image.data.values())).dtype), image)
+            decided = dataclasses.replace(deferred, dtype=next(iter(image.data.values())).dtype)
+            self._expect(decided)
+            self._open(decided, image)
             return
         if series is None:
             if self.refused is not None and _same(ids, self.refused):
@@ -485,6 +549,9 @@ class _Input:
             "images_per_s": round(self.rate, 2),
             "rejected": dict(sorted(self.rejected.items())),
             "decoding": len(self.queue),
+            "decode_queue_bytes": self.queued_bytes(),
+            "decode_queue_peak_bytes": self.queue_peak,
+            "decode_queue_max_bytes": None if self.budget is None else self.budget.queue_bytes,
             "series_started": self.series_started,
             "series_finished": self.series_finished,
             "finalizing": [f.series.id for f in self.finalizing],

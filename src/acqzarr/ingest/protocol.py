@@ -72,8 +72,26 @@ REASONS: dict[str, str] = {
     "payload_size": "payload length differs from what the header implies",
     "decode": "blosc2 payload that does not decompress",
     "append": "the stream refused the frame (e.g. past a bounded append axis) or its writer failed",
-    "shutdown": "message of a series still waiting for a slot when the server shut down",
+    "shutdown": "message of a series still waiting for a slot, or a detector's message received but not "
+    "applied, when the server shut down",
     "internal": "an unexpected error while handling the message (a bug; logged with its traceback)",
+    # Detector inputs (``detectors.py``, ``dectris/``; docs/detectors.md).  They also count bad_path
+    # (a store template resolving outside root), series_exists, store, shutdown and internal.
+    "malformed": "detector: a message the decoder cannot read (not CBOR or JSON, a field of the wrong type)",
+    "unknown_type": "detector: a message type that is not start, image or end",
+    "bad_compression": "detector: a compressed payload that is corrupt, truncated or declares too much",
+    "bad_start": "detector: a start that opens no series (a field out of range, a geometry no store takes, "
+    "more memory than max_series_memory)",
+    "bad_image": "detector: an image of the wrong size, dtype or channels, or an image_id out of range",
+    "duplicate_image": "detector: an image_id that arrived already in its series",
+    "image_without_start": "detector: an image while no series is open",
+    "image_after_end": "detector: an image of a series that has ended",
+    "series_refused": "detector: an image of a series whose start was refused",
+    "wrong_series": "detector: an image or end whose ids are not the open series'",
+    "end_without_start": "detector: an end while no series is open",
+    "empty_series": "detector: a series without a dtype that ended before its first image (no store)",
+    "start_while_open": "detector: a start while a series was open (that one is finalized as incomplete)",
+    "write_error": "detector: the series' writer failed (the series is finalized with what is stored)",
 }
 
 # StreamSettings fields that are the server's decision, never the series': where the store goes

@@ -59,7 +59,7 @@ log = logging.getLogger("acqzarr.ingest")
 
 _OPEN_POLL = 0.005  # seconds between looks at a running open (a store opens in 0.01-1 s)
 _BATCH = 64  # messages handled per poll before timers and the status socket get a turn
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc mallopt parameters
 
 
 class IngestServer:
@@ -268,13 +268,22 @@ def _keep_freed_frames_warm() -> None:
     again, which is slow on virtual machines (docs/performance.md,
     "Measurements behind the design", has what it saved).  Messages up to 32 MiB (glibc's ceiling for
     this threshold) then come from the heap; up to 256 MiB of freed memory
-    is kept for reuse.  Process-wide, so only the ``acqzarr serve`` process
+    is kept for reuse.  One heap (arena) for every thread: glibc gives
+    threads heaps of their own, and each kept its own freed memory (the
+    ZeroMQ I/O thread's messages, each decode thread's frames, a detector
+    series' start decoded on one of them), so what was kept added up: a
+    4M detector series had 163 MiB resident in thread heaps with 26 MiB in
+    use, and the server's memory went past the series' cap (+261-277 MiB
+    against 256; with one heap +219-224, docs/performance.md).  The threads
+    allocate a few large blocks per frame, so sharing one heap's lock costs
+    nothing measurable.  Process-wide, so only the ``acqzarr serve`` process
     does it, never a library user's.
     """
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
         libc.mallopt(_M_TRIM_THRESHOLD, 256 * 2**20)
+        libc.mallopt(_M_ARENA_MAX, 1)
     except (OSError, AttributeError):  # not glibc: nothing to tune
         pass
 

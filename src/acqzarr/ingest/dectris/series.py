@@ -18,6 +18,11 @@ The mapping, field by field (docs/protocol.md has the table for users):
 * The end's fields and what arrived -> the session record's ``source``; ``completed`` only when
   the end was seen and every image arrived.
 
+A series' memory is its stream's in-flight cap, the detector input's share
+included (``DecodeBudget``): the messages waiting in the receive pipe and the
+decode queue come out of the cap the stream would have had, so a detector
+series holds no more than an acqzarr sender's series of the same frames.
+
 The image is the store's root (key ''), so a viewer opens the series' store directly.  Opening
 runs on an open thread; ``image`` on the server's receive thread; ``finalize`` on a finalize
 thread.
@@ -25,6 +30,7 @@ thread.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -37,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from ...engine.memory import plan_memory
 from ...errors import ConfigError, FrameError, ProtocolError
 from ...recording.lifecycle import End, Recording
 from ...settings import SHARDED_VERSIONS, Channel, Dimension, StreamSettings
@@ -49,8 +56,11 @@ __all__ = [
     "ATTRIBUTES_KEY",
     "FRAME_COLUMNS",
     "IMAGE_KEY",
+    "DecodeBudget",
     "DetectorSeries",
     "declared_dtype",
+    "decode_budget",
+    "queue_floor",
     "safe_name",
     "series_stream_settings",
     "store_path",
@@ -61,6 +71,8 @@ ATTRIBUTES_KEY = "dectris"  # the start's scalar fields, in the image's attribut
 ARRAYS_GROUP = "dectris"  # the start's arrays: <image>/dectris/<name>
 FRAME_COLUMNS = {"real_time": "float64", "start_time": "float64", "stop_time": "float64"}
 _MAX_NAME = 120  # characters of one id in a store path
+_UNKNOWN_ITEMSIZE = 4  # bytes a pixel is taken for while a start does not say (uint32, DECTRIS' widest)
+_MESSAGE_FIELDS_BYTES = 64 << 10  # a message's bytes around its pixels: CBOR map, times, user data
 
 
 def safe_name(value: object) -> str:
@@ -102,10 +114,72 @@ def declared_dtype(start: DetectorStart) -> np.dtype[Any] | None:
     return dtype
 
 
+@dataclasses.dataclass(frozen=True)
+class DecodeBudget:
+    """What a detector input holds of a series outside its stream, in bytes, and why it is bounded.
+
+    Each message is two things at once while it waits: its bytes as received (at most about a
+    frame and its fields: DECTRIS compresses, and an uncompressed image is one frame) and, once
+    decoded, the frame.  So a message is reckoned at ``message_bytes`` (two frames and 64 KiB)
+    before it is taken, and the queue holds messages only while what is in it (received bytes,
+    decoded frames, a frame for each still decoding) leaves room for one more
+    (``queue_bytes``).  ``queue_messages`` (the
+    decode threads and one decoded message waiting for the loop) are always taken, whatever
+    their size, so the decoders never wait for a free place; ``queue_bytes`` is sized for them.
+    The receive pipe holds ``pipe_messages``, the detector's ``rcvhwm``, each reckoned at a frame
+    (the mark is set when the socket is made, before any frame size is known: libzmq 4.3 stalls
+    a connected pipe whose mark changes, so it is small by default).  ``total`` comes out of
+    the series' stream cap
+    (``series_stream_settings``).  The decoders' own copies of the messages they decode (a few
+    per decode thread, compressed) are not counted.
+    """
+
+    frame_bytes: int  # one image decoded: every channel
+    queue_messages: int  # taken whatever their size: the decode threads, and one decoded waiting
+    queue_bytes: int  # what the decode queue holds at most: queue_messages of message_bytes
+    pipe_messages: int  # the receive high-water mark: messages waiting in ZeroMQ's pipe
+
+    @property
+    def message_bytes(self) -> int:
+        """What one more message is reckoned at before it is taken: received and decoded."""
+        return 2 * self.frame_bytes + _MESSAGE_FIELDS_BYTES
+
+    @property
+    def total(self) -> int:
+        """The bytes the input may hold for the series: the queue and the receive pipe."""
+        return self.queue_bytes + self.pipe_messages * self.frame_bytes
+
+
+def queue_floor(detector: DetectorInput) -> int:
+    """Messages the decode queue always takes, whatever their size (``DecodeBudget``): one
+    decoding on each decode thread and one decoded, waiting for the loop."""
+    return detector.decode_threads + 1
+
+
+def decode_budget(detector: DetectorInput, start: DetectorStart) -> DecodeBudget:
+    """The ``DecodeBudget`` of ``start``'s series on ``detector`` (a start without a dtype is
+    reckoned at 4 bytes a pixel until its first image says)."""
+    dtype = declared_dtype(start)
+    itemsize = dtype.itemsize if dtype is not None else _UNKNOWN_ITEMSIZE
+    y, x = start.image_size
+    frame = y * x * itemsize * max(1, len(start.channels))
+    messages = queue_floor(detector)
+    return DecodeBudget(
+        frame_bytes=frame,
+        queue_messages=messages,
+        queue_bytes=messages * (2 * frame + _MESSAGE_FIELDS_BYTES),
+        pipe_messages=detector.rcvhwm,
+    )
+
+
 def series_stream_settings(
     detector: DetectorInput, start: DetectorStart, path: str, s3: Any
 ) -> StreamSettings:
-    """The stream settings of a series (ProtocolError('bad_start') for a geometry no array takes)."""
+    """The stream settings of a series (ProtocolError('bad_start') for a geometry no array takes).
+
+    Its in-flight cap is the stream's default less what the detector input holds of the series
+    (``DecodeBudget.total``), never below what the stream needs, so the series' memory on the
+    server is the cap an acqzarr sender's series of the same frames would have."""
     dtype = declared_dtype(start)
     if dtype is None:
         raise DetectorMessageError("bad_start", "the series' dtype is not known yet")
@@ -151,17 +225,20 @@ def series_stream_settings(
         "channels": [Channel(label=name) for name in start.channels],
         "frame_columns": FRAME_COLUMNS,
     }
+    fields = {
+        "store": path,
+        "version": detector.version,
+        "arrays": [array],
+        "s3": s3,
+        "threads": detector.threads,
+        "fsync": detector.fsync,
+    }
     try:
+        settings = StreamSettings.from_mapping(fields, source=f"detector {detector.name}")
+        plan = plan_memory(settings)
+        cap = max(plan.required, plan.default_cap - decode_budget(detector, start).total)
         return StreamSettings.from_mapping(
-            {
-                "store": path,
-                "version": detector.version,
-                "arrays": [array],
-                "s3": s3,
-                "threads": detector.threads,
-                "fsync": detector.fsync,
-            },
-            source=f"detector {detector.name}",
+            {**fields, "max_inflight_bytes": cap}, source=f"detector {detector.name}"
         )
     except ConfigError as exc:
         raise DetectorMessageError("bad_start", f"no store takes this series: {exc}") from None
@@ -206,6 +283,9 @@ class DetectorSeries:
         except BaseException:
             self.recording.stream.close()
             raise
+        # Its arrays are in the store now; a 4M detector's masks and flat fields are ~50 MiB the
+        # series would otherwise hold to its end, outside its cap.
+        self.start = dataclasses.replace(start, arrays={})
 
     def _describe(self) -> None:
         """The start's scalar fields into the image's attributes, its arrays into the store."""
