@@ -25,11 +25,14 @@ from acqzarr.ingest import Sender, SeriesRejected
 from acqzarr.ingest.protocol import SeriesStart, encode_header, minor_needed, parse_header
 from acqzarr.ingest.status import rejection
 from ingest_helpers import (
+    SMALL_FRAME_HEADER,
     SMALL_SERIES,
     WAIT,
     InProcess,
     Served,
+    assert_store,
     free_port,
+    hold_closes,
     running_server,
     small_frame,
     wait_until,
@@ -236,6 +239,16 @@ def test_a_resume_is_refused_while_the_series_is_open_and_where_a_detector_write
         srv.server.wait_finalized()
     finally:
         srv.server.close()
+    # A detector whose stores are named directly under the root could be writing any of them.
+    flat = InProcess(tmp_path / "flat", detectors=[{**detector, "store": "{series}.zarr"}])
+    try:
+        flat.send("x.zarr", 0, {"htype": "series_start", "settings": SMALL_SERIES, "resume": True})
+        [refused_flat] = flat.server.snapshot()["rejected_series"]
+        assert refused_flat["reason"] == "resume" and "'{series}.zarr'" in refused_flat["message"]
+        flat.series("y.zarr", 1)  # without resume a series starts as ever
+        assert flat.server.snapshot()["series_finished"] == 1
+    finally:
+        flat.server.close()
 
 
 def test_resume_is_protocol_1_1_and_a_1_0_server_refuses_it_clearly(tmp_path: Path) -> None:
@@ -319,3 +332,34 @@ def test_acqzarr_send_resume_continues_the_series(tmp_path: Path) -> None:
         assert [s["frames_accepted"] for s in record(root, "cli")["segments"]] == [5, 5]
     finally:
         served.shutdown()
+
+
+def test_a_resume_of_a_series_still_finalizing_waits_for_its_close_then_continues(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The resume arrives while the series' previous close is still running (held here): it is not
+    refused and never opens the store beside that close; it waits, and continues the store once
+    the close is done."""
+    holds = hold_closes(monkeypatch, "A")
+    root = tmp_path / "root"
+    served = Served(root, max_open_series=2)  # a slot is free: only A's own close holds the resume
+    try:
+        served.series("A", 3)  # frames 1-3
+        wait_until(lambda: bool(holds) and holds[0].entered.is_set(), "A's close entered")
+        served.send("A", 0, {"htype": "series_start", "settings": SMALL_SERIES, "resume": True})
+        for n, i in enumerate(range(4, 6), start=1):
+            served.send("A", n, {**SMALL_FRAME_HEADER, "frame_id": i}, small_frame(i).tobytes())
+        served.send("A", 3, {"htype": "series_end"})
+        snap = served.wait_status(lambda s: s["waiting_series"] == ["A"], "the resume waiting")
+        assert list(snap["finalizing_series"]) == ["A"] and snap["rejected"] == {}
+        holds[0].release.set()
+        wait_until(lambda: len(holds) == 2, "the resumed series open")
+        holds[1].release.set()
+        snap = served.wait_status(lambda s: s["series_finished"] == 2, "both finalized")
+    finally:
+        for held in holds:
+            held.release.set()
+        served.shutdown()
+    assert snap["rejected"] == {} and [r["resumed"] for r in snap["recent_series"]] == [False, True]
+    assert_store(root, "A", range(1, 6))
+    assert [s["ended"] for s in record(root, "A")["segments"]] == ["completed", "completed"]
