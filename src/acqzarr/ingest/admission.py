@@ -130,12 +130,12 @@ class Admission:
 
 
 def _detector_dirs(config: ServeConfig) -> list[tuple[str, str, str | None]]:
-    """Each detector input's name, store template, and the directory directly under the root its
-    stores go in (None when the template's first part names the series: any name there)."""
+    """Each detector input's name, store template, and the name directly under the root its stores
+    go in or under (None when the template's first part names the series: any name there)."""
     dirs: list[tuple[str, str, str | None]] = []
     for d in config.detectors:
         first = d.store.split("/")[0]
         fields = {f for _, f, _, _ in string.Formatter().parse(first) if f is not None}
-        top = first.format(detector=d.name) if fields <= {"detector"} and "/" in d.store else None
+        top = first.format(detector=d.name) if fields <= {"detector"} else None
         dirs.append((d.name, d.store, top))
     return dirs

@@ -20,6 +20,9 @@ server refuses (its store exists, the server is busy, its settings are
 invalid, ...) raises ``SeriesRejected`` with the server's reason from the
 next ``send`` or ``end_series`` (``watch.py`` listens for it on a thread),
 and ``end_series`` waits for the server's summary of the series.
+
+``start_series(..., resume=True)`` (protocol 1.1) asks the server to
+continue the series' store after the frames it holds rather than refuse it.
 """
 
 from __future__ import annotations
