@@ -8,12 +8,14 @@ data socket is left unread while the messages held for waiting series reach
 ``max_waiting_bytes`` (``Opener.full``).  What a series may ask for is
 decided here too: its store's path under the root, a preset or its own
 settings (``allow_sender_settings``), ``max_series_memory``, and whether an
-existing store refuses it (``overwrite``).  Nothing here changes a series'
-state; ``lifecycle.py`` acts on the answers.
+existing store refuses it (``overwrite``), or is continued (the series asks to
+``resume``: never a store a detector input may be writing).  Nothing here
+changes a series' state; ``lifecycle.py`` acts on the answers.
 """
 
 from __future__ import annotations
 
+import string
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -37,6 +39,7 @@ class Admission:
         self.config = config
         self.remote_root = is_s3(config.root)
         self.root = Path(config.root)
+        self._detector_dirs = _detector_dirs(config)
         self._opener = opener
         self._finalizer = finalizer
 
@@ -70,6 +73,8 @@ class Admission:
         # valid_series_id already ensures it (a plain name); belt and braces for directories:
         if not self.remote_root and Path(path).resolve().parent != self.root.resolve():
             raise ProtocolError("bad_path", f"series {sid!r} resolves outside the root")
+        if header.resume:
+            self._may_resume(sid, path)
         if header.preset is not None:
             if header.preset not in cfg.presets:
                 raise ProtocolError(
@@ -84,7 +89,9 @@ class Admission:
             assert header.settings is not None
             data = header.settings
         try:
-            settings = series_settings(data, path, cfg.overwrite, f"series {sid!r}", cfg.s3)
+            settings = series_settings(
+                data, path, cfg.overwrite, f"series {sid!r}", cfg.s3, resume=header.resume
+            )
         except ConfigError as exc:
             raise ProtocolError("settings", str(exc).replace("\n ", "")) from None
         need = series_memory(settings)
@@ -95,10 +102,23 @@ class Admission:
             )
         return settings, path
 
-    def existing_store(self) -> Callable[[str], bool] | None:
+    def _may_resume(self, sid: str, path: str) -> None:
+        """A sender's series never continues a store a detector input may be writing: two writers
+        on one store would corrupt it.  Its stores go under ``root/<first part of its store
+        template>``; a template whose first part names the series could be any name there."""
+        for name, template, top in self._detector_dirs:
+            if top is None or top == sid:
+                raise ProtocolError(
+                    "resume",
+                    f"series {sid!r}: {path} may be where detector {name!r} writes its series (store "
+                    f"template {template!r}); a sender's series never resumes it",
+                )
+
+    def existing_store(self, header: SeriesStart) -> Callable[[str], bool] | None:
         """What refuses a series whose store exists (run on an open thread); None with
-        ``overwrite``, where an existing store is replaced."""
-        return None if self.config.overwrite else self._exists
+        ``overwrite``, where an existing store is replaced, and for a series that asks to resume,
+        whose existing store the stream continues (or refuses, untouched)."""
+        return None if self.config.overwrite or header.resume else self._exists
 
     def _exists(self, path: str) -> bool:
         if not self.remote_root:
@@ -107,3 +127,15 @@ class Admission:
             return not open_store(path, s3=self.config.s3).is_empty()
         except AcqzarrError as exc:  # the object store cannot be reached: the series cannot start
             raise ProtocolError("store", f"cannot check {path}: {exc}") from None
+
+
+def _detector_dirs(config: ServeConfig) -> list[tuple[str, str, str | None]]:
+    """Each detector input's name, store template, and the name directly under the root its stores
+    go in or under (None when the template's first part names the series: any name there)."""
+    dirs: list[tuple[str, str, str | None]] = []
+    for d in config.detectors:
+        first = d.store.split("/")[0]
+        fields = {f for _, f, _, _ in string.Formatter().parse(first) if f is not None}
+        top = first.format(detector=d.name) if fields <= {"detector"} else None
+        dirs.append((d.name, d.store, top))
+    return dirs

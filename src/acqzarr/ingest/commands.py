@@ -31,7 +31,10 @@ __all__ = ["add_subcommands"]
 
 # What to do about a refused series, in the command's words.
 _REFUSAL_HINTS = {
-    "series_exists": "choose another --series-id (or set overwrite: true in the server's config)",
+    "series_exists": "choose another --series-id, pass --resume to continue its store (or set overwrite: "
+    "true in the server's config)",
+    "resume": "send it with the settings the store was written with, or choose another --series-id",
+    "version": "the server is older than this sender; upgrade it to resume a series",
     "busy": "the server holds max_open_series series already; send again once one has ended",
 }
 
@@ -123,7 +126,8 @@ def _send(args: argparse.Namespace) -> int:
         s = sender.summary
         print(
             f"server: {'complete' if s['completed'] else 'INCOMPLETE'} ({s['end']}), {s['frames_total']} "
-            f"frames, {s['gaps']} gaps, rejected {s['rejected'] or 'none'} -> {s['store']}{_error(s)}"
+            f"frames, {s['gaps']} gaps, rejected {s['rejected'] or 'none'} -> {s['store']}"
+            f"{' (resumed)' if s.get('resumed') else ''}{_error(s)}"
         )
         return EXIT_OK if s["completed"] else EXIT_RUNTIME
     return EXIT_OK
@@ -133,7 +137,9 @@ def _send_series(
     args: argparse.Namespace, camera: Any, sender: Sender, series_id: str, settings: dict[str, Any] | None
 ) -> None:
     """One series of the camera's frames: start, frames until ``--frames`` or the driver ends, end."""
-    sender.start_series(series_id, settings, preset=args.preset, user_data={"driver": args.driver})
+    sender.start_series(
+        series_id, settings, preset=args.preset, user_data={"driver": args.driver}, resume=args.resume
+    )
     camera.start()
     try:
         while args.frames is None or sender.sent + sender.dropped < args.frames:
@@ -193,6 +199,12 @@ def add_subcommands(sub: Any) -> None:
     snd.add_argument("--encoding", choices=("raw", "blosc2"), default="raw", help="payload encoding")
     snd.add_argument("--series-id", help="series id (default: DRIVER-UTCTIME)")
     snd.add_argument("--key", default="cam0", help="array key of the frames (default: cam0)")
+    snd.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the series' store on the server if it exists (same --series-id and settings; "
+        "protocol 1.1): the frames go on after those it holds; a store that does not exist is started",
+    )
     group = snd.add_mutually_exclusive_group()
     group.add_argument(
         "--settings", help="stream settings file (StreamSettings fields without store, overwrite, s3)"

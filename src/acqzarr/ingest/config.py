@@ -74,18 +74,32 @@ def _check_endpoint(value: str) -> str:
 
 
 def series_settings(
-    data: Mapping[str, Any], store: str, overwrite: bool, origin: str, s3: S3Settings | None = None
+    data: Mapping[str, Any],
+    store: str,
+    overwrite: bool,
+    origin: str,
+    s3: S3Settings | None = None,
+    *,
+    resume: bool = False,
 ) -> StreamSettings:
     """StreamSettings for one series: the sender's or a preset's fields plus the server's store.
 
-    ``protocol.SERVER_FIELDS`` (``store``, ``overwrite``, the ``s3``
-    connection) are the server's decisions; carrying them is an error, so a
-    sender cannot point a series elsewhere.
+    ``protocol.SERVER_FIELDS`` (``store``, ``overwrite``, ``existing``, the
+    ``s3`` connection) are the server's decisions; carrying them is an error,
+    so a sender cannot point a series elsewhere.  ``resume`` (the series_start
+    asked to continue its store) wins over the server's ``overwrite``: a
+    series asking to continue its data never has it replaced.
     """
     forbidden = [name for name in SERVER_FIELDS if name in data]
     if forbidden:
         raise ConfigError(f"{origin}: invalid settings\n  {forbidden[0]}: set by the server, not the series")
-    fields = {**data, "store": store, "overwrite": overwrite, "s3": s3 or S3Settings()}
+    fields = {
+        **data,
+        "store": store,
+        "overwrite": overwrite and not resume,
+        "existing": "resume" if resume else "error",
+        "s3": s3 or S3Settings(),
+    }
     return StreamSettings.from_mapping(fields, source=origin)
 
 

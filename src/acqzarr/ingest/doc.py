@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from ..settings.doc import model_section
 from .config import CurveServer, DetectorInput, ServeConfig
-from .protocol import PROTOCOL_VERSION, REASONS, Frame, SeriesEnd, SeriesStart
+from .protocol import REASONS, Frame, SeriesEnd, SeriesStart, protocol_text
 
 __all__ = ["BEGIN", "END", "render"]
 
@@ -21,7 +21,7 @@ END = "<!-- END GENERATED -->"
 
 
 def render() -> str:
-    lines = [f"### Headers (protocol version {PROTOCOL_VERSION})", ""]
+    lines = [f"### Headers (protocol version {protocol_text()})", ""]
     headers: tuple[type[BaseModel], ...] = (SeriesStart, Frame, SeriesEnd)
     for model in headers:
         lines += [*model_section(model, "####"), ""]

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import AcqzarrError, FrameError, ProtocolError
+from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
 from ..settings import StreamSettings
 from .admission import Admission
 from .finalizer import Finalizer
@@ -89,7 +89,7 @@ class SeriesLifecycle:
             settings, path = self.admission.settings(header)
         except ProtocolError as exc:
             return self._give_up(waiting, exc)
-        exists = self.admission.existing_store()
+        exists = self.admission.existing_store(header)
         cap = self.user_data_cap
         self.opener.open(waiting, lambda: _open_series(header, settings, path, exists, cap))
         return None
@@ -134,8 +134,9 @@ class SeriesLifecycle:
         self._ended.pop(sid, None)
         self.counters.series_started += 1
         log.info(
-            "series %r started: %s into %s",
+            "series %r %s: %s into %s",
             sid,
+            "resumed" if series.resumed else "started",
             ", ".join(f"{a.key or '(root)'} {a.dtype}" for a in series.settings.arrays),
             series.settings.store,
         )
@@ -250,6 +251,7 @@ class SeriesLifecycle:
                     "start",
                     "stop",
                     "sender_start_ns",
+                    "resumed",
                 )
             }
             | ({"error": summary["error"]} if "error" in summary else {})
@@ -276,10 +278,18 @@ def _open_series(
     exists: Callable[[str], bool] | None,
     user_data_cap: int,
 ) -> Series:
-    """An open thread: create the series' store and open its stream."""
+    """An open thread: create the series' store (or continue it: a resume) and open its stream."""
     if exists is not None and exists(path):
-        raise ProtocolError("series_exists", f"{path} already exists (the server does not overwrite)")
+        raise ProtocolError(
+            "series_exists",
+            f"{path} already exists (the server does not overwrite; a series_start with resume continues it)",
+        )
     try:
         return Series(header, settings, user_data_cap)
     except (AcqzarrError, OSError, MemoryError) as exc:
+        if header.resume and isinstance(exc, ConfigError):
+            # The stream refused to continue the store (untouched); its mismatches on one line.
+            first, *problems = str(exc).split("\n")
+            detail = first + (" " + "; ".join(p.strip() for p in problems) if problems else "")
+            raise ProtocolError("resume", f"series {header.series_id!r}: {detail}") from None
         raise ProtocolError("store", f"series {header.series_id!r}: cannot create {path}: {exc}") from None

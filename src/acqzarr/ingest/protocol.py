@@ -1,10 +1,21 @@
-"""The acqzarr ingest wire protocol, version 1 (docs/protocol.md is the prose version).
+"""The acqzarr ingest wire protocol, version 1.1 (docs/protocol.md is the prose version).
 
 Every message is two ZeroMQ frames, ``[header, payload]``: a small JSON
 header validated here, then the bytes.  The design follows the DECTRIS
 Stream and slsDetector formats (a typed header per message, start and end
 of series messages around the data), with a per-series message counter
 (``msg_number``) so a receiver can count what a lossy transport dropped.
+
+Versions: every header carries ``version``, the *major* version (1); a
+server refuses any other.  A *minor* version adds optional header fields
+whose default keeps the older meaning (``MINOR_FIELDS``, the one place that
+says which): a sender leaves such a field out while it holds its default, so
+what it sends an older server is byte for byte what that server knows, and
+sends it only to ask for the newer behaviour.  An older server refuses a
+header carrying a field it does not know (``header``, unknown field): a
+request it cannot honour is never taken for an older one.  The status answer
+says the server's minor version (``protocol_minor``), so a sender can tell
+such a refusal from silence.
 
 Parsing never trusts the sender: every failure is a ``ProtocolError`` whose
 ``reason`` is one of ``REASONS``, the names the server counts rejections
@@ -33,6 +44,8 @@ from ..errors import ProtocolError
 from ..settings import DTYPES, is_key_path, is_key_segment
 
 __all__ = [
+    "MINOR_FIELDS",
+    "PROTOCOL_MINOR",
     "PROTOCOL_VERSION",
     "REASONS",
     "SERVER_FIELDS",
@@ -44,12 +57,19 @@ __all__ = [
     "encode_header",
     "encode_payload",
     "frame_nbytes",
+    "minor_needed",
     "parse_header",
+    "protocol_text",
     "valid_key",
     "valid_series_id",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 1  # the major version, in every header's ``version``
+PROTOCOL_MINOR: Final = 1  # 1.1: series_start's ``resume``
+# The optional header fields each minor version added, with the minor version that added it.  Such a
+# field is left out of a header while it holds its default (``encode_header``), and a header that
+# sets it needs a server of that minor version (``minor_needed``).
+MINOR_FIELDS: Final[dict[str, int]] = {"resume": 1}
 
 # Why a message was rejected; the server counts each under exactly one of these.
 REASONS: dict[str, str] = {
@@ -63,7 +83,11 @@ REASONS: dict[str, str] = {
     "series_ended": "message for a series that is already finalized",
     "series_open": "series_start for a series that is already open",
     "busy": "series_start while the server already has max_open_series open",
-    "series_exists": "series_start whose store already exists (and the server does not overwrite)",
+    "series_exists": "series_start whose store already exists (the server does not overwrite, and the "
+    "series did not ask to resume)",
+    "resume": "series_start asking to resume a store the server cannot continue: written with other "
+    "settings (each mismatch named), not written by acqzarr, with a pyramid, or where a detector input "
+    "writes; the store is unchanged",
     "settings": "series_start with invalid, forbidden or unknown (preset) stream settings",
     "store": "the series' store could not be created",
     "out_of_order": "msg_number not above the last one seen in the series (duplicate or reordered)",
@@ -120,7 +144,10 @@ class _Header(BaseModel):
     # Strict: a wire format says what a value is; "3", 3.0 and true are not the integer 3.
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
-    version: Literal[1] = Field(description="Protocol version; this document describes 1.")
+    version: Literal[1] = Field(
+        description="Protocol major version: 1. A minor version adds optional fields only (1.1: "
+        "series_start's `resume`), so every 1.x header says 1."
+    )
     series_id: str = Field(
         description="Names the series and its store directory under the server's root: 1-128 of "
         "letters, digits, '_', '.', '-', not starting with '.', no '..'."
@@ -145,6 +172,14 @@ class SeriesStart(_Header):
     preset: str | None = Field(default=None, description="Name of settings in the server's config `presets`.")
     timestamp_ns: int | None = Field(default=None, description="Sender clock, nanoseconds.")
     user_data: Any = Field(default=None, description="Any JSON; stored in the session record.")
+    resume: bool = Field(
+        default=False,
+        description="Protocol 1.1. Continue the store `root/<series_id>` if it exists (at the extent it "
+        "published, with the same arrays; its session record gains a segment) instead of being "
+        "rejected (`series_exists`); a store that does not exist is started. A store written with "
+        "other settings is rejected (`resume`) naming every mismatch, untouched. A 1.0 server rejects "
+        "a series_start carrying it (`header`: unknown field), so it never starts a new store instead.",
+    )
 
     @model_validator(mode="after")
     def _settings_or_preset(self) -> SeriesStart:
@@ -195,8 +230,27 @@ Header = Annotated[SeriesStart | Frame | SeriesEnd, Field(discriminator="htype")
 _HEADER: TypeAdapter[SeriesStart | Frame | SeriesEnd] = TypeAdapter(Header)
 
 
+def protocol_text(minor: int = PROTOCOL_MINOR) -> str:
+    """The protocol version as people write it, e.g. '1.1'."""
+    return f"{PROTOCOL_VERSION}.{minor}"
+
+
+def _at_default(header: BaseModel, name: str) -> bool:
+    field = type(header).model_fields.get(name)
+    return field is None or getattr(header, name) == field.default
+
+
+def minor_needed(header: SeriesStart | Frame | SeriesEnd) -> int:
+    """The minor version a server needs to honour ``header``: the newest of the minor-version
+    fields it sets (0 when it sets none, which every 1.x server reads)."""
+    return max((minor for name, minor in MINOR_FIELDS.items() if not _at_default(header, name)), default=0)
+
+
 def encode_header(header: SeriesStart | Frame | SeriesEnd) -> bytes:
-    return header.model_dump_json(exclude_none=True).encode()
+    """The header's JSON: None fields and minor-version fields at their default left out, so a
+    header that asks for nothing newer is one any 1.x server takes."""
+    skip = {name for name in MINOR_FIELDS if name in type(header).model_fields and _at_default(header, name)}
+    return header.model_dump_json(exclude_none=True, exclude=skip).encode()
 
 
 def parse_header(raw: bytes, max_bytes: int) -> SeriesStart | Frame | SeriesEnd:

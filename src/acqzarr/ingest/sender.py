@@ -20,6 +20,9 @@ server refuses (its store exists, the server is busy, its settings are
 invalid, ...) raises ``SeriesRejected`` with the server's reason from the
 next ``send`` or ``end_series`` (``watch.py`` listens for it on a thread),
 and ``end_series`` waits for the server's summary of the series.
+
+``start_series(..., resume=True)`` (protocol 1.1) asks the server to
+continue the series' store after the frames it holds rather than refuse it.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from .protocol import (
     SeriesStart,
     encode_header,
     encode_payload,
+    minor_needed,
     valid_series_id,
 )
 from .status import SeriesRejected, StatusClient, StatusUnavailable, rejection
@@ -131,6 +135,7 @@ class Sender:
         self._next_slot: dict[tuple[tuple[int, ...], str], int] = {}
         self._pool_ids: dict[int, _Slot] = {}
         self._series: str | None = None
+        self._needs_minor = 0  # the protocol minor version the open series' series_start needs
         self._watch: SeriesWatch | None = None  # listens for a refusal of the open series
         self._refusal: SeriesRejected | None = None  # the server refused the last series
         self._msg = 0
@@ -185,13 +190,23 @@ class Sender:
         *,
         preset: str | None = None,
         user_data: Any = None,
+        resume: bool = False,
     ) -> None:
         """Open a series on the server, carrying its stream settings or naming a preset.
 
         The fields that are the server's (``protocol.SERVER_FIELDS``: store,
-        overwrite, s3) are left out of a ``StreamSettings``, which always has
-        them; a mapping that carries one is a ConfigError here, before
-        anything is sent, as the server would refuse the series for it.
+        overwrite, existing, s3) are left out of a ``StreamSettings``, which
+        always has them; a mapping that carries one is a ConfigError here,
+        before anything is sent, as the server would refuse the series for it.
+
+        ``resume`` (protocol 1.1) asks the server to continue the series' store
+        if it exists, instead of refusing the series (``series_exists``): the
+        frames go on after those it holds, and its session record gains a
+        segment; a store that does not exist is started.  The server refuses a
+        store written with other settings (reason ``resume``, every mismatch
+        named, the store untouched), and a 1.0 server refuses the request
+        itself (reason ``version`` here, heard through ``status_endpoint``).
+        Frame ids start again at 0 unless ``send`` is given them.
         """
         if self._series is not None:
             raise StateError(f"series {self._series!r} is still open; end it first")
@@ -225,11 +240,15 @@ class Sender:
             preset=preset,
             timestamp_ns=self._started_ns,
             user_data=user_data,
+            resume=resume,
         )
         self._send_control(encode_header(header))
         self._series = series_id
+        self._needs_minor = minor_needed(header)
         if self.status_endpoint is not None:
-            self._watch = SeriesWatch(self.status_endpoint, series_id, self._started_ns)
+            self._watch = SeriesWatch(
+                self.status_endpoint, series_id, self._started_ns, needs_minor=self._needs_minor
+            )
 
     def end_series(self, user_data: Any = None) -> dict[str, Any] | None:
         """Finalize the open series on the server.
@@ -273,7 +292,7 @@ class Sender:
                 for summary in snap["recent_series"]:
                     if summary["series_id"] == series and summary.get("sender_start_ns") == self._started_ns:
                         return dict(summary)
-                refusal = rejection(snap, series, self._started_ns)
+                refusal = rejection(snap, series, self._started_ns, self._needs_minor)
                 if refusal is not None:
                     raise refusal
                 if time.monotonic() > deadline:
@@ -296,10 +315,11 @@ class Sender:
         *,
         preset: str | None = None,
         user_data: Any = None,
+        resume: bool = False,
     ) -> Iterator[Sender]:
         """``start_series`` ... ``end_series``; an exception skips series_end, so the server's idle
         timeout finalizes the series as incomplete rather than calling it complete."""
-        self.start_series(series_id, settings, preset=preset, user_data=user_data)
+        self.start_series(series_id, settings, preset=preset, user_data=user_data, resume=resume)
         try:
             yield self
         except BaseException:

@@ -55,6 +55,9 @@ class Series:
         self.user_data_dropped = 0
         self.recording = Recording(settings, source=self._source())
         self.keys = {a.key: _Key(a) for a in settings.images}  # with positions: "<position>/<array>"
+        # Whether the series continues a store (it asked to resume, and the store was there): its
+        # session record then has the earlier segments before this one.
+        self.resumed = len(self.recording.stream.session(next(iter(self.keys)))["segments"]) > 1
 
     def _source(self, end: str | None = None, end_header: SeriesEnd | None = None) -> dict[str, Any]:
         """The session record's ``source``: the series and what happened to its messages."""
@@ -63,6 +66,7 @@ class Series:
             "protocol_version": PROTOCOL_VERSION,
             "series_id": self.id,
             "preset": self.start_header.preset,
+            "resume": self.start_header.resume,
             "sender_start_ns": self.start_header.timestamp_ns,
             "gaps": self.gaps,
             "rejected": dict(sorted(self.rejected.items())),
@@ -179,4 +183,5 @@ class Series:
             "start": start,
             "stop": stop,
             "sender_start_ns": self.start_header.timestamp_ns,
+            "resumed": self.resumed,
         }

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from ..errors import AcqzarrError, ProtocolError
-from .protocol import PROTOCOL_VERSION, SeriesStart
+from .protocol import MINOR_FIELDS, PROTOCOL_MINOR, PROTOCOL_VERSION, SeriesStart, protocol_text
 
 if TYPE_CHECKING:  # the server's side; a sender imports this module without it
     from .series import Series
@@ -108,6 +108,7 @@ class Counters:
     def snapshot(self) -> dict[str, Any]:
         return {
             "protocol_version": PROTOCOL_VERSION,
+            "protocol_minor": PROTOCOL_MINOR,
             "uptime_s": round(time.monotonic() - self.started, 3),
             "frames": self.frames,
             "bytes_received": self.bytes_received,
@@ -193,9 +194,26 @@ def _detector_part(name: str, d: dict[str, Any]) -> str:
     )
 
 
-def rejection(snap: dict[str, Any], series_id: str, sender_start_ns: int) -> SeriesRejected | None:
+def rejection(
+    snap: dict[str, Any], series_id: str, sender_start_ns: int, needs_minor: int = 0
+) -> SeriesRejected | None:
     """The server's refusal of the series a sender started at ``sender_start_ns``, if ``snap`` (a
-    status answer) lists one; None from a server that does not list refusals."""
+    status answer) lists one; None from a server that does not list refusals.
+
+    A series_start that needs a newer minor protocol version than the server's (``needs_minor``,
+    ``protocol.minor_needed``) was refused by it as a header with an unknown field, which names no
+    series: the answer's ``protocol_minor`` (absent before 1.1) says so instead.
+    """
+    server_minor = snap.get("protocol_minor", 0)
+    if isinstance(server_minor, int) and server_minor < needs_minor:
+        fields = [f"`{name}`" for name, minor in MINOR_FIELDS.items() if server_minor < minor <= needs_minor]
+        return SeriesRejected(
+            series_id,
+            "version",
+            f"it speaks protocol {protocol_text(server_minor)}, and the series_start needs "
+            f"{protocol_text(needs_minor)} (it sets {', '.join(fields)}): the server rejected it as a "
+            "header with an unknown field, and stored nothing of the series",
+        )
     for refused in snap.get("rejected_series", ()):
         if refused["series_id"] == series_id and refused["sender_start_ns"] == sender_start_ns:
             return SeriesRejected(series_id, refused["reason"], refused["message"])

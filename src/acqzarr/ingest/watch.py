@@ -28,9 +28,16 @@ class SeriesWatch:
     ``sender_start_ns``; ``refusal`` is the error once the server has refused it."""
 
     def __init__(
-        self, endpoint: str, series_id: str, sender_start_ns: int, interval: float = INTERVAL
+        self,
+        endpoint: str,
+        series_id: str,
+        sender_start_ns: int,
+        interval: float = INTERVAL,
+        *,
+        needs_minor: int = 0,
     ) -> None:
         self.refusal: SeriesRejected | None = None
+        self._needs_minor = needs_minor  # the protocol minor version its series_start needs
         self._series_id = series_id
         self._start_ns = sender_start_ns
         self._interval = interval
@@ -46,7 +53,7 @@ class SeriesWatch:
                     snap = self._client.ask(timeout=max(1.0, 10 * self._interval))
                 except StatusUnavailable:  # a busy or restarting server: ask again
                     continue
-                refusal = rejection(snap, self._series_id, self._start_ns)
+                refusal = rejection(snap, self._series_id, self._start_ns, self._needs_minor)
                 if refusal is not None:
                     self.refusal = refusal
                     return
