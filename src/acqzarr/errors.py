@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "FrameError",
     "ProtocolError",
+    "ResumeRefused",
     "StateError",
     "StoreError",
     "WriterError",
@@ -25,6 +26,11 @@ class AcqzarrError(Exception):
 
 class ConfigError(AcqzarrError, ValueError):
     """Settings or a config file are invalid; nothing has been written."""
+
+
+class ResumeRefused(ConfigError):
+    """A store asked to be resumed cannot be: acqzarr did not write it, or wrote it with other
+    settings (every mismatch named); the store is unchanged."""
 
 
 class FrameError(AcqzarrError, ValueError):

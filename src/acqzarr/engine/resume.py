@@ -7,7 +7,7 @@ the append axis is the published extent ``E``).  Only documents are read,
 never chunks, so this costs the same for ten timepoints as for a million.
 
 ``resume_points`` checks everything first and changes nothing: a store written
-with other settings is refused with a ConfigError naming every mismatch
+with other settings is refused with a ResumeRefused (a ConfigError) naming every mismatch
 (key path, stored vs asked), the store untouched.  Only then does
 ``discard_past`` remove what a killed writer left beyond ``E``: chunk and
 shard objects whose first step along the append axis is at or past it,
@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ResumeRefused
 from ..metadata.levels import level_count, level_settings
 from ..metadata.zarr_spec import ZarrSpec
 from ..metadata.zarr_versions import SPECS
@@ -60,7 +60,7 @@ class ResumePoint:
 
 
 def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dict[str, ResumePoint]:
-    """Every image's resume point; ConfigError naming every way the store differs from
+    """Every image's resume point; ResumeRefused naming every way the store differs from
     ``settings`` (nothing is written)."""
     where = store.describe()
     groups: dict[str, dict[str, Any]] = {}  # each image group's attributes
@@ -79,7 +79,7 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
             found_problems = _mismatches(stored, asked, 0) if isinstance(stored, dict) else []
             found_problems.append(f"images: asked for {', '.join(missing)}, not in the store")
             raise _refusal(where, found_problems)
-        raise ConfigError(
+        raise ResumeRefused(
             f"{where}: cannot resume: it is not a store acqzarr wrote (no {SESSION_KEY} record in "
             f"an image group at {', '.join(missing)}, nor anywhere else); resume only continues a "
             "store acqzarr wrote"
@@ -106,7 +106,7 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
         a.key or "(root)" for a in settings.images if level_count(a) > 1 and a.dimensions[0].kind == "space"
     ]
     if halving and not problems:
-        raise ConfigError(
+        raise ResumeRefused(
             f"{where}: cannot resume {', '.join(halving)}: its pyramid halves the append axis "
             f"({settings.images[0].dimensions[0].name}), which resuming does not support; a pyramid "
             "over a time or other append axis resumes"
@@ -116,8 +116,8 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
     return points
 
 
-def _refusal(where: str, problems: list[str]) -> ConfigError:
-    return ConfigError(
+def _refusal(where: str, problems: list[str]) -> ResumeRefused:
+    return ResumeRefused(
         f"{where}: cannot resume: the store was written with other settings "
         f"({len(problems)} mismatches; the store is unchanged)\n  " + "\n  ".join(problems)
     )

@@ -22,7 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import AcqzarrError, ConfigError, FrameError, ProtocolError
+from ..errors import AcqzarrError, FrameError, ProtocolError, ResumeRefused
 from ..settings import StreamSettings
 from .admission import Admission
 from .finalizer import Finalizer
@@ -287,7 +287,7 @@ def _open_series(
     try:
         return Series(header, settings, user_data_cap)
     except (AcqzarrError, OSError, MemoryError) as exc:
-        if header.resume and isinstance(exc, ConfigError):
+        if isinstance(exc, ResumeRefused):
             # The stream refused to continue the store (untouched); its mismatches on one line.
             first, *problems = str(exc).split("\n")
             detail = first + (" " + "; ".join(p.strip() for p in problems) if problems else "")
