@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
 import subprocess
@@ -39,13 +38,9 @@ WRITERS = ("none", "acqzarr", "ome-writers", "ome-writers-lz4")
 
 def _core(size: int) -> Any:
     import numpy as np
-    from pymmcore_plus.experimental.unicore import (
-        ShutterDevice,
-        SimpleCameraDevice,
-        StageDevice,
-        UniMMCore,
-        XYStageDevice,
-    )
+    from pymmcore_plus.experimental.unicore import SimpleCameraDevice
+
+    from acqzarr.mda import simulated_core
 
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[0:size, 0:size]
@@ -73,60 +68,7 @@ def _core(size: int) -> Any:
             self.n += 1
             return {}
 
-    class Focus(StageDevice):  # instant moves: the run measures the writer, not the stage
-        z = 0.0
-
-        def home(self) -> None: ...
-        def stop(self) -> None: ...
-        def set_origin(self) -> None: ...
-
-        def set_position_um(self, val: float) -> None:
-            self.z = val
-
-        def get_position_um(self) -> float:
-            return self.z
-
-    class Stage(XYStageDevice):
-        xy = (0.0, 0.0)
-
-        def home(self) -> None: ...
-        def stop(self) -> None: ...
-        def set_origin_x(self) -> None: ...
-        def set_origin_y(self) -> None: ...
-
-        def set_position_um(self, x: float, y: float) -> None:
-            self.xy = (x, y)
-
-        def get_position_um(self) -> tuple[float, float]:
-            return self.xy
-
-    class Shutter(ShutterDevice):
-        open = False
-
-        def get_open(self) -> bool:
-            return self.open
-
-        def set_open(self, open: bool) -> None:
-            self.open = open
-
-    logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)
-    core = UniMMCore()
-    for label, device in (
-        ("Camera", FreeRunningCamera()),
-        ("Z", Focus()),
-        ("XY", Stage()),
-        ("Shutter", Shutter()),
-    ):
-        core.loadPyDevice(label, device)
-        core.initializeDevice(label)
-    core.setCameraDevice("Camera")
-    core.setFocusDevice("Z")
-    core.setXYStageDevice("XY")
-    core.setShutterDevice("Shutter")
-    for name in ("DAPI", "FITC"):
-        core.defineConfig("Channel", name, "Camera", "Exposure", "0")
-    core.setChannelGroup("Channel")
-    return core
+    return simulated_core(camera=FreeRunningCamera())
 
 
 def _sequence(timepoints: int, z: int) -> Any:

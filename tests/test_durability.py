@@ -5,11 +5,8 @@ same as without it."""
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,6 +20,7 @@ from acqzarr.errors import ConfigError
 from acqzarr.read.validate import validate
 from acqzarr.stores import LocalStore
 from builders import stream_settings
+from child_writer import start_writer
 from readback import read_tensorstore, read_zarr
 from test_multiscale import reference_pyramid
 
@@ -253,14 +251,8 @@ def _kill_at_random(settings: az.StreamSettings, start: int, rate: float) -> tup
     """Run a writer appending ``rate`` frames a second from frame ``start``; SIGKILL it at a random
     moment; return when it reported each frame accepted, and when it was killed (CLOCK_MONOTONIC,
     which the two processes share)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
     code = CHILD.format(tests=str(REPO / "tests"), rate=rate)
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, settings.model_dump_json(), str(start)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    child = start_writer(code, settings, start)
     assert child.stdout is not None
     accepted: dict[int, float] = {}
     until = None  # counted from its first frame (starting Python takes a while)

@@ -26,6 +26,7 @@ from acqzarr.errors import ConfigError
 from acqzarr.read.validate import validate
 from acqzarr.stores import LocalStore
 from builders import stream_settings
+from child_writer import start_writer
 from readback import read_tensorstore, read_zarr
 
 REPO = Path(__file__).resolve().parent.parent
@@ -407,14 +408,8 @@ SKIP = 9  # the one slot every writer here skips: a hole wherever it falls insid
 def _kill_after_flushes(settings: az.StreamSettings, start: int, flushes: int) -> int:
     """Run the child writer from frame ``start`` of the acquisition, SIGKILL it at a random moment
     after ``flushes`` flushes; return the last frames_flushed it reported."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])}
     code = CHILD.format(tests=str(REPO / "tests"))
-    child = subprocess.Popen(
-        [sys.executable, "-c", code, settings.model_dump_json(), str(start)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+    child = start_writer(code, settings, start)
     assert child.stdout is not None
     reported = 0
     try:

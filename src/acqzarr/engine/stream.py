@@ -15,6 +15,7 @@ import math
 import threading
 import weakref
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -108,16 +109,10 @@ class Stream:
             if seconds is None
             else DurabilityDeadline(seconds, list(self._images.values()), self._pipeline.fail)
         )
-        self._finalizer = weakref.finalize(
-            self,
-            _close_abandoned,
-            self._images,
-            self._pipeline,
-            self._pools,
-            self._store,
-            self._meta_lock,
-            self._deadline,
+        self._parts = _Parts(
+            self._images, self._pipeline, self._pools, self._store, self._meta_lock, self._deadline
         )
+        self._finalizer = weakref.finalize(self, self._parts.close_abandoned)
 
     # -- set-up --------------------------------------------------------------
     def _prepare_store(self) -> dict[str, ResumePoint]:
@@ -405,7 +400,7 @@ class Stream:
             # raises instead of landing in a finished writer.
             self._closed = True
             self._finalizer.detach()
-            _close(self._images, self._pipeline, self._pools, self._store, self._meta_lock, self._deadline)
+            self._parts.close()
 
     def __enter__(self) -> Stream:
         return self
@@ -440,60 +435,58 @@ def _catch_up(images: dict[str, Image]) -> float | None:
     return images_catch_up(list(images.values()))
 
 
-def _close(
-    images: dict[str, Image],
-    pipeline: Pipeline,
-    pools: BufferPools,
-    store: Store,
-    meta_lock: threading.Lock,
-    deadline: DurabilityDeadline | None,
-) -> None:
-    """Stop the deadline's checkpoints, finish every image, drain and stop the threads, write each
-    image's final group; then turn the store's grouped documents into plain ones (``Store.settle``)
-    whatever happened, so the store is left as any Zarr reader expects.  Raises the first failure."""
-    error: BaseException | None = None
-    if deadline is not None:
-        deadline.stop()
-    try:
-        for image in images.values():
-            image.finish()
-        pipeline.drain()
-        if not pipeline.failed:
-            images_catch_up(list(images.values()), now=True)  # what an idle publish still waited for
-    finally:
-        pipeline.close()
-        pools.clear()
-    try:
-        pipeline.check()
-        for image in images.values():
-            image.write_final()
-    except BaseException as exc:
-        error = exc
-    try:
-        with meta_lock:
-            store.settle()
-    except StoreError as exc:
-        if error is None:
-            raise
-        error.add_note(f"settling the grouped metadata documents failed too: {exc}")
-    if error is not None:
-        raise error
+@dataclass(frozen=True)
+class _Parts:
+    """What closing a stream takes, without the stream itself (its finalizer must not hold it)."""
 
+    images: dict[str, Image]
+    pipeline: Pipeline
+    pools: BufferPools
+    store: Store
+    meta_lock: threading.Lock
+    deadline: DurabilityDeadline | None
 
-def _close_abandoned(
-    images: dict[str, Image],
-    pipeline: Pipeline,
-    pools: BufferPools,
-    store: Store,
-    meta_lock: threading.Lock,
-    deadline: DurabilityDeadline | None,
-) -> None:
-    """A stream nobody closed (collected, or still open at interpreter exit): close it so the store
-    is whole, with every session record saying it did not complete."""
-    failure = {"type": "NotClosed", "message": "never closed; closed when collected or at exit"}
-    for image in images.values():
-        image.update_session({"completed": False, "failure": failure}, write=False)
-    _close(images, pipeline, pools, store, meta_lock, deadline)
+    def close(self) -> None:
+        """Stop the deadline's checkpoints, finish every image, drain and stop the threads, write
+        each image's final group; then turn the store's grouped documents into plain ones
+        (``Store.settle``) whatever happened, so the store is left as any Zarr reader expects.
+        Raises the first failure."""
+        images, pipeline = list(self.images.values()), self.pipeline
+        error: BaseException | None = None
+        if self.deadline is not None:
+            self.deadline.stop()
+        try:
+            for image in images:
+                image.finish()
+            pipeline.drain()
+            if not pipeline.failed:
+                images_catch_up(images, now=True)  # what an idle publish still waited for
+        finally:
+            pipeline.close()
+            self.pools.clear()
+        try:
+            pipeline.check()
+            for image in images:
+                image.write_final()
+        except BaseException as exc:
+            error = exc
+        try:
+            with self.meta_lock:
+                self.store.settle()
+        except StoreError as exc:
+            if error is None:
+                raise
+            error.add_note(f"settling the grouped metadata documents failed too: {exc}")
+        if error is not None:
+            raise error
+
+    def close_abandoned(self) -> None:
+        """A stream nobody closed (collected, or still open at interpreter exit): close it so the
+        store is whole, with every session record saying it did not complete."""
+        failure = {"type": "NotClosed", "message": "never closed; closed when collected or at exit"}
+        for image in self.images.values():
+            image.update_session({"completed": False, "failure": failure}, write=False)
+        self.close()
 
 
 def _too_little_memory(settings: StreamSettings, cap: int, per_array: dict[str, int]) -> str:

@@ -53,15 +53,18 @@ def simulated_core(
     dtype: Any = "uint16",
     pixel_size_um: float = 0.65,
     keep_frames: bool = False,
+    camera: Any = None,
 ) -> SimulatedCore:
     """A pymmcore-plus core of pure-Python devices (``UniMMCore``), for MDAs without Micro-Manager.
 
     Camera "Camera" (``shape``, ``dtype``; new data each snap, ``core.camera.frames`` keeps a copy
     of each when ``keep_frames``), focus "Z", stage "XY", shutter "Shutter", and the config group
     "Channel" with DAPI and FITC (10 and 20 ms exposure); ``pixel_size_um`` is the pixel size.
+    ``camera``: a camera device of your own (a pymmcore-plus ``SimpleCameraDevice``, e.g. one that
+    free-runs for a benchmark) instead of the simulated one.
     ``loadSystemConfiguration()`` would need Micro-Manager's C++ device adapters instead.
     Imported on first call: pymmcore-plus's unicore is only needed here.
     """
     from ._simulated import simulated_core as make
 
-    return make(shape, dtype=dtype, pixel_size_um=pixel_size_um, keep_frames=keep_frames)
+    return make(shape, dtype=dtype, pixel_size_um=pixel_size_um, keep_frames=keep_frames, camera=camera)

@@ -113,7 +113,7 @@ class SimulatedCore(UniMMCore):
     its camera at hand (``core.camera``)."""
 
     pixel_size = 0.65
-    camera: SimulatedCamera
+    camera: SimpleCameraDevice
 
     def getPixelSizeUm(self, *args: Any, **kwargs: Any) -> float:
         return self.pixel_size
@@ -125,12 +125,15 @@ def simulated_core(
     dtype: Any = np.uint16,
     pixel_size_um: float = 0.65,
     keep_frames: bool = False,
+    camera: SimpleCameraDevice | None = None,
 ) -> SimulatedCore:
     """A ready core: camera "Camera" (``shape``, ``dtype``), focus "Z", stage "XY", shutter
-    "Shutter", and config group "Channel" with configs DAPI and FITC (exposures 10 and 20 ms)."""
+    "Shutter", and config group "Channel" with configs DAPI and FITC (exposures 10 and 20 ms).
+    ``camera``: a camera device of your own instead (one that free-runs, say, for a benchmark)."""
     logging.getLogger("pymmcore-plus").setLevel(logging.CRITICAL)  # "no Micro-Manager installation"
     core = SimulatedCore()
-    camera = SimulatedCamera(shape, dtype, keep_frames=keep_frames)
+    if camera is None:
+        camera = SimulatedCamera(shape, dtype, keep_frames=keep_frames)
     for label, device in (("Camera", camera), ("Z", _ZStage()), ("XY", _XYStage()), ("Shutter", _Shutter())):
         core.loadPyDevice(label, device)
         core.initializeDevice(label)
