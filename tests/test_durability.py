@@ -41,9 +41,11 @@ class Layout:
         shards: tuple[int, ...] | None = None,
         levels: int = 1,
         order: tuple[str, ...] | None = None,
+        names: str | None = None,
     ) -> None:
         self.name, self.version, self.shape, self.chunks = name, version, shape, chunks
         self.shards, self.levels, self.order = shards, levels, order
+        self.names = names or {3: "tyx", 5: "tczyx"}[len(shape)]
 
     def settings(self, path: Path, **fields: Any) -> az.StreamSettings:
         return stream_settings(
@@ -54,17 +56,14 @@ class Layout:
             shards=self.shards,
             multiscale=az.Multiscale(levels=self.levels, method="mean") if self.levels > 1 else None,
             acquisition_order=self.order,
+            names=self.names,
             frame_columns={"frame_id": "int64"},
             **fields,
         )
 
     @property
     def kinds(self) -> list[str]:
-        return (
-            ["time", "channel", "space", "space", "space"]
-            if len(self.shape) == 5
-            else ["time", "space", "space"]
-        )
+        return [{"t": "time", "c": "channel"}.get(n, "space") for n in self.names]
 
     @property
     def per_t(self) -> int:
@@ -76,7 +75,7 @@ class Layout:
         inner = self.shape[1:-2]
         if not inner:
             return (t,)
-        names = ["c", "z"][: len(inner)]
+        names = list(self.names[1:-2])
         order = [n for n in (self.order or ("t", *names)) if n != "t"]
         sizes = dict(zip(names, inner, strict=True))
         index: dict[str, int] = {}
@@ -94,6 +93,8 @@ LAYOUTS = [
     Layout("v3-deep-pyramid", 3, (0, 37, 50), (4, 16, 16), shards=(4, 2, 2), levels=2),
     # t, c, z with an acquisition order that is not the storage order
     Layout("v3-tzc", 3, (0, 2, 3, 20, 24), (2, 1, 2, 16, 16), shards=(2, 1, 2, 2, 2), order=("t", "z", "c")),
+    # a pyramid that halves z, one plane a band: every pair of planes straddles two bands
+    Layout("v2-z-pyramid", 2, (0, 5, 20, 24), (2, 1, 16, 16), levels=2, names="tzyx"),
 ]
 
 

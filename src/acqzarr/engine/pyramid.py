@@ -201,17 +201,16 @@ class PyramidLevel:
             with target.lock:
                 assembler = target.assembler
                 made: dict[Index, Band] = {}
-                for band in copies:
-                    for index, sources in self._provisional_pairs(band):
-                        plane = self._reduce(band, sources)
-                        coords, within = target.layout.band_of(index)
-                        if coords not in made:
-                            made[coords] = assembler.provisional(coords)
-                        copy = made[coords]
-                        assert copy.buffer is not None
-                        target.layout.copy_frame(copy.buffer, within, plane)
-                        copy.state[within] = FILLED
-                        self._spares[1].append(plane)
+                for band, index, sources in self._provisional_pairs(copies):
+                    plane = self._reduce(band, sources)
+                    coords, within = target.layout.band_of(index)
+                    if coords not in made:
+                        made[coords] = assembler.provisional(coords)
+                    copy = made[coords]
+                    assert copy.buffer is not None
+                    target.layout.copy_frame(copy.buffer, within, plane)
+                    copy.state[within] = FILLED
+                    self._spares[1].append(plane)
                 for coords, band in assembler.open.items():
                     if band.buffer is not None and coords not in made:
                         made[coords] = assembler.provisional(coords)
@@ -221,31 +220,51 @@ class PyramidLevel:
                 if band.buffer is not None:
                     source.band_done(band)
 
-    def _provisional_pairs(self, band: Band) -> Iterator[tuple[Index, list[Source]]]:
-        """(target index, source planes) for the frames of a copy of a band still filling: like
-        ``_pair_up``, but nothing is held back; a plane whose partner has not come yet pairs with
-        itself (the target plane is written again when the partner comes)."""
+    def _provisional_pairs(self, copies: Sequence[Band]) -> Iterator[tuple[Band, Index, list[Source]]]:
+        """(copy, target index, source planes) for the frames of the copies of bands still filling:
+        pairs made as ``_pair_up`` makes them (a partner skipped is fill value, one in another copy
+        or held back from an earlier band is found there), but nothing is held back; a plane whose
+        partner has not come yet pairs with itself (its step is not shown yet: only settled steps
+        are, and in those every partner is filled or skipped)."""
         lay = self.source
-        filled = set(band.slots((FILLED,)))
-        for within in sorted(filled):
-            index = tuple(b * c + w for b, c, w in zip(band.coords, lay.index_chunks, within, strict=True))
+        settled: dict[Index, tuple[Band, Index, bool]] = {}  # index -> (copy, slot, filled)
+        for band in copies:
+            for within in band.slots((FILLED, SKIPPED)):
+                index = tuple(
+                    b * c + w for b, c, w in zip(band.coords, lay.index_chunks, within, strict=True)
+                )
+                settled[index] = (band, within, bool(band.state[within] == FILLED))
+        for index, (band, within, filled) in sorted(settled.items()):
+            if not filled:
+                continue
             if self.halved is None:
-                yield index, [within]
+                yield band, index, [within]
                 continue
             h = self.halved
             t_index = (*index[:h], index[h] // 2, *index[h + 1 :])
-            other = index[h] ^ 1
-            at = other - band.coords[h] * lay.index_chunks[h]
-            partner = (*within[:h], at, *within[h + 1 :])
-            if 0 <= at < lay.index_chunks[h] and partner in filled:
-                if other > index[h]:
-                    yield t_index, [within, partner]
-                continue  # or yielded with its partner, the even plane
+            other = (*index[:h], index[h] ^ 1, *index[h + 1 :])
+            first = index[h] < other[h]
+            size = lay.index_shape[h]
+            mate = settled.get(other)
             held = self._held.get(t_index)
-            if held is not None and held[0] is not None:
-                yield t_index, [held[0], within] if held[1] < index[h] else [within, held[0]]
-                continue
-            yield t_index, [within, within]
+            source: Source
+            if size and other[h] >= size:
+                source = within  # the odd last plane pairs with itself
+            elif mate is not None:
+                mate_band, mate_within, mate_filled = mate
+                if mate_filled and not first:
+                    continue  # yielded with its partner, the lower plane
+                if mate_band is band:
+                    source = mate_within
+                else:
+                    assert mate_band.buffer is not None
+                    source = np.empty(lay.frame_shape, lay.dtype)
+                    lay.read_frame(mate_band.buffer, mate_within, source)
+            elif held is not None:
+                source, first = held[0], held[1] > index[h]
+            else:
+                source = within  # its partner is still to come
+            yield band, t_index, [within, source] if first else [source, within]
 
     # -- closing ----------------------------------------------------------------
     def finish(self, extent: int) -> None:
