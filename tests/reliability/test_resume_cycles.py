@@ -159,8 +159,12 @@ LAYOUTS = [
 
 WRITER = (
     """
-import sys, time, numpy as np, acqzarr as az
+import os, sys, time, numpy as np, acqzarr as az
 from typing import Any
+
+def say(*words):  # one write(2) a line: a kill never leaves half a line in the pipe
+    os.write(1, (" ".join(map(str, words)) + "\\n").encode())
+
 settings = az.StreamSettings.model_validate_json(sys.argv[1])
 count, rate, per_t, every = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 """
@@ -170,25 +174,25 @@ count, rate, per_t, every = int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4
     + """
 stream = az.open_stream(settings)
 resumed_at = stream.stats().resumed_at
-print("ready", resumed_at, flush=True)
+say("ready", resumed_at)
 start = resumed_at * per_t  # the first slot of the first step the store does not show
 last, due = 0, time.monotonic()
 for seq in range(start, start + count):
     if skipped(seq, every):
         stream.skip()
-        print("skipped", seq, flush=True)
+        say("skipped", seq)
     else:
         stream.append(frame(seq), metadata=frame_metadata(seq))
-        print("accepted", seq, flush=True)
+        say("accepted", seq)
     flushed = stream.stats().frames_flushed
     if flushed != last:
-        print("flushed", flushed, flush=True)
+        say("flushed", flushed)
         last = flushed
     due += 1 / rate
     time.sleep(max(0.0, due - time.monotonic()))
-print("closing", flush=True)
+say("closing")
 stream.close()
-print("closed", stream.stats().frames_flushed, flush=True)
+say("closed", stream.stats().frames_flushed)
 """
 )
 
@@ -315,6 +319,11 @@ class Tally:
     lost_flushed: int = 0  # frames reported flushed missing from the store: must stay 0
     ragged: int = 0  # a level or a column not covering the extent level 0 publishes: must stay 0
     on_disk: int = 0  # frames in the store at the last check
+    # SHOWN_EARLY: checks where the store held frames its record did not count, the most such frames
+    # at one check, and how many the closed store still holds so
+    shown_early_checks: int = 0
+    shown_early_frames: int = 0
+    shown_early_final: int = 0
 
 
 def _check(path: Path, version: int, history: History, tally: Tally, final: bool) -> int:
@@ -338,10 +347,24 @@ def _check(path: Path, version: int, history: History, tally: Tally, final: bool
             np.testing.assert_array_equal(pixels, frame(seq), err_msg=f"slot {seq}: not frame {seq}")
             assert not skipped(seq, layout.skip_every), f"slot {seq} was skipped but holds a frame"
             present.add(seq)
-    lost = sorted(flushed - present)
+    index_shape = level0.shape[:-2]
+    described = _check_columns(image, layout, index_shape, present, tally)
+    lost = sorted(flushed - described)
     tally.lost_flushed += len(lost)
     assert not lost, f"frames reported flushed are not in the store: {lost[:20]} (extent {extent})"
-    tally.frames_verified += len(present)
+    record = dict(group.attrs)["acqzarr_session"]
+    on_disk = record["frames_on_disk"]
+    if layout.deadline is None:  # every publish shows whole bands: pixels, columns and record agree
+        assert described == present, f"frames without metadata: {sorted(present - described)[:20]}"
+        assert on_disk == len(present), (on_disk, len(present))
+    else:  # SHOWN_EARLY: the store may show more frames than its record counts, never fewer
+        assert sum(w.flushed for w in history.writers) <= on_disk <= len(described) <= len(present)
+        if on_disk < len(present):
+            tally.shown_early_checks += 1
+            tally.shown_early_frames = max(tally.shown_early_frames, len(present) - on_disk)
+        if final:
+            tally.shown_early_final = len(present) - on_disk
+    tally.frames_verified += len(described)
     tally.on_disk = len(present)
     tally.flushed_verified += len(flushed)
     last = history.writers[-1]
@@ -351,10 +374,8 @@ def _check(path: Path, version: int, history: History, tally: Tally, final: bool
             tally.mid_band += 1
         if present and max(present) // per_t == extent - 1 and max(present) % per_t != per_t - 1:
             tally.mid_timepoint += 1
-    index_shape = level0.shape[:-2]
-    _check_columns(image, layout, index_shape, present, tally)
     _check_levels(image, layout, level0, tally)
-    _check_record(dict(group.attrs), history, len(present), final)
+    _check_record(record, history, final)
     errors = [str(p) for p in validate(LocalStore(path)) if p.severity == "error"]
     assert not errors, "acqzarr validate:\n" + "\n".join(errors)
     assert not [p for p in path.rglob("*.tmp") if not p.name.startswith(".")], "a temp file is visible"
@@ -363,13 +384,14 @@ def _check(path: Path, version: int, history: History, tally: Tally, final: bool
 
 def _check_columns(
     image: Path, layout: Layout, index_shape: tuple[int, ...], present: set[int], tally: Tally
-) -> None:
-    """Every column is shaped like the index axes and says, for each slot, what its pixels say: the
-    frame's metadata where a frame is, "missing" in a hole."""
+) -> set[int]:
+    """Every column is shaped like the index axes; a slot's metadata is its frame's (a frame that is
+    there) or "missing" in every column (a hole, or a frame not published yet: see SHOWN_EARLY).
+    Returns the slots the columns describe."""
     docs = image / "acqzarr_frames"
     if not ((docs / "zarr.json").exists() or (docs / ".zgroup").exists()):
         assert math.prod(index_shape) == 0, "frames published without their metadata columns"
-        return
+        return set()
     columns = zarr.open_group(str(docs), mode="r")
     assert columns.attrs["acqzarr_frames"]["columns"] == COLUMNS
     got = {name: np.asarray(columns[name][...]) for name in sorted(columns.array_keys())}  # type: ignore[index]
@@ -378,17 +400,20 @@ def _check_columns(
         if column.shape != index_shape:
             tally.ragged += 1
         assert column.shape == index_shape, f"column {name}: {column.shape}, frames indexed {index_shape}"
+    described = set()
     for seq in range(math.prod(index_shape)):
         at = layout.index_of(seq)
-        if seq in present:
+        if got["frame_id"][at] != MISSING_INT:
+            assert seq in present, f"slot {seq} is a hole but its metadata says frame {got['frame_id'][at]}"
             meta = frame_metadata(seq)
             assert got["frame_id"][at] == seq, (seq, got["frame_id"][at])
             assert got["laser_mw"][at] == meta["laser_mw"], seq
             assert json.loads(str(got["json"][at])) == {"note": meta["note"]}, seq
+            described.add(seq)
         else:
-            assert got["frame_id"][at] == MISSING_INT, (seq, got["frame_id"][at])
             assert np.isnan(got["laser_mw"][at]), seq
             assert str(got["json"][at]) == "", seq
+    return described
 
 
 def _check_levels(image: Path, layout: Layout, level0: np.ndarray[Any, Any], tally: Tally) -> None:
@@ -405,10 +430,8 @@ def _check_levels(image: Path, layout: Layout, level0: np.ndarray[Any, Any], tal
         np.testing.assert_array_equal(got, reference[level], err_msg=f"level {level}")
 
 
-def _check_record(attrs: dict[str, Any], history: History, on_disk: int, final: bool) -> None:
-    """One segment per writer, each ended as its writer did; frames_on_disk = the frames a reader finds."""
-    record = attrs["acqzarr_session"]
-    assert record["frames_on_disk"] == on_disk, (record["frames_on_disk"], on_disk)
+def _check_record(record: dict[str, Any], history: History, final: bool) -> None:
+    """One segment per writer, each ended as its writer did (frames_on_disk: ``_check``)."""
     segments = record["segments"]
     assert len(segments) == len(history.writers), [s["ended"] for s in segments]
     for w, segment in zip(history.writers[:-1], segments[:-1], strict=True):
@@ -491,6 +514,9 @@ def test_kill_resume_cycles(
         lost_unflushed=tally.lost_unflushed,
         lost_flushed=tally.lost_flushed,
         ragged=tally.ragged,
+        shown_early_checks=tally.shown_early_checks,
+        shown_early_frames=tally.shown_early_frames,
+        shown_early_final=tally.shown_early_final,
         deadline=layout.deadline,
     )
 
@@ -503,3 +529,63 @@ def _close_cleanly(layout: Layout, version: int, path: Path, count: int) -> Writ
     w = Writer.parse(run.stdout.splitlines(), count)
     assert w.phase == "closed" and w.flushed == len(w.accepted), (w.phase, w.flushed, len(w.accepted))
     return w
+
+
+# -- SHOWN_EARLY: an engine issue the cycles found -------------------------------------------------
+# A durability checkpoint publishes an extent that ends inside a band (or inside a timepoint).  When
+# that band completes, it is stored whole over the checkpoint's copy (and the metadata columns' chunk
+# is written again) before the publish that counts its frames.  A kill in between leaves a store
+# whose published slots hold frames (pixels, sometimes their column values too) that its
+# acqzarr_session record does not count in frames_on_disk and, for pixels without column values,
+# that its columns call "missing".  The resumed writer carries them on, so the closed store's
+# frames_on_disk stays short of the frames a reader finds.  No flushed frame is ever lost, and nothing
+# outside the published extent shows; the cycles above tolerate exactly this (deadline layouts
+# only), count it, and the test below reproduces it without timing luck.
+SHOWN_EARLY = """
+import os, signal, sys, time, numpy as np, acqzarr as az
+import acqzarr.engine.publish as publish
+
+settings = az.StreamSettings.model_validate_json(sys.argv[1])
+stream = az.open_stream(settings)
+yy, xx = np.mgrid[0:20, 0:24]
+stream.append((yy + xx + 1).astype(np.uint16), metadata={"frame_id": 0})  # (t 0, c 0): its band is whole
+end = time.monotonic() + 10
+while stream.stats().frames_flushed < 1:  # the checkpoint shows t 0, (t 0, c 1) a hole
+    assert time.monotonic() < end, "no checkpoint"
+    time.sleep(0.01)
+
+def killed(*args):  # the next publish, which would count (t 0, c 1): the process dies instead
+    os.kill(os.getpid(), signal.SIGKILL)
+
+# The band's completion does not publish (the extent does not grow); the deadline's next checkpoint
+# would, once every level wrote its part.
+publish.ImagePublisher._publish_upto = publish.ImagePublisher.checkpointed = killed
+stream.append((yy + xx + 2).astype(np.uint16), metadata={"frame_id": 1})  # completes (t 0, c 1)'s band
+time.sleep(10)
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: a band completed after a durability checkpoint's publish is stored inside the "
+    "published extent before the publish that counts it; killed in between, the store shows a frame "
+    "its columns call missing and frames_on_disk does not count (SHOWN_EARLY)",
+)
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_frame_shown_after_a_checkpoint_is_counted_and_described(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "s.zarr"
+    settings = stream_settings(
+        path, version, (0, 2, *FRAME), (1, 1, 16, 16), shards=(1, 1, 2, 2), max_unflushed_seconds=0.2
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", SHOWN_EARLY, settings.model_dump_json()], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
+    pixels = read_zarr(path / "cam0" / "0")
+    ids = read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id")
+    attrs = zarr.open_group(str(path / "cam0"), mode="r", zarr_format=version).attrs
+    on_disk = dict(attrs)["acqzarr_session"]["frames_on_disk"]
+    assert pixels.shape[0] == 1 and pixels[0, 0].any() and ids[0, 0] == 0  # the checkpoint's frame
+    shown = [c for c in range(2) if pixels[0, c].any()]
+    described = [c for c in range(2) if ids[0, c] != MISSING_INT]
+    assert (shown, described, on_disk) == (described, described, len(described))
