@@ -319,11 +319,13 @@ class Tally:
     lost_flushed: int = 0  # frames reported flushed missing from the store: must stay 0
     ragged: int = 0  # a level or a column not covering the extent level 0 publishes: must stay 0
     on_disk: int = 0  # frames in the store at the last check
-    # SHOWN_EARLY: checks where the store held frames its record did not count, the most such frames
-    # at one check, and how many the closed store still holds so
-    shown_early_checks: int = 0
-    shown_early_frames: int = 0
-    shown_early_final: int = 0
+    # UNPUBLISHED, SHOWN_EARLY: checks where the store held frames its record did not count, the most
+    # such frames at one check, how many the closed store still holds so, and frames writers closed
+    # cleanly without publishing (stats().frames_flushed short of their frames after close)
+    uncounted_checks: int = 0
+    uncounted_frames: int = 0
+    uncounted_final: int = 0
+    unpublished_at_close: int = 0
 
 
 def _check(path: Path, version: int, history: History, tally: Tally, final: bool) -> int:
@@ -357,13 +359,13 @@ def _check(path: Path, version: int, history: History, tally: Tally, final: bool
     if layout.deadline is None:  # every publish shows whole bands: pixels, columns and record agree
         assert described == present, f"frames without metadata: {sorted(present - described)[:20]}"
         assert on_disk == len(present), (on_disk, len(present))
-    else:  # SHOWN_EARLY: the store may show more frames than its record counts, never fewer
+    else:  # UNPUBLISHED, SHOWN_EARLY: the store may show frames its record does not count
         assert sum(w.flushed for w in history.writers) <= on_disk <= len(described) <= len(present)
         if on_disk < len(present):
-            tally.shown_early_checks += 1
-            tally.shown_early_frames = max(tally.shown_early_frames, len(present) - on_disk)
+            tally.uncounted_checks += 1
+            tally.uncounted_frames = max(tally.uncounted_frames, len(present) - on_disk)
         if final:
-            tally.shown_early_final = len(present) - on_disk
+            tally.uncounted_final = len(present) - on_disk
     tally.frames_verified += len(described)
     tally.on_disk = len(present)
     tally.flushed_verified += len(flushed)
@@ -403,16 +405,24 @@ def _check_columns(
     described = set()
     for seq in range(math.prod(index_shape)):
         at = layout.index_of(seq)
-        if got["frame_id"][at] != MISSING_INT:
-            assert seq in present, f"slot {seq} is a hole but its metadata says frame {got['frame_id'][at]}"
-            meta = frame_metadata(seq)
-            assert got["frame_id"][at] == seq, (seq, got["frame_id"][at])
-            assert got["laser_mw"][at] == meta["laser_mw"], seq
-            assert json.loads(str(got["json"][at])) == {"note": meta["note"]}, seq
+        meta = frame_metadata(seq)
+        values = {
+            "frame_id": got["frame_id"][at] == seq,
+            "laser_mw": got["laser_mw"][at] == meta["laser_mw"],
+            "json": str(got["json"][at]) != "" and json.loads(str(got["json"][at])) == {"note": meta["note"]},
+        }
+        missing = {
+            "frame_id": got["frame_id"][at] == MISSING_INT,
+            "laser_mw": bool(np.isnan(got["laser_mw"][at])),
+            "json": str(got["json"][at]) == "",
+        }
+        for name in COLUMNS:  # each column: this slot's frame's value, or missing
+            assert values[name] or missing[name], (name, seq, got[name][at])
+        if all(values.values()):
+            assert seq in present, f"slot {seq} is a hole but its metadata says frame {seq}"
             described.add(seq)
-        else:
-            assert np.isnan(got["laser_mw"][at]), seq
-            assert str(got["json"][at]) == "", seq
+        elif layout.deadline is None or seq not in present:  # else UNPUBLISHED or SHOWN_EARLY
+            assert all(missing.values()), (seq, {name: got[name][at] for name in COLUMNS})
     return described
 
 
@@ -443,7 +453,9 @@ def _check_record(record: dict[str, Any], history: History, final: bool) -> None
     last, segment = history.writers[-1], segments[-1]
     if final or last.phase == "closed":
         assert segment["ended"] == "completed" and record["completed"] is True, segment
-        assert segment["frames_accepted"] == len(last.accepted)
+        if history.layout.deadline is None:  # else UNPUBLISHED: counted as at the last publish
+            assert segment["frames_accepted"] == len(last.accepted), (segment, len(last.accepted))
+        assert segment["frames_accepted"] <= len(last.accepted), (segment, len(last.accepted))
     elif last.phase == "appending":
         assert segment["ended"] is None and record["completed"] is False and record["stop"] is None
     else:  # killed inside close: before or after its final record
@@ -498,6 +510,8 @@ def test_kill_resume_cycles(
         # Continuity: the writer went on at the extent the store published after the last kill.
         assert w.resumed_at == extent, (cycle, w.resumed_at, extent)
         assert not w.accepted or w.accepted[0] >= extent * layout.per_t
+        if w.phase == "closed":
+            tally.unpublished_at_close += len(w.accepted) - w.flushed
         history.writers.append(w)
         extent = _check(path, version, history, tally, final)
     assert tally.lost_flushed == 0 and tally.ragged == 0
@@ -514,9 +528,10 @@ def test_kill_resume_cycles(
         lost_unflushed=tally.lost_unflushed,
         lost_flushed=tally.lost_flushed,
         ragged=tally.ragged,
-        shown_early_checks=tally.shown_early_checks,
-        shown_early_frames=tally.shown_early_frames,
-        shown_early_final=tally.shown_early_final,
+        uncounted_checks=tally.uncounted_checks,
+        uncounted_frames=tally.uncounted_frames,
+        uncounted_final=tally.uncounted_final,
+        unpublished_at_close=tally.unpublished_at_close,
         deadline=layout.deadline,
     )
 
@@ -526,21 +541,64 @@ def _close_cleanly(layout: Layout, version: int, path: Path, count: int) -> Writ
     args = [settings, str(count), str(layout.rate), str(layout.per_t), str(layout.skip_every)]
     run = subprocess.run([sys.executable, "-c", WRITER, *args], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-3000:]
-    w = Writer.parse(run.stdout.splitlines(), count)
-    assert w.phase == "closed" and w.flushed == len(w.accepted), (w.phase, w.flushed, len(w.accepted))
+    lines = run.stdout.splitlines()
+    w = Writer.parse(lines, count)
+    assert w.phase == "closed", lines[-3:]
+    if layout.deadline is None:  # else UNPUBLISHED
+        assert w.flushed == len(w.accepted), (w.flushed, len(w.accepted))
     return w
 
 
-# -- SHOWN_EARLY: an engine issue the cycles found -------------------------------------------------
-# A durability checkpoint publishes an extent that ends inside a band (or inside a timepoint).  When
-# that band completes, it is stored whole over the checkpoint's copy (and the metadata columns' chunk
-# is written again) before the publish that counts its frames.  A kill in between leaves a store
-# whose published slots hold frames (pixels, sometimes their column values too) that its
-# acqzarr_session record does not count in frames_on_disk and, for pixels without column values,
-# that its columns call "missing".  The resumed writer carries them on, so the closed store's
-# frames_on_disk stays short of the frames a reader finds.  No flushed frame is ever lost, and nothing
-# outside the published extent shows; the cycles above tolerate exactly this (deadline layouts
-# only), count it, and the test below reproduces it without timing luck.
+# -- engine issues the cycles found (the deadline layouts tolerate exactly these, and count them) ----
+# UNPUBLISHED: a durability checkpoint publishes an extent whose last band row is not complete.  The
+# frames that complete that row are stored, but the ordinary publish only runs when the extent grows
+# (ImagePublisher.stored / catch_up: ``extent > self.published``), so flush() and close() never
+# publish them: after a clean close their pixels are in the store, their metadata columns say
+# "missing", the session record (frames_on_disk, frames_accepted) does not count them and
+# stats().frames_flushed stays short of frames_appended.  No kill needed (the first test below).
+#
+# SHOWN_EARLY: the same row, completed while the writer runs: its band is stored whole over the
+# checkpoint's copy (the columns' chunks are written again too, column by column) before the publish
+# that counts its frames (the deadline's next checkpoint).  A kill in between leaves published
+# slots holding frames (pixels, and some or none of their column values) that frames_on_disk does
+# not count; the resumed writer carries them on.  The second test below aims the kill there.
+#
+# Neither loses a frame reported flushed, and nothing outside the published extent shows.
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: frames completing a band row that a durability checkpoint showed are never "
+    "published (the publisher publishes only when the extent grows): after flush() and close() they "
+    "have no metadata and frames_on_disk, frames_accepted and frames_flushed miss them (UNPUBLISHED)",
+)
+def test_a_row_a_checkpoint_showed_is_published_when_it_completes(tmp_path: Path, version: int) -> None:
+    """UNPUBLISHED, in one process: (t 0, c 0) is shown by a checkpoint, (t 0, c 1) completes the row."""
+    path = tmp_path / "s.zarr"
+    settings = stream_settings(
+        path, version, (0, 2, *FRAME), (1, 1, 16, 16), shards=(1, 1, 2, 2), max_unflushed_seconds=0.2
+    )
+    with az.open_stream(settings) as stream:
+        stream.append(frame(0), metadata={"frame_id": 0})
+        end = time.monotonic() + 10
+        while stream.stats().frames_flushed < 1:  # the checkpoint shows t 0, (t 0, c 1) a hole
+            assert time.monotonic() < end, "no checkpoint"
+            time.sleep(0.01)
+        stream.append(frame(1), metadata={"frame_id": 1})
+        stream.flush()
+        flushed = stream.stats().frames_flushed
+    record = dict(zarr.open_group(str(path / "cam0"), mode="r", zarr_format=version).attrs)["acqzarr_session"]
+    found = (
+        flushed,
+        stream.stats().frames_flushed,
+        read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id").tolist(),
+        record["frames_on_disk"],
+        record["frames_accepted"],
+    )
+    np.testing.assert_array_equal(read_zarr(path / "cam0" / "0")[0, 1], frame(1))  # the pixels are there
+    assert found == (2, 2, [[0, 1]], 2, 2)
+
+
 SHOWN_EARLY = """
 import os, signal, sys, time, numpy as np, acqzarr as az
 import acqzarr.engine.publish as publish
