@@ -82,6 +82,7 @@ class Layout:
     skip_every: int = 0  # the writer skips every n-th slot (0: none)
     deadline: float | None = None  # max_unflushed_seconds (None: bands publish when complete)
     levels: int = 1  # pyramid levels (mean)
+    max_steps: int | None = None  # the writers stop short of this extent (COLUMN_CHUNK_DROPPED)
 
     def settings(self, path: Path, version: int, **fields: Any) -> az.StreamSettings:
         return stream_settings(
@@ -97,6 +98,13 @@ class Layout:
             max_unflushed_seconds=self.deadline,
             **fields,
         )
+
+    @property
+    def lenient(self) -> bool:
+        """A deadline with several frames a step: checkpoints then publish partly filled steps, and
+        the store's pixels, columns and record may disagree on frames not flushed yet (UNPUBLISHED,
+        SHOWN_EARLY, METADATA_AHEAD); everywhere else they agree exactly."""
+        return self.deadline is not None and self.per_t > 1
 
     @property
     def per_t(self) -> int:
@@ -122,22 +130,27 @@ class Layout:
         return (t, *(index[n] for n in inner))
 
 
+TCZ = dict(names="tczyx", shape=(0, 2, 3, *FRAME), chunks=(2, 1, 2, 16, 16), shards=(2, 1, 2, 2, 2))
+# A deadline layout with several frames a step stops below 42 steps: the JSON column's chunk holds
+# 256 // 6 = 42 of them, and a checkpoint that shows that chunk whole while its last step is still
+# filling loses it (COLUMN_CHUNK_DROPPED; raise the cap once that is fixed).
+BELOW_JSON_CHUNK = 40
 LAYOUTS = [
     # No deadline: extents end at whole bands (or at a close); fast frames, so kills also land while
     # bands are compressed and written.
     Layout("plain", "tyx", (0, *FRAME), (4, 16, 16), (1, 2, 2), rate=400),
-    # t, c, z acquired t, z, c (the channel switches inside each z), a skip every 11 slots, and a
-    # deadline far shorter than a band takes to fill: extents end inside bands and timepoints.
+    # t, c, z acquired t, z, c (the channel switches inside each z), a skip every 11 slots.
+    Layout("tczyx-tzc-skip", **TCZ, rate=200, order=("t", "z", "c"), skip_every=11),  # type: ignore[arg-type]
+    # The same with a deadline far shorter than a band takes to fill: extents end inside bands and
+    # inside timepoints.
     Layout(
-        "tczyx-tzc-skip",
-        "tczyx",
-        (0, 2, 3, *FRAME),
-        (2, 1, 2, 16, 16),
-        (2, 1, 2, 2, 2),
+        "tczyx-tzc-skip-deadline",
+        **TCZ,  # type: ignore[arg-type]
         rate=60,
         order=("t", "z", "c"),
         skip_every=11,
         deadline=0.3,
+        max_steps=BELOW_JSON_CHUNK,
     ),
     # v3 shards 4 bands (12 timepoints) deep, bands of 3 in v2; a 0.2 s deadline.
     Layout("deep-shards", "tyx", (0, *FRAME), (3, 16, 16), (4, 2, 2), rate=25, deadline=0.2),
@@ -145,15 +158,13 @@ LAYOUTS = [
     Layout("pyramid", "tyx", (0, *FRAME), (2, 16, 16), (2, 2, 2), rate=40, deadline=0.3, levels=3),
     Layout(
         "pyramid-tczyx",
-        "tczyx",
-        (0, 2, 3, *FRAME),
-        (2, 1, 2, 16, 16),
-        (2, 1, 2, 2, 2),
+        **TCZ,  # type: ignore[arg-type]
         rate=60,
         order=("t", "z", "c"),
         skip_every=11,
         deadline=0.3,
         levels=2,
+        max_steps=BELOW_JSON_CHUNK,
     ),
 ]
 
@@ -356,7 +367,7 @@ def _check(path: Path, version: int, history: History, tally: Tally, final: bool
     assert not lost, f"frames reported flushed are not in the store: {lost[:20]} (extent {extent})"
     record = dict(group.attrs)["acqzarr_session"]
     on_disk = record["frames_on_disk"]
-    if layout.deadline is None:  # every publish shows whole bands: pixels, columns and record agree
+    if not layout.lenient:  # every publish shows whole bands: pixels, columns and record agree
         assert on_disk == len(present), (on_disk, len(present))
     else:  # UNPUBLISHED, SHOWN_EARLY: pixels, columns and the record may disagree on frames not flushed
         assert not disagree & flushed, sorted(disagree & flushed)
@@ -371,10 +382,11 @@ def _check(path: Path, version: int, history: History, tally: Tally, final: bool
     tally.flushed_verified += len(flushed)
     last = history.writers[-1]
     tally.lost_unflushed += len([s for s in last.accepted if s not in present and s not in flushed])
-    if last.phase != "closed":  # killed: where did the last publish leave the extent?
+    if last.phase == "appending":  # killed: where did the last publish leave the extent?
         if extent % layout.band_depth(version):
             tally.mid_band += 1
-        if present and max(present) // per_t == extent - 1 and max(present) % per_t != per_t - 1:
+        tail = range((extent - 1) * per_t, extent * per_t)  # lost frames, not skips, end the extent
+        if extent and any(s not in present and not skipped(s, layout.skip_every) for s in tail):
             tally.mid_timepoint += 1
     _check_levels(image, layout, level0, tally)
     _check_record(record, history, final)
@@ -424,7 +436,7 @@ def _check_columns(
             described.add(seq)
         if not (all(values.values()) and seq in present or all(missing.values()) and seq not in present):
             disagree.add(seq)
-    if layout.deadline is None:
+    if not layout.lenient:
         assert not disagree, f"slots whose pixels and metadata disagree: {sorted(disagree)[:20]}"
     return described, disagree
 
@@ -456,7 +468,7 @@ def _check_record(record: dict[str, Any], history: History, final: bool) -> None
     last, segment = history.writers[-1], segments[-1]
     if final or last.phase == "closed":
         assert segment["ended"] == "completed" and record["completed"] is True, segment
-        if history.layout.deadline is None:  # else UNPUBLISHED: counted as at the last publish
+        if not history.layout.lenient:  # else UNPUBLISHED: counted as at the last publish
             assert segment["frames_accepted"] == len(last.accepted), (segment, len(last.accepted))
         assert segment["frames_accepted"] <= len(last.accepted), (segment, len(last.accepted))
     elif last.phase == "appending":
@@ -481,7 +493,7 @@ def _resumable(layout: Layout, version: int, path: Path) -> str | None:
     return None
 
 
-CYCLES = scale("RESUME_CYCLES", 2)  # kill-resume cycles per Zarr version and layout
+CYCLES = scale("RESUME_CYCLES", 2)  # kill-resume cycles per Zarr version and layout (report.py: 16)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=[lay.name for lay in LAYOUTS])
@@ -502,8 +514,11 @@ def test_kill_resume_cycles(
     extent = 0
     for cycle in range(CYCLES + 1):
         final = cycle == CYCLES
-        # A writer appends for up to about a second (the last one less: it closes).
+        # A writer appends for up to about a second (the last one less: it closes) ...
         count = rng.randint(1, max(2, int(layout.rate * (0.5 if final else 1.2))))
+        if layout.max_steps is not None:  # ... or its share of the slots left below the cap
+            left = (layout.max_steps - extent) * layout.per_t
+            count = max(1, min(count, 2 * left // (CYCLES - cycle + 2)))
         existing = "error" if cycle == 0 else "resume"
         if final:
             w = _close_cleanly(layout, version, path, count)
@@ -547,7 +562,7 @@ def _close_cleanly(layout: Layout, version: int, path: Path, count: int) -> Writ
     lines = run.stdout.splitlines()
     w = Writer.parse(lines, count)
     assert w.phase == "closed", lines[-3:]
-    if layout.deadline is None:  # else UNPUBLISHED
+    if not layout.lenient:  # else UNPUBLISHED
         assert w.flushed == len(w.accepted), (w.flushed, len(w.accepted))
     return w
 
@@ -708,3 +723,39 @@ def test_a_checkpoint_publishes_only_the_metadata_of_the_frames_it_shows(tmp_pat
     shown = [c for c in range(3) if pixels[0, c].any()]
     described = [c for c in range(3) if ids[0, c] != MISSING_INT]
     assert (shown, described, on_disk) == (described, described, len(described))
+
+
+# COLUMN_CHUNK_DROPPED: a metadata column keeps a chunk's values in memory until a publish shows the
+# chunk whole, then drops them ("rows below the extent are complete", FrameColumns.publish).  A
+# checkpoint can show the chunk whole while its last step still fills (several frames a step); the
+# next frame of that step starts the chunk afresh, all missing, and the next publish stores it over
+# the published one: every earlier value of the chunk is lost, frames reported flushed included.
+# The JSON column's chunk is 256 entries: 4 steps of 64 channels here.
+@pytest.mark.xfail(
+    strict=True,
+    reason="engine: a durability checkpoint that shows a metadata column's chunk whole while its "
+    "last step still fills makes the column drop the chunk's values; the next frame of that step "
+    "writes it again all missing (COLUMN_CHUNK_DROPPED)",
+)
+def test_a_checkpoint_keeps_the_metadata_of_a_chunk_it_shows_whole(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "s.zarr"
+    settings = stream_settings(
+        path, version, (0, 64, 8, 8), (2, 64, 8, 8), shards=(1, 1, 1, 1), max_unflushed_seconds=0.2
+    )
+    image = np.ones((8, 8), np.uint16)
+
+    def readable(stream: az.Stream, n: int) -> None:
+        end = time.monotonic() + 10
+        while stream.stats().frames_flushed < n:  # a checkpoint showed them
+            assert time.monotonic() < end, f"{n} frames not readable"
+            time.sleep(0.01)
+
+    with az.open_stream(settings) as stream:
+        for seq in range(3 * 64 + 1):  # steps 0-2 and the first frame of step 3
+            stream.append(image, metadata={"note": seq})
+        readable(stream, 3 * 64 + 1)  # shows 4 steps: the JSON column's chunk 0 whole
+        stream.append(image, metadata={"note": 3 * 64 + 1})
+        readable(stream, 3 * 64 + 2)
+    notes = read_zarr(path / "cam0" / "acqzarr_frames" / "json").reshape(-1)[: 3 * 64 + 2]
+    got = [json.loads(str(text)) if str(text) else "missing" for text in notes]
+    assert got == [{"note": seq} for seq in range(3 * 64 + 2)]
