@@ -15,7 +15,6 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import random
 import signal
 import subprocess
@@ -253,7 +252,11 @@ class History:
         out: set[int] = set()
         for w in self.writers:
             assert w.flushed <= len(w.accepted) + 1, (w.flushed, len(w.accepted))
-            own = [s for s in range(self.start(w), self.start(w) + w.count) if not skipped(s, self.layout.skip_every)]
+            own = [
+                s
+                for s in range(self.start(w), self.start(w) + w.count)
+                if not skipped(s, self.layout.skip_every)
+            ]
             out.update(own[: w.flushed])
         return out
 
@@ -434,7 +437,8 @@ def _check_columns(
             assert values[name] or missing[name], (name, seq, got[name][at])
         if all(values.values()):
             described.add(seq)
-        if not (all(values.values()) and seq in present or all(missing.values()) and seq not in present):
+        agree = (all(values.values()) and seq in present) or (all(missing.values()) and seq not in present)
+        if not agree:
             disagree.add(seq)
     if not layout.lenient:
         assert not disagree, f"slots whose pixels and metadata disagree: {sorted(disagree)[:20]}"
@@ -488,7 +492,7 @@ def _resumable(layout: Layout, version: int, path: Path) -> str | None:
         az.open_stream(layout.settings(path, version, existing="resume")).close()
     except ConfigError as exc:
         if "resuming a store with a pyramid is not supported yet" in str(exc):
-            return "this engine refuses existing='resume' with a pyramid ('resuming a store with a pyramid is not supported yet')"
+            return "this engine refuses existing='resume' with a pyramid (not supported yet)"
         raise
     return None
 
@@ -656,7 +660,10 @@ def test_a_frame_shown_after_a_checkpoint_is_counted_and_described(tmp_path: Pat
         path, version, (0, 2, *FRAME), (1, 1, 16, 16), shards=(1, 1, 2, 2), max_unflushed_seconds=0.2
     )
     run = subprocess.run(
-        [sys.executable, "-c", SHOWN_EARLY, settings.model_dump_json()], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SHOWN_EARLY, settings.model_dump_json()],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
     pixels = read_zarr(path / "cam0" / "0")
@@ -705,20 +712,24 @@ time.sleep(10)
     "hole (METADATA_AHEAD)",
 )
 @pytest.mark.parametrize("version", [2, 3])
-def test_a_checkpoint_publishes_only_the_metadata_of_the_frames_it_shows(tmp_path: Path, version: int) -> None:
+def test_a_checkpoint_publishes_only_the_metadata_of_the_frames_it_shows(
+    tmp_path: Path, version: int
+) -> None:
     path = tmp_path / "s.zarr"
     settings = stream_settings(
         path, version, (0, 3, *FRAME), (1, 3, 16, 16), shards=(1, 1, 2, 2), max_unflushed_seconds=0.2
     )
     run = subprocess.run(
-        [sys.executable, "-c", METADATA_AHEAD, settings.model_dump_json()], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", METADATA_AHEAD, settings.model_dump_json()],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert run.returncode == -signal.SIGKILL, run.stderr[-3000:]
     pixels = read_zarr(path / "cam0" / "0")
     ids = read_zarr(path / "cam0" / "acqzarr_frames" / "frame_id")
-    on_disk = dict(zarr.open_group(str(path / "cam0"), mode="r", zarr_format=version).attrs)["acqzarr_session"][
-        "frames_on_disk"
-    ]
+    attrs = dict(zarr.open_group(str(path / "cam0"), mode="r", zarr_format=version).attrs)
+    on_disk = attrs["acqzarr_session"]["frames_on_disk"]
     assert pixels.shape[0] == 1 and pixels[0, 0].any() and ids[0, 0] == 0  # the checkpoint's frame
     shown = [c for c in range(3) if pixels[0, c].any()]
     described = [c for c in range(3) if ids[0, c] != MISSING_INT]
