@@ -154,7 +154,7 @@ LAYOUTS = [
     # v3 shards 4 bands (12 timepoints) deep, bands of 3 in v2; a 0.2 s deadline.
     Layout("deep-shards", "tyx", (0, *FRAME), (3, 16, 16), (4, 2, 2), rate=25, deadline=0.2),
     # Pyramids (run only where resuming one is supported: see _resumable).
-    Layout("pyramid", "tyx", (0, *FRAME), (2, 16, 16), (2, 2, 2), rate=40, deadline=0.3, levels=3),
+    Layout("pyramid", "tyx", (0, *FRAME), (2, 16, 16), (2, 2, 2), rate=15, deadline=0.3, levels=3),
     Layout(
         "pyramid-tczyx",
         **TCZ,  # type: ignore[arg-type]
@@ -510,7 +510,7 @@ def _resumable(layout: Layout, version: int, path: Path) -> str | None:
     return None
 
 
-CYCLES = scale("RESUME_CYCLES", 2)  # kill-resume cycles per Zarr version and layout (report.py: 16)
+CYCLES = scale("RESUME_CYCLES", 1)  # kill-resume cycles per Zarr version and layout (report.py: 16)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS, ids=[lay.name for lay in LAYOUTS])
