@@ -230,7 +230,6 @@ def resume_cycles(figs: dict[str, dict], stamp: str = "") -> list[str]:
     sizes = figs.get("sizes", {}).get("ACQZARR_RESUME_CYCLES")
     cycles = sum(r["cycles"] for r in runs)
     phases = {p: sum(r["phases"].get(p, 0) for r in runs) for p in ("appending", "closing", "closed")}
-    lenient = [r for r in runs if r.get("lenient")]
     lines = [
         "## Kill-resume cycles",
         "",
@@ -288,27 +287,6 @@ def resume_cycles(figs: dict[str, dict], stamp: str = "") -> list[str]:
         ),
         "",
     ]
-    if lenient:
-        lines += [
-            "Engine issues these cycles found (each reproduced by an xfail test in test_resume_cycles.py):",
-            "with a deadline and several frames a step, a checkpoint publishes a partly filled step, and",
-            "then (UNPUBLISHED) the frames completing that band row are never published, not even by",
-            "close; (SHOWN_EARLY) they are stored inside the published extent before a publish counts",
-            "them; (METADATA_AHEAD) a checkpoint publishes the metadata of frames its copies lack; and",
-            "(COLUMN_CHUNK_DROPPED) a metadata column chunk a checkpoint showed whole loses its values",
-            "when the step goes on filling; (PYRAMID_HOLES) a checkpoint reduces a skipped or open slot",
-            "as no sample, the final write as fill value. In those layouts the cycles therefore accept,",
-            "for frames no writer reported flushed only, pixels, columns and `frames_on_disk` that",
-            "disagree, leave pyramid steps with such frames or with holes out of the level comparison ("
-            + f"{sum(r.get('level_steps_unchecked', 0) for r in lenient)} level steps), and stop below the",
-            "JSON column's chunk (40 steps). They disagreed after "
-            + f"{sum(r['uncounted_checks'] for r in lenient)} of "
-            + f"{sum(r['cycles'] + 1 for r in lenient)} checks (at most "
-            + f"{max(r['uncounted_frames'] for r in lenient)} frames), the closed stores still had "
-            + f"{sum(r['uncounted_final'] for r in lenient)} such frames, and writers closed "
-            + f"{sum(r['unpublished_at_close'] for r in lenient)} frames without publishing them.",
-            "",
-        ]
     return lines
 
 
