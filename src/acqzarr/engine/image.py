@@ -243,8 +243,8 @@ class Image:
         written as they are, on every level, and the image is then published up to those steps
         (``durability.py`` decides when).  A step still waiting for a frame is shown once it is
         settled, so nothing shown ever changes.  False when there is nothing to show, the image is
-        closed, a checkpoint is still on its way, or the in-flight cap has no room for the copies
-        now (the appender never waits for a checkpoint)."""
+        closed or a checkpoint is still on its way.  The copies' memory is taken beside the
+        in-flight cap: the appender never waits for a checkpoint, nor a checkpoint for it."""
         top = self._top
         with self.lock:  # only what must see the bands as they are now: no frame copied here
             if self._closed or self.publisher.checkpoints_pending:
@@ -258,8 +258,6 @@ class Image:
             if extent <= self.publisher.published:
                 return False
             pairs = assembler.snapshot()
-            if pairs is None:
-                return False
             first = self.publisher.counted_from
             assembler.forget_steps(first)
             counts = {step: n for step, n in assembler.filled_at.items() if first <= step < extent}

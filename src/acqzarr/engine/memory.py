@@ -36,8 +36,8 @@ class MemoryUsage:
     ``get_maximum_memory_usage`` / ``get_current_memory_usage``)."""
 
     cap: int  # the most that may be reserved (max_inflight_bytes or the default)
-    used: int  # reserved now: open bands, bands being encoded or written
-    peak: int  # the most reserved at any moment so far
+    used: int  # reserved now: open bands, bands being encoded or written, a checkpoint's copies
+    peak: int  # the most reserved at any moment so far (a checkpoint's copies may pass the cap)
     required: int  # what the acquisition orders need at least (the cap is never below it)
     mapped: int  # buffers mapped and kept for reuse (band buffers resident, outputs on first touch)
 

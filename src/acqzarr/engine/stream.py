@@ -369,7 +369,7 @@ class Stream:
         budget = self._pipeline.budget
         return MemoryUsage(
             cap=budget.cap,
-            used=budget.used,
+            used=budget.used + budget.extra,
             peak=budget.peak,
             required=self._plan.required,
             mapped=self._pools.mapped_nbytes(),

@@ -52,6 +52,7 @@ class Band:
     frames: int = 0  # slots FILLED, counted when the band completes
     refs: int = 0  # readers of the buffer: encoding tasks, the pyramid, a checkpoint copying it
     submitted: bool = False  # complete and handed on: the last reader gives the buffer back
+    extra: bool = False  # a checkpoint's copy: its memory was taken beside the cap
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def hold(self, readers: int) -> None:
@@ -205,51 +206,49 @@ class BandAssembler:
         for step in [s for s in self.filled_at if s < below]:
             del self.filled_at[step]
 
-    def snapshot(self) -> list[tuple[Band, Band]] | None:
+    def snapshot(self) -> list[tuple[Band, Band]]:
         """(open band, its copy) for every open band that holds frames: the copy has the band's
-        slot states now and an empty buffer from the pool (taken as in flight), the band is held
-        (``Band.hold``) so its buffer outlives its completion.  Cheap, for the appending lock:
-        ``copy_frames`` copies the frames after it, while the band goes on filling.  [] when no
-        band holds any, None when the in-flight cap has no room for the copies now (try again
-        later: a checkpoint never makes the appender wait)."""
+        slot states now (its memory taken beside the cap: a checkpoint neither waits for the
+        appender nor makes it wait), the band is held (``Band.hold``) so its buffer outlives its
+        completion.  Cheap, for the appending lock: ``copy_frames`` takes the copy's buffer and
+        copies the frames after it, while the band goes on filling.  [] when no band holds any."""
         holding = [b for b in self.open.values() if b.buffer is not None]
         if not holding:
             return []
-        if not self.budget.try_take(self.reservation * len(holding)):
-            return None
+        self.budget.take_extra(self.reservation * len(holding))
         pairs = []
         for band in holding:
             band.hold(1)
-            copy = Band(band.coords, band.state.copy(), band.todo, self.pool.take())
+            copy = Band(band.coords, band.state.copy(), band.todo, extra=True)
             copy.frames = int(np.count_nonzero(copy.state == FILLED))
             pairs.append((band, copy))
         return pairs
 
     def copy_frames(self, band: Band, copy: Band) -> None:
-        """Copy the frames ``copy``'s states say ``band`` held (any thread: a slot once filled never
-        changes, and the band is held), every other slot as fill value."""
+        """Copy the frames ``copy``'s states say ``band`` held into a buffer from the pool (any
+        thread: a slot once filled never changes, and the band is held), every other slot as fill
+        value."""
         assert band.buffer is not None
-        assert copy.buffer is not None
+        if copy.buffer is None:
+            copy.buffer = self.pool.take()  # outside the appending lock: it may map fresh memory
         np.copyto(copy.buffer, band.buffer)  # slots being filled meanwhile are cleared next
         for within in copy.slots((OPEN, SKIPPED, OUTSIDE)):
             self.layout.copy_frame(copy.buffer, within, 0)
 
     def provisional(self, coords: Index) -> Band:
         """A band for a checkpoint of a level fed by another (a pyramid level): a copy of the open
-        band ``coords`` if there is one, else an empty one; its buffer from the pool, taken beyond
-        the cap like the level's own bands (a checkpoint holds one at a time per band)."""
-        self.budget.acquire(self.reservation, timeout=None, may_exceed=lambda: True)
-        self.budget.submitted(self.reservation)
+        band ``coords`` if there is one, else an empty one; its buffer from the pool, its memory
+        taken beside the cap like ``snapshot``'s."""
+        self.budget.take_extra(self.reservation)
         buffer = self.pool.take()
         band = self.open.get(coords)
         if band is not None and band.buffer is not None:
-            copy = Band(coords, band.state.copy(), band.todo, buffer)
+            copy = Band(coords, band.state.copy(), band.todo, buffer, extra=True)
             self.copy_frames(band, copy)
             return copy
         buffer[...] = 0
-        fresh = self._new_band(coords, None) if band is None else Band(coords, band.state.copy(), band.todo)
-        fresh.buffer = buffer
-        return fresh
+        state = self._new_band(coords, None).state if band is None else band.state.copy()
+        return Band(coords, state, int((state == OPEN).sum()), buffer, extra=True)
 
     # -- resuming --------------------------------------------------------
     def resume(self, extent: int) -> list[tuple[Band, np.ndarray[Any, Any]]]:

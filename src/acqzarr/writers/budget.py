@@ -27,6 +27,7 @@ class InflightBudget:
         self.used = 0
         self.filling = 0
         self.peak = 0
+        self.extra = 0  # bytes taken beside the cap (``take_extra``)
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
 
@@ -61,15 +62,17 @@ class InflightBudget:
             self.filling += nbytes
             self.peak = max(self.peak, self.used)
 
-    def try_take(self, nbytes: int) -> bool:
-        """Take ``nbytes`` as in flight if that stays within the cap, without waiting: work that
-        can simply be tried again later (a durability checkpoint) never holds the appender up."""
+    def take_extra(self, nbytes: int) -> None:
+        """Take ``nbytes`` beside the cap: a durability checkpoint's copies, which must neither wait
+        nor make ``append`` wait (one checkpoint at a time per image bounds them: at most a copy of
+        its open bands).  Counted in ``used`` and ``peak``, never against the cap."""
         with self._cond:
-            if self._failure is not None or self.used + nbytes > self.cap:
-                return False
-            self.used += nbytes
-            self.peak = max(self.peak, self.used)
-            return True
+            self.extra += nbytes
+            self.peak = max(self.peak, self.used + self.extra)
+
+    def release_extra(self, nbytes: int) -> None:
+        with self._cond:
+            self.extra -= nbytes
 
     def submitted(self, nbytes: int) -> None:
         """Filling bytes are now in flight (their band is complete and on its way)."""

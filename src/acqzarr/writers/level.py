@@ -226,11 +226,17 @@ class LevelWriter:
             last = band.refs == 0 and band.submitted  # a checkpoint done copying an open band: not yet
         if last and band.buffer is not None:
             self.assembler.pool.give(band.buffer)
-            self.budget.release(self.layout.band_nbytes)
+            if band.extra:
+                self.budget.release_extra(self.layout.band_nbytes)
+            else:
+                self.budget.release(self.layout.band_nbytes)
 
-    def _release(self, encoded: Encoded) -> None:
+    def _release(self, encoded: Encoded, extra: bool = False) -> None:
         self.encoder.give_back(encoded)
-        self.budget.release(self.encoder.output_nbytes)
+        if extra:
+            self.budget.release_extra(self.encoder.output_nbytes)
+        else:
+            self.budget.release(self.encoder.output_nbytes)
 
     # -- I/O thread ------------------------------------------------------
     def _io_job(self, band: Band, futures: list[Future[Encoded]], failed: bool) -> None:
@@ -266,7 +272,7 @@ class LevelWriter:
             finally:
                 for _band, encoded in results:
                     for r in encoded:
-                        self._release(r)
+                        self._release(r, extra=True)
             self._readable.checkpointed(self.level, checkpoint)
         finally:
             self.budget.notify()
