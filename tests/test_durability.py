@@ -214,6 +214,26 @@ def test_no_checkpoint_while_bands_fill_faster_than_the_deadline(tmp_path: Path)
     assert read_zarr(tmp_path / "fast.zarr" / "cam0" / "0").shape[0] == seq
 
 
+def test_the_per_step_counts_stay_as_small_as_the_open_rows(tmp_path: Path) -> None:
+    """A long stream keeps per-step frame counts (a checkpoint's count) only for rows still open,
+    not one entry per step of the whole run (white box: a leak here grows for days)."""
+    from acqzarr.writers.bands import BandAssembler
+
+    seen: list[int] = []
+    close = BandAssembler._close
+
+    def spy(self: BandAssembler, band: tuple[int, ...]) -> None:
+        close(self, band)
+        seen.append(len(self.filled_at))
+
+    settings = LAYOUTS[0].settings(tmp_path / "long.zarr", max_unflushed_seconds=None)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(BandAssembler, "_close", spy)
+        with az.open_stream(settings) as stream:
+            stream.append(np.stack([frame(s, (37, 50)) for s in range(400)]))
+    assert len(seen) >= 100 and max(seen) <= 4  # a row is 4 steps; closed rows are dropped
+
+
 def test_without_a_deadline_frames_wait_for_their_band(tmp_path: Path) -> None:
     settings = LAYOUTS[0].settings(tmp_path / "none.zarr", max_unflushed_seconds=None)
     with az.open_stream(settings) as stream:

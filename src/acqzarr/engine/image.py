@@ -258,10 +258,8 @@ class Image:
             if extent <= self.publisher.published:
                 return False
             pairs = assembler.snapshot()
-            first = self.publisher.counted_from
-            assembler.forget_steps(first)
-            counts = {step: n for step, n in assembler.filled_at.items() if first <= step < extent}
-            checkpoint = Checkpoint(extent, counts)
+            counts = {step: n for step, n in assembler.filled_at.items() if step < extent}
+            checkpoint = Checkpoint(extent, assembler.open_from, counts)
             self.publisher.begin(checkpoint)
             parts = top.checkpoint(checkpoint)
             self.checkpoints += 1

@@ -94,7 +94,7 @@ class ImagePublisher:
         self._rows = [_Rows(layout) for layout in layouts]
         for rows in self._rows:
             rows.done = start // rows.layout.index_chunks[0]
-        self._halved = self.halves_append = halved_append
+        self.halves_append = halved_append
         self._row_frames: dict[int, int] = {}  # level 0's stored frames per row, until published
         self._chunk = layouts[0].index_chunks[0]
         # Rows below this one are complete, published and counted in ``_counted`` for good.
@@ -109,7 +109,7 @@ class ImagePublisher:
 
     def level_extent(self, level: int, extent: int) -> int:
         """Level ``level``'s extent along the append axis when level 0 has ``extent``."""
-        return -(-extent // 2**level) if self._halved else extent
+        return -(-extent // 2**level) if self.halves_append else extent
 
     def set_final(self, extent: int) -> None:
         """Level 0's final extent (at close); every level's follows from it."""
@@ -156,16 +156,17 @@ class ImagePublisher:
     def checkpoints_pending(self) -> int:
         return len(self._checkpoints)
 
-    @property
-    def counted_from(self) -> int:
-        """The first step of the append axis whose frames a checkpoint has to count itself."""
-        return self._counted_rows * self._chunk
-
-    def checkpointed(self, level: int, checkpoint: Checkpoint) -> None:
+    def checkpointed(self, level: int, checkpoint: Checkpoint, held: Sequence[StoredBand]) -> None:
         """``level`` wrote its part of ``checkpoint`` (the I/O thread); after the last level, show
-        its extent with the frames below it (the settled steps past the complete rows counted
-        from the checkpoint's per-step counts)."""
+        its extent with the frames below it."""
         with self._lock:
+            if level == 0:  # first (queued first): the closed rows' bands are all stored or ``held``
+                rows = range(self._counted_rows, checkpoint.open_from // self._chunk)
+                counts = {row: self._row_frames.get(row, 0) for row in rows}
+                for band in held:
+                    if band.coords[0] in counts:
+                        counts[band.coords[0]] += band.frames
+                checkpoint.closed_rows = counts
             waiting = self._checkpoints[checkpoint]
             waiting.discard(level)
             if waiting:
@@ -174,9 +175,14 @@ class ImagePublisher:
             extent = checkpoint.extent
             if extent <= self.published:
                 return  # whole rows published since cover it
+            # Rows counted for good, then the rows closed before the copies were taken (stored
+            # before the checkpoint's objects), then the steps of the rows still open then.
+            first_open_row = checkpoint.open_from // self._chunk
             frames = self._counted + sum(
-                checkpoint.frames.get(step, 0) for step in range(self.counted_from, extent)
+                checkpoint.closed_rows.get(row, 0) for row in range(self._counted_rows, first_open_row)
             )
+            start = max(checkpoint.open_from, self._counted_rows * self._chunk)
+            frames += sum(checkpoint.frames.get(step, 0) for step in range(start, extent))
             self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
             self.frames_flushed = frames
             self.published = extent
@@ -185,7 +191,7 @@ class ImagePublisher:
     def _extent(self) -> int:
         extent = self._rows[0].extent()
         for k, rows in enumerate(self._rows[1:], start=1):
-            extent = min(extent, rows.extent() * 2**k if self._halved else rows.extent())
+            extent = min(extent, rows.extent() * 2**k if self.halves_append else rows.extent())
         return extent
 
     def _publish_upto(self, extent: int) -> None:

@@ -98,8 +98,8 @@ class BandAssembler:
         self._closed_per_row: dict[int, int] = {}
         self.extent = 0  # 1 + the largest append-axis index filled or skipped so far
         self.counts = counts
-        # Frames filled per step of the append axis, for a durability checkpoint's count (steps
-        # whose rows are published for good are dropped: ``forget_steps``).
+        # Frames filled per step of the append axis in rows not closed yet, for a durability
+        # checkpoint's count (a closed row's frames are its bands' count; see ``_close``).
         self.filled_at: dict[int, int] = {}
 
     # -- checks (nothing changes before they all pass) ----------------------
@@ -181,6 +181,11 @@ class BandAssembler:
         assert not self.open, f"bands left open past the extent: {list(self.open)}"
 
     # -- durability checkpoints -----------------------------------------
+    @property
+    def open_from(self) -> int:
+        """The first step of the append axis in a row not closed yet (``filled_at`` counts from it)."""
+        return self._rows_closed * self.layout.index_chunks[0]
+
     def settled_extent(self) -> int:
         """Steps of the append axis from the start whose every slot is filled or skipped: a band
         not complete holds back the first step where it still waits, a band of an open row never
@@ -200,11 +205,6 @@ class BandAssembler:
             if extent <= (row + 1) * chunk:
                 break
         return extent
-
-    def forget_steps(self, below: int) -> None:
-        """Drop the per-step counts of steps below ``below`` (their rows are counted for good)."""
-        for step in [s for s in self.filled_at if s < below]:
-            del self.filled_at[step]
 
     def snapshot(self) -> list[tuple[Band, Band]]:
         """(open band, its copy) for every open band that holds frames: the copy has the band's
@@ -329,6 +329,9 @@ class BandAssembler:
         while self._closed_per_row.get(self._rows_closed) == self.layout.bands_per_row:
             del self._closed_per_row[self._rows_closed]
             self._closed.difference_update(self.layout.row_bands(self._rows_closed))
+            chunk = self.layout.index_chunks[0]
+            for step in range(self._rows_closed * chunk, (self._rows_closed + 1) * chunk):
+                self.filled_at.pop(step, None)
             self._rows_closed += 1
 
     def _band_text(self, band: Index) -> str:

@@ -27,8 +27,8 @@ class ChunkWriter(ObjectWriter):
     def store_band(self, band: Band, results: Sequence[Encoded]) -> Stored:
         return Stored([StoredBand(band.coords, band.frames)], self._put_band(band, results))
 
-    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> int:
-        return sum(self._put_band(band, results) for band, results in parts)
+    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> Stored:
+        return Stored(nbytes=sum(self._put_band(band, results) for band, results in parts))
 
     def _put_band(self, band: Band, results: Sequence[Encoded]) -> int:
         return self._put_many(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numcodecs
@@ -44,7 +44,13 @@ class Checkpoint:
     it changes afterwards, on any level or in any column."""
 
     extent: int  # level 0's steps of the append axis to show
-    frames: dict[int, int]  # frames this stream filled per step of the append axis, below ``extent``
+    # Level 0's rows from ``open_from`` on were not closed: ``frames`` counts the frames this stream
+    # filled in them per step (below ``extent``).  The rows below were: their bands were stored (or
+    # staged in an open shard, which the checkpoint shows) before its objects, and ``closed_rows``
+    # gets their frames when level 0's part is written.
+    open_from: int
+    frames: dict[int, int]
+    closed_rows: dict[int, int] = field(default_factory=dict)
 
 
 # What a level's checkpoint write waits for: each copy with its encoding tasks.
@@ -57,7 +63,7 @@ class Readable(Protocol):
 
     def stored(self, level: int, bands: Sequence[StoredBand]) -> None: ...
 
-    def checkpointed(self, level: int, checkpoint: Checkpoint) -> None: ...
+    def checkpointed(self, level: int, checkpoint: Checkpoint, held: Sequence[StoredBand]) -> None: ...
 
 
 class BandSource(Protocol):
@@ -268,12 +274,12 @@ class LevelWriter:
                     return
                 # Not counted in bytes_written: these objects are written again, whole, and the
                 # ratio of bytes_written to raw_bytes_written is the compression ratio users see.
-                self.objects.write_partial(results)
+                shown = self.objects.write_partial(results)
             finally:
                 for _band, encoded in results:
                     for r in encoded:
                         self._release(r, extra=True)
-            self._readable.checkpointed(self.level, checkpoint)
+            self._readable.checkpointed(self.level, checkpoint, shown.bands)
         finally:
             self.budget.notify()
 

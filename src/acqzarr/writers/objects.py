@@ -81,11 +81,11 @@ class ObjectWriter(ABC):
         return self.store_band(band, results or [])
 
     @abstractmethod
-    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> int:
+    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> Stored:
         """A durability checkpoint: store, as they are now, the bands of ``parts`` (copies of bands
         still filling, encoded) and every complete band held back for an object still open, so
-        that readers see each one; returns the bytes written.  Nothing is reported as stored: the
-        objects are written again when their bands (or shards) are complete."""
+        that readers see each one.  Returns the bytes written and the held-back bands it showed
+        (reported as stored once their object is complete, as always)."""
 
     def finish(self) -> Stored:
         """Write anything held back (shards still open at the end)."""

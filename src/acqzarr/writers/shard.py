@@ -121,19 +121,21 @@ class ShardWriter(ObjectWriter):
         within = tuple(b % n for b, n in zip(coords, self._index_cps, strict=True))
         return ishard, int(np.ravel_multi_index(within, self._index_cps)) * self._per_band
 
-    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> int:
+    def write_partial(self, parts: Sequence[tuple[Band, Sequence[Encoded]]]) -> Stored:
         """One-band shards are written like complete ones.  A deeper shard is shown as it is now:
         the bands staged so far, then the checkpoint's copies of its bands still filling, then an
         index of them all (``Staged.snapshot``; the staging itself goes on)."""
         if self._single:
-            return sum(self._put_single(band, results) for band, results in parts)
+            return Stored(nbytes=sum(self._put_single(band, results) for band, results in parts))
         partial: dict[Index, list[tuple[int, Sequence[Encoded]]]] = {}
         for band, results in parts:
             ishard, first = self._place(band.coords)
             partial.setdefault(ishard, []).append((first, results))
-        nbytes = 0
+        shown = Stored()
         for ishard in sorted(set(self._open) | set(partial)):
             shard = self._open.get(ishard)
+            if shard is not None:
+                shown.bands += shard.bands
             for f in range(len(self._frame_shards)):
                 staged = None if shard is None else shard.staged.get(f)
                 index = ShardIndex.empty(self.shard_layout.n_chunks)
@@ -158,8 +160,8 @@ class ShardWriter(ObjectWriter):
                 else:
                     key = self.object_key((*ishard, *self._frame_shards[f]))
                     self.store.put(key, [*(b.data[:n] for b, n in pieces), tail])
-                nbytes += sum(n for _b, n in pieces) + len(tail)
-        return nbytes
+                shown.nbytes += sum(n for _b, n in pieces) + len(tail)
+        return shown
 
     def _append_index(self, enc: Encoded) -> int:
         """A one-band shard: put the index in the buffer's spare room; return the shard's length."""
