@@ -92,7 +92,8 @@ def test_shipped_config_records_and_reads_back(tmp_path: Path, name: str) -> Non
 
 
 CLOCKED = [
-    (name, i)
+    # 30 frames of a slow camera take seconds (15 at the time lapse's 2 fps): not in the quick loop
+    pytest.param(name, i, marks=[pytest.mark.slow] if src["options"]["fps"] < 20 else [])
     for name in SESSIONS
     for i, src in enumerate(
         (lambda s: s if isinstance(s, list) else [s])(yaml.safe_load((CONFIGS / name).read_text())["source"])

@@ -199,6 +199,7 @@ def test_a_reader_sees_every_accepted_frame_within_the_deadline(tmp_path: Path, 
     assert not (path / ".acqzarr-staging").exists()
 
 
+@pytest.mark.slow  # two seconds of paced frames
 def test_no_checkpoint_while_bands_fill_faster_than_the_deadline(tmp_path: Path) -> None:
     """100 frames/s in bands of 4: every frame is readable long before the deadline, so the deadline
     never writes anything (what a fast camera pays for it: two counters read a few times a second)."""

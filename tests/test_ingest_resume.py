@@ -102,6 +102,7 @@ def test_a_series_resumed_after_a_clean_end_continues_its_store(tmp_path: Path) 
         served.shutdown()
 
 
+@pytest.mark.slow  # server or sender processes
 def test_a_series_resumed_after_the_server_was_killed_keeps_what_it_published(tmp_path: Path) -> None:
     """`acqzarr serve` SIGKILLed mid-series (no series_end, no close): a new server resumes the
     store at the extent the killed one published, and the frames sent after the kill follow
@@ -314,6 +315,7 @@ def test_a_sender_asking_a_1_0_server_to_resume_hears_it_refused(
         served.shutdown()
 
 
+@pytest.mark.slow  # server or sender processes
 def test_acqzarr_send_resume_continues_the_series(tmp_path: Path) -> None:
     """`acqzarr send --resume` twice with the same --series-id: one store, both runs' frames."""
     root = tmp_path / "root"

@@ -435,6 +435,7 @@ def _assert_holds(
         np.testing.assert_array_equal(data[t, c, z], expected, err_msg=f"frame {seq}")
 
 
+@pytest.mark.slow  # writer processes killed
 @pytest.mark.parametrize("version", [2, 3])
 @pytest.mark.parametrize("order", ORDERS, ids=["tcz", "tzc"])
 @pytest.mark.parametrize("start", ["killed", "killed-twice", "closed-mid-row"])
@@ -492,6 +493,7 @@ def test_a_killed_run_resumed_holds_every_flushed_frame_then_the_new_ones(
 
 
 # -- acqzarr record --resume ---------------------------------------------------------------------------
+@pytest.mark.slow  # a recording process killed
 def test_record_resume_after_a_sigkill_continues_the_recording(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -423,6 +423,7 @@ def test_many_malformed_messages_never_stop_a_good_series(served: DetectorServed
     assert snap["images_written"] == 20 and snap["messages_received"] == 1222
 
 
+@pytest.mark.slow  # waits on reconnects, timeouts or a slow store
 def test_a_lost_end_is_finalized_by_the_idle_timeout(tmp_path: Path) -> None:
     served = DetectorServed(tmp_path / "data", detector={"idle_timeout": 0.5})
     try:
@@ -472,6 +473,7 @@ def test_absurd_geometry_is_refused_before_any_allocation(served: DetectorServed
     assert served.wait_series("fine")["completed"] is True
 
 
+@pytest.mark.slow  # waits on reconnects, timeouts or a slow store
 def test_a_detector_that_goes_away_and_comes_back_is_reconnected(served: DetectorServed) -> None:
     served.wait_input(lambda s: s["connected"], "connected")
     served.detector.series(start("before", n=2))
@@ -488,6 +490,7 @@ def test_a_detector_that_goes_away_and_comes_back_is_reconnected(served: Detecto
     assert served.input()["connections"] >= 2
 
 
+@pytest.mark.slow  # waits on reconnects, timeouts or a slow store
 def test_a_detector_that_is_off_at_start_is_connected_when_it_comes_up(tmp_path: Path) -> None:
     port = free_port()
     status = f"tcp://127.0.0.1:{free_port()}"
@@ -611,6 +614,7 @@ def test_a_killed_server_leaves_a_valid_store_and_the_next_series_is_written(
         detector.term()
 
 
+@pytest.mark.slow  # waits on reconnects, timeouts or a slow store
 def test_status_shows_the_detector_its_series_and_counts(served: DetectorServed) -> None:
     s = start("live", n=4)
     served.detector.send(s)
@@ -823,6 +827,7 @@ def test_the_store_template_may_name_the_date(tmp_path: Path) -> None:
 
 
 # -- memory: the decode queue and the receive pipe come out of the series' cap ----------------------
+@pytest.mark.slow  # waits on reconnects, timeouts or a slow store
 def test_the_decode_queue_is_bounded_in_bytes_and_a_full_one_loses_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
