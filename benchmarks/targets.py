@@ -21,6 +21,10 @@ Rows (``--row``; sizes with ``--frames``, ``--steady-frames``, ``--small-frames`
     acqzarr-small          512x512 frames: frames/s, append p99          x limit-small-2-threads
     acqzarr-small-paced    the same appended at 2,000 frames/s, as a camera delivers them: the
                            append p99 when the stream keeps up (unpaced, p99 is backpressure)
+    limit-tiny-2-threads   the compression limit for 128x128 frames in (256, 128, 128) chunks
+    acqzarr-tiny           128x128 (detector-like) frames appended one at a time: frames/s
+                                                                          x limit-tiny-2-threads
+    acqzarr-tiny-stacks    the same appended as stacks of 256            x limit-tiny-2-threads
     acqzarr-4-cameras      four 1024x1024 cameras into one store, one thread each  x acqzarr-default
     zmq-tcp                the default workload sent over ZeroMQ on loopback TCP to ``acqzarr serve``,
                            until the server reports it finalized                 x acqzarr-default
@@ -124,6 +128,9 @@ def plan(args: argparse.Namespace) -> list[Row]:
     steady = args.steady_frames or (256 if args.quick else 2000)
     levels = args.pyramid_levels
     cameras = {**default, "size": default["size"] // 2, "cameras": 4}
+    # Issue 26's detector-like frames: a chunk of 256 frames is one 8 MiB band, one shard.
+    tiny = {"size": 128, "frames": 8192 if args.quick else 65536, "chunk_t": 256, "chunk_xy": 128}
+    tiny |= {"shard_xy": 1, "pool": 256}
     detector_frames = args.detector_frames or (32 if args.quick else 0)
     eiger_1m = {"detector": "dectris-stream2", "width": 1028, "height": 1062, "dtype": "uint32", "pool": 4}
     eiger_4m = {"detector": "dectris-stream2", "width": 2068, "height": 2162, "dtype": "uint16", "pool": 4}
@@ -189,6 +196,28 @@ def plan(args: argparse.Namespace) -> list[Row]:
             {**small, "pace_fps": PACE_FPS},
             None,
             (("p99", "<", 2.0), BOUNDED),
+        ),
+        Row(
+            "limit-tiny-2-threads",
+            "limit",
+            "numcodecs Blosc, 2 threads, 128x128 frames in (256, 128, 128) chunks",
+            {**tiny, "threads": 2},
+        ),
+        Row(
+            "acqzarr-tiny",
+            "stream",
+            f"{tiny['frames']} frames of 128x128, one a call",
+            tiny,
+            "limit-tiny-2-threads",
+            (("fps", ">=", 20000), BOUNDED),
+        ),
+        Row(
+            "acqzarr-tiny-stacks",
+            "stream",
+            f"{tiny['frames']} frames of 128x128, stacks of 256",
+            {**tiny, "stack": 256},
+            "limit-tiny-2-threads",
+            (("x_ref", ">=", 0.8), BOUNDED),
         ),
         Row(
             "acqzarr-4-cameras",
