@@ -199,13 +199,13 @@ def test_a_reader_sees_every_accepted_frame_within_the_deadline(tmp_path: Path, 
     assert not (path / ".acqzarr-staging").exists()
 
 
-@pytest.mark.slow  # two seconds of paced frames
+@pytest.mark.slow  # three seconds of paced frames
 def test_no_checkpoint_while_bands_fill_faster_than_the_deadline(tmp_path: Path) -> None:
     """100 frames/s in bands of 4: every frame is readable long before the deadline, so the deadline
     never writes anything (what a fast camera pays for it: two counters read a few times a second)."""
-    settings = LAYOUTS[1].settings(tmp_path / "fast.zarr", max_unflushed_seconds=4.0)
+    settings = LAYOUTS[1].settings(tmp_path / "fast.zarr", max_unflushed_seconds=4.0)  # looks every 1 s
     with az.open_stream(settings) as stream:
-        end = time.monotonic() + 2.0
+        end = time.monotonic() + 3.0  # three looks, each after frames a second old
         seq = 0
         while time.monotonic() < end:
             stream.append(frame(seq, (37, 50)), metadata={"frame_id": seq})
