@@ -65,22 +65,23 @@ class InflightBudget:
     def take_extra(self, nbytes: int) -> None:
         """Take ``nbytes`` beside the cap: a durability checkpoint's copies, which must neither wait
         nor make ``append`` wait (one checkpoint at a time per image bounds them: at most a copy of
-        its open bands).  Counted in ``used`` and ``peak``, never against the cap."""
+        its open bands).  Counted in ``extra`` and ``peak``, never against the cap; given back with
+        ``release(..., extra=True)``."""
         with self._cond:
             self.extra += nbytes
             self.peak = max(self.peak, self.used + self.extra)
-
-    def release_extra(self, nbytes: int) -> None:
-        with self._cond:
-            self.extra -= nbytes
 
     def submitted(self, nbytes: int) -> None:
         """Filling bytes are now in flight (their band is complete and on its way)."""
         with self._cond:
             self.filling -= nbytes
 
-    def release(self, nbytes: int) -> None:
+    def release(self, nbytes: int, *, extra: bool = False) -> None:
+        """Give back ``nbytes`` taken with ``acquire`` (or, ``extra``, with ``take_extra``)."""
         with self._cond:
+            if extra:
+                self.extra -= nbytes
+                return
             self.used -= nbytes
             self._cond.notify_all()
 

@@ -203,7 +203,7 @@ class LevelWriter:
         return parts
 
     def write_copies(self, copies: Sequence[Band], parts: CheckpointParts, checkpoint: Checkpoint) -> None:
-        """The copies (``BandAssembler.snapshot``/``provisional``, taken as in flight) are encoded
+        """The copies (``BandAssembler.snapshot``/``provisional``, their memory beside the cap) are encoded
         like any band for the queued write, which adds the bands waiting in open shards and then
         tells the publisher this level reached ``checkpoint``; the next level gets the copies to
         make its own."""
@@ -232,17 +232,11 @@ class LevelWriter:
             last = band.refs == 0 and band.submitted  # a checkpoint done copying an open band: not yet
         if last and band.buffer is not None:
             self.assembler.pool.give(band.buffer)
-            if band.extra:
-                self.budget.release_extra(self.layout.band_nbytes)
-            else:
-                self.budget.release(self.layout.band_nbytes)
+            self.budget.release(self.layout.band_nbytes, extra=band.extra)
 
     def _release(self, encoded: Encoded, extra: bool = False) -> None:
         self.encoder.give_back(encoded)
-        if extra:
-            self.budget.release_extra(self.encoder.output_nbytes)
-        else:
-            self.budget.release(self.encoder.output_nbytes)
+        self.budget.release(self.encoder.output_nbytes, extra=extra)
 
     # -- I/O thread ------------------------------------------------------
     def _io_job(self, band: Band, futures: list[Future[Encoded]], failed: bool) -> None:

@@ -45,6 +45,14 @@ class _OpenShard:
     adopted: int = 0  # bands taken over from the stored shard when the stream resumed
 
 
+def _index_chunks(index: ShardIndex, first: int, at: int, enc: Encoded) -> None:
+    """Enter ``enc``'s stored chunks in ``index``: entries from ``first`` on, the chunks lying in the
+    shard from byte ``at`` on."""
+    for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
+        if n is not None and off is not None:
+            index.set(first + j, at + off, n)
+
+
 def _one_band_thick(layout: ArrayLayout) -> bool:
     return all(n == 1 for n in layout.index_chunks_per_shard)
 
@@ -97,9 +105,7 @@ class ShardWriter(ObjectWriter):
                 shard.index[f] = ShardIndex.empty(self.shard_layout.n_chunks)
             at = staged.append(enc.buffer, enc.used)
             nbytes += enc.used
-            for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
-                if n is not None and off is not None:
-                    shard.index[f].set(first + j, at + off, n)
+            _index_chunks(shard.index[f], first, at, enc)
         shard.bands.append(this)
         stored = Stored(nbytes=nbytes)
         if len(shard.bands) + shard.adopted == self._bands_in(ishard):
@@ -147,9 +153,7 @@ class ShardWriter(ObjectWriter):
                     enc = results[f]
                     if enc.empty:
                         continue
-                    for j, (n, off) in enumerate(zip(enc.sizes, enc.offsets(), strict=True)):
-                        if n is not None and off is not None:
-                            index.set(first + j, at + off, n)
+                    _index_chunks(index, first, at, enc)
                     pieces.append((enc.buffer, enc.used))
                     at += enc.used
                 if staged is None and not pieces:
