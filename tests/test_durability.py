@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -233,6 +234,44 @@ def test_the_per_step_counts_stay_as_small_as_the_open_rows(tmp_path: Path) -> N
         with az.open_stream(settings) as stream:
             stream.append(np.stack([frame(s, (37, 50)) for s in range(400)]))
     assert len(seen) >= 100 and max(seen) <= 4  # a row is 4 steps; closed rows are dropped
+
+
+def test_a_checkpoint_that_fails_fails_the_stream_and_its_close_returns(tmp_path: Path) -> None:
+    """The copies cannot be queued for encoding (the pool refuses): the queued write raises that
+    failure instead of waiting for them, so the stream's next call raises it and close() returns
+    (a checkpoint's error never dies in its thread, and never hangs the I/O thread)."""
+    from acqzarr.writers.pipeline import Pipeline
+
+    compress = Pipeline.compress
+
+    def refuse(self: Pipeline, fn: Any, *args: Any) -> Any:
+        if len(args) == 3 and args[2] is False:  # a checkpoint copy's encoding (observe=False)
+            raise RuntimeError("the compression pool refused a checkpoint's copy")
+        return compress(self, fn, *args)
+
+    settings = LAYOUTS[1].settings(tmp_path / "s.zarr", max_unflushed_seconds=DEADLINE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Pipeline, "compress", refuse)
+        stream = az.open_stream(settings)
+        end, seq = time.monotonic() + WAIT, 0
+        with pytest.raises(az.WriterError, match="refused a checkpoint's copy"):
+            while time.monotonic() < end:  # append raises a writer thread's failure
+                stream.append(frame(seq, (37, 50)))
+                seq += 1
+                time.sleep(0.05)
+        closed: list[BaseException] = []
+
+        def close() -> None:
+            try:
+                stream.close()
+            except BaseException as exc:
+                closed.append(exc)
+
+        closer = threading.Thread(target=close)
+        closer.start()
+        closer.join(WAIT)
+        assert not closer.is_alive(), "close() hangs on the failed checkpoint"
+        assert len(closed) == 1 and "refused a checkpoint's copy" in str(closed[0])
 
 
 def test_without_a_deadline_frames_wait_for_their_band(tmp_path: Path) -> None:

@@ -203,17 +203,22 @@ class LevelWriter:
         return parts
 
     def write_copies(self, copies: Sequence[Band], parts: CheckpointParts, checkpoint: Checkpoint) -> None:
-        """The copies (``BandAssembler.snapshot``/``provisional``, their memory beside the cap) are encoded
-        like any band for the queued write, which adds the bands waiting in open shards and then
-        tells the publisher this level reached ``checkpoint``; the next level gets the copies to
-        make its own."""
-        for band in copies:
-            band.submitted = True
-            band.hold(len(self.objects.tasks) + (self._sink is not None))
-        tasks = self.objects.tasks
-        parts.set_result(
-            [(b, [self.pipeline.compress(self._encode, b, t, False) for t in tasks]) for b in copies]
-        )
+        """The copies (``BandAssembler.snapshot``/``provisional``, their memory beside the cap) are
+        encoded like any band for the queued write, which adds the bands waiting in open shards and
+        then tells the publisher this level reached ``checkpoint``; the next level gets the copies
+        to make its own.  Whatever goes wrong reaches the queued write, which raises it: it never
+        waits on the I/O thread for copies that will not come."""
+        try:
+            for band in copies:
+                band.submitted = True
+                band.hold(len(self.objects.tasks) + (self._sink is not None))
+            tasks = self.objects.tasks
+            parts.set_result(
+                [(b, [self.pipeline.compress(self._encode, b, t, False) for t in tasks]) for b in copies]
+            )
+        except BaseException as exc:
+            parts.set_exception(exc)
+            raise
         if self._sink is not None:
             self._sink.checkpoint(copies, checkpoint, self)
 
