@@ -425,6 +425,7 @@ def test_every_publish_shows_all_levels_over_the_same_extent(
 
     monkeypatch.setattr(ImageDocuments, "publish", spy)
     monkeypatch.setattr("acqzarr.engine.publish.PUBLISH_INTERVAL", 0.0)  # every stored band publishes
+    monkeypatch.setattr("acqzarr.engine.publish.PUBLISH_SHARE", 1.0)
     data = sample_data((41, 24, 24), "uint16")
     record(tmp_path / "s.zarr", 3, data, kinds, names, chunks, az.Multiscale(levels=3))
     assert len(seen) > 3 and seen[-1][0] == 41

@@ -331,6 +331,43 @@ class TestLocalGroups(AtomicGroupContract):
         assert sorted(os.listdir(meta)) == ["current", "g1", "g2", "keys"]
         assert sorted(os.listdir(meta / "g2")) == sorted(k.replace("/", "%2F") for k in LEVELS)
 
+    def test_an_unchanged_document_is_a_hard_link_not_a_new_file(self, store: az.LocalStore) -> None:
+        """A publish of one image among many creates files for its own changed documents only."""
+        store.put_group(group(1))
+        changed = {LEVELS[1]: doc(LEVELS[1], 2), LEVELS[2]: doc(LEVELS[2], 1)}  # the second as it was
+        store.put_group(changed)
+        meta = store.root / META
+
+        def inode(gen: int, key: str) -> int:
+            return (meta / f"g{gen}" / key.replace("/", "%2F")).stat().st_ino
+
+        assert inode(2, LEVELS[0]) == inode(1, LEVELS[0])  # not in the call: carried
+        assert inode(2, LEVELS[2]) == inode(1, LEVELS[2])  # in the call, same bytes: carried
+        assert inode(2, LEVELS[1]) != inode(1, LEVELS[1])  # new bytes: a new file
+        assert [gen_of(store.get(k)) for k in LEVELS] == [1, 2, 1, 1]
+        store.put_group(group(3, LEVELS[:1]))  # g1 removed: its linked files live on in g2 and g3
+        assert [gen_of(store.get(k)) for k in LEVELS] == [3, 2, 1, 1]
+        store.settle()
+        assert [gen_of(store.get(k)) for k in LEVELS] == [3, 2, 1, 1]
+
+    def test_without_hard_links_documents_are_copied(
+        self, store: az.LocalStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        calls = []
+
+        def no_links(*args: Any) -> None:
+            calls.append(args)
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+
+        monkeypatch.setattr(local_groups.os, "link", no_links)
+        store.put_group(group(1))
+        store.put_group(group(2, LEVELS[:2]))
+        store.put_group(group(3, LEVELS[:1]))
+        assert len(calls) == 1  # refused once: not asked again
+        assert [gen_of(store.get(k)) for k in LEVELS] == [3, 2, 1, 1]
+        meta = store.root / META
+        assert sorted(os.listdir(meta / "g3")) == sorted(k.replace("/", "%2F") for k in LEVELS)
+
     def test_without_symlinks_it_falls_back_to_puts_in_order(
         self, store: az.LocalStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:

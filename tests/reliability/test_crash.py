@@ -269,6 +269,7 @@ import acqzarr.stores.local_groups as lg
 
 # Every stored band publishes (no coalescing), so a run has enough publishes for any ACQZARR_KILL_AT.
 acqzarr.engine.publish.PUBLISH_INTERVAL = 0.0
+acqzarr.engine.publish.PUBLISH_SHARE = 1.0
 
 where, at = os.environ["ACQZARR_KILL_WHERE"], int(os.environ["ACQZARR_KILL_AT"])
 seen = [0]

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,7 +42,7 @@ from .contrast import ContrastWindows
 from .documents import ImageDocuments
 from .frame_columns import FrameColumns
 from .order import FrameOrder
-from .publish import ImagePublisher
+from .publish import ImagePublisher, PublishPacer
 from .pyramid import PyramidLevel
 from .resume import ResumePoint
 from .session_record import SessionRecord
@@ -77,7 +76,7 @@ class Image:
         store: Store,
         pipeline: Pipeline,
         pools: BufferPools,
-        meta_lock: threading.Lock,
+        pacer: PublishPacer,
         append_timeout: float | None,
         session: SessionRecord,
         resume: ResumePoint | None = None,
@@ -114,7 +113,7 @@ class Image:
             settings=settings,
             spec=spec,
             store=store,
-            lock=meta_lock,
+            lock=pacer.lock,
             layouts=layouts,
             codec=codec,
             columns=self.columns,
@@ -123,7 +122,7 @@ class Image:
             counts=self.counts,
         )
         self.publisher = ImagePublisher(
-            self.documents, layouts, halved_append=layouts[0].kinds[0] == "space", start=start
+            self.documents, layouts, halved_append=layouts[0].kinds[0] == "space", pacer=pacer, start=start
         )
         # The image exists from the start (empty, or as the resumed store shows it, its record now
         # saying that a new segment runs).

@@ -17,8 +17,16 @@ are coalesced: an image publishes when
 nothing else queued and ``interval`` has passed (``catch_up``: the I/O thread
 comes back when it has), at the final extent, and on ``flush``.
 A stream of small frames then pays for ~10 metadata changes a second, not
-one per band, and a reader is never more than ``interval`` behind a busy
-writer.
+one per band.  A publish costs a few ms (every level's document, every
+column's, the group: each a new file), and a stream of many images publishes
+each of them, so a stream's images share one ``PublishPacer``: after a publish
+that took ``d`` seconds of CPU, the next paced publish of any of them waits
+until ``d / PUBLISH_SHARE`` has passed, which keeps publishing within that
+share of one core whatever the number of images and the frame rate.  A reader
+is then at most ``max(interval, images x d / PUBLISH_SHARE)`` behind a busy
+writer (0.1 s for one image; ~0.2 s for the two positions of an MDA with
+per-frame metadata here).  Publishes that must happen (the final extent, a
+flush, a durability checkpoint) are never held back, and are counted.
 
 A durability checkpoint (``durability.py``) shows more than whole rows: once
 every level has written its open bands and open shards as they are, the
@@ -41,9 +49,28 @@ from ..writers.layout import ArrayLayout
 from ..writers.level import Checkpoint
 from ..writers.objects import StoredBand
 
-__all__ = ["PUBLISH_INTERVAL", "ImagePublisher", "Publishes"]
+__all__ = ["PUBLISH_INTERVAL", "PUBLISH_SHARE", "ImagePublisher", "PublishPacer", "Publishes"]
 
-PUBLISH_INTERVAL = 0.1  # seconds: the most a reader lags a busy writer
+PUBLISH_INTERVAL = 0.1  # seconds: the most a reader lags a busy writer of one image
+PUBLISH_SHARE = 0.05  # of one core: the most a stream's paced publishes take, whatever its images
+
+
+class PublishPacer:
+    """The publishes of one stream's images: one metadata change at a time (``lock``), and
+    paced ones spaced so that they take at most ``PUBLISH_SHARE`` of a core."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()  # one metadata change at a time in the store
+        self._next = 0.0  # time.monotonic() before which a paced publish waits
+
+    def wait(self) -> float:
+        """Seconds until a paced publish may run (<= 0: now)."""
+        return self._next - time.monotonic()
+
+    def spent(self, cpu: float) -> None:
+        """A publish (paced or not) just took ``cpu`` seconds of its thread's CPU."""
+        if PUBLISH_SHARE < 1:
+            self._next = max(self._next, time.monotonic() + cpu * (1 / PUBLISH_SHARE - 1))
 
 
 class Publishes(Protocol):
@@ -86,11 +113,12 @@ class ImagePublisher:
         documents: Publishes,
         layouts: Sequence[ArrayLayout],
         halved_append: bool,
-        interval: float | None = None,
+        pacer: PublishPacer,
         start: int = 0,
     ) -> None:
         """``start``: the extent a resumed stream's store already shows (every row below it stored)."""
         self._documents = documents
+        self._pacer = pacer
         self._rows = [_Rows(layout) for layout in layouts]
         for rows in self._rows:
             rows.done = start // rows.layout.index_chunks[0]
@@ -101,7 +129,7 @@ class ImagePublisher:
         self._counted_rows = start // self._chunk
         self._counted = 0  # frames of those rows (frames_flushed adds a checkpoint's steps past them)
         self._checkpoints: dict[Checkpoint, set[int]] = {}  # levels each checkpoint still waits for
-        self._interval = PUBLISH_INTERVAL if interval is None else interval
+        self._interval = PUBLISH_INTERVAL
         self._last = 0.0  # time.monotonic() of the last publish
         self._lock = threading.Lock()  # the I/O thread, and flush() on the caller's
         self.published = start  # level-0 steps of the append axis that readers see
@@ -126,9 +154,7 @@ class ImagePublisher:
             self._rows[level].add(bands)
             extent = self._extent()
             final = self._rows[0].final
-            if extent > self.published and (
-                extent == final or time.monotonic() - self._last >= self._interval
-            ):
+            if extent > self.published and (extent == final or self._due() <= 0):
                 self._publish_upto(extent)
 
     def catch_up(self, *, now: bool = False) -> float | None:
@@ -140,7 +166,7 @@ class ImagePublisher:
             extent = self._extent()
             if extent <= self.published:
                 return None
-            wait = self._interval - (time.monotonic() - self._last)
+            wait = self._due()
             if now or wait <= 0:
                 self._publish_upto(extent)
                 return None
@@ -183,10 +209,19 @@ class ImagePublisher:
             )
             start = max(checkpoint.open_from, self._counted_rows * self._chunk)
             frames += sum(checkpoint.frames.get(step, 0) for step in range(start, extent))
-            self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
+            self._show([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
             self.frames_flushed = frames
             self.published = extent
             self._last = time.monotonic()
+
+    def _due(self) -> float:
+        """Seconds until a paced publish of this image may run (<= 0: now)."""
+        return max(self._interval - (time.monotonic() - self._last), self._pacer.wait())
+
+    def _show(self, extents: list[int], frames: int) -> None:
+        cpu = time.thread_time()
+        self._documents.publish(extents, frames)
+        self._pacer.spent(time.thread_time() - cpu)
 
     def _extent(self) -> int:
         extent = self._rows[0].extent()
@@ -199,7 +234,7 @@ class ImagePublisher:
         steps = range(self._counted_rows, -(-extent // self._chunk))
         frames = self._counted + sum(self._row_frames.get(row, 0) for row in steps)
         # Metadata first: a caller told "n frames flushed" must find them if killed right after.
-        self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
+        self._show([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
         for row in steps:
             self._row_frames.pop(row, None)
         self._counted_rows = max(self._counted_rows, steps.stop)

@@ -37,6 +37,7 @@ from .durability import DurabilityDeadline
 from .frame_columns import GROUP as FRAMES_GROUP
 from .image import ArrayStats, Image, images_catch_up
 from .memory import MemoryUsage, plan_memory
+from .publish import PublishPacer
 from .resume import ResumePoint, discard_past, resume_points
 from .session_record import SESSION_KEY, SessionRecord
 
@@ -74,7 +75,8 @@ class Stream:
         resumed = self._prepare_store()
         self._closed = False
         self._close_lock = threading.Lock()
-        self._meta_lock = threading.Lock()  # one metadata change at a time in the store
+        self._pacer = PublishPacer()  # the images' publishes: one at a time, a bounded share of a core
+        self._meta_lock = self._pacer.lock  # one metadata change at a time in the store
         self._images: dict[str, Image] = {}
         # The idle hook gets the images, not the stream: the threads must not keep it alive.
         self._pipeline = Pipeline(
@@ -92,7 +94,7 @@ class Stream:
                     store=self._store,
                     pipeline=self._pipeline,
                     pools=self._pools,
-                    meta_lock=self._meta_lock,
+                    pacer=self._pacer,
                     append_timeout=settings.append_timeout,
                     session=SessionRecord(
                         record_settings, source, previous=_record_of(resumed, image_settings.key)

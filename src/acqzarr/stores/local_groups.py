@@ -14,10 +14,15 @@ level of indirection that a single rename can switch::
 Each grouped key is a relative symlink (the store can be moved or copied with
 its links) to its flat name (``urllib.parse.quote(key, safe="")``: injective,
 no "/") under ``current``, itself a symlink to the directory of the current
-generation.  ``put_group`` writes generation N+1 -- the new documents plus a
-copy of every other grouped document, so nothing else changes -- then points
+generation.  ``put_group`` writes generation N+1 -- the new documents plus every
+other grouped document of generation N, so nothing else changes -- then points
 ``current`` at it by creating a temporary symlink and renaming it over
-``current``.
+``current``.  A document whose bytes are those of generation N (every other
+image's documents, an unchanged group) is a hard link to N's file, not a new
+file: creating a file costs this process ~0.02-0.6 ms of kernel time on ext4
+(the inode), a link ~0.02 ms, and a publish of one image among many would
+otherwise recreate all of them.  Where the filesystem refuses hard links the
+bytes are copied.
 
 Why no reader ever sees a mix of old and new across a group:
 
@@ -61,6 +66,7 @@ One writer: ``put``, ``delete`` and ``put_group`` of the same key must not race.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import re
@@ -93,6 +99,11 @@ class LinkedGroups:
         self.staging = staging  # where temporary links are made before their rename
         self.fsync = fsync
         self._counter = itertools.count()
+        # The bytes of the documents this object wrote into generation ``_known_gen`` (to find the
+        # items a replace does not change); None where the filesystem refused a hard link.
+        self._known: dict[str, bytes] = {}
+        self._known_gen = -1
+        self._hardlinks = True
 
     def target(self, key: str) -> str:
         """The relative link target of a grouped ``key`` (from the key's own directory)."""
@@ -116,17 +127,20 @@ class LinkedGroups:
         for key in items.keys() - grouped:
             self._adopt(key, self.meta / f"g{current}")
 
-        new = self.meta / f"g{current + 1}"
+        old, new = self.meta / f"g{current}", self.meta / f"g{current + 1}"
         _remove(new)  # an interrupted call's leftover: no link reaches it
         os.mkdir(new)
+        cached = self._known if self._known_gen == current else {}
         for key in grouped - items.keys():
-            try:
-                blob = (self.meta / f"g{current}" / _flat(key)).read_bytes()
-            except FileNotFoundError:
-                continue  # linked but never published: it stays absent
-            self._write_new(new / _flat(key), blob)
+            self._carry(old, new, key)
         for key, blob in items.items():
-            self._write_new(new / _flat(key), blob)
+            if cached.get(key) == blob:
+                self._carry(old, new, key)
+            else:
+                self._write_new(new / _flat(key), blob)
+        self._known = {key: cached[key] for key in grouped - items.keys() if key in cached}
+        self._known.update(items)
+        self._known_gen = current + 1
         if self.fsync:
             fsync_dir(new)
             fsync_dir(self.meta)
@@ -200,6 +214,26 @@ class LinkedGroups:
             raise
         if self.fsync:
             fsync_dir(path.parent)
+
+    def _carry(self, old: Path, new: Path, key: str) -> None:
+        """Generation ``new`` holds ``key`` as ``old`` does: a hard link to its file (never written
+        again, like every file a link reaches), or a copy where the filesystem has no hard links."""
+        source, target = old / _flat(key), new / _flat(key)
+        if self._hardlinks:
+            try:
+                os.link(source, target)
+                return
+            except FileNotFoundError:
+                return  # linked but never published: it stays absent
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EMLINK, errno.EXDEV, errno.ENOTSUP, errno.ENOSYS):
+                    raise
+                self._hardlinks = False
+        try:
+            blob = source.read_bytes()
+        except FileNotFoundError:
+            return
+        self._write_new(target, blob)
 
     def _write_new(self, path: Path, blob: bytes) -> None:
         with open(path, "xb") as f:

@@ -62,7 +62,9 @@ class Band:
 
     def slots(self, states: Sequence[int]) -> list[Index]:
         """Positions inside the band whose state is one of ``states``."""
-        mask = np.isin(self.state, states)
+        mask = self.state == states[0]
+        for state in states[1:]:
+            mask |= self.state == state
         return [tuple(int(i) for i in w) for w in np.argwhere(mask)]
 
 
@@ -101,6 +103,9 @@ class BandAssembler:
         # Frames filled per step of the append axis in rows not closed yet, for a durability
         # checkpoint's count (a closed row's frames are its bands' count; see ``_close``).
         self.filled_at: dict[int, int] = {}
+        # A new band's slot states and open count, by its extent (edge bands differ): a copy per
+        # band instead of building them again for every band (a frame per band in an MDA).
+        self._templates: dict[Index, tuple[np.ndarray[Any, Any], int]] = {}
 
     # -- checks (nothing changes before they all pass) ----------------------
     def locate(self, positions: Sequence[Index]) -> list[Slot]:
@@ -284,10 +289,13 @@ class BandAssembler:
         return band
 
     def _new_band(self, coords: Index, extent: int | None) -> Band:
-        state = np.full(self.layout.index_chunks, OUTSIDE, np.uint8)
         inside = self.layout.band_extent(coords, extent)
-        state[tuple(slice(0, n) for n in inside)] = OPEN
-        return Band(coords, state, int((state == OPEN).sum()))
+        template = self._templates.get(inside)
+        if template is None:
+            state = np.full(self.layout.index_chunks, OUTSIDE, np.uint8)
+            state[tuple(slice(0, n) for n in inside)] = OPEN
+            template = self._templates[inside] = (state, int((state == OPEN).sum()))
+        return Band(coords, template[0].copy(), template[1])
 
     def _slot_done(self, band: Band, index: Index) -> None:
         self.extent = max(self.extent, index[0] + 1)
@@ -299,7 +307,7 @@ class BandAssembler:
         self.open.pop(band.coords, None)
         band.frames = int(np.count_nonzero(band.state == FILLED))
         self._close(band.coords)
-        if band.buffer is not None:
+        if band.buffer is not None and band.frames < band.state.size:
             for within in band.slots((SKIPPED, OUTSIDE)):  # a reused buffer: clear what was not filled
                 self.layout.copy_frame(band.buffer, within, 0)
         self.on_complete(band)

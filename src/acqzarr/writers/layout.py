@@ -79,6 +79,7 @@ class ArrayLayout:
             -(-s // c) for s, c in zip(self.index_shape[1:], self.index_chunks[1:], strict=True)
         )
         self.bands_per_row = math.prod(self.band_grid_rest)
+        self._row_rest = list(np.ndindex(*self.band_grid_rest))  # a row's bands but for the row
         # Shards, split into their index part (bands) and their frame part (chunks of one band).
         self.index_chunks_per_shard = self.chunks_per_shard[: self.index_ndim]
         self.frame_chunks_per_shard = self.chunks_per_shard[self.index_ndim :]
@@ -124,7 +125,7 @@ class ArrayLayout:
 
     def row_bands(self, row: int) -> list[Index]:
         """Every band of one step of the append axis's chunk grid, in C order."""
-        return [(row, *rest) for rest in np.ndindex(*self.band_grid_rest)]
+        return [(row, *rest) for rest in self._row_rest]
 
     def chunk_grid_coords(self) -> list[tuple[int, ...]]:
         """Frame-axis chunk coordinates of a band in C order."""
