@@ -164,7 +164,7 @@ class ThreadCPU:
 def thread_group(name: str) -> str:
     """Threads of one pool under one name: ``acqzarr-compress_1`` -> ``acqzarr-compress``,
     ``bench-camera-2`` -> ``bench-camera``, ``ZMQbg/IO/0`` -> ``ZMQbg/IO``."""
-    return re.sub(r"[_/-]\d+$", "", name)
+    return re.sub(r"([_/-]\d+)+$", "", name)
 
 
 def latency(ms: list[float]) -> dict[str, float]:

@@ -47,6 +47,7 @@ _GOAL_TEXT = {
     "fps": lambda op, v: f"{op} {v:g} frames/s",
     "p99": lambda op, v: f"p99 {op} {v:g} ms",
     "memory": lambda op, v: "RSS growth <= cap" if v == 1 else f"RSS growth {op} {v:g}x cap",
+    "cpu_x_ref": lambda op, v: f"CPU/frame {op} {v:g}x reference's",
 }
 
 
@@ -54,6 +55,7 @@ def goals_text(goals: list[dict[str, Any]]) -> str:
     """``>= 0.6x: met; RSS growth <= cap: met`` for a row's judged goals (see targets.judge)."""
     parts = [
         f"{_GOAL_TEXT[g['figure']](g['op'], g['value'])}: {'met' if g['met'] else '**not met**'}"
+        + (f" ({g['got']:.2f}x)" if g["figure"] == "cpu_x_ref" and g.get("got") is not None else "")
         for g in goals
     ]
     return "; ".join(parts) or "-"

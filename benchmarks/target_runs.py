@@ -102,6 +102,8 @@ def run_limit(w: Workload) -> dict[str, Any]:
 
     blosc.use_threads = False
     codec = Blosc(cname="lz4", clevel=1, shuffle=Blosc.SHUFFLE)
+    if w.get("pyramid_levels"):
+        return run_limit_pyramid(w, codec)
     layers = layer_chunks(w, load_pool(w))
     chunks = [ch for layer in layers for ch in layer]
     for ch in layers[0]:
@@ -124,7 +126,99 @@ def run_limit(w: Workload) -> dict[str, Any]:
     }
 
 
+def run_limit_pyramid(w: Workload, codec: Any) -> dict[str, Any]:
+    """The pyramid's necessary work on a pool of ``threads`` threads, no I/O: every frame halved
+    along y and x with acqzarr's own mean reducer (``reduce_block``) into the planes of each level
+    below the first, and every level's chunks compressed.  Level 0's chunks are tiled before
+    timing, as in ``run_limit``; the lower levels' are copied out of their planes inside the timed
+    part (into reused tile buffers: the stream has to copy them into its bands too).  Per layer of
+    chunk_t frames, its level-0 chunks and its reductions are queued at once, and the previous
+    layer's lower-level chunks once it is reduced, so the pool always has work."""
+    from acqzarr.engine.reducers import reduce_block
+
+    pool = load_pool(w)
+    levels, ct, c, size = w["pyramid_levels"], chunk_frames(w), w["chunk_xy"], w["size"]
+    layers = layer_chunks(w, pool)
+    shapes = [size >> k for k in range(1, levels)]
+    # Two sets (layers alternate) of lower-level planes and tiles, touched before timing.
+    planes = [[np.ones((ct, n, n), np.uint16) for n in shapes] for _ in range(2)]
+    tiles = [
+        [np.ones((ct, min(c, n), min(c, n)), np.uint16) for n in shapes for _ in range((-(-n // c)) ** 2)]
+        for _ in range(2)
+    ]
+
+    def reduce_frame(i: int, k: int, targets: list[np.ndarray]) -> None:
+        source = pool[i % len(pool)]
+        for target in targets:
+            reduce_block(source, (0, 1), "mean", out=target[k])
+            source = target[k]
+
+    def cut(targets: list[np.ndarray], out: list[np.ndarray]) -> None:
+        views = [
+            layer[:, y : y + c, x : x + c]
+            for layer in targets
+            for y in range(0, layer.shape[1], c)
+            for x in range(0, layer.shape[2], c)
+        ]
+        for view, tile in zip(views, out, strict=True):
+            np.copyto(tile, view)
+
+    def encode(ch: np.ndarray) -> tuple[int, int]:
+        return len(codec.encode(ch)), ch.nbytes
+
+    for ch in layers[0]:
+        codec.encode(ch)
+    threads = ThreadCPU()
+    before, span = threads.snapshot(), Span()
+    futures: list[Any] = []
+    with ThreadPoolExecutor(w["threads"], thread_name_prefix="bench-blosc") as ex:
+        lower: list[list[Any]] = [[], []]  # per set: the compressions reading its tiles
+        previous: tuple[int, list[Any]] | None = None  # the layer being reduced, its tasks
+        for n, layer in enumerate([*layers, None]):
+            if layer is not None:
+                futures += [ex.submit(encode, ch) for ch in layer]
+                work = [ex.submit(reduce_frame, n * ct + k, k, planes[n % 2]) for k in range(ct)]
+            if previous is not None:
+                m, reductions = previous
+                for f in reductions + lower[m % 2]:
+                    f.result()  # its planes are complete; the tiles they go to are free
+                cut(planes[m % 2], tiles[m % 2])
+                lower[m % 2] = [ex.submit(encode, t) for t in tiles[m % 2]]
+                futures += lower[m % 2]
+            previous = None if layer is None else (n, work)
+        results = [f.result() for f in futures]
+    figures = span.stop()
+    return {
+        **figures,
+        "raw_bytes": w["frames"] * frame_bytes(w),  # what the stream rows count: level 0's frames
+        "compressed_raw_bytes": sum(r for _e, r in results),
+        "frames": w["frames"],
+        "encoded_bytes": sum(e for e, _r in results),
+        "threads": threads.profile(before, threads.snapshot()),
+    }
+
+
 # -- acqzarr in-process -------------------------------------------------------------
+def frame_metadata(frames: int) -> list[dict[str, Any]]:
+    """Ten fields a frame, as a camera loop reports them: seven with a built-in column (counter,
+    timestamps, exposure, stage) and three that go to the JSON column; made before timing."""
+    return [
+        {
+            "frame_id": i,
+            "timestamp_ns": 1_000_000 * i,
+            "elapsed_ms": 0.5 * i,
+            "exposure_ms": 10.0,
+            "stage_x_um": 100.0 + i % 7,
+            "stage_y_um": -50.0,
+            "stage_z_um": 2.5,
+            "camera": "cam0",
+            "binning": 1,
+            "temperature_c": -10.0,
+        }
+        for i in range(frames)
+    ]
+
+
 def run_stream(w: Workload, base: Path) -> dict[str, Any]:
     """Open a stream, append ``frames`` frames to each camera's array, close; timed from
     ``open_stream`` until ``close`` returns, every append timed on its own.
@@ -145,6 +239,7 @@ def run_stream(w: Workload, base: Path) -> dict[str, Any]:
     stream = az.open_stream(settings)
 
     pace = w.get("pace_fps")  # frames per second per camera, as a camera delivers them; None: flat out
+    metas = frame_metadata(w["frames"]) if w.get("metadata") else None
     stack = w.get("stack")  # frames a call (a slice of the pool: no copy in the timed part)
 
     def feed(key: str) -> None:
@@ -166,7 +261,10 @@ def run_stream(w: Workload, base: Path) -> dict[str, Any]:
                     if ahead > 0:
                         time.sleep(ahead)
                 t0 = time.perf_counter()
-                stream.append(pool[i % len(pool)], key=key)
+                if metas is None:
+                    stream.append(pool[i % len(pool)], key=key)
+                else:
+                    stream.append(pool[i % len(pool)], key=key, metadata=metas[i])
                 t1 = time.perf_counter()
                 lat[key].append((t1 - t0) * 1e3)
                 stamps[key].append(t1)

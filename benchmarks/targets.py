@@ -16,9 +16,13 @@ Rows (``--row``; sizes with ``--frames``, ``--steady-frames``, ``--small-frames`
     acqzarr-default        the default workload (2048x2048 uint16, v3 shards of 4x4 chunks of
                            (32, 256, 256)), cold: a fresh process          x limit-2-threads
     acqzarr-steady         the same over 2,000 frames, rate after the first quarter   x limit-2-threads
-    acqzarr-pyramid        the default workload with a 3-level mean pyramid     x acqzarr-default
+    limit-pyramid          the pyramid's necessary work on 2 threads, no I/O: every frame halved
+                           twice with acqzarr's mean reducer, every level's chunks compressed
+    acqzarr-pyramid        the default workload with a 3-level mean pyramid     x limit-pyramid
     limit-small-2-threads  the compression limit for 512x512 frames in (32, 128, 128) chunks
     acqzarr-small          512x512 frames: frames/s, append p99          x limit-small-2-threads
+    acqzarr-small-metadata the same with 10 per-frame metadata fields (7 typed columns, 3 JSON)
+                                                                          x acqzarr-small
     acqzarr-small-paced    the same appended at 2,000 frames/s, as a camera delivers them: the
                            append p99 when the stream keeps up (unpaced, p99 is backpressure)
     limit-tiny-2-threads   the compression limit for 128x128 frames in (256, 128, 128) chunks
@@ -168,12 +172,18 @@ def plan(args: argparse.Namespace) -> list[Row]:
             metric="steady_rate",
         ),
         Row(
+            "limit-pyramid",
+            "limit",
+            f"{levels}-level mean pyramid: acqzarr's reducer + Blosc on every level, 2 threads",
+            {**default, "threads": 2, "pyramid_levels": levels},
+        ),
+        Row(
             "acqzarr-pyramid",
             "stream",
             f"+ {levels}-level mean pyramid",
             {**default, "pyramid_levels": levels},
-            "acqzarr-default",
-            (("x_ref", ">=", 0.8), BOUNDED),
+            "limit-pyramid",
+            (("x_ref", ">=", 0.85), BOUNDED),
         ),
         Row(
             "limit-small-2-threads",
@@ -188,6 +198,14 @@ def plan(args: argparse.Namespace) -> list[Row]:
             small,
             "limit-small-2-threads",
             (("fps", ">=", 3000), ("p99", "<", 2.0), BOUNDED),
+        ),
+        Row(
+            "acqzarr-small-metadata",
+            "stream",
+            f"{small['frames']} frames of {small['size']}x{small['size']}, 10 metadata fields each",
+            {**small, "metadata": True},
+            "acqzarr-small",
+            (("x_ref", ">=", 0.97), BOUNDED),
         ),
         Row(
             "acqzarr-small-paced",
@@ -233,7 +251,7 @@ def plan(args: argparse.Namespace) -> list[Row]:
             "ZeroMQ loopback TCP, 1 sender",
             default,
             "acqzarr-default",
-            (("x_ref", ">=", 0.9), BOUNDED),
+            (("cpu_x_ref", "<=", 1.15), BOUNDED),
         ),
         Row(
             "zmq-tcp-4-senders",
@@ -381,6 +399,7 @@ def _zmq_figures(
     return {
         "wall": wall,
         "cpu": profile["process"] + sender_cpu,
+        "server_cpu": profile["process"],
         "cores": (profile["process"] + sender_cpu) / wall,
         "peak_rss": after["peak_rss"],
         "start_rss": before["peak_rss"],
@@ -629,9 +648,29 @@ def _side_figures(row: Row, m: dict[str, Any], ref: dict[str, Any] | None) -> di
     # Latency is judged on the median of the runs' p99s, not on the p99 of the median-rate run: a
     # row whose p99 is below the goal in one run of three has not met it.
     p99 = statistics.median(m["p99s"]) if m.get("p99s") else m.get("p99")
-    figures = {"x_ref": x_ref, "fps": m.get("fps"), "p99": p99, "memory": memory_over_cap(m)}
+    # CPU per frame over the reference's: for a ZeroMQ row the server's alone (its senders run on
+    # the same two cores but are not the server's cost).
+    cpu_x_ref = None
+    if ref and m.get("frames") and ref.get("frames") and ref.get("cpu"):
+        own = m.get("server_cpu", m.get("cpu"))
+        if own:
+            cpu_x_ref = (own / m["frames"]) / (ref["cpu"] / ref["frames"])
+    figures = {
+        "x_ref": x_ref,
+        "fps": m.get("fps"),
+        "p99": p99,
+        "memory": memory_over_cap(m),
+        "cpu_x_ref": cpu_x_ref,
+    }
     judged = judge(row.goals, figures)
-    return {"value": value, "ref_rate": ref_rate, "x_ref": x_ref, "p99": p99, "goals": judged}
+    return {
+        "value": value,
+        "ref_rate": ref_rate,
+        "x_ref": x_ref,
+        "cpu_x_ref": cpu_x_ref,
+        "p99": p99,
+        "goals": judged,
+    }
 
 
 def summarise(
