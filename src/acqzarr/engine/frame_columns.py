@@ -69,6 +69,7 @@ MISSING = COLUMN_MISSING  # the metadata's one table: also each column array's f
 # chunk a publish ends in is written again by the next one.
 _ENTRIES = {"float64": 4096, "int64": 4096, "string": 256}
 _INT64 = np.iinfo(np.int64)
+_INT64_MIN, _INT64_MAX = int(_INT64.min), int(_INT64.max)  # the minimum marks 'missing'
 
 
 @dataclass(frozen=True)
@@ -179,26 +180,39 @@ class FrameColumns:
         return [None if m is None else self._record(m, k, n) for k, m in enumerate(items)]
 
     def _record(self, metadata: Any, k: int, n: int) -> FrameMeta:
-        where = f"array {self._name}: metadata" + (f"[{k}]" if n > 1 else "")
         if not isinstance(metadata, Mapping):
-            raise FrameError(f"{where} must be a mapping, got {type(metadata).__name__}")
+            raise FrameError(f"{self._where(k, n)} must be a mapping, got {type(metadata).__name__}")
         values: dict[str, float | int] = {}
         rest: dict[str, Any] = {}
+        types = self._types
         for name, value in metadata.items():
-            if not isinstance(name, str):
-                raise FrameError(f"{where}: field names must be strings, got {name!r}")
-            kind = self._types.get(name)
+            kind = types.get(name)
             if kind is None:
+                if not isinstance(name, str):
+                    raise FrameError(f"{self._where(k, n)}: field names must be strings, got {name!r}")
                 rest[name] = value
-            elif value is not None:
-                values[name] = _number(value, kind, f"{where}[{name!r}]")
+            elif value is None:
+                continue
+            # The common cases without the numbers ABCs (the appending thread runs this per field).
+            elif type(value) is float and kind == "float64":
+                values[name] = value
+            elif type(value) is int and _INT64_MIN < value <= _INT64_MAX:
+                values[name] = value if kind == "int64" else float(value)
+            else:
+                values[name] = _number(value, kind, f"{self._where(k, n)}[{name!r}]")
         text = None
         if rest:
             try:
                 text = json.dumps(rest, allow_nan=False, default=_plain, separators=(",", ":"))
             except (TypeError, ValueError) as exc:
-                raise FrameError(f"{where}: fields without a column must be JSON: {exc}") from None
+                raise FrameError(
+                    f"{self._where(k, n)}: fields without a column must be JSON: {exc}"
+                ) from None
         return FrameMeta(values, text)
+
+    def _where(self, k: int, n: int) -> str:
+        """Where an error is: ``array cam0: metadata[3]`` (built only when there is one)."""
+        return f"array {self._name}: metadata" + (f"[{k}]" if n > 1 else "")
 
     def put(self, positions: Sequence[Index], metas: Sequence[FrameMeta | None]) -> None:
         """Note each frame's metadata at its index (before the frame can be stored and published)."""
@@ -207,7 +221,8 @@ class FrameColumns:
                 if meta is None:
                     continue
                 for name, value in meta.values.items():
-                    self._column(name, self._types[name]).set(index, value)
+                    column = self._columns.get(name) or self._column(name, self._types[name])
+                    column.set(index, value)
                 if meta.text is not None:
                     self._column(JSON_COLUMN, "string").set(index, meta.text)
                 self.used = True

@@ -75,6 +75,9 @@ class Stream:
         resumed = self._prepare_store()
         self._closed = False
         self._close_lock = threading.Lock()
+        # Looked up by every append with a position index: settings are immutable, so read once.
+        self._paths = settings.position_paths
+        self._array_keys = [a.key for a in settings.arrays]
         self._pacer = PublishPacer()  # the images' publishes: one at a time, a bounded share of a core
         self._meta_lock = self._pacer.lock  # one metadata change at a time in the store
         self._images: dict[str, Image] = {}
@@ -318,7 +321,7 @@ class Stream:
     ) -> tuple[Image, Mapping[str, int] | None]:
         """The image ``key`` names, or with ``index["p"]`` array ``key``'s image at that position;
         and the index left for the image's own axes."""
-        paths = self.settings.position_paths
+        paths = self._paths
         if paths is not None and index is not None and POSITION_AXIS in index:
             key = self._position_key(paths, index[POSITION_AXIS], key)
             index = {k: v for k, v in index.items() if k != POSITION_AXIS}
@@ -335,7 +338,7 @@ class Stream:
         """The image path of array ``key`` (of the only array when None) at position ``p``."""
         if isinstance(p, bool) or not isinstance(p, int | np.integer) or not 0 <= p < len(paths):
             raise FrameError(f"index {POSITION_AXIS!r}: expected a position 0 to {len(paths) - 1}, got {p!r}")
-        arrays = [a.key for a in self.settings.arrays]
+        arrays = self._array_keys
         if key is None and len(arrays) != 1:
             raise FrameError(f"this stream has several arrays; pass key= one of {arrays}")
         if key not in arrays and key is not None:

@@ -117,6 +117,7 @@ class MDAWriter:
         self._finished = False
         self._final_stats: dict[str, ArrayStats] = {}
         self._t_offset: dict[str, int] = {}  # per image: timepoints the resumed store held
+        self._paths: list[str] | None = None  # the image of each position p (the stream's settings)
         self.live = LatestFrames()
 
     # -- pymmcore-plus's handler protocol (relay thread; never raises) --------
@@ -160,12 +161,13 @@ class MDAWriter:
                         layout, {"plane_shape": img.shape, "dtype": str(img.dtype)}
                     )
             own, p = layout.image_index(event.index)
-            offset = self._t_offset.get(_image_path(stream, p), 0)
+            path = "" if p is None or self._paths is None else self._paths[p]
+            offset = self._t_offset.get(path, 0)
             if offset and "t" in own:
                 own = {**own, "t": own["t"] + offset}
             index = own if p is None else {**own, "p": p}
             stream.append(img, index=index, metadata=frame_metadata(meta, event))
-            self.live.put(img, own, _image_path(stream, p))
+            self.live.put(img, own, path)
         except BaseException as exc:
             self._fail(exc)
 
@@ -240,6 +242,7 @@ class MDAWriter:
             layout = dataclasses.replace(layout, sizes={**layout.sizes, "t": 0})
         settings = build_settings(layout, image_info, self.store, **self._options)
         stream = self._stream = open_stream(settings, source=_source())
+        self._paths = settings.position_paths
         self._t_offset = {key: stream.stats(key).resumed_at for key in stream.keys}
         attrs: dict[str, Any] = {"format": "acqzarr-mda", "version": 1}
         if self._sequence is not None:
@@ -320,9 +323,3 @@ def _source() -> dict[str, Any]:
         with contextlib.suppress(PackageNotFoundError):
             source[package] = version(package)
     return source
-
-
-def _image_path(stream: Stream, p: int | None) -> str:
-    """The group path of the image at position ``p`` (None: the only one)."""
-    paths = stream.settings.position_paths
-    return "" if p is None or paths is None else paths[p]
