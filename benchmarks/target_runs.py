@@ -127,41 +127,32 @@ def run_limit(w: Workload) -> dict[str, Any]:
 
 
 def run_limit_pyramid(w: Workload, codec: Any) -> dict[str, Any]:
-    """The pyramid's necessary work on a pool of ``threads`` threads, no I/O: every frame halved
-    along y and x with acqzarr's own mean reducer (``reduce_block``) into the planes of each level
-    below the first, and every level's chunks compressed.  Level 0's chunks are tiled before
-    timing, as in ``run_limit``; the lower levels' are copied out of their planes inside the timed
-    part (into reused tile buffers: the stream has to copy them into its bands too).  Per layer of
-    chunk_t frames, its level-0 chunks and its reductions are queued at once, and the previous
-    layer's lower-level chunks once it is reduced, so the pool always has work."""
+    """The pyramid's necessary work on a pool of ``threads`` threads, no I/O: every level-0 chunk
+    compressed and halved along y and x with acqzarr's own mean reducer (``reduce_block``)
+    straight into its quarter of a level-1 chunk, and so on down, every level's chunks compressed.
+    Nothing is copied: the lower levels' chunks are made where they are compressed from (the
+    stream halves planes and copies them into its band buffers, so this is a bound it cannot
+    beat).  Level 0's chunks are tiled before timing, as in ``run_limit``.  Layer n's level-0
+    tasks are queued before layer n-1's lower levels are finished, so the pool always has work."""
     from acqzarr.engine.reducers import reduce_block
 
     pool = load_pool(w)
-    levels, ct, c, size = w["pyramid_levels"], chunk_frames(w), w["chunk_xy"], w["size"]
+    levels, c, size = w["pyramid_levels"], w["chunk_xy"], w["size"]
     layers = layer_chunks(w, pool)
-    shapes = [size >> k for k in range(1, levels)]
-    # Two sets (layers alternate) of lower-level planes and tiles, touched before timing.
-    planes = [[np.ones((ct, n, n), np.uint16) for n in shapes] for _ in range(2)]
-    tiles = [
-        [np.ones((ct, min(c, n), min(c, n)), np.uint16) for n in shapes for _ in range((-(-n // c)) ** 2)]
-        for _ in range(2)
-    ]
+    ct = layers[0][0].shape[0]
+    grids = [size // c >> k for k in range(levels)]  # chunks per side on each level
+    assert size % (c << (levels - 1)) == 0, "the chunks must tile every level"
+    assert c % 2 == 0, "a chunk must halve evenly"
+    # Two sets (layers alternate) of lower-level chunks, touched before timing.
+    sets = [[np.ones((g * g, ct, c, c), np.uint16) for g in grids[1:]] for _ in range(2)]
 
-    def reduce_frame(i: int, k: int, targets: list[np.ndarray]) -> None:
-        source = pool[i % len(pool)]
-        for target in targets:
-            reduce_block(source, (0, 1), "mean", out=target[k])
-            source = target[k]
-
-    def cut(targets: list[np.ndarray], out: list[np.ndarray]) -> None:
-        views = [
-            layer[:, y : y + c, x : x + c]
-            for layer in targets
-            for y in range(0, layer.shape[1], c)
-            for x in range(0, layer.shape[2], c)
-        ]
-        for view, tile in zip(views, out, strict=True):
-            np.copyto(tile, view)
+    def halve(source: np.ndarray, level: int, k: int, chunks: list[np.ndarray]) -> None:
+        """Chunk k of ``level`` into its quarter of its chunk one level down."""
+        g, half = grids[level], c // 2
+        y, x = divmod(k, g)
+        parent = chunks[level][(y // 2) * grids[level + 1] + x // 2]  # chunks[level]: level + 1's
+        quarter = parent[:, (y % 2) * half : (y % 2 + 1) * half, (x % 2) * half : (x % 2 + 1) * half]
+        reduce_block(source, (1, 2), "mean", out=quarter)
 
     def encode(ch: np.ndarray) -> tuple[int, int]:
         return len(codec.encode(ch)), ch.nbytes
@@ -172,20 +163,29 @@ def run_limit_pyramid(w: Workload, codec: Any) -> dict[str, Any]:
     before, span = threads.snapshot(), Span()
     futures: list[Any] = []
     with ThreadPoolExecutor(w["threads"], thread_name_prefix="bench-blosc") as ex:
-        lower: list[list[Any]] = [[], []]  # per set: the compressions reading its tiles
-        previous: tuple[int, list[Any]] | None = None  # the layer being reduced, its tasks
+        reading: list[list[Any]] = [[], []]  # per set: the tasks still reading its chunks
+        previous: tuple[int, list[Any]] | None = None  # the layer whose level 1 is being made
         for n, layer in enumerate([*layers, None]):
             if layer is not None:
+                chunks = sets[n % 2]
+                for f in reading[n % 2]:
+                    f.result()  # two layers back: its chunks are free again
                 futures += [ex.submit(encode, ch) for ch in layer]
-                work = [ex.submit(reduce_frame, n * ct + k, k, planes[n % 2]) for k in range(ct)]
-            if previous is not None:
-                m, reductions = previous
-                for f in reductions + lower[m % 2]:
-                    f.result()  # its planes are complete; the tiles they go to are free
-                cut(planes[m % 2], tiles[m % 2])
-                lower[m % 2] = [ex.submit(encode, t) for t in tiles[m % 2]]
-                futures += lower[m % 2]
-            previous = None if layer is None else (n, work)
+                made = [ex.submit(halve, ch, 0, k, chunks) for k, ch in enumerate(layer)]
+            if previous is not None:  # the lower levels of the previous layer
+                m, pending = previous
+                done = sets[m % 2]
+                reading[m % 2] = []
+                for level in range(1, levels):
+                    for f in pending:
+                        f.result()
+                    pending = []
+                    for k, ch in enumerate(done[level - 1]):
+                        reading[m % 2].append(ex.submit(encode, ch))
+                        if level + 1 < levels:
+                            pending.append(ex.submit(halve, ch, level, k, done))
+                futures += reading[m % 2]
+            previous = None if layer is None else (n, made)
         results = [f.result() for f in futures]
     figures = span.stop()
     return {
