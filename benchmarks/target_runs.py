@@ -91,7 +91,7 @@ def layer_chunks(w: Workload, pool: np.ndarray) -> list[list[np.ndarray]]:
     return order
 
 
-def run_limit(w: Workload) -> dict[str, Any]:
+def run_limit(w: Workload, base: Path | None = None) -> dict[str, Any]:
     """Compress the workload's chunks with numcodecs Blosc (lz4, clevel 1, byte shuffle), on a
     pool of ``threads`` threads over chunks, or with plain calls in this thread when 1.
 
@@ -104,6 +104,9 @@ def run_limit(w: Workload) -> dict[str, Any]:
     codec = Blosc(cname="lz4", clevel=1, shuffle=Blosc.SHUFFLE)
     if w.get("pyramid_levels"):
         return run_limit_pyramid(w, codec)
+    if w.get("write"):
+        assert base is not None, "the writing limit row needs a directory"
+        return run_limit_write(w, codec, base)
     layers = layer_chunks(w, load_pool(w))
     chunks = [ch for layer in layers for ch in layer]
     for ch in layers[0]:
@@ -120,6 +123,60 @@ def run_limit(w: Workload) -> dict[str, Any]:
     return {
         **figures,
         "raw_bytes": raw,
+        "frames": w["frames"],
+        "encoded_bytes": encoded,
+        "threads": threads.profile(before, threads.snapshot()),
+    }
+
+
+def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
+    """What a stream must do with a camera's frames, with no engine: each frame copied from the
+    pool into its place in a band buffer of chunks (one strided numpy copy a frame, on this
+    thread, as ``append`` does; one for the whole band where its frames lie together in the
+    pool, as a stack appended in one call can be), every chunk compressed on a pool of ``threads`` threads and its
+    bytes appended to one file (O_APPEND: no offsets to keep) by the thread that compressed it.
+    Band buffers are reused (four of them, touched before timing).  No index, no metadata, no
+    publishing: the work no writer can skip."""
+    pool = load_pool(w)
+    ct, c, size = chunk_frames(w), w["chunk_xy"], w["size"]
+    g = -(-size // c)
+    assert size % c == 0, "whole chunks only"
+    bands = [np.ones((g, g, ct, c, c), np.uint16) for _ in range(4)]
+    readers: list[list[Any]] = [[] for _ in bands]
+    fd = os.open(base / "limit.bin", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_TRUNC, 0o644)
+
+    def store(chunk: np.ndarray) -> int:
+        data = codec.encode(chunk)
+        os.write(fd, data)
+        return len(data)
+
+    codec.encode(bands[0][0, 0])
+    threads = ThreadCPU()
+    before, span = threads.snapshot(), Span()
+    futures: list[Any] = []
+    try:
+        with ThreadPoolExecutor(w["threads"], thread_name_prefix="bench-blosc") as ex:
+            for n in range(w["frames"] // ct):
+                b = n % len(bands)
+                for f in readers[b]:
+                    f.result()  # the band buffer is free again
+                band, first = bands[b], (n * ct) % len(pool)
+                if first + ct <= len(pool):  # the layer's frames lie together: one copy
+                    frames = pool[first : first + ct]
+                    band[...] = frames.reshape(ct, g, c, g, c).transpose(1, 3, 0, 2, 4)
+                else:
+                    for k in range(ct):
+                        frame = pool[(first + k) % len(pool)]
+                        band[:, :, k] = frame.reshape(g, c, g, c).transpose(0, 2, 1, 3)
+                readers[b] = [ex.submit(store, band[y, x]) for y in range(g) for x in range(g)]
+                futures += readers[b]
+            encoded = sum(f.result() for f in futures)
+    finally:
+        os.close(fd)
+    figures = span.stop()
+    return {
+        **figures,
+        "raw_bytes": w["frames"] * frame_bytes(w),
         "frames": w["frames"],
         "encoded_bytes": encoded,
         "threads": threads.profile(before, threads.snapshot()),
@@ -519,7 +576,7 @@ def main(argv: list[str]) -> int:
     if command == "pool":
         out = make_pool(w, argv[2])
     elif command == "limit":
-        out = run_limit(w)
+        out = run_limit(w, Path(argv[2]) if len(argv) > 2 else None)
     elif command == "stream":
         out = run_stream(w, Path(argv[2]))
     elif command == "send":
