@@ -133,8 +133,9 @@ def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
     """What a stream must do with a camera's frames, with no engine: each frame copied from the
     pool into its place in a band buffer of chunks (one strided numpy copy a frame, on this
     thread, as ``append`` does; one for the whole band where its frames lie together in the
-    pool, as a stack appended in one call can be), every chunk compressed on a pool of ``threads`` threads and its
-    bytes appended to one file (O_APPEND: no offsets to keep) by the thread that compressed it.
+    pool, as a stack appended in one call can be), every chunk compressed on a pool of
+    ``threads`` threads and its bytes appended to one file (O_APPEND: no offsets to keep) by the
+    thread that compressed it.
     Band buffers are reused (four of them, touched before timing).  No index, no metadata, no
     publishing: the work no writer can skip."""
     pool = load_pool(w)

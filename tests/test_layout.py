@@ -196,6 +196,25 @@ def test_copy_frame_puts_every_sample_where_the_chunk_major_layout_says(
     np.testing.assert_array_equal(band, reference_band(lay, written, SENTINEL))
 
 
+
+@pytest.mark.parametrize(("shape", "chunks"), CASES)
+def test_copy_frames_puts_a_run_of_frames_where_one_copy_each_would(
+    shape: tuple[int, ...], chunks: tuple[int, ...]
+) -> None:
+    """A run along the last index axis (what one call's stack fills) in one copy per region."""
+    lay = layout_of(shape, chunks)
+    rng = np.random.default_rng(2)
+    last = lay.index_chunks[-1]
+    for head in np.ndindex(*lay.index_chunks[:-1]):
+        for start, n in ((0, last), (last // 2, last - last // 2), (0, 1)):
+            if n == 0:
+                continue
+            frames = np.stack([random_frame(lay, rng) for _ in range(n)])
+            band = np.full(lay.band_shape, SENTINEL, lay.dtype)
+            lay.copy_frames(band, (*head, start), frames)
+            written = {(*head, start + k): frames[k] for k in range(n)}
+            np.testing.assert_array_equal(band, reference_band(lay, written, SENTINEL))
+
 @pytest.mark.parametrize(("shape", "chunks"), CASES)
 def test_a_full_band_holds_each_chunk_contiguous_and_zero_padded(
     shape: tuple[int, ...], chunks: tuple[int, ...]

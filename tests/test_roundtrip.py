@@ -131,6 +131,29 @@ def test_stacks_crossing_layer_boundaries(tmp_path: Path, version: int) -> None:
     assert_reads_back(tmp_path / "s.zarr" / "cam0" / "0", version, data)
 
 
+def test_stacks_of_z_planes_fill_runs_inside_and_across_bands(tmp_path: Path, version: int) -> None:
+    """A stack fills its frames as runs along the band's last index axis (z here): runs that
+    start mid-band, cross into the next z band and the next timepoint, and one-frame calls."""
+    settings = stream_settings(
+        tmp_path / "s.zarr",
+        version,
+        (0, 7, 21, 18),
+        (2, 3, 8, 8),
+        kinds=["time", "space", "space", "space"],
+        names="tzyx",
+    )
+    data = frames_for((21, 18), 4 * 7, "uint16").reshape(4, 7, 21, 18)
+    flat = data.reshape(-1, 21, 18)
+    with az.open_stream(settings) as stream:
+        stream.append(flat[:2])  # z 0-1 of a 3-deep band
+        stream.append(flat[2:9])  # z 2 | 3-5 | 6, then t 1 z 0-1
+        stream.append(flat[9])
+        stream.append(flat[10:25])  # several timepoints at once
+        for frame in flat[25:]:
+            stream.append(frame)
+    assert_reads_back(tmp_path / "s.zarr" / "cam0" / "0", version, data)
+
+
 def test_non_contiguous_and_read_only_views_are_accepted(tmp_path: Path, version: int) -> None:
     big = frames_for((74, 100), 6, "uint16")
     data = big[:, ::2, ::2]  # strided view, shape (6, 37, 50)

@@ -133,28 +133,43 @@ class BandAssembler:
     # -- filling ---------------------------------------------------------
     def fill(self, positions: Sequence[Index], slots: Sequence[Slot], frames: np.ndarray[Any, Any]) -> None:
         """Copy ``frames[k]`` to ``positions[k]``, whose ``slots`` ``locate`` found free; completes
-        bands as they fill.  A BackpressureTimeout or FrameError part-way leaves the frames before
-        it accepted (the note says how many)."""
-        for k, (index, (band_coords, within)) in enumerate(zip(positions, slots, strict=True)):
+        bands as they fill.  Frames that follow each other in one band along its last index axis
+        (a stack appended in one call) are copied and counted as one run.  A BackpressureTimeout or
+        FrameError part-way leaves the frames before it accepted (the note says how many)."""
+        k, n = 0, len(positions)
+        while k < n:
+            band_coords, within = slots[k]
+            end = _run_end(slots, k)
             band = self.open.get(band_coords)
             if band is None or band.buffer is None:
                 try:
-                    buffer = self._take_buffer(index, band_coords)
+                    buffer = self._take_buffer(positions[k], band_coords)
                 except BackpressureTimeout as exc:
                     raise BackpressureTimeout(
-                        f"{exc}; {k} of {len(positions)} frames of this call were accepted"
+                        f"{exc}; {k} of {n} frames of this call were accepted"
                     ) from None
                 except FrameError as exc:
                     if k:
-                        exc.add_note(f"{k} of {len(positions)} frames of this call were accepted")
+                        exc.add_note(f"{k} of {n} frames of this call were accepted")
                     raise
                 band = self._band(band_coords)
                 band.buffer = buffer
-            self.layout.copy_frame(band.buffer, within, frames[k])
-            band.state[within] = FILLED
-            self.counts.filled += 1
-            self.filled_at[index[0]] = self.filled_at.get(index[0], 0) + 1
-            self._slot_done(band, index)
+            count = end - k
+            if count == 1:
+                self.layout.copy_frame(band.buffer, within, frames[k])
+                band.state[within] = FILLED
+            else:
+                self.layout.copy_frames(band.buffer, within, frames[k:end])
+                band.state[(*within[:-1], slice(within[-1], within[-1] + count))] = FILLED
+            self.counts.filled += count
+            filled_at = self.filled_at
+            for index in positions[k:end]:
+                filled_at[index[0]] = filled_at.get(index[0], 0) + 1
+            self.extent = max(self.extent, positions[k][0] + 1, positions[end - 1][0] + 1)
+            band.todo -= count
+            if band.todo == 0:
+                self._complete(band)
+            k = end
 
     def skip(self, positions: Sequence[Index]) -> None:
         """Leave ``positions`` as holes (fill value); checked first, counted in ``frames_skipped``."""
@@ -298,6 +313,7 @@ class BandAssembler:
         return Band(coords, template[0].copy(), template[1])
 
     def _slot_done(self, band: Band, index: Index) -> None:
+        """One slot of ``band`` filled or skipped (``fill`` does the same for a run of them)."""
         self.extent = max(self.extent, index[0] + 1)
         band.todo -= 1
         if band.todo == 0:
@@ -347,3 +363,17 @@ class BandAssembler:
         for a, b, c in zip(self.layout.index_names, band, self.layout.index_chunks, strict=True):
             parts.append(f"{a}: {b * c}" if c == 1 else f"{a}: {b * c}-{b * c + c - 1}")
         return "{" + ", ".join(parts) + "}"
+
+
+def _run_end(slots: Sequence[Slot], k: int) -> int:
+    """One past the last of the slots from ``k`` that lie in one band, one after the other along
+    its last index axis (the same place on every other)."""
+    band, within = slots[k]
+    head, last = within[:-1], within[-1]
+    end = k + 1
+    while end < len(slots):
+        b, w = slots[end]
+        if b != band or w[-1] != last + (end - k) or w[:-1] != head:
+            break
+        end += 1
+    return end

@@ -90,6 +90,8 @@ class ArrayLayout:
         # Axis order that interleaves (tile, within) per frame axis for the copy.
         f = self.frame_ndim
         self._interleave = tuple(itertools.chain.from_iterable((i, f + i) for i in range(f)))
+        # The same for a run of slots (``copy_frames``): the run's axis first, the samples after it.
+        self._run_interleave = (f, *itertools.chain.from_iterable((i, f + 1 + i) for i in range(f)))
 
     # -- shapes -----------------------------------------------------------
     def shape_for(self, extent: int) -> tuple[int, ...]:
@@ -168,6 +170,17 @@ class ArrayLayout:
                 dest[...] = frame[r.source].reshape(r.tiled_shape)
             else:
                 dest[...] = frame
+
+    def copy_frames(self, band: np.ndarray[Any, Any], within: Index, frames: np.ndarray[Any, Any]) -> None:
+        """Tile ``frames`` (n, *frame) into the n consecutive slots of ``band`` that start at
+        ``within`` along the last index axis: one strided copy per region for all of them (a
+        stack appended in one call is one numpy copy, not one per frame)."""
+        n = len(frames)
+        run = slice(within[-1], within[-1] + n)
+        for r in self.regions:
+            at: tuple[int | slice, ...] = (*r.grid, *within[:-1], run, *r.within)
+            dest = band[at].transpose(self._run_interleave)
+            dest[...] = frames[(slice(None), *r.source)].reshape((n, *r.tiled_shape))
 
     def read_frame(self, band: np.ndarray[Any, Any], within: Index, out: np.ndarray[Any, Any]) -> None:
         """Copy the frame at slot ``within`` of ``band`` into ``out`` (frame shape): the inverse copy."""
