@@ -160,7 +160,8 @@ class BandAssembler:
                 band.state[within] = FILLED
             else:
                 self.layout.copy_frames(band.buffer, within, frames[k:end])
-                band.state[(*within[:-1], slice(within[-1], within[-1] + count))] = FILLED
+                run: tuple[int | slice, ...] = (*within[:-1], slice(within[-1], within[-1] + count))
+                band.state[run] = FILLED
             self.counts.filled += count
             filled_at = self.filled_at
             for index in positions[k:end]:
