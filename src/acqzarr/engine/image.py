@@ -274,8 +274,9 @@ class Image:
 
     # -- closing ---------------------------------------------------------------
     def catch_up(self, *, now: bool = False) -> float | None:
-        """Publish whatever is stored and not yet shown, at most every publish interval unless
-        ``now``; the seconds until the next may, if something waits."""
+        """Publish whatever is stored and not yet shown, at most every publish interval and within
+        the stream's publishing share (``publish.py``) unless ``now``; the seconds until the next
+        may, if something waits."""
         return self.publisher.catch_up(now=now)
 
     def finish(self) -> None:
@@ -301,7 +302,7 @@ class Image:
 
 
 def images_catch_up(images: Sequence[Image], *, now: bool = False) -> float | None:
-    """Publish every image's stored, unpublished bands (the I/O thread's idle work, at most every
-    publish interval per image unless ``now``); the seconds until one of them may publish next."""
+    """Publish every image's stored, unpublished bands (the I/O thread's idle work, paced as
+    ``Image.catch_up`` says unless ``now``); the seconds until one of them may publish next."""
     waits = [w for w in (image.catch_up(now=now) for image in images) if w is not None]
     return min(waits) if waits else None
