@@ -350,6 +350,16 @@ class TestLocalGroups(AtomicGroupContract):
         store.settle()
         assert [gen_of(store.get(k)) for k in LEVELS] == [3, 2, 1, 1]
 
+    def test_a_key_that_left_the_group_comes_back_with_the_new_bytes(self, store: az.LocalStore) -> None:
+        """A plain put takes a key out of the group; grouping it again with the bytes it had before
+        shows those bytes, not the plain file's (which adopting it put in the current generation)."""
+        store.put_group(group(1))
+        store.put(LEVELS[0], [b"plain"])
+        store.put_group({LEVELS[0]: doc(LEVELS[0], 1)})
+        assert store.get(LEVELS[0]) == doc(LEVELS[0], 1)
+        store.settle()
+        assert store.get(LEVELS[0]) == doc(LEVELS[0], 1)
+
     def test_without_hard_links_documents_are_copied(
         self, store: az.LocalStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:

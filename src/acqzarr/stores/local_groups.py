@@ -99,8 +99,8 @@ class LinkedGroups:
         self.staging = staging  # where temporary links are made before their rename
         self.fsync = fsync
         self._counter = itertools.count()
-        # The bytes of the documents this object wrote into generation ``_known_gen`` (to find the
-        # items a replace does not change); None where the filesystem refused a hard link.
+        # The bytes of the documents this object wrote into generation ``_known_gen``, to find the
+        # items a replace does not change (carried as hard links instead of written again).
         self._known: dict[str, bytes] = {}
         self._known_gen = -1
         self._hardlinks = True
@@ -134,7 +134,8 @@ class LinkedGroups:
         for key in grouped - items.keys():
             self._carry(old, new, key)
         for key, blob in items.items():
-            if cached.get(key) == blob:
+            # Only a key that stayed grouped: one adopted above has the plain file's bytes in ``old``.
+            if key in grouped and cached.get(key) == blob:
                 self._carry(old, new, key)
             else:
                 self._write_new(new / _flat(key), blob)
