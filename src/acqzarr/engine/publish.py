@@ -209,19 +209,21 @@ class ImagePublisher:
             )
             start = max(checkpoint.open_from, self._counted_rows * self._chunk)
             frames += sum(checkpoint.frames.get(step, 0) for step in range(start, extent))
-            self._show([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
-            self.frames_flushed = frames
-            self.published = extent
-            self._last = time.monotonic()
+            self._show(extent, frames)
 
     def _due(self) -> float:
         """Seconds until a paced publish of this image may run (<= 0: now)."""
         return max(self._interval - (time.monotonic() - self._last), self._pacer.wait())
 
-    def _show(self, extents: list[int], frames: int) -> None:
+    def _show(self, extent: int, frames: int) -> None:
+        """Publish ``extent`` steps on level 0 (and what they make on every level) holding
+        ``frames`` frames, and note its cost with the stream's pacer."""
         cpu = time.thread_time()
-        self._documents.publish(extents, frames)
+        self._documents.publish([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
         self._pacer.spent(time.thread_time() - cpu)
+        self.frames_flushed = frames
+        self.published = extent
+        self._last = time.monotonic()
 
     def _extent(self) -> int:
         extent = self._rows[0].extent()
@@ -234,11 +236,8 @@ class ImagePublisher:
         steps = range(self._counted_rows, -(-extent // self._chunk))
         frames = self._counted + sum(self._row_frames.get(row, 0) for row in steps)
         # Metadata first: a caller told "n frames flushed" must find them if killed right after.
-        self._show([self.level_extent(k, extent) for k in range(len(self._rows))], frames)
+        self._show(extent, frames)
         for row in steps:
             self._row_frames.pop(row, None)
         self._counted_rows = max(self._counted_rows, steps.stop)
         self._counted = frames
-        self.frames_flushed = frames
-        self.published = extent
-        self._last = time.monotonic()

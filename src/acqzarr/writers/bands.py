@@ -166,10 +166,7 @@ class BandAssembler:
             filled_at = self.filled_at
             for index in positions[k:end]:
                 filled_at[index[0]] = filled_at.get(index[0], 0) + 1
-            self.extent = max(self.extent, positions[k][0] + 1, positions[end - 1][0] + 1)
-            band.todo -= count
-            if band.todo == 0:
-                self._complete(band)
+            self._slots_done(band, max(positions[k][0], positions[end - 1][0]), count)
             k = end
 
     def skip(self, positions: Sequence[Index]) -> None:
@@ -179,7 +176,7 @@ class BandAssembler:
             band = self._band(band_coords)
             band.state[within] = SKIPPED
             self.counts.skipped += 1
-            self._slot_done(band, index)
+            self._slots_done(band, index[0], 1)
 
     def finish(self, extent: int) -> None:
         """Close every band inside ``extent`` along the append axis: open slots become holes
@@ -313,10 +310,11 @@ class BandAssembler:
             template = self._templates[inside] = (state, int((state == OPEN).sum()))
         return Band(coords, template[0].copy(), template[1])
 
-    def _slot_done(self, band: Band, index: Index) -> None:
-        """One slot of ``band`` filled or skipped (``fill`` does the same for a run of them)."""
-        self.extent = max(self.extent, index[0] + 1)
-        band.todo -= 1
+    def _slots_done(self, band: Band, last_step: int, count: int) -> None:
+        """``count`` slots of ``band`` filled or skipped, the furthest at step ``last_step`` of the
+        append axis; the band completes with its last one."""
+        self.extent = max(self.extent, last_step + 1)
+        band.todo -= count
         if band.todo == 0:
             self._complete(band)
 
