@@ -79,7 +79,6 @@ class Stream:
         self._paths = settings.position_paths
         self._array_keys = [a.key for a in settings.arrays]
         self._pacer = PublishPacer()  # the images' publishes: one at a time, a bounded share of a core
-        self._meta_lock = self._pacer.lock  # one metadata change at a time in the store
         self._images: dict[str, Image] = {}
         # The idle hook gets the images, not the stream: the threads must not keep it alive.
         self._pipeline = Pipeline(
@@ -115,7 +114,7 @@ class Stream:
             else DurabilityDeadline(seconds, list(self._images.values()), self._pipeline.fail)
         )
         self._parts = _Parts(
-            self._images, self._pipeline, self._pools, self._store, self._meta_lock, self._deadline
+            self._images, self._pipeline, self._pools, self._store, self._pacer.lock, self._deadline
         )
         self._finalizer = weakref.finalize(self, self._parts.close_abandoned)
 
@@ -233,7 +232,7 @@ class Stream:
             self._spec.whole_array_documents(path, shape=arr.shape, dtype=arr.dtype, dimension_names=names)
         )
         self._store.put(self._spec.chunk_key(path, (0,) * arr.ndim), [bytes(chunk)])
-        with self._meta_lock:  # the chunk first: a reader never finds the array without it
+        with self._pacer.lock:  # the chunk first: a reader never finds the array without it
             self._store.put_group({k: json.dumps(doc, indent=2).encode() for k, doc in docs.items()})
 
     # -- appending ----------------------------------------------------------
