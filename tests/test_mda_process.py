@@ -116,7 +116,8 @@ def test_a_killed_writer_process_cancels_the_run_with_its_exit_code(tmp_path: Pa
     core = make_core()
     sequence = useq.MDASequence(time_plan={"interval": 0.01, "loops": 300}, channels=["DAPI"])
     writer = MDAWriter(tmp_path / "killed.zarr", core=core, process=True)
-    pid = writer._child._proc.pid  # type: ignore[union-attr]
+    pid = writer.writer_pid
+    assert pid is not None
 
     def kill_at_ten(*_: Any) -> None:
         if len(camera(core).frames) == 10:
@@ -144,7 +145,7 @@ def test_when_the_mda_process_dies_the_writer_process_keeps_what_it_received(tmp
         from mda_helpers import camera, make_core
         core = make_core()
         writer = MDAWriter({str(path)!r}, core=core, process=True)
-        print(writer._child._proc.pid, flush=True)
+        print(writer.writer_pid, flush=True)
         def die(*_):
             if len(camera(core).frames) == 25:
                 os._exit(3)

@@ -104,6 +104,10 @@ class WriterProcess:
         atexit.register(self.close)  # a writer never closed: the child ends, the ring is unlinked
         self.call("init", store, dict(options), timeout=_START_TIMEOUT_S)
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     # -- requests -------------------------------------------------------------
     def call(self, name: str, *args: Any, timeout: float | None = None) -> Any:
         """Run handler ``name`` in the child and return its result (or raise its exception)."""

@@ -262,6 +262,11 @@ class MDAWriter:
             return settings
         return None if self._stream is None else self._stream.settings
 
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id (``process=True``), e.g. to watch its CPU; None in-process."""
+        return None if self._child is None else self._child.pid
+
     def raise_if_failed(self) -> None:
         """Raise the writing error (as a WriterError from it) if there was one."""
         if self._error is not None:
