@@ -188,3 +188,31 @@ def test_a_resumed_run_in_the_writer_process_goes_on_after_the_stored_timepoints
     for i, image in enumerate(frames):
         np.testing.assert_array_equal(data[i // 2, i % 2], image)
     assert [s["ended"] for s in _session(path)["segments"]] == ["completed", "completed"]
+
+
+def test_frames_by_hand_wrap_the_ring_and_a_frame_of_another_shape_is_refused(tmp_path: Path) -> None:
+    """A handler driven by hand (no runner): 100 frames through 32 slots, each read back; then a frame
+    of another shape, which takes a new ring and which the stream in the writer process refuses."""
+    sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 101})
+    events = list(sequence)
+    rng = np.random.default_rng(7)
+    frames = rng.integers(0, 4096, (100, *SHAPE), dtype=np.uint16)
+    path = tmp_path / "byhand.zarr"
+    writer = MDAWriter(path, process=True)
+    try:
+        writer.sequenceStarted(sequence, {"image_infos": [{"plane_shape": SHAPE, "dtype": "uint16"}]})
+        for event, frame in zip(events, frames, strict=False):
+            writer.frameReady(frame.copy(), event, {"runner_time_ms": 1.0})
+        assert writer.stats().frames_appended == 100
+        writer.frameReady(np.zeros((10, 10), np.uint16), events[100], None)
+        deadline = time.monotonic() + 30
+        while writer.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # the child's error arrives on the receiving thread
+        assert isinstance(writer.error, az.FrameError) and "(10, 10)" in str(writer.error)
+        writer.sequenceFinished(sequence)
+        with pytest.raises(az.WriterError):
+            writer.raise_if_failed()
+    finally:
+        writer.close()
+    assert writer.stats().frames_appended == 100
+    np.testing.assert_array_equal(zarr.open_array(str(path / "0"), mode="r")[:100], frames)

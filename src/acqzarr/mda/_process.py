@@ -44,6 +44,7 @@ __all__ = ["RING_BYTES", "WriterProcess"]
 # Shared memory for frames in flight to the writer process: at least 2 frames, at most 32.
 RING_BYTES = 64 << 20
 _MAX_SLOTS = 32
+_ACK_BATCH = 8  # slots handed back at most this late (sooner when no frame is waiting)
 _START_TIMEOUT_S = 120.0  # the child's imports (numpy, pydantic, useq) on a cold machine
 # The child's program: ``-c`` rather than ``-m`` so this module is imported once, under its name.
 _CHILD = "import sys; from acqzarr.mda._process import main; main(sys.argv)"
@@ -130,7 +131,7 @@ class WriterProcess:
         if slot is None:  # the child died while we waited
             raise self._dead or WriterError("the writer process stopped")
         np.copyto(ring.slots[slot], img, casting="no")
-        self._post(("frame", ring.generation, slot, dict(index), metadata))
+        self._post(("frame", slot, dict(index), metadata))
 
     def _new_ring(self, img: np.ndarray[Any, Any]) -> _Ring:
         """Slots for frames of ``img``'s shape and dtype; the child switches to them in message order."""
@@ -163,7 +164,8 @@ class WriterProcess:
             if kind == "ack":
                 ring = self._ring
                 if ring is not None and ring.generation == rest[0]:
-                    ring.free.put(rest[1])
+                    for slot in rest[1]:
+                        ring.free.put(slot)
             elif kind == "error":
                 self.on_error(rest[0])
             else:
@@ -225,9 +227,12 @@ class _Child:
         self.generation = 0
         self._memory: shared_memory.SharedMemory | None = None
         self._reported: BaseException | None = None
+        self._acks: list[int] = []
 
     def run(self) -> None:
         while True:
+            if self._acks and not self.conn.poll():
+                self._ack()  # nothing waiting: never sit on slots the parent may be waiting for
             try:
                 kind, *rest = self.conn.recv()
             except (EOFError, OSError):  # the MDA's process is gone: keep what was written readable
@@ -237,7 +242,7 @@ class _Child:
                 self._abandon()
                 return
             if kind == "frame":
-                generation, slot, index, metadata = rest
+                slot, index, metadata = rest
                 writer = self.writer
                 assert writer is not None, "init comes first"
                 assert self.slots is not None, "a ring comes before its frames"
@@ -247,8 +252,12 @@ class _Child:
                     except BaseException as exc:
                         writer._fail(exc)
                 self._report()
-                self.conn.send(("ack", generation, slot))
+                self._acks.append(slot)
+                if len(self._acks) >= _ACK_BATCH:
+                    self._ack()
             elif kind == "ring":
+                if self._acks:
+                    self._ack()  # the old ring's slots, under its generation
                 self._attach(*rest)
             else:
                 name, args = rest
@@ -260,6 +269,11 @@ class _Child:
                 else:
                     self._report()
                     self.conn.send(("reply", True, value))
+
+    def _ack(self) -> None:
+        """Hand the slots appended since the last ack back (a message per batch, not per frame)."""
+        self.conn.send(("ack", self.generation, self._acks))
+        self._acks = []
 
     def _report(self) -> None:
         """Send the writer's first error of the run once, before any reply that follows it."""
