@@ -231,3 +231,35 @@ def test_mapped_counts_what_the_pools_keep() -> None:
     assert pools.mapped_nbytes() == 32 + 100
     band.give(b)
     assert pools.mapped_nbytes() == 32 + 100
+
+
+def test_pools_keep_no_more_mapped_together_than_the_limit(mapper: Callable[..., CountingMapper]) -> None:
+    """Bands waiting for compression, then outputs waiting for the disk: each pool's peak comes at
+    its own time. Under a limit, a pool that must map another buffer first has the other pools unmap
+    free ones, so what stays mapped follows the most in flight at once, not the two peaks added."""
+    m = mapper()
+    pools = BufferPools(limit=6 * 32)
+    band = pools.get((4, 4), np.dtype("uint16"))  # 32 bytes a buffer
+    out = pools.get((4, 8), np.dtype("uint8"), populate=False)  # 32 bytes too
+    bands = [band.take() for _ in range(5)]
+    for b in bands:
+        band.give(b)  # five free band buffers, none in flight
+    outs = [out.take() for _ in range(4)]
+    assert pools.mapped_nbytes() == 6 * 32  # three free band buffers made room for the outputs
+    assert len(m.calls) == 9
+    kept = {id(band.take()), id(band.take())}
+    assert kept <= {id(b) for b in bands} and len(m.calls) == 9  # the two left are reused
+    # Buffers in flight are never dropped: past the limit with nothing free, a pool still maps.
+    outs.append(out.take())
+    assert pools.mapped_nbytes() == 7 * 32
+    for o in outs:
+        out.give(o)
+    band.take()  # maps: two free outputs go first, to end at the limit again
+    assert pools.mapped_nbytes() == 6 * 32 and len(m.calls) == 11
+    unlimited = BufferPools()
+    free = unlimited.get((4, 4), np.dtype("uint16"))
+    taken = [free.take() for _ in range(3)]
+    for t in taken:
+        free.give(t)
+    [unlimited.get((4, 8), np.dtype("uint8")).take() for _ in range(3)]
+    assert unlimited.mapped_nbytes() == 6 * 32  # no limit: every free buffer kept

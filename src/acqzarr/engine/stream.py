@@ -86,7 +86,7 @@ class Stream:
             InflightBudget(cap),
             on_io_idle=functools.partial(_catch_up, self._images),
         )
-        self._pools = BufferPools()  # band and output buffers, shared by arrays of one shape
+        self._pools = BufferPools(cap)  # band and output buffers, shared by arrays of one shape
         try:
             record_settings = json.loads(settings.model_dump_json())
             for image_settings in settings.images:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -42,10 +43,19 @@ class BufferPool:
     many buffers may be out at once.
     """
 
-    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any], *, populate: bool = True) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        dtype: np.dtype[Any],
+        *,
+        populate: bool = True,
+        make_room: Callable[[BufferPool, int], None] | None = None,
+    ) -> None:
         self.shape = shape
         self.dtype = dtype
         self.populate = populate
+        self.nbytes = math.prod(shape) * dtype.itemsize  # of one buffer
+        self._make_room = make_room  # called before mapping another buffer (``BufferPools``)
         self._free: list[np.ndarray[Any, Any]] = []
         self._cond = threading.Condition()
         self._mapping = 0  # buffers being mapped in the background
@@ -57,10 +67,23 @@ class BufferPool:
                 self._cond.wait()  # one is on its way: cheaper than mapping another
             if self._free:
                 return self._free.pop()
+        if self._make_room is not None:
+            self._make_room(self, self.nbytes)
         buf = mapped_array(self.shape, self.dtype, populate=self.populate)
         with self._cond:
             self.mapped += 1
         return buf
+
+    def drop_free(self, nbytes: int) -> int:
+        """Unmap free buffers (kept for reuse) until ``nbytes`` are gone or none is left; the bytes
+        dropped.  Their memory returns to the system as the arrays go."""
+        dropped = 0
+        with self._cond:
+            while self._free and dropped < nbytes:
+                self._free.pop()
+                self.mapped -= 1
+                dropped += self.nbytes
+        return dropped
 
     def give(self, buf: np.ndarray[Any, Any]) -> None:
         with self._cond:
@@ -96,7 +119,7 @@ class BufferPool:
 
     @property
     def mapped_nbytes(self) -> int:
-        return self.mapped * math.prod(self.shape) * self.dtype.itemsize
+        return self.mapped * self.nbytes
 
     def clear(self) -> None:
         with self._cond:
@@ -111,9 +134,16 @@ class BufferPools:
     buffers: what a pool keeps mapped then follows the most the stream had in flight at once,
     which the in-flight cap bounds, instead of the sum of every array's own peak (four cameras
     with a pool each kept ~1.3x the cap resident).
+
+    ``limit`` (the in-flight cap) bounds what all pools keep mapped together: band buffers and
+    encoder outputs have their own pools, and each grows to its own peak, which can come at
+    different times (bands waiting for compression, then outputs waiting for the disk), so the
+    two peaks together went past the cap (128x128 stacks: +267 MiB resident for a 256 MiB cap).
+    Before a pool maps another buffer past the limit, the other pools unmap free buffers.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
         self._pools: dict[tuple[tuple[int, ...], str, bool], BufferPool] = {}
         self._lock = threading.Lock()
 
@@ -122,8 +152,23 @@ class BufferPools:
         with self._lock:
             pool = self._pools.get(key)
             if pool is None:
-                pool = self._pools[key] = BufferPool(key[0], np.dtype(dtype), populate=populate)
+                pool = self._pools[key] = BufferPool(
+                    key[0], np.dtype(dtype), populate=populate, make_room=self._make_room
+                )
             return pool
+
+    def _make_room(self, taker: BufferPool, nbytes: int) -> None:
+        """Unmap other pools' free buffers while mapping ``nbytes`` more would pass the limit.  The
+        taker's own free buffers are none (it is mapping because it has none)."""
+        if self.limit is None:
+            return
+        with self._lock:
+            pools = [pool for pool in self._pools.values() if pool is not taker]
+            over = sum(pool.mapped_nbytes for pool in self._pools.values()) + nbytes - self.limit
+        for pool in pools:
+            if over <= 0:
+                return
+            over -= pool.drop_free(over)
 
     def mapped_nbytes(self) -> int:
         """Bytes of buffers mapped and kept: they grow to the most in flight at once, which can
