@@ -81,6 +81,9 @@ class MDAWriter:
         starts here (about a second, paid before the MDA) and lives until ``close()``, the end
         of a ``with`` block, or the end of this process.  Errors, cancelling, ``stats()``,
         ``images``, ``settings`` and ``latest()`` work as in-process; ``stream`` is None.
+        ``stats()`` during a run asks the process, which answers once it has appended every
+        frame sent before (at most a ring of 32): with a disk that holds the stream back, that
+        waits as long as the frames do.
     """
 
     def __init__(
@@ -101,18 +104,6 @@ class MDAWriter:
         self.store = str(store)
         self._core = core
         self._resume = resume
-        child_options = dict(
-            version=version,
-            compression=compression,
-            chunks=chunks,
-            shards=shards,
-            pyramid=pyramid,
-            overwrite=overwrite,
-            resume=resume,
-            **stream,
-        )
-        if resume:
-            stream["existing"] = "resume"
         self._options: dict[str, Any] = dict(
             version=version,
             compression=compression,
@@ -124,7 +115,11 @@ class MDAWriter:
         )
         self._lock = threading.Lock()
         self._reset()
-        self._child = WriterProcess(self.store, child_options, self._fail) if process else None
+        # The writer process's MDAWriter takes the same keywords (and sets ``existing`` itself).
+        child = {**self._options, "resume": resume}
+        self._child = WriterProcess(self.store, child, self._fail) if process else None
+        if resume:
+            self._options["existing"] = "resume"
 
     def _reset(self) -> None:
         self._stream: Stream | None = None
