@@ -551,7 +551,7 @@ class _Input:
             "decoding": len(self.queue),
             "decode_queue_bytes": self.queued_bytes(),
             "decode_queue_peak_bytes": self.queue_peak,
-            "decode_queue_max_bytes": None if self.budget is None else self.budget.queue_bytes,
+            "decode_queue_max_bytes": None if self.budget is None else self.budget.queue_max_bytes,
             "series_started": self.series_started,
             "series_finished": self.series_finished,
             "finalizing": [f.series.id for f in self.finalizing],

@@ -136,8 +136,11 @@ class DecodeBudget:
 
     frame_bytes: int  # one image decoded: every channel
     queue_messages: int  # taken whatever their size: the decode threads, and one decoded waiting
-    queue_bytes: int  # what the decode queue holds at most: queue_messages of message_bytes
+    queue_bytes: int  # the images the decode queue holds at most: queue_messages of message_bytes
     pipe_messages: int  # the receive high-water mark: messages waiting in ZeroMQ's pipe
+    # The start's arrays (masks, flat fields), received and decoded: the start waits in the queue
+    # beside the first images until the loop applies it (4 MiB for a 512x512 pair of channels).
+    start_bytes: int = 0
 
     @property
     def message_bytes(self) -> int:
@@ -145,8 +148,15 @@ class DecodeBudget:
         return 2 * self.frame_bytes + _MESSAGE_FIELDS_BYTES
 
     @property
+    def queue_max_bytes(self) -> int:
+        """The most the decode queue holds: its images, and the start while it waits among them."""
+        return self.queue_bytes + self.start_bytes
+
+    @property
     def total(self) -> int:
-        """The bytes the input may hold for the series: the queue and the receive pipe."""
+        """The bytes the input may hold for the series beside its stream: the queue's images and the
+        receive pipe.  The start is left out: it waits in the queue only until the loop applies
+        it, which opens the stream, so its arrays and the stream's bands are never held at once."""
         return self.queue_bytes + self.pipe_messages * self.frame_bytes
 
 
@@ -169,6 +179,7 @@ def decode_budget(detector: DetectorInput, start: DetectorStart) -> DecodeBudget
         queue_messages=messages,
         queue_bytes=messages * (2 * frame + _MESSAGE_FIELDS_BYTES),
         pipe_messages=detector.rcvhwm,
+        start_bytes=2 * sum(a.nbytes for a in start.arrays.values()) + _MESSAGE_FIELDS_BYTES,
     )
 
 
