@@ -216,3 +216,50 @@ def test_frames_by_hand_wrap_the_ring_and_a_frame_of_another_shape_is_refused(tm
         writer.close()
     assert writer.stats().frames_appended == 100
     np.testing.assert_array_equal(zarr.open_array(str(path / "0"), mode="r")[:100], frames)
+
+
+def test_the_writer_process_stores_what_was_sent_even_when_the_parent_is_gone_before_its_acks(
+    tmp_path: Path,
+) -> None:
+    """The child's loop (run here on a thread): the parent sends 40 frames and closes its end without
+    reading a reply, so the child's acks and replies meet a closed socket. It still stores all 40,
+    then closes the run as failed at end-of-file."""
+    import pickle
+    import socket
+    import threading
+    from multiprocessing import shared_memory
+    from multiprocessing.connection import Connection
+
+    from acqzarr.mda._child import _Child
+
+    ours, theirs = socket.socketpair()
+    parent, child = Connection(ours.detach()), Connection(theirs.detach())
+    memory = shared_memory.SharedMemory(create=True, size=40 * SHAPE[0] * SHAPE[1] * 2)
+    try:
+        ring = np.ndarray((40, *SHAPE), np.uint16, buffer=memory.buf)
+        frames = np.random.default_rng(3).integers(0, 4096, (40, *SHAPE), dtype=np.uint16)
+        ring[:] = frames
+        path = tmp_path / "gone.zarr"
+        sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 50})
+        info = {"image_infos": [{"plane_shape": SHAPE, "dtype": "uint16"}]}
+        messages: list[tuple[Any, ...]] = [
+            ("call", "init", (str(path), {})),
+            ("call", "start", (sequence, info)),
+            ("ring", 1, memory.name, 40, SHAPE, "<u2"),
+            *(("frame", t, {"t": t}, {"runner_time_ms": float(t)}) for t in range(40)),
+        ]
+        for message in messages:
+            parent.send_bytes(pickle.dumps(message))
+        parent.close()  # gone before any reply or ack
+        loop = threading.Thread(target=_Child(child).run)
+        loop.start()
+        loop.join(60)
+        assert not loop.is_alive()
+        del ring
+    finally:
+        memory.close()
+        memory.unlink()
+    stored = zarr.open_array(str(path / "0"), mode="r")
+    np.testing.assert_array_equal(stored[:40], frames)
+    session = _session(path)
+    assert session["completed"] is False and "the MDA's process ended" in session["error"]

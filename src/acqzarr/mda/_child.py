@@ -89,22 +89,28 @@ class _Child:
                     value = getattr(self, f"_{name}")(*args)
                 except BaseException as exc:
                     self._report()
-                    self.conn.send(("reply", False, _portable(exc)))
+                    self._send(("reply", False, _portable(exc)))
                 else:
                     self._report()
-                    self.conn.send(("reply", True, value))
+                    self._send(("reply", True, value))
 
     def _ack(self) -> None:
         """Hand the slots appended since the last ack back (a message per batch, not per frame)."""
-        self.conn.send(("ack", self.generation, self._acks))
+        self._send(("ack", self.generation, self._acks))
         self._acks = []
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        """Send to the parent; if it is gone, go on: the frames it sent before are still to be read
+        and stored, and end-of-file then closes the run (``_abandon``)."""
+        with contextlib.suppress(OSError):
+            self.conn.send(message)
 
     def _report(self) -> None:
         """Send the writer's first error of the run once, before any reply that follows it."""
         error = None if self.writer is None else self.writer.error
         if error is not None and error is not self._reported:
             self._reported = error
-            self.conn.send(("error", _portable(error)))
+            self._send(("error", _portable(error)))
 
     def _attach(self, generation: int, name: str, count: int, shape: tuple[int, ...], dtype: str) -> None:
         self._detach()
