@@ -9,6 +9,8 @@ exactly, without timing anything.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,3 +127,31 @@ def test_the_final_extent_is_published_at_once(clock: Clock) -> None:
     assert docs.shown == []
     pub.stored(0, [StoredBand((1, 0, 0), 1)])
     assert docs.shown == [([2], 2)]
+
+
+def test_pacing_never_holds_a_publish_past_its_max_wait(clock: Clock) -> None:
+    """A publish that cost 0.1 s (a stalled disk) would hold the next for 1.9 s at a 5% share, long
+    enough for a durability deadline of 4 s to write a checkpoint (a frame a second unreadable): the
+    hold stops at ``max_wait`` (a stream gives an eighth of its deadline)."""
+    pacer = PublishPacer(max_wait=0.5)
+    pacer.spent(0.1)
+    assert pacer.wait() == pytest.approx(0.5)
+    pacer.spent(0.001)  # a cheap one after it does not shorten the hold
+    assert pacer.wait() == pytest.approx(0.5)
+    clock.now += 0.5 + 1e-6
+    assert pacer.wait() <= 0
+    assert PublishPacer().max_wait == publish.PUBLISH_MAX_WAIT
+
+
+def test_a_stream_paces_its_publishes_within_an_eighth_of_its_deadline(tmp_path: Path) -> None:
+    def pacer_of(**settings: Any) -> PublishPacer:
+        array = az.ArraySettings(key="a", dtype="uint16", dimensions=dims((0, 8, 8), (1, 8, 8), None))  # type: ignore[arg-type]
+        with az.open_stream(
+            az.StreamSettings(store=str(tmp_path / "s.zarr"), overwrite=True, arrays=[array], **settings)
+        ) as stream:
+            pacer: PublishPacer = stream._pacer
+        return pacer
+
+    assert pacer_of(max_unflushed_seconds=2.0).max_wait == pytest.approx(0.25)
+    assert pacer_of(max_unflushed_seconds=60.0).max_wait == publish.PUBLISH_MAX_WAIT
+    assert pacer_of(max_unflushed_seconds=None).max_wait == publish.PUBLISH_MAX_WAIT

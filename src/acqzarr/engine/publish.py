@@ -22,8 +22,9 @@ column's, the group: each a new file), and a stream of many images publishes
 each of them, so a stream's images share one ``PublishPacer``: after a publish
 that took ``d`` seconds of CPU, the next paced publish of any of them waits
 until ``d / PUBLISH_SHARE`` has passed, which keeps publishing within that
-share of one core whatever the number of images and the frame rate.  A reader
-is then at most ``max(interval, images x d / PUBLISH_SHARE)`` behind a busy
+share of one core whatever the number of images and the frame rate, up to
+``PUBLISH_MAX_WAIT`` (or an eighth of the durability deadline).  A reader
+is then at most ``max(interval, min(images x d / PUBLISH_SHARE, max wait))`` behind a busy
 writer (0.1 s for one image; ~0.2 s for the two positions of an MDA with
 per-frame metadata here).  Publishes that must happen (the final extent, a
 flush, a durability checkpoint) are never held back, and are counted.
@@ -49,18 +50,30 @@ from ..writers.layout import ArrayLayout
 from ..writers.level import Checkpoint
 from ..writers.objects import StoredBand
 
-__all__ = ["PUBLISH_INTERVAL", "PUBLISH_SHARE", "ImagePublisher", "PublishPacer", "Publishes"]
+__all__ = [
+    "PUBLISH_INTERVAL",
+    "PUBLISH_MAX_WAIT",
+    "PUBLISH_SHARE",
+    "ImagePublisher",
+    "PublishPacer",
+    "Publishes",
+]
 
 PUBLISH_INTERVAL = 0.1  # seconds: the most a reader lags a busy writer of one image
 PUBLISH_SHARE = 0.05  # of one core: the most a stream's paced publishes take, whatever its images
+PUBLISH_MAX_WAIT = 0.5  # seconds: the most pacing holds a publish back (a stream with a deadline: 1/8 of it)
 
 
 class PublishPacer:
     """The publishes of one stream's images: one metadata change at a time (``lock``), and
-    paced ones spaced so that they take at most ``PUBLISH_SHARE`` of a core."""
+    paced ones spaced so that they take at most ``PUBLISH_SHARE`` of a core, but never held
+    back more than ``max_wait`` seconds: a publish that cost more (a stalled disk, a busy
+    machine) would otherwise keep frames unreadable long enough for the durability deadline to
+    write a checkpoint, which costs far more than the publish it waited for."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_wait: float = PUBLISH_MAX_WAIT) -> None:
         self.lock = threading.Lock()  # one metadata change at a time in the store
+        self.max_wait = max_wait
         self._next = 0.0  # time.monotonic() before which a paced publish waits
 
     def wait(self) -> float:
@@ -70,7 +83,8 @@ class PublishPacer:
     def spent(self, cpu: float) -> None:
         """A publish (paced or not) just took ``cpu`` seconds of its thread's CPU."""
         if PUBLISH_SHARE < 1:
-            self._next = max(self._next, time.monotonic() + cpu * (1 / PUBLISH_SHARE - 1))
+            hold = min(cpu * (1 / PUBLISH_SHARE - 1), self.max_wait)
+            self._next = max(self._next, time.monotonic() + hold)
 
 
 class Publishes(Protocol):

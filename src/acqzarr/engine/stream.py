@@ -37,7 +37,7 @@ from .durability import DurabilityDeadline
 from .frame_columns import GROUP as FRAMES_GROUP
 from .image import ArrayStats, Image, images_catch_up
 from .memory import MemoryUsage, plan_memory
-from .publish import PublishPacer
+from .publish import PUBLISH_MAX_WAIT, PublishPacer
 from .resume import ResumePoint, discard_past, resume_points
 from .session_record import SESSION_KEY, SessionRecord
 
@@ -78,7 +78,11 @@ class Stream:
         # Looked up by every append with a position index: settings are immutable, so read once.
         self._paths = settings.position_paths
         self._array_keys = [a.key for a in settings.arrays]
-        self._pacer = PublishPacer()  # the images' publishes: one at a time, a bounded share of a core
+        # The images' publishes: one at a time, a bounded share of a core, and never held back past
+        # an eighth of the durability deadline (its checkpoints start at a quarter).
+        seconds = settings.max_unflushed_seconds
+        max_wait = PUBLISH_MAX_WAIT if seconds is None else min(PUBLISH_MAX_WAIT, seconds / 8)
+        self._pacer = PublishPacer(max_wait)
         self._images: dict[str, Image] = {}
         # The idle hook gets the images, not the stream: the threads must not keep it alive.
         self._pipeline = Pipeline(
