@@ -111,7 +111,6 @@ class Stream:
         except BaseException:
             self._pipeline.close()
             raise
-        seconds = settings.max_unflushed_seconds
         self._deadline = (
             None
             if seconds is None

@@ -86,13 +86,11 @@ class _Child:
             else:
                 name, args = rest
                 try:
-                    value = getattr(self, f"_{name}")(*args)
+                    reply = ("reply", True, getattr(self, f"_{name}")(*args))
                 except BaseException as exc:
-                    self._report()
-                    self._send(("reply", False, _portable(exc)))
-                else:
-                    self._report()
-                    self._send(("reply", True, value))
+                    reply = ("reply", False, _portable(exc))
+                self._report()
+                self._send(reply)
 
     def _ack(self) -> None:
         """Hand the slots appended since the last ack back (a message per batch, not per frame)."""
@@ -155,7 +153,7 @@ class _Child:
         if canceled:
             writer.sequenceCanceled(writer._sequence)
         writer.sequenceFinished(writer._sequence)
-        return {"stats": writer._final_stats, "images": writer.images, "settings": writer.settings}
+        return {"stats": writer._final_stats, "opened": _opened(writer)}
 
     def _stats(self, image: str | None) -> Any:
         return self._need().stats(image)

@@ -12,7 +12,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["frame_metadata", "jsonable"]
+__all__ = ["event_index", "frame_metadata", "jsonable"]
 
 # FrameMetaV1 keys that become typed columns (and are therefore left out of the JSON entry).
 _TYPED = {"runner_time_ms": "elapsed_ms", "exposure_ms": "exposure_ms"}
@@ -20,9 +20,17 @@ _TYPED = {"runner_time_ms": "elapsed_ms", "exposure_ms": "exposure_ms"}
 _DROPPED = {"format", "version", "mda_event"}
 
 
-def frame_metadata(meta: Mapping[str, Any] | None, event: Any) -> dict[str, Any]:
+def event_index(index: Mapping[Any, Any]) -> dict[str, int]:
+    """An event's index as plain names and ints (useq's keys may be ``Axis`` enums)."""
+    return {str(getattr(k, "value", k)): int(v) for k, v in index.items()}
+
+
+def frame_metadata(
+    meta: Mapping[str, Any] | None, event: Any, index: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The acqzarr metadata of one frame: typed values plus the JSON-able rest of ``meta``, and
-    the event's own fields that say where the frame was taken (``event``: index, position name)."""
+    the event's own fields that say where the frame was taken (``event``: index, position name).
+    ``index``: the event's index already made plain (``event_index``), so it is not made twice."""
     out: dict[str, Any] = {}
     meta = meta or {}
     for key, column in _TYPED.items():
@@ -41,9 +49,10 @@ def frame_metadata(meta: Mapping[str, Any] | None, event: Any) -> dict[str, Any]
         out[key] = jsonable(value)
     if "meta_version" not in out and "version" in meta:
         out["meta_version"] = f"{meta.get('format', 'frame-dict')}/{meta['version']}"
-    index = getattr(event, "index", None)
+    if index is None and getattr(event, "index", None) is not None:
+        index = event_index(event.index)
     if index is not None:
-        out["mda_index"] = {str(getattr(k, "value", k)): int(v) for k, v in index.items()}
+        out["mda_index"] = index
     name = getattr(event, "pos_name", None)
     if name is not None:
         out["pos_name"] = name

@@ -28,7 +28,7 @@ import useq
 from ..engine.stream import ArrayStats, Stream, open_stream
 from ..errors import WriterError
 from ..settings import Blosc, Multiscale, StreamSettings
-from ._frame_meta import frame_metadata, jsonable
+from ._frame_meta import event_index, frame_metadata, jsonable
 from ._live import LatestFrames, LiveFrame
 from ._process import WriterProcess
 from ._sequence import SequenceLayout, read_sequence
@@ -169,8 +169,8 @@ class MDAWriter:
         if self._error is not None or self._finished:
             return  # the run is being cancelled; the store keeps what was written before
         try:
-            metadata = frame_metadata(meta, event)
-            index = {str(getattr(k, "value", k)): int(v) for k, v in event.index.items()}
+            index = event_index(event.index)
+            metadata = frame_metadata(meta, event, index)
             if self._child is None:
                 own, path = self._put(img, index, metadata)
             else:
@@ -370,7 +370,7 @@ class MDAWriter:
             self._fail(exc)
             return
         self._final_stats = done["stats"]
-        self._opened = {**(self._opened or {"paths": None, "t_offset": {}}), **done}
+        self._adopt(done["opened"])
 
     def _fail(self, exc: BaseException) -> None:
         """Keep the first error, say so, and stop the acquisition."""
