@@ -263,3 +263,31 @@ def test_the_writer_process_stores_what_was_sent_even_when_the_parent_is_gone_be
     np.testing.assert_array_equal(stored[:40], frames)
     session = _session(path)
     assert session["completed"] is False and "the MDA's process ended" in session["error"]
+
+
+def test_a_message_the_parent_cannot_read_is_an_error_and_ends_the_writer_process(tmp_path: Path) -> None:
+    """The receiving thread never ends silently (a relay waiting for a slot would wait forever):
+    a message it cannot unpickle is the writer's error, the child is stopped, and what follows
+    raises instead of waiting."""
+    import pickle
+
+    writer = MDAWriter(tmp_path / "unreadable.zarr", process=True)
+    try:
+        child = writer._child
+        assert child is not None
+
+        def garbled() -> Any:
+            raise pickle.UnpicklingError("garbled")
+
+        # The receiving thread is in the real recv now; the message after this call's reply is garbled.
+        child._conn.recv = garbled  # type: ignore[method-assign]
+        with pytest.raises(az.WriterError, match="no stream yet"):
+            child.call("stats", None)
+        deadline = time.monotonic() + 30
+        while writer.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert isinstance(writer.error, az.WriterError) and "garbled" in str(writer.error)
+        with pytest.raises(az.WriterError, match="exited with code"):
+            child.call("stats", None)
+    finally:
+        writer.close()

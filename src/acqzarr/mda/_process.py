@@ -162,6 +162,10 @@ class WriterProcess:
                 kind, *rest = self._conn.recv()
             except (EOFError, OSError):
                 break
+            except Exception as exc:  # a message this side cannot read: never a silent end here
+                self.on_error(WriterError(f"an unreadable message from the writer process: {exc!r}"))
+                self._proc.kill()
+                break
             if kind == "ack":
                 ring = self._ring
                 if ring is not None and ring.generation == rest[0]:
