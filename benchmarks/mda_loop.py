@@ -1,0 +1,278 @@
+"""The writer's own CPU per frame in an MDA's layout, without the runner: MDAWriter fed by a loop.
+
+    python benchmarks/mda_loop.py                    # 2 x 200 timepoints x 2 channels of 512x512, 3 runs
+    python benchmarks/mda_loop.py --fps 0 --fps 600 --runs 1 --json /tmp/x.json   # one run each
+
+``benchmarks/mda.py`` measures what users feel, the MDA's frame rate, but the
+writer's CPU there is the process's CPU minus the engine-alone row's, and
+UniMMCore's runner shares the GIL and the cores with it.  Here the same
+sequence's events, frames and per-frame metadata go straight to
+``MDAWriter.frameReady`` from a loop, free-running (``--fps 0``) or paced at a
+camera's rate, and every thread's CPU is read when it ends: the appending
+(relay) thread counts only its time inside ``frameReady``, so the pacing is
+not counted.  Page faults per frame are each thread's minor faults.
+
+The reference row, ``blosc-alone``, compresses the same frames with the same
+codec call (``BloscCodec.encode_into``, lz4 byte shuffle, into one reused
+buffer) on one thread: the necessary compression work per frame, measured in
+the same run.  Every row runs in a fresh process; runs are interleaved and
+medians reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+
+
+def _frames(size: int) -> list[Any]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    background = 400 + 300 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
+    return [rng.poisson(background + 20 * k).astype(np.uint16) for k in range(16)]
+
+
+def _sequence(timepoints: int, z: int) -> Any:
+    import useq
+
+    return useq.MDASequence(
+        time_plan={"interval": 0, "loops": timepoints},
+        channels=["DAPI", "FITC"],
+        stage_positions=[(0.0, 0.0, 0.0), (100.0, 0.0, 0.0)],
+        z_plan={"range": float(z - 1), "step": 1.0} if z > 1 else None,
+        axis_order="tpcz",
+    )
+
+
+class _ThreadCPU:
+    """Each thread's CPU seconds and minor page faults, read as it ends (or at ``totals``)."""
+
+    def __init__(self) -> None:
+        self.ended: list[tuple[str, float, int]] = []
+        run = threading.Thread.run
+        ended = self.ended
+
+        def counted(thread: threading.Thread) -> None:
+            try:
+                run(thread)
+            finally:
+                ended.append((thread.name, time.thread_time(), _own_faults()))
+
+        threading.Thread.run = counted  # type: ignore[method-assign]
+
+    def totals(self) -> dict[str, dict[str, float]]:
+        out: dict[str, dict[str, float]] = {}
+        live = [
+            (t.name, *_task(t.native_id)) for t in threading.enumerate() if t is not threading.main_thread()
+        ]
+        for name, cpu, faults in [*self.ended, *live]:
+            group = out.setdefault(
+                name.rstrip("0123456789_-") or name, {"cpu": 0.0, "faults": 0, "threads": 0}
+            )
+            group["cpu"] += cpu
+            group["faults"] += faults
+            group["threads"] += 1
+        return out
+
+
+def _own_faults() -> int:
+    with open("/proc/thread-self/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[7])
+
+
+def _task(tid: int | None) -> tuple[float, int]:
+    try:
+        with open(f"/proc/self/task/{tid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0, 0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
+
+
+def child(row: str, fps: float, size: int, timepoints: int, z: int, workdir: Path) -> dict[str, Any]:
+    counter = _ThreadCPU()  # before acqzarr starts any thread
+    import numpy as np
+
+    pool = _frames(size)
+    sequence = _sequence(timepoints, z)
+    events = list(sequence)
+    n = len(events)
+    if row == "blosc-alone":
+        from acqzarr.codecs.blosc import BloscCodec
+        from acqzarr.settings import Blosc
+
+        codec = BloscCodec(Blosc(), np.dtype("uint16"))
+        out = np.empty(pool[0].nbytes + 16, np.uint8)
+        t0, c0 = time.perf_counter(), time.thread_time()
+        for i in range(n):
+            codec.encode_into(pool[i % len(pool)], out, 0)
+        cpu = time.thread_time() - c0
+        return {
+            "row": row,
+            "fps_asked": 0,
+            "frames": n,
+            "wall": time.perf_counter() - t0,
+            "threads": {"blosc": {"cpu": cpu, "faults": 0, "threads": 1}},
+        }
+
+    from acqzarr.mda import MDAWriter
+
+    class _Core:  # what MDAWriter cancels on an error: nothing runs here
+        class mda:
+            @staticmethod
+            def cancel() -> None: ...
+
+    writer = MDAWriter(workdir / "run.zarr", core=_Core(), overwrite=True)
+    summary = {
+        "image_infos": [{"width": size, "height": size, "dtype": "uint16", "plane_shape": [size, size]}]
+    }
+    relay, relay_faults = 0.0, 0
+    t0 = time.perf_counter()
+    writer.sequenceStarted(sequence, summary)
+    for i, event in enumerate(events):
+        if fps:
+            due = t0 + i / fps
+            while (wait := due - time.perf_counter()) > 0:
+                time.sleep(wait)
+        meta = {
+            "camera_device": "Camera",
+            "exposure_ms": 10.0,
+            "runner_time_ms": 1e3 * (time.perf_counter() - t0),
+            "position": {"x": event.x_pos or 0.0, "y": event.y_pos or 0.0, "z": event.z_pos or 0.0},
+            "mda_event": event,
+        }
+        c, f = time.thread_time(), _own_faults()
+        writer.frameReady(pool[i % len(pool)], event, meta)
+        relay += time.thread_time() - c
+        relay_faults += _own_faults() - f
+    c, f = time.thread_time(), _own_faults()
+    writer.sequenceFinished(sequence)
+    relay += time.thread_time() - c
+    relay_faults += _own_faults() - f
+    wall = time.perf_counter() - t0
+    writer.raise_if_failed()
+    threads = counter.totals()
+    threads["relay (frameReady)"] = {"cpu": relay, "faults": relay_faults, "threads": 1}
+    flushed = sum(writer.stats(key).frames_flushed for key in writer.images)
+    if flushed != n:
+        raise RuntimeError(f"{flushed} of {n} frames readable after the run")
+    return {"row": row, "fps_asked": fps, "frames": n, "wall": wall, "threads": threads}
+
+
+def _run(row: str, fps: float, args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(dir=args.dir) as work:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            row,
+            "--fps",
+            str(fps),
+            "--size",
+            str(args.size),
+            "--timepoints",
+            str(args.timepoints),
+            "--z",
+            str(args.z),
+            "--workdir",
+            work,
+        ]
+        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if out.returncode:
+            raise SystemExit(f"{row} at {fps} frames/s failed:\n{out.stderr}")
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def _per_frame(result: dict[str, Any]) -> dict[str, Any]:
+    n = result["frames"]
+    threads = {
+        k: {"cpu_ms": 1e3 * v["cpu"] / n, "faults": v["faults"] / n} for k, v in result["threads"].items()
+    }
+    total = sum(t["cpu_ms"] for t in threads.values())
+    return {"fps": n / result["wall"], "cpu_ms": total, "threads": threads}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--fps", type=float, action="append", help="frames/s to feed at (0: free); default 0 and 600"
+    )
+    p.add_argument("--size", type=int, default=512)
+    p.add_argument("--timepoints", type=int, default=200)
+    p.add_argument("--z", type=int, default=1)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--dir", help="where the stores are written (default: the system's temporary directory)")
+    p.add_argument("--json", type=Path, default=HERE / "last-run-mda-loop.json")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        fps = (args.fps or [0.0])[0]
+        print(json.dumps(child(args.child, fps, args.size, args.timepoints, args.z, args.workdir)))
+        return
+    rows = [("blosc-alone", 0.0)] + [("acqzarr", f) for f in (args.fps or [0.0, 600.0])]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for k in range(args.runs):
+        print(f"-- run {k + 1} of {args.runs}")
+        blosc = None
+        for row, fps in rows:
+            figures = _per_frame(_run(row, fps, args))
+            name = row if row == "blosc-alone" else f"acqzarr @ {'free' if not fps else f'{fps:g}/s'}"
+            if row == "blosc-alone":
+                blosc = figures["cpu_ms"]
+            figures["x_blosc"] = figures["cpu_ms"] / blosc if blosc else None
+            runs.setdefault(name, []).append(figures)
+            by = ", ".join(
+                f"{t}={v['cpu_ms']:.3f} ({v['faults']:.0f} faults)" for t, v in figures["threads"].items()
+            )
+            rate, cpu = f"{figures['fps']:7.0f} frames/s", f"writer CPU {figures['cpu_ms']:.3f} ms/frame"
+            print(f"{name:22s} {rate}  {cpu}  [{by}]")
+    summary: dict[str, Any] = {}
+    print("-- medians over the runs (x_blosc: writer CPU over blosc-alone's, same run)")
+    for name, figs in runs.items():
+        threads = {
+            t: round(statistics.median(f["threads"][t]["cpu_ms"] for f in figs if t in f["threads"]), 3)
+            for t in figs[0]["threads"]
+        }
+        summary[name] = {
+            "fps": round(statistics.median(f["fps"] for f in figs), 1),
+            "cpu_ms": round(statistics.median(f["cpu_ms"] for f in figs), 3),
+            "x_blosc": round(statistics.median(f["x_blosc"] for f in figs), 2),
+            "threads_cpu_ms": threads,
+        }
+        print(f"{name:22s} {summary[name]}")
+    report = {
+        "machine": f"{os.cpu_count()} vCPU {platform.processor() or platform.machine()}, "
+        f"Python {platform.python_version()}",
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python benchmarks/mda_loop.py " + " ".join(sys.argv[1:]),
+        "workload": {
+            "size": args.size,
+            "timepoints": args.timepoints,
+            "z": args.z,
+            "positions": 2,
+            "channels": 2,
+        },
+        "summary": summary,
+        "runs": runs,
+    }
+    args.json.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
