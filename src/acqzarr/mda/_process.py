@@ -152,7 +152,19 @@ class WriterProcess:
             try:
                 self._conn.send_bytes(data)
             except OSError as exc:
-                raise self._dead or WriterError(f"the writer process is gone: {exc!r}") from exc
+                raise self._death(exc) from exc
+
+    def _death(self, exc: OSError) -> WriterError:
+        """The child is gone (a send failed): the error with its exit code, as the receiving thread
+        reports it once it reads end-of-file (whichever sees the death first, the user reads one
+        error), or the send's error if the child has not exited within 5 s."""
+        if self._dead is not None:
+            return self._dead
+        try:
+            code = self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return WriterError(f"the writer process is gone: {exc!r}")
+        return WriterError(f"the writer process exited with code {code}")
 
     # -- replies --------------------------------------------------------------
     def _receive(self) -> None:
