@@ -581,6 +581,37 @@ def test_an_mda_resumed_goes_on_after_the_timepoints_the_store_holds(tmp_path: P
     assert [s["ended"] for s in record["segments"]] == ["completed", "completed"]
 
 
+@pytest.mark.parametrize("process", [False, True])
+def test_an_mda_resumed_keeps_the_chunking_the_store_was_written_with(tmp_path: Path, process: bool) -> None:
+    """A store written with one timepoint per chunk (acqzarr's default before a fast series without
+    z got 8) is continued with it by a writer left at its defaults, instead of being refused as
+    another dataset; a chunking the caller asks for is still checked against the store."""
+    useq = pytest.importorskip("useq")
+    import zarr
+
+    from acqzarr.mda import MDAWriter
+    from mda_helpers import camera, make_core
+
+    core = make_core()
+    sequence = useq.MDASequence(time_plan={"interval": 0, "loops": 10}, axis_order="t")
+    path = tmp_path / "old.zarr"
+    first = MDAWriter(path, core=core, chunks={"t": 1}, shards={"t": 8})
+    core.mda.run(sequence, output=first)
+    first.raise_if_failed()
+    with MDAWriter(path, core=core, resume=True, process=process) as again:
+        core.mda.run(sequence, output=again)
+    assert again.stats().resumed_at == 10
+    stored = zarr.open_array(str(path / "0"), mode="r")
+    assert stored.shape[0] == 20 and stored.chunks[0] == 1
+    np.testing.assert_array_equal(stored[:], np.stack(camera(core).frames))
+    with (
+        pytest.raises(az.WriterError, match=r"chunk: stored 1, asked 8"),
+        MDAWriter(path, core=core, resume=True, chunks={"t": 8}, shards={"t": 1}) as refused,
+    ):
+        core.mda.run(sequence, output=refused)
+    assert zarr.open_array(str(path / "0"), mode="r").shape[0] == 20  # refused untouched
+
+
 @pytest.mark.parametrize("version", [2, 3])
 def test_what_lies_past_the_extent_is_removed_before_anything_is_written(
     tmp_path: Path, version: int

@@ -41,7 +41,7 @@ from ..stores import Store
 from .frame_columns import GROUP
 from .session_record import SESSION_KEY
 
-__all__ = ["ResumePoint", "discard_past", "resume_points"]
+__all__ = ["ResumePoint", "discard_past", "resume_points", "stored_dimensions"]
 
 # Stream-wide settings a resumed store must share with the stream that wrote it.
 _STREAM_FIELDS = ("version", "dimension_separator", "positions", "plate")
@@ -114,6 +114,22 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
     if problems:
         raise _refusal(where, problems)
     return points
+
+
+def stored_dimensions(settings: StreamSettings, store: Store, spec: ZarrSpec) -> list[dict[str, Any]] | None:
+    """The dimensions (as settings JSON) that the store's first image of ``settings`` was written
+    with, from its session record; None when there is no such record.  A caller that derives
+    defaults (the MDA writer's chunking) continues a store with the store's own, so a default
+    that changed since the store was written does not refuse it."""
+    record = _session_record(store, spec, settings.images[0].key)
+    stored = None if record is None else record.get("settings")
+    if not isinstance(stored, dict):
+        return None
+    for array in stored.get("arrays") or []:
+        if isinstance(array, dict) and array.get("key") == settings.arrays[0].key:
+            dims = array.get("dimensions")
+            return [d for d in dims if isinstance(d, dict)] if isinstance(dims, list) else None
+    return None
 
 
 def _refusal(where: str, problems: list[str]) -> ResumeRefused:

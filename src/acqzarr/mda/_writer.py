@@ -25,9 +25,12 @@ from typing import Any
 import numpy as np
 import useq
 
+from ..engine.resume import stored_dimensions
 from ..engine.stream import ArrayStats, Stream, open_stream
 from ..errors import WriterError
+from ..metadata.zarr_versions import spec_for
 from ..settings import Blosc, Multiscale, StreamSettings
+from ..stores import open_store
 from ._frame_meta import event_index, frame_metadata, jsonable
 from ._live import LatestFrames, LiveFrame
 from ._process import WriterProcess
@@ -316,6 +319,8 @@ class MDAWriter:
         if self._resume and "t" in layout.sizes:  # time goes on past what the store holds
             layout = dataclasses.replace(layout, sizes={**layout.sizes, "t": 0})
         settings = build_settings(layout, image_info, self.store, **self._options)
+        if self._resume:
+            settings = self._stored_chunking(settings, layout, image_info)
         stream = self._stream = open_stream(settings, source=_source())
         self._paths = settings.position_paths
         self._t_offset = {key: stream.stats(key).resumed_at for key in stream.keys}
@@ -385,6 +390,31 @@ class MDAWriter:
                 runner.cancel()
             except Exception as cancel_exc:  # reported with the error, never raised on the relay
                 exc.add_note(f"cancelling the MDA failed: {cancel_exc!r}")
+
+    def _stored_chunking(
+        self, settings: StreamSettings, layout: SequenceLayout, image_info: Mapping[str, Any]
+    ) -> StreamSettings:
+        """Continue a store with the chunks and shards along t it was written with, unless the
+        caller set them: the default depends on the sequence and on acqzarr's version, and a store
+        written with another is otherwise refused as another dataset."""
+        given = {**(self._options.get("chunks") or {}), **(self._options.get("shards") or {})}
+        if "t" in given or not settings.arrays[0].dimensions or settings.arrays[0].dimensions[0].name != "t":
+            return settings
+        store = open_store(settings.store, s3=settings.s3)
+        spec = spec_for(settings.version, settings.dimension_separator)
+        dims = stored_dimensions(settings, store, spec)
+        t = next((d for d in dims or [] if d.get("name") == "t"), {})
+        chunk, shard = t.get("chunk"), t.get("shard")
+        asked = settings.arrays[0].dimensions[0]
+        if not (isinstance(chunk, int) and isinstance(shard, int)) or (chunk, shard) == (
+            asked.chunk,
+            asked.shard,
+        ):
+            return settings  # nothing to adopt: resume_points refuses or accepts the store as it is
+        options = dict(self._options)
+        options["chunks"] = {**(options.get("chunks") or {}), "t": chunk}
+        options["shards"] = {**(options.get("shards") or {}), "t": shard}
+        return build_settings(layout, image_info, self.store, **options)
 
     def _find_runner(self) -> Any:
         """The MDA runner to cancel on error: ``core.mda`` of the given core, else of the global one."""
