@@ -174,6 +174,40 @@ def test_a_fast_series_without_z_gets_8_timepoints_a_chunk_when_they_fit(
     assert (own.arrays[0].dimensions[0].chunk, own.arrays[0].dimensions[0].shard) == (2, 4)
 
 
+@pytest.mark.parametrize(
+    ("plan", "z_chunk_shard"),
+    [
+        ({}, (3, 1)),  # a stack after t: one chunk (and object) per stack
+        ({"axis_order": "tpzc"}, (3, 1)),  # channels inside z: a chunk per channel, open together
+        ({"z_plan": {"range": 19, "step": 1}, "time_plan": {"interval": 5, "loops": 3}}, (8, 1)),  # slow too
+        ({"axis_order": "ptzc", "time_plan": {"interval": 0, "loops": 3}}, (3, 1)),
+        ({"axis_order": "pzct"}, (1, 3)),  # z before t: a chunk would stay open for every timepoint
+    ],
+)
+def test_a_stack_taken_within_a_timepoint_gets_up_to_8_planes_a_chunk(
+    tmp_path: Path, plan: dict[str, Any], z_chunk_shard: tuple[int, int]
+) -> None:
+    sequence = useq.MDASequence(
+        **{
+            "time_plan": {"interval": 0, "loops": 30},
+            "channels": ["DAPI", "FITC"],
+            "stage_positions": [(0.0, 0.0, 0.0), (10.0, 0.0, 0.0)],
+            "z_plan": {"range": 2, "step": 1},
+            "axis_order": "tpcz",
+            **plan,
+        }
+    )
+    settings = settings_from_sequence(
+        sequence, {"plane_shape": (512, 512), "dtype": "uint16"}, tmp_path / "s.zarr"
+    )
+    z = next(d for d in settings.arrays[0].dimensions if d.name == "z")
+    assert (z.chunk, z.shard) == z_chunk_shard
+    big = settings_from_sequence(
+        sequence, {"plane_shape": (2048, 2048), "dtype": "uint16"}, tmp_path / "b.zarr"
+    )
+    assert next(d for d in big.arrays[0].dimensions if d.name == "z").chunk == 1  # 2 x 2 x 3 x 8 MiB
+
+
 @pytest.mark.parametrize("version", [2, 3])
 def test_an_mda_in_8_timepoint_chunks_reads_back_frame_by_frame(tmp_path: Path, version: int) -> None:
     """Timepoints that end mid-chunk, an event never sent (a hole in a chunk) and per-frame

@@ -612,6 +612,31 @@ def test_an_mda_resumed_keeps_the_chunking_the_store_was_written_with(tmp_path: 
     assert zarr.open_array(str(path / "0"), mode="r").shape[0] == 20  # refused untouched
 
 
+def test_an_mda_of_z_stacks_resumed_keeps_one_plane_per_chunk(tmp_path: Path) -> None:
+    """z stacks written one plane per chunk with shards of the stack (the default before a stack
+    got one chunk) are continued that way by a writer left at its defaults."""
+    useq = pytest.importorskip("useq")
+    import zarr
+
+    from acqzarr.mda import MDAWriter
+    from mda_helpers import camera, make_core
+
+    core = make_core()
+    sequence = useq.MDASequence(
+        time_plan={"interval": 0, "loops": 2}, z_plan={"range": 2, "step": 1}, axis_order="tz"
+    )
+    path = tmp_path / "stacks.zarr"
+    first = MDAWriter(path, core=core, chunks={"z": 1}, shards={"z": 3, "t": 3})
+    core.mda.run(sequence, output=first)
+    first.raise_if_failed()
+    with MDAWriter(path, core=core, resume=True) as again:
+        core.mda.run(sequence, output=again)
+    stored = zarr.open_array(str(path / "0"), mode="r")
+    assert stored.shape[:2] == (4, 3) and stored.chunks[:2] == (1, 1)
+    frames = camera(core).frames
+    np.testing.assert_array_equal(stored[:].reshape(12, *stored.shape[2:]), np.stack(frames))
+
+
 @pytest.mark.parametrize("version", [2, 3])
 def test_what_lies_past_the_extent_is_removed_before_anything_is_written(
     tmp_path: Path, version: int

@@ -63,10 +63,12 @@ def settings_from_sequence(
         Default: one plane per chunk, y/x chunks of up to 512 (whole frames up
         to 1024); a Zarr v3 shard holds a whole plane in y/x and up to 8 planes
         along z, then along t for series faster than a timepoint per second
-        (one object per plane halved the rate of a 512x512 MDA).  A fast series
-        without z stacks whose images x channels x 8 planes fit in 64 MiB gets
-        8 timepoints per chunk instead (the writer's cost is per chunk: ~0.3 ms
-        less a 512x512 frame); a viewer then reads 8 planes to show one.
+        (one object per plane halved the rate of a 512x512 MDA).  Where the
+        chunks open at once fit in 64 MiB (images x channels x 8 planes), a
+        z stack taken within a timepoint gets one chunk of up to 8 planes, and
+        a fast series without z stacks 8 timepoints per chunk (the writer's
+        cost is per chunk: 0.2-0.3 ms less a 512x512 frame); a viewer then
+        reads a chunk's planes to show one.
     pyramid
         ``Multiscale`` settings, or a number of levels; None writes level 0 only.
     **stream
@@ -114,10 +116,11 @@ def build_settings(
         itemsize = np.dtype(dtype).itemsize
     except TypeError:
         itemsize = 2  # not a dtype: ArraySettings refuses it below, with the reason
-    deep_t = _deep_time_chunks(layout, height * width * itemsize)
+    plane_nbytes = height * width * itemsize
+    deep = {"t": _deep_time_chunks(layout, plane_nbytes), "z": _deep_z_chunks(layout, plane_nbytes)}
     dims = []
     for name, size in sizes.items():
-        chunk = chunks.get(name, _default_chunk(size) if name in "yx" else deep_t if name == "t" else 1)
+        chunk = chunks.get(name, _default_chunk(size) if name in "yx" else deep.get(name, 1))
         default_shard = _default_shard(name, size, chunk, layout) if spec_for(version).sharded else 1
         unit, scale = _unit_scale(name, layout, pixel)
         dims.append(
@@ -216,6 +219,21 @@ def _deep_time_chunks(layout: SequenceLayout, plane_nbytes: int) -> int:
     images = max(1, len(layout.position_names))
     open_bytes = images * layout.sizes.get("c", 1) * _T_CHUNK_PLANES * plane_nbytes
     return _T_CHUNK_PLANES if open_bytes <= _DEEP_T_BYTES else 1
+
+
+def _deep_z_chunks(layout: SequenceLayout, plane_nbytes: int) -> int:
+    """Planes per chunk along z: a whole stack of up to 8 planes (8-plane chunks for deeper ones)
+    when the stack is taken within a timepoint (z after t in the acquisition order) and the
+    chunks open at once (at most one per channel and image) fit in 64 MiB; else 1.  A stack is
+    taken in well under a second whatever the interval, so its chunk is not held back."""
+    z = layout.sizes.get("z", 1)
+    order = layout.acquisition_order
+    if z <= 1 or ("t" in order and order.index("t") > order.index("z")):
+        return 1
+    planes = min(z, _T_CHUNK_PLANES)
+    images = max(1, len(layout.position_names))
+    open_bytes = images * layout.sizes.get("c", 1) * planes * plane_nbytes
+    return planes if open_bytes <= _DEEP_T_BYTES else 1
 
 
 def _default_shard(name: str, size: int, chunk: int, layout: SequenceLayout) -> int:

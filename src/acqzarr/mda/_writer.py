@@ -394,27 +394,26 @@ class MDAWriter:
     def _stored_chunking(
         self, settings: StreamSettings, layout: SequenceLayout, image_info: Mapping[str, Any]
     ) -> StreamSettings:
-        """Continue a store with the chunks and shards along t it was written with, unless the
-        caller set them: the default depends on the sequence and on acqzarr's version, and a store
-        written with another is otherwise refused as another dataset."""
-        given = {**(self._options.get("chunks") or {}), **(self._options.get("shards") or {})}
-        if "t" in given or not settings.arrays[0].dimensions or settings.arrays[0].dimensions[0].name != "t":
-            return settings
+        """Continue a store with the chunks and shards it was written with, on every axis the caller
+        did not set: the defaults depend on the sequence and on acqzarr's version, and a store
+        written with others is otherwise refused as another dataset."""
         store = open_store(settings.store, s3=settings.s3)
         spec = spec_for(settings.version, settings.dimension_separator)
-        dims = stored_dimensions(settings, store, spec)
-        t = next((d for d in dims or [] if d.get("name") == "t"), {})
-        chunk, shard = t.get("chunk"), t.get("shard")
-        asked = settings.arrays[0].dimensions[0]
-        if not (isinstance(chunk, int) and isinstance(shard, int)) or (chunk, shard) == (
-            asked.chunk,
-            asked.shard,
-        ):
-            return settings  # nothing to adopt: resume_points refuses or accepts the store as it is
-        options = dict(self._options)
-        options["chunks"] = {**(options.get("chunks") or {}), "t": chunk}
-        options["shards"] = {**(options.get("shards") or {}), "t": shard}
-        return build_settings(layout, image_info, self.store, **options)
+        stored = {d.get("name"): d for d in stored_dimensions(settings, store, spec) or []}
+        chunks = dict(self._options.get("chunks") or {})
+        shards = dict(self._options.get("shards") or {})
+        adopted = False
+        for asked in settings.arrays[0].dimensions:
+            old = stored.get(asked.name, {})
+            for given, field, value in ((chunks, "chunk", asked.chunk), (shards, "shard", asked.shard)):
+                if asked.name not in given and isinstance(old.get(field), int):
+                    given[asked.name] = old[field]  # every one: a default shard follows the chunk
+                    adopted = adopted or old[field] != value
+        if not adopted:
+            return settings  # resume_points accepts the store as it is, or refuses it with the reasons
+        return build_settings(
+            layout, image_info, self.store, **{**self._options, "chunks": chunks, "shards": shards}
+        )
 
     def _find_runner(self) -> Any:
         """The MDA runner to cancel on error: ``core.mda`` of the given core, else of the global one."""
