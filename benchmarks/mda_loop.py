@@ -34,6 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from mda import _sequence  # the sequence benchmarks/mda.py runs (this folder is on sys.path)
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -44,18 +46,6 @@ def _frames(size: int) -> list[Any]:
     yy, xx = np.mgrid[0:size, 0:size]
     background = 400 + 300 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
     return [rng.poisson(background + 20 * k).astype(np.uint16) for k in range(16)]
-
-
-def _sequence(timepoints: int, z: int) -> Any:
-    import useq
-
-    return useq.MDASequence(
-        time_plan={"interval": 0, "loops": timepoints},
-        channels=["DAPI", "FITC"],
-        stage_positions=[(0.0, 0.0, 0.0), (100.0, 0.0, 0.0)],
-        z_plan={"range": float(z - 1), "step": 1.0} if z > 1 else None,
-        axis_order="tpcz",
-    )
 
 
 class _ThreadCPU:
