@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -279,7 +280,11 @@ def test_a_message_the_parent_cannot_read_is_an_error_and_ends_the_writer_proces
         def garbled() -> Any:
             raise pickle.UnpicklingError("garbled")
 
-        # The receiving thread is in the real recv now; the message after this call's reply is garbled.
+        # Once the receiving thread waits in the real recv, the message after this call's reply is
+        # garbled (patched before it got there, the reply itself would be).
+        deadline = time.monotonic() + 30
+        while not _waits_in_recv(child._receiver) and time.monotonic() < deadline:
+            time.sleep(0.001)
         child._conn.recv = garbled  # type: ignore[method-assign]
         with pytest.raises(az.WriterError, match="no stream yet"):
             child.call("stats", None)
@@ -291,3 +296,13 @@ def test_a_message_the_parent_cannot_read_is_an_error_and_ends_the_writer_proces
             child.call("stats", None)
     finally:
         writer.close()
+
+
+def _waits_in_recv(thread: threading.Thread) -> bool:
+    """``thread`` is inside a ``Connection`` read (its stack, as the interpreter shows it now)."""
+    frame = sys._current_frames().get(thread.ident or -1)
+    while frame is not None:
+        if frame.f_code.co_name in ("_recv", "_recv_bytes"):
+            return True
+        frame = frame.f_back
+    return False
