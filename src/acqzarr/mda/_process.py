@@ -161,10 +161,9 @@ class WriterProcess:
         if self._dead is not None:
             return self._dead
         try:
-            code = self._proc.wait(timeout=5)
+            return _exited(self._proc.wait(timeout=5))
         except subprocess.TimeoutExpired:
             return WriterError(f"the writer process is gone: {exc!r}")
-        return WriterError(f"the writer process exited with code {code}")
 
     # -- replies --------------------------------------------------------------
     def _receive(self) -> None:
@@ -187,8 +186,7 @@ class WriterProcess:
                 self.on_error(rest[0])
             else:
                 self._replies.put((rest[0], rest[1]))
-        code = self._proc.wait()
-        self._dead = WriterError(f"the writer process exited with code {code}")
+        self._dead = _exited(self._proc.wait())
         if not self._closing:
             self.on_error(self._dead)
         self._replies.put((False, self._dead))
@@ -215,3 +213,8 @@ class WriterProcess:
         if self._ring is not None:
             self._ring.close()
             self._ring = None
+
+
+def _exited(code: int) -> WriterError:
+    """The error of a writer process that ended, wherever its end is seen first."""
+    return WriterError(f"the writer process exited with code {code}")

@@ -192,20 +192,18 @@ def _default_chunk(size: int) -> int:
 
 
 # Planes a v3 shard gathers by default along t and z: one object per plane costs a file (or PUT) per
-# frame, which halved a 512x512 MDA's rate (benchmarks/mda.py); 8 planes made it ~2x faster.  (With
-# 8 timepoints a chunk, ``_deep_time_chunks``, a shard is one chunk along t: the same 8 planes.)
+# frame, which halved a 512x512 MDA's rate (benchmarks/mda.py); 8 planes made it ~2x faster.
 _SHARD_PLANES = 8
 # Shards span timepoints only for fast series: a shard is published when it is complete, so a slow
 # time-lapse would show (and keep safe) its frames late.
 _FAST_INTERVAL_S = 1.0
 
 
-# Planes a chunk gathers along t when a series is fast and has no z: one band (the unit the engine
-# copies, compresses, writes and accounts for) per 8 frames instead of per frame; a 512x512 MDA's
-# writer spent ~0.3 ms a frame less, in-process ~1.13x the frames/s (benchmarks/mda_loop.py, mda.py).
-_T_CHUNK_PLANES = 8
-# The most such chunks may hold at once: every image's channels keep a band open for 8 timepoints.
-_DEEP_T_BYTES = 64 << 20
+# The most the chunks open at once may hold when a chunk gathers planes along t or z (up to
+# ``_SHARD_PLANES``, so a shard is then one chunk: the same planes an object): one band, the unit
+# the engine copies, compresses, writes and accounts for, per chunk instead of per frame; a
+# 512x512 MDA's writer spent 0.2-0.3 ms a frame less (benchmarks/mda_loop.py, mda.py).
+_OPEN_CHUNK_BYTES = 64 << 20
 
 
 def _deep_time_chunks(layout: SequenceLayout, plane_nbytes: int) -> int:
@@ -216,9 +214,7 @@ def _deep_time_chunks(layout: SequenceLayout, plane_nbytes: int) -> int:
     fast = layout.t_interval_s is None or layout.t_interval_s < _FAST_INTERVAL_S
     if "t" not in layout.sizes or layout.sizes.get("z", 1) > 1 or not fast:
         return 1
-    images = max(1, len(layout.position_names))
-    open_bytes = images * layout.sizes.get("c", 1) * _T_CHUNK_PLANES * plane_nbytes
-    return _T_CHUNK_PLANES if open_bytes <= _DEEP_T_BYTES else 1
+    return _if_open_chunks_fit(layout, _SHARD_PLANES, plane_nbytes)
 
 
 def _deep_z_chunks(layout: SequenceLayout, plane_nbytes: int) -> int:
@@ -230,10 +226,15 @@ def _deep_z_chunks(layout: SequenceLayout, plane_nbytes: int) -> int:
     order = layout.acquisition_order
     if z <= 1 or ("t" in order and order.index("t") > order.index("z")):
         return 1
-    planes = min(z, _T_CHUNK_PLANES)
+    return _if_open_chunks_fit(layout, min(z, _SHARD_PLANES), plane_nbytes)
+
+
+def _if_open_chunks_fit(layout: SequenceLayout, planes: int, plane_nbytes: int) -> int:
+    """``planes`` if a chunk of them open for every channel of every image fits in
+    ``_OPEN_CHUNK_BYTES``, else 1."""
     images = max(1, len(layout.position_names))
     open_bytes = images * layout.sizes.get("c", 1) * planes * plane_nbytes
-    return planes if open_bytes <= _DEEP_T_BYTES else 1
+    return planes if open_bytes <= _OPEN_CHUNK_BYTES else 1
 
 
 def _default_shard(name: str, size: int, chunk: int, layout: SequenceLayout) -> int:
