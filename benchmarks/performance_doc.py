@@ -100,7 +100,7 @@ def _row_cells(e: Entry, against: bool) -> list[str]:
         _gb(f["value"]),
         f"{m['fps']:.0f}",
         ref,
-        f"{f['x_ref']:.2f}" if f["x_ref"] is not None else "-",
+        _ratio_cell(e, f),
         goals_text(f["goals"]),
         f"{m['cores']:.2f}",
         _memory_cell(m),
@@ -113,6 +113,16 @@ def _row_cells(e: Entry, against: bool) -> list[str]:
         ratio = e.get("new_vs_old")
         cells[6:6] = [old_cell, f"{ratio:.2f}" if ratio else "-"]
     return cells
+
+
+def _ratio_cell(e: Entry, f: dict[str, Any]) -> str:
+    """``x reference``, and beside it the ratio to the row doing this row's necessary work."""
+    if f["x_ref"] is None:
+        return "-"
+    cell = f"{f['x_ref']:.2f}"
+    if f.get("x_necessary") is not None:
+        cell += f" ({f['x_necessary']:.2f}x `{e['necessary']}`)"
+    return cell
 
 
 def rows_table(report: Report) -> str:
@@ -151,6 +161,11 @@ that is the rate frames are written). `x reference` divides it by the reference 
 rate, measured in the same run by the same commit. The limit rows compress the very chunks the
 default workload writes with numcodecs Blosc (lz4, clevel 1, byte shuffle, Blosc's own threads
 off) on a pool of 2 threads (or 1): the 2-core compression limit, with no tiling and no I/O.
+Their chunks are tiled before timing and compressed again and again, so from cache; a stream
+compresses each chunk once, fresh from the memory the appending thread copied the frames into.
+The `limit-*-copy` rows do that necessary work and no more (each frame copied into a band of
+chunks, every chunk compressed on 2 threads as its band fills, no I/O); in brackets beside
+`x reference`, a stream row's ratio to the one doing its work.
 `cores` is process CPU time over wall time (ZeroMQ: server plus senders). `peak RSS` is the
 process's high-water mark (ZeroMQ: the server's); `+growth` is that over what was resident before
 the timed part (the frame pool, the interpreter), judged against the engine's in-flight cap (for
@@ -249,6 +264,8 @@ def readme_block(report: Report | None) -> str:
             lines.append(f"- `{e['name']}`: failed")
             continue
         ratio = f"{f['x_ref']:.2f}x `{e['ref']}`, " if f["x_ref"] is not None else ""
+        if f.get("x_necessary") is not None:
+            ratio += f"{f['x_necessary']:.2f}x `{e['necessary']}`, "
         fps = e["median"]["new"]["fps"]
         lines.append(f"- `{e['name']}` ({e['what']}): {ratio}{fps:.0f} frames/s; {goals_text(f['goals'])}")
     return "\n".join(lines) + "\n"

@@ -104,9 +104,8 @@ def run_limit(w: Workload, base: Path | None = None) -> dict[str, Any]:
     codec = Blosc(cname="lz4", clevel=1, shuffle=Blosc.SHUFFLE)
     if w.get("pyramid_levels"):
         return run_limit_pyramid(w, codec)
-    if w.get("write"):
-        assert base is not None, "the writing limit row needs a directory"
-        return run_limit_write(w, codec, base)
+    if w.get("copy") or w.get("write"):
+        return run_limit_copy(w, codec, base)
     layers = layer_chunks(w, load_pool(w))
     chunks = [ch for layer in layers for ch in layer]
     for ch in layers[0]:
@@ -129,16 +128,22 @@ def run_limit(w: Workload, base: Path | None = None) -> dict[str, Any]:
     }
 
 
-def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
+def run_limit_copy(w: Workload, codec: Any, base: Path | None) -> dict[str, Any]:
     """What a stream must do with a camera's frames, with no engine: each frame copied from the
     pool into its place in a band buffer of chunks (one strided numpy copy a frame, on this
-    thread, as ``append`` does; one for the whole band where its frames lie together in the
-    pool, as a stack appended in one call can be), every chunk compressed on a pool of
-    ``threads`` threads, and the compressed chunks written one after the other into one file by
-    a writer thread, with O_DIRECT from page-aligned buffers as acqzarr writes (on this VM a
-    write through the page cache runs at first-touch speed, ~0.4 GB/s).  Band buffers are reused
-    (four of them, touched before timing).  No index, no metadata, no publishing: the work no
-    writer can skip."""
+    thread, as ``append`` does, since the caller reuses its buffer once the call returns; one
+    for the whole band where its frames lie together in the pool, as a stack appended in one
+    call can be, unless ``frame_copies``), and every chunk compressed on a pool of ``threads``
+    threads as its band fills: fresh from memory another core just wrote, not from this core's
+    cache (here ~1.3x the CPU of the same chunk compressed again at once).  Band buffers are
+    reused (four of them, touched before timing).  Without ``write``, nothing else: the work no
+    writer of these frames can skip, at the speed of the cores (``limit-*-copy``).
+
+    With ``write`` (``limit-*-write``), the compressed chunks are also written one after the
+    other into one file by a writer thread, with O_DIRECT from page-aligned buffers as acqzarr
+    writes (on this VM a write through the page cache runs at first-touch speed, ~0.4 GB/s).  No
+    index, no metadata, no publishing.  It writes chunk by chunk and waits on each (acqzarr
+    writes a shard at a time), so it is a reference for the work, not a bound on the speed."""
     import mmap
     import queue
 
@@ -148,9 +153,14 @@ def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
     assert size % c == 0, "whole chunks only"
     bands = [np.ones((g, g, ct, c, c), np.uint16) for _ in range(4)]
     readers: list[list[Any]] = [[] for _ in bands]
+    write = bool(w.get("write"))
+    per_frame = bool(w.get("frame_copies"))  # as frames appended one a call are copied
     align = 4096
     direct = getattr(os, "O_DIRECT", 0)
-    fd = os.open(base / "limit.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | direct, 0o644)
+    fd = -1
+    if write:
+        assert base is not None, "the writing limit row needs a directory"
+        fd = os.open(base / "limit.bin", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | direct, 0o644)
     # Page-aligned staging for the writer (numcodecs returns bytes; acqzarr encodes in place).
     chunk_bytes = ct * c * c * 2 + 4096
     stage = np.frombuffer(mmap.mmap(-1, -(-chunk_bytes // align) * align), np.uint8)
@@ -167,7 +177,8 @@ def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
 
     def compress(chunk: np.ndarray) -> int:
         data = codec.encode(chunk)
-        written.put(data)
+        if write:
+            written.put(data)
         return len(data)
 
     codec.encode(bands[0][0, 0])
@@ -175,7 +186,8 @@ def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
     before, span = threads.snapshot(), Span()
     futures: list[Any] = []
     io = threading.Thread(target=writer, name="bench-writer")
-    io.start()
+    if write:
+        io.start()
     try:
         with ThreadPoolExecutor(w["threads"], thread_name_prefix="bench-blosc") as ex:
             for n in range(w["frames"] // ct):
@@ -183,7 +195,7 @@ def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
                 for f in readers[b]:
                     f.result()  # the band buffer is free again
                 band, first = bands[b], (n * ct) % len(pool)
-                if first + ct <= len(pool):  # the layer's frames lie together: one copy
+                if not per_frame and first + ct <= len(pool):  # the layer's frames lie together: one copy
                     frames = pool[first : first + ct]
                     band[...] = frames.reshape(ct, g, c, g, c).transpose(1, 3, 0, 2, 4)
                 else:
@@ -194,9 +206,10 @@ def run_limit_write(w: Workload, codec: Any, base: Path) -> dict[str, Any]:
                 futures += readers[b]
             encoded = sum(f.result() for f in futures)
     finally:
-        written.put(None)
-        io.join()
-        os.close(fd)
+        if write:
+            written.put(None)
+            io.join()
+            os.close(fd)
     figures = span.stop()
     return {
         **figures,
