@@ -13,7 +13,7 @@ of its own, ~0.2 ms a sample), and prints the cores each thread group used in ev
 summary in three phases:
 
 - **start**: open until the first slice in which the compression pool runs;
-- **steady**: from there to the last slice in which the appending thread runs;
+- **steady**: from there to the slice of the last ``append``;
 - **end**: the rest, until ``close`` returns.
 
 A row whose steady phase is near 2.0 cores is held back only by its start and end, which a
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -70,7 +71,7 @@ class Sampler:
         return groups
 
     def _run(self) -> None:
-        start = time.perf_counter()
+        start = self.started
         first = self._groups()
         while not self._stop.wait(self.interval):
             now = self._groups()
@@ -79,6 +80,7 @@ class Sampler:
             )
 
     def __enter__(self) -> Sampler:
+        self.started = time.perf_counter()
         self._thread.start()
         return self
 
@@ -99,12 +101,13 @@ def slices(samples: list[tuple[float, dict[str, float]]]) -> list[tuple[float, f
     return out
 
 
-def phases(cut: list[tuple[float, float, dict[str, float]]]) -> dict[str, dict[str, float]]:
+def phases(
+    cut: list[tuple[float, float, dict[str, float]]], last_append: float
+) -> dict[str, dict[str, float]]:
     """Seconds and mean cores (all groups, and per group) of the start, steady and end phases."""
     busy = [i for i, (_, _, c) in enumerate(cut) if c.get(POOL, 0.0) > 0.05]
-    feeding = [i for i, (_, _, c) in enumerate(cut) if c.get(APPENDER, 0.0) > 0.05]
     first = busy[0] if busy else len(cut)
-    last = feeding[-1] + 1 if feeding else first
+    last = next((i for i, (t, dt, _) in enumerate(cut) if t + dt > last_append), len(cut)) + 1
     spans = {"start": cut[:first], "steady": cut[first : max(first, last)], "end": cut[max(first, last) :]}
     out: dict[str, dict[str, float]] = {}
     for name, part in spans.items():
@@ -122,11 +125,46 @@ def phases(cut: list[tuple[float, float, dict[str, float]]]) -> dict[str, dict[s
 
 
 def run_once(w: dict[str, Any], base: Path, interval: float) -> dict[str, Any]:
+    """One run in a fresh process, as ``targets.py`` runs a row (``--one``)."""
     work = Path(tempfile.mkdtemp(dir=base, prefix="run-"))
+    command = [sys.executable, __file__, "--one", json.dumps(w), str(work), str(interval)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"the run failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def one(w: dict[str, Any], work: Path, interval: float) -> dict[str, Any]:
+    """The row's stream with the sampler running; the slices from ``open_stream`` on (the row's
+    timed part: loading the frame pool before it is not shown)."""
+    import acqzarr
+
+    opened: list[float] = []
+    open_stream = acqzarr.open_stream
+
+    def timed_open(*args: Any, **kwargs: Any) -> Any:
+        opened.append(time.perf_counter())
+        return open_stream(*args, **kwargs)
+
+    from acqzarr.engine.stream import Stream
+
+    appended: list[float] = [0.0]
+    append = Stream.append
+
+    def timed_append(self: Stream, *args: Any, **kwargs: Any) -> None:
+        append(self, *args, **kwargs)
+        appended[0] = time.perf_counter()
+
+    acqzarr.open_stream = timed_open  # type: ignore[assignment]
+    Stream.append = timed_append  # type: ignore[method-assign]
     with Sampler(interval) as sampler:
         result = target_runs.run_stream({**w, "verify": False}, work)
-    cut = slices(sampler.samples)
-    return {"wall": result["wall"], "slices": cut, "phases": phases(cut)}
+    origin = opened[0] - sampler.started
+    cut = [(t - origin, dt, c) for t, dt, c in slices(sampler.samples)]
+    cut = [s for s in cut if s[0] + s[1] > 0]
+    last = appended[0] - opened[0]
+    return {"wall": result["wall"], "last_append": last, "slices": cut, "phases": phases(cut, last)}
 
 
 def show(run: dict[str, Any], every: int) -> None:
@@ -144,6 +182,9 @@ def show(run: dict[str, Any], every: int) -> None:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--one"]:
+        print(json.dumps(one(json.loads(sys.argv[2]), Path(sys.argv[3]), float(sys.argv[4]))))
+        return 0
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--row", required=True, help="a stream row of targets.py (acqzarr-...)")
     p.add_argument("--frames", type=int, help="frames to append (default: the row's)")
