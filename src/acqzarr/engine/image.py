@@ -43,7 +43,7 @@ from .documents import ImageDocuments
 from .frame_columns import FrameColumns
 from .order import FrameOrder
 from .publish import ImagePublisher, PublishPacer
-from .pyramid import PyramidLevel
+from .pyramid import PyramidLevel, halved_axis
 from .resume import ResumePoint
 from .session_record import SessionRecord
 
@@ -122,7 +122,7 @@ class Image:
             counts=self.counts,
         )
         self.publisher = ImagePublisher(
-            self.documents, layouts, halved_append=layouts[0].kinds[0] == "space", pacer=pacer, start=start
+            self.documents, layouts, halved_append=halved_axis(layouts[0]) == 0, pacer=pacer, start=start
         )
         # The image exists from the start (empty, or as the resumed store shows it, its record now
         # saying that a new segment runs).

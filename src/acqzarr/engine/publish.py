@@ -49,6 +49,7 @@ from typing import Protocol
 from ..writers.layout import ArrayLayout
 from ..writers.level import Checkpoint
 from ..writers.objects import StoredBand
+from .pyramid import level_extent
 
 __all__ = [
     "PUBLISH_INTERVAL",
@@ -151,7 +152,7 @@ class ImagePublisher:
 
     def level_extent(self, level: int, extent: int) -> int:
         """Level ``level``'s extent along the append axis when level 0 has ``extent``."""
-        return -(-extent // 2**level) if self.halves_append else extent
+        return level_extent(extent, level, self.halves_append)
 
     def set_final(self, extent: int) -> None:
         """Level 0's final extent (at close); every level's follows from it."""
@@ -242,6 +243,7 @@ class ImagePublisher:
     def _extent(self) -> int:
         extent = self._rows[0].extent()
         for k, rows in enumerate(self._rows[1:], start=1):
+            # A level's rows cover 2**k times their extent of level 0 when the append axis halves.
             extent = min(extent, rows.extent() * 2**k if self.halves_append else rows.extent())
         return extent
 

@@ -38,6 +38,19 @@ __all__ = ["PyramidLevel"]
 Source = Index | np.ndarray[Any, Any] | None
 
 
+def halved_axis(layout: ArrayLayout) -> int | None:
+    """The index axis each level halves besides the frame's own: the first space axis among the
+    index axes (a z stack's z), or None.  At most one: a frame holds two space axes."""
+    spaces = [i for i, k in enumerate(layout.kinds[: layout.index_ndim]) if k == "space"]
+    return spaces[0] if spaces else None
+
+
+def level_extent(extent: int, level: int, halves_append: bool) -> int:
+    """Level ``level``'s extent along the append axis when level 0 has ``extent``: halved per level
+    when the append axis is the halved one (z appended), else the same."""
+    return -(-extent // 2**level) if halves_append else extent
+
+
 class PyramidLevel:
     """Level k+1 of an image, made from level k's complete bands (a ``BandSink`` of level k)."""
 
@@ -46,8 +59,7 @@ class PyramidLevel:
         self.target = target
         self.method = method
         self.pipeline = pipeline
-        spaces = [i for i, k in enumerate(source.kinds[: source.index_ndim]) if k == "space"]
-        self.halved = spaces[0] if spaces else None  # at most one: a frame holds two space axes
+        self.halved = halved_axis(source)
         # Planes waiting for their partner: target index -> (plane, source plane index).
         self._held: dict[Index, tuple[np.ndarray[Any, Any] | None, int]] = {}
         # Planes the pool threads read source frames into, and target planes they reduce into;
@@ -62,7 +74,7 @@ class PyramidLevel:
 
     def target_extent(self, extent: int) -> int:
         """The target level's extent along the append axis when the source level has ``extent``."""
-        return -(-extent // 2) if self.halved == 0 else extent
+        return level_extent(extent, 1, self.halved == 0)
 
     # -- feeding --------------------------------------------------------------
     def take(self, band: Band, source: BandSource) -> None:
