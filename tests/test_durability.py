@@ -377,3 +377,30 @@ def test_a_kill_loses_at_most_the_frames_of_the_last_deadline(tmp_path: Path, la
     assert record["frames_on_disk"] == shown + len(more)
     assert record["frames_skipped"] == final.shape[0] * layout.per_t - shown - len(more)
     assert_valid(path)
+
+
+def test_a_checkpoint_copy_that_fails_to_encode_returns_its_memory(tmp_path: Path) -> None:
+    """A checkpoint's copy fails in its compression task: the stream raises it, and every copy's
+    output (the ones that were encoded and the failed one's) goes back to the budget."""
+    from acqzarr.writers.encode import Encoder
+
+    encode = Encoder.encode
+
+    def fail_copies(self: Encoder, band: Any, band_coords: Any, coords: Any, observe: bool = True) -> Any:
+        if not observe:  # a checkpoint copy's encoding
+            raise RuntimeError("a checkpoint copy failed to encode")
+        return encode(self, band, band_coords, coords, observe)
+
+    settings = LAYOUTS[1].settings(tmp_path / "s.zarr", max_unflushed_seconds=DEADLINE)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Encoder, "encode", fail_copies)
+        stream = az.open_stream(settings)
+        end, seq = time.monotonic() + WAIT, 0
+        with pytest.raises(az.WriterError, match="checkpoint copy failed"):
+            while time.monotonic() < end:
+                stream.append(frame(seq, (37, 50)))
+                seq += 1
+                time.sleep(0.05)
+        with pytest.raises(az.WriterError):
+            stream.close()
+    assert stream.memory().used == 0

@@ -242,3 +242,45 @@ def test_stop_racing_appends_loses_no_accepted_frame(tmp_path: Path, version: in
     got = np.asarray(zarr.open_array(str(path / "cam0" / "0"), mode="r")[:])
     assert got.shape[0] == n
     np.testing.assert_array_equal(got, data[:n])
+
+
+@pytest.mark.parametrize("where", ["task", "codec"])
+def test_a_failed_compression_task_returns_every_buffer_of_its_band(
+    tmp_path: Path, version: int, where: str
+) -> None:
+    """One chunk of a band fails to compress (its task, or the codec inside it after the task took
+    its output buffer): the stream reports it (WriterError), and the outputs of the band's other
+    chunks, encoded before or after it, and the failed one's go back to the in-flight budget (nothing
+    stays reserved for a band that will never be written)."""
+    from acqzarr.codecs.blosc import BloscCodec
+    from acqzarr.errors import WriterError
+    from acqzarr.writers.encode import Encoder
+
+    owner: Any = Encoder if where == "task" else BloscCodec
+    name = "encode" if where == "task" else "encode_into"
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def failing(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the second of the first band's four objects
+            raise ValueError("codec exploded")
+        return original(*args, **kwargs)
+
+    path = tmp_path / "s.zarr"
+    settings = stream_settings(path, version, shape=(0, 64, 64), chunks=(4, 32, 32), shards=(1, 1, 1))
+    stream = az.open_stream(settings)
+    try:
+        setattr(owner, name, failing)
+        stream.append(frames_for((64, 64), 4, "uint16"))  # one band: four chunks, four objects
+        deadline = time.monotonic() + 10
+        with pytest.raises(WriterError, match="codec exploded"):
+            while time.monotonic() < deadline:
+                stream.append(frames_for((64, 64), 1, "uint16"))
+                time.sleep(0.01)
+    finally:
+        setattr(owner, name, original)
+        with pytest.raises(WriterError):
+            stream.close()
+    assert calls["n"] >= 4  # the other objects of the band were encoded too
+    assert stream.memory().used == 0

@@ -92,20 +92,24 @@ class Encoder:
         out = self.pool.take()  # reserved with the band
         sizes: list[int | None] = []
         offset = 0
-        for c in coords:
-            chunk = None if c is None else band[c]
-            if chunk is None or self._is_fill(chunk):
-                sizes.append(None)
-                continue
-            if observe and self.observe is not None:
-                self.observe(band_coords, chunk)
-            if self.codec is not None:
-                n = self.codec.encode_into(chunk, out, offset)
-            else:
-                n = chunk.nbytes
-                out[offset : offset + n] = chunk.reshape(-1).view(np.uint8)
-            sizes.append(n)
-            offset += n
+        try:
+            for c in coords:
+                chunk = None if c is None else band[c]
+                if chunk is None or self._is_fill(chunk):
+                    sizes.append(None)
+                    continue
+                if observe and self.observe is not None:
+                    self.observe(band_coords, chunk)
+                if self.codec is not None:
+                    n = self.codec.encode_into(chunk, out, offset)
+                else:
+                    n = chunk.nbytes
+                    out[offset : offset + n] = chunk.reshape(-1).view(np.uint8)
+                sizes.append(n)
+                offset += n
+        except BaseException:
+            self.pool.give(out)  # its reservation is released by whoever sees the failure
+            raise
         return Encoded(out, sizes, offset)
 
     def give_back(self, encoded: Encoded) -> None:

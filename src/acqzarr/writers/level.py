@@ -246,14 +246,18 @@ class LevelWriter:
     # -- I/O thread ------------------------------------------------------
     def _io_job(self, band: Band, futures: list[Future[Encoded]], failed: bool) -> None:
         try:
-            results = [f.result() for f in futures]
+            results, errors = _outcomes(futures)
             try:
+                if errors:
+                    raise errors[0]
                 if failed:
                     return
                 stored = self.objects.write(band, results if futures else None)
             finally:
                 for r in results:
                     self._release(r)
+                for _ in errors:  # a failed task's output was reserved with the band all the same
+                    self.budget.release(self.encoder.output_nbytes)
             self.bytes_written += stored.nbytes
             inside = int(np.count_nonzero(band.state != OUTSIDE))
             self.raw_bytes_written += self.layout.band_nbytes * inside // band.state.size
@@ -267,8 +271,14 @@ class LevelWriter:
     def _checkpoint_job(self, parts: CheckpointParts, checkpoint: Checkpoint, failed: bool) -> None:
         try:
             # Waits for the copies (the checkpoint's thread copies their frames meanwhile).
-            results = [(band, [f.result() for f in futures]) for band, futures in parts.result()]
+            results, errors = [], []
+            for band, futures in parts.result():
+                encoded, failures = _outcomes(futures)
+                results.append((band, encoded))
+                errors += failures
             try:
+                if errors:
+                    raise errors[0]
                 if failed:
                     return
                 # Not counted in bytes_written: these objects are written again, whole, and the
@@ -278,6 +288,8 @@ class LevelWriter:
                 for _band, encoded in results:
                     for r in encoded:
                         self._release(r, extra=True)
+                for _ in errors:
+                    self.budget.release(self.encoder.output_nbytes, extra=True)
             self._readable.checkpointed(self.level, checkpoint, shown.bands)
         finally:
             self.budget.notify()
@@ -290,3 +302,16 @@ class LevelWriter:
         self.bytes_written += stored.nbytes
         if stored.bands:
             self._readable.stored(self.level, stored.bands)
+
+
+def _outcomes(futures: Sequence[Future[Encoded]]) -> tuple[list[Encoded], list[BaseException]]:
+    """Every task's output that was made, and every task's failure: the outputs of a band's other
+    tasks go back to the pool and the budget even when one of them failed."""
+    results: list[Encoded] = []
+    errors: list[BaseException] = []
+    for f in futures:
+        try:
+            results.append(f.result())
+        except BaseException as exc:
+            errors.append(exc)
+    return results, errors
