@@ -236,6 +236,17 @@ def test_the_per_step_counts_stay_as_small_as_the_open_rows(tmp_path: Path) -> N
     assert len(seen) >= 100 and max(seen) <= 4  # a row is 4 steps; closed rows are dropped
 
 
+def _append_until_it_fails(stream: az.Stream, match: str) -> None:
+    """Append a frame every 50 ms until append raises a writer thread's failure (a checkpoint's,
+    after the deadline); WriterError matching ``match``, within WAIT."""
+    end, seq = time.monotonic() + WAIT, 0
+    with pytest.raises(az.WriterError, match=match):
+        while time.monotonic() < end:
+            stream.append(frame(seq, (37, 50)))
+            seq += 1
+            time.sleep(0.05)
+
+
 def test_a_checkpoint_that_fails_fails_the_stream_and_its_close_returns(tmp_path: Path) -> None:
     """The copies cannot be queued for encoding (the pool refuses): the queued write raises that
     failure instead of waiting for them, so the stream's next call raises it and close() returns
@@ -253,12 +264,7 @@ def test_a_checkpoint_that_fails_fails_the_stream_and_its_close_returns(tmp_path
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Pipeline, "compress", refuse)
         stream = az.open_stream(settings)
-        end, seq = time.monotonic() + WAIT, 0
-        with pytest.raises(az.WriterError, match="refused a checkpoint's copy"):
-            while time.monotonic() < end:  # append raises a writer thread's failure
-                stream.append(frame(seq, (37, 50)))
-                seq += 1
-                time.sleep(0.05)
+        _append_until_it_fails(stream, "refused a checkpoint's copy")
         closed: list[BaseException] = []
 
         def close() -> None:
@@ -395,12 +401,7 @@ def test_a_checkpoint_copy_that_fails_to_encode_returns_its_memory(tmp_path: Pat
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(Encoder, "encode", fail_copies)
         stream = az.open_stream(settings)
-        end, seq = time.monotonic() + WAIT, 0
-        with pytest.raises(az.WriterError, match="checkpoint copy failed"):
-            while time.monotonic() < end:
-                stream.append(frame(seq, (37, 50)))
-                seq += 1
-                time.sleep(0.05)
+        _append_until_it_fails(stream, "checkpoint copy failed")
         with pytest.raises(az.WriterError):
             stream.close()
     assert stream.memory().used == 0
