@@ -46,16 +46,23 @@ REFERENCES = ("none", "limit-compress", "ome-writers-lz4")
 WRITERS = ("none", "limit-compress", "acqzarr", "acqzarr-process", "ome-writers", "ome-writers-lz4")
 
 
+def _frames(size: int) -> list[Any]:
+    """The camera's 16 precomputed frames: Poisson noise on a smooth background, uint16."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:size, 0:size]
+    background = 400 + 300 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
+    return [rng.poisson(background + 20 * k).astype(np.uint16) for k in range(16)]
+
+
 def _core(size: int) -> Any:
     import numpy as np
     from pymmcore_plus.experimental.unicore import SimpleCameraDevice
 
     from acqzarr.mda import simulated_core
 
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size]
-    background = 400 + 300 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
-    pool = [rng.poisson(background + 20 * k).astype(np.uint16) for k in range(16)]
+    pool = _frames(size)
 
     class FreeRunningCamera(SimpleCameraDevice):
         def __init__(self) -> None:

@@ -39,49 +39,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mda import _sequence  # the sequence benchmarks/mda.py runs (this folder is on sys.path)
+# benchmarks/mda.py's camera frames and sequence (this folder is on sys.path)
+from mda import _frames, _sequence
+from measure import Snapshot, ThreadCPU
 
 HERE = Path(__file__).resolve().parent
 
 
-def _frames(size: int) -> list[Any]:
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:size, 0:size]
-    background = 400 + 300 * np.sin(xx / 37.0) * np.cos(yy / 53.0)
-    return [rng.poisson(background + 20 * k).astype(np.uint16) for k in range(16)]
-
-
-class _ThreadCPU:
-    """Each thread's CPU seconds and minor page faults, read as it ends (or at ``totals``)."""
-
-    def __init__(self) -> None:
-        self.ended: list[tuple[str, float, int]] = []
-        run = threading.Thread.run
-        ended = self.ended
-
-        def counted(thread: threading.Thread) -> None:
-            try:
-                run(thread)
-            finally:
-                ended.append((thread.name, time.thread_time(), _own_faults()))
-
-        threading.Thread.run = counted  # type: ignore[method-assign]
-
-    def totals(self) -> dict[str, dict[str, float]]:
-        out: dict[str, dict[str, float]] = {}
-        live = [
-            (t.name, *_task(t.native_id)) for t in threading.enumerate() if t is not threading.main_thread()
-        ]
-        for name, cpu, faults in [*self.ended, *live]:
-            group = out.setdefault(
-                name.rstrip("0123456789_-") or name, {"cpu": 0.0, "faults": 0, "threads": 0}
-            )
-            group["cpu"] += cpu
-            group["faults"] += faults
-            group["threads"] += 1
-        return out
+def _threads(counter: ThreadCPU, before: Snapshot) -> dict[str, dict[str, float]]:
+    """Every thread group's CPU seconds and minor faults since ``before``, but the feeding (main)
+    thread's: the rows count that one themselves (only inside ``frameReady``, or the copies)."""
+    groups = ThreadCPU.profile(before, counter.snapshot())["groups"]
+    return {name: g for name, g in groups.items() if name != "MainThread"}
 
 
 def _own_faults() -> int:
@@ -89,22 +58,14 @@ def _own_faults() -> int:
         return int(f.read().rsplit(")", 1)[1].split()[7])
 
 
-def _task(tid: int | None) -> tuple[float, int]:
-    try:
-        with open(f"/proc/self/task/{tid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0, 0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
-
-
 def child(row: str, fps: float, size: int, timepoints: int, z: int, workdir: Path) -> dict[str, Any]:
-    counter = _ThreadCPU()  # before acqzarr starts any thread
+    counter = ThreadCPU()  # before acqzarr starts any thread
     import numpy as np
 
     pool = _frames(size)
     sequence = _sequence(timepoints, z)
     events = list(sequence)
+    before = counter.snapshot()  # after numpy started its own (BLAS) threads: not the writer's
     n = len(events)
     if row == "blosc-alone":
         from acqzarr.codecs.blosc import BloscCodec
@@ -125,7 +86,7 @@ def child(row: str, fps: float, size: int, timepoints: int, z: int, workdir: Pat
         }
 
     if row == "copy-compress":
-        return _copy_compress(pool, events, z, counter)
+        return _copy_compress(pool, events, z, counter, before)
 
     from acqzarr.mda import MDAWriter
 
@@ -163,7 +124,7 @@ def child(row: str, fps: float, size: int, timepoints: int, z: int, workdir: Pat
     relay_faults += _own_faults() - f
     wall = time.perf_counter() - t0
     writer.raise_if_failed()
-    threads = counter.totals()
+    threads = _threads(counter, before)
     threads["relay (frameReady)"] = {"cpu": relay, "faults": relay_faults, "threads": 1}
     flushed = sum(writer.stats(key).frames_flushed for key in writer.images)
     if flushed != n:
@@ -171,7 +132,9 @@ def child(row: str, fps: float, size: int, timepoints: int, z: int, workdir: Pat
     return {"row": row, "fps_asked": fps, "frames": n, "wall": wall, "threads": threads}
 
 
-def _copy_compress(pool: list[Any], events: list[Any], z: int, counter: _ThreadCPU) -> dict[str, Any]:
+def _copy_compress(
+    pool: list[Any], events: list[Any], z: int, counter: ThreadCPU, before: Snapshot
+) -> dict[str, Any]:
     """The necessary work per frame (see the module's docstring), free-running."""
     from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -218,7 +181,10 @@ def _copy_compress(pool: list[Any], events: list[Any], z: int, counter: _ThreadC
         "fps_asked": 0,
         "frames": len(events),
         "wall": time.perf_counter() - t0,
-        "threads": {**counter.totals(), "copy (appending thread)": {"cpu": copy, "faults": 0, "threads": 1}},
+        "threads": {
+            **_threads(counter, before),
+            "copy (appending thread)": {"cpu": copy, "faults": 0, "threads": 1},
+        },
     }
 
 

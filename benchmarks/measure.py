@@ -32,10 +32,27 @@ __all__ = ["Span", "ThreadCPU", "latency", "steady_rate", "thread_group"]
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _task_cpu(stat: str) -> float:
-    """utime + stime in seconds from a ``/proc/.../stat`` line (fields after the ``(comm)``)."""
+def _task_stat(stat: str) -> tuple[float, int]:
+    """(utime + stime in seconds, minor page faults) from a ``/proc/.../stat`` line (fields after
+    the ``(comm)``)."""
     fields = stat.rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
+    return (int(fields[11]) + int(fields[12])) / _TICK, int(fields[7])
+
+
+def live_threads(names: dict[int, str]) -> dict[int, list[Any]]:
+    """This process's live threads from ``/proc``: id -> [name, CPU seconds, minor faults], named
+    by ``names`` (``threading``'s, by ``native_id``) or, for threads Python did not start, by the
+    kernel's ``comm``.  A thread that exits between the listing and the read is left out."""
+    threads: dict[int, list[Any]] = {}
+    for task in Path("/proc/self/task").iterdir():
+        tid = int(task.name)
+        try:
+            cpu, faults = _task_stat((task / "stat").read_text())
+            name = names.get(tid) or (task / "comm").read_text().strip()
+        except OSError:
+            continue
+        threads[tid] = [name, cpu, faults]
+    return threads
 
 
 def _process_cpu() -> float:
@@ -80,21 +97,22 @@ class Span:
         }
 
 
-Snapshot = dict[str, Any]  # {"threads": {tid: [name, cpu_s]}, "process": cpu_s}
+Snapshot = dict[str, Any]  # {"threads": {tid: [name, cpu_s, minor_faults]}, "process": cpu_s}
 
 
 class ThreadCPU:
-    """CPU seconds per thread over a span, including threads that started and ended inside it.
+    """CPU seconds (and minor page faults) per thread over a span, including threads that started
+    and ended inside it.
 
     Creating one wraps ``threading.Thread._bootstrap_inner`` (the frame every Python thread's
     life runs in, whether it has a ``target`` or overrides ``run``) so that a thread records its
-    own CPU time just before it exits. Only threads started afterwards are covered by that; one
+    own CPU time and faults just before it exits. Only threads started afterwards are covered by that; one
     tracker per process."""
 
     _installed = False
 
     def __init__(self) -> None:
-        self._exited: dict[int, tuple[str, float]] = {}
+        self._exited: dict[int, tuple[str, float, int]] = {}
         self._lock = threading.Lock()
         if ThreadCPU._installed:
             raise RuntimeError("one ThreadCPU per process")
@@ -107,57 +125,54 @@ class ThreadCPU:
                 original(thread)
             finally:
                 try:
-                    cpu = _task_cpu(Path("/proc/thread-self/stat").read_text())
+                    cpu, faults = _task_stat(Path("/proc/thread-self/stat").read_text())
                 except OSError:
-                    cpu = time.thread_time()
+                    cpu, faults = time.thread_time(), 0
                 with lock:
-                    exited[threading.get_native_id()] = (thread.name, cpu)
+                    exited[threading.get_native_id()] = (thread.name, cpu, faults)
 
         threading.Thread._bootstrap_inner = bootstrap_inner  # type: ignore[attr-defined]
 
     def snapshot(self) -> Snapshot:
         """Every thread's CPU seconds so far: the ones that exited (as they recorded it), then the
         live ones from ``/proc`` (a live thread with a reused id replaces an exited one)."""
-        names = {t.native_id: t.name for t in threading.enumerate()}
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
         with self._lock:
-            threads = {tid: [name, cpu] for tid, (name, cpu) in self._exited.items()}
-        for task in Path("/proc/self/task").iterdir():
-            tid = int(task.name)
+            threads = {tid: list(record) for tid, record in self._exited.items()}
+        for tid, record in live_threads(names).items():
             if tid not in names and tid in threads:
                 continue  # joined, and its record taken, but the kernel has not reaped it yet
-            try:
-                cpu = _task_cpu((task / "stat").read_text())
-                name = names.get(tid) or (task / "comm").read_text().strip()
-            except OSError:  # exited between the listing and the read; its own record covers it
-                continue
-            threads[tid] = [name, cpu]
+            threads[tid] = record
         return {"threads": threads, "process": _process_cpu()}
 
     @staticmethod
     def profile(before: Snapshot, after: Snapshot) -> dict[str, Any]:
-        """CPU seconds each thread used between two snapshots, and by group of names.
+        """CPU seconds each thread used between two snapshots, and by group of names (with the
+        group's minor page faults).
 
         Threads are told apart by id, not name: several streams in one process (the ZeroMQ server
         with a series per sender) each start an ``acqzarr-compress_0``, and a group counts them all.
         ``unattributed`` is the process's CPU time that no thread accounts for (threads that
         exited without recording, such as native threads, and clock-tick rounding)."""
-        used: list[tuple[str, float]] = []
-        for tid, (name, cpu) in after["threads"].items():
+        used: list[tuple[str, float, int]] = []
+        for tid, (name, cpu, faults) in after["threads"].items():
             start = before["threads"].get(tid)
-            spent = cpu - (start[1] if start and start[0] == name else 0.0)
+            same = bool(start) and start[0] == name
+            spent = cpu - (start[1] if same else 0.0)
             if spent > 0:
-                used.append((name, spent))
+                used.append((name, spent, faults - (start[2] if same else 0)))
         groups: dict[str, dict[str, float]] = {}
-        for name, cpu in used:
-            g = groups.setdefault(thread_group(name), {"cpu": 0.0, "threads": 0})
+        for name, cpu, faults in used:
+            g = groups.setdefault(thread_group(name), {"cpu": 0.0, "threads": 0, "faults": 0})
             g["cpu"] += cpu
             g["threads"] += 1
+            g["faults"] += faults
         process = after["process"] - before["process"]
         return {
-            "threads": sorted(([name, cpu] for name, cpu in used), key=lambda nc: -nc[1]),
+            "threads": sorted(([name, cpu] for name, cpu, _ in used), key=lambda nc: -nc[1]),
             "groups": dict(sorted(groups.items(), key=lambda kv: -kv[1]["cpu"])),
             "process": process,
-            "unattributed": process - sum(cpu for _, cpu in used),
+            "unattributed": process - sum(cpu for _, cpu, _ in used),
         }
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import target_runs
 import targets
-from measure import _task_cpu, thread_group
+from measure import live_threads, thread_group
 
 APPENDER = "MainThread"
 POOL = "acqzarr-compress"
@@ -44,8 +44,9 @@ POOL = "acqzarr-compress"
 class Sampler:
     """Cumulative CPU per thread group every ``interval`` seconds, on a thread of its own.
 
-    Reads ``/proc/self/task`` (the row's own ``ThreadCPU`` is the one per process); a thread that
-    exits keeps the CPU it had at its last sample, so its last slice is lost, not negative."""
+    Reads ``/proc/self/task`` (``measure.live_threads``: the row's own ``ThreadCPU`` is the one per
+    process); a thread that exits keeps the CPU it had at its last sample, so its last slice is
+    lost, not negative."""
 
     def __init__(self, interval: float) -> None:
         self.interval = interval
@@ -55,14 +56,11 @@ class Sampler:
         self._thread = threading.Thread(target=self._run, name="timeline-sampler", daemon=True)
 
     def _groups(self) -> dict[str, float]:
-        names = {t.native_id: t.name for t in threading.enumerate()}
-        for task in Path("/proc/self/task").iterdir():
-            tid = int(task.name)
-            try:
-                cpu = _task_cpu((task / "stat").read_text())
-            except OSError:
-                continue
-            self._seen[tid] = (names.get(tid) or self._seen.get(tid, ("native", 0.0))[0], cpu)
+        names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
+        for tid, (name, cpu, _faults) in live_threads(names).items():
+            if tid not in names and tid in self._seen:
+                name = self._seen[tid][0]  # a Python thread ending keeps its name (and group)
+            self._seen[tid] = (name, cpu)
         groups: dict[str, float] = {}
         for name, cpu in self._seen.values():
             if name != self._thread.name:
