@@ -2,6 +2,7 @@
 
     python benchmarks/mda.py                         # 2 x 200 timepoints x 2 channels of 512x512 uint16
     python benchmarks/mda.py --timepoints 50 --pause 0 --json /tmp/x.json   # smoke
+    python benchmarks/mda.py --waits serial --json benchmarks/last-run-mda-serial.json
 
 The microscope is pymmcore-plus's UniMMCore with a pure-Python camera that
 free-runs (no exposure wait: each snap copies one of 16 precomputed
@@ -23,6 +24,12 @@ alone: what any writer adds is the difference.  Rows:
                           acqzarr) on 2 threads and drops the bytes: the runner's rate while
                           the CPU does a writer's necessary work; no writer that compresses
                           can be faster on this machine
+
+``--waits serial`` makes the core wait for its devices one after the other on the
+runner's thread, as a C++ core waits for its adapters.  UniMMCore's own waits start
+a thread pool and a thread per device for every wait, several per event, so the
+runner's rate follows how soon a new thread gets a core, which any writer's
+threads delay; with serial waits what is left of the runner is its own Python.
 """
 
 from __future__ import annotations
@@ -56,7 +63,7 @@ def _frames(size: int) -> list[Any]:
     return [rng.poisson(background + 20 * k).astype(np.uint16) for k in range(16)]
 
 
-def _core(size: int) -> Any:
+def _core(size: int, waits: str = "parallel") -> Any:
     import numpy as np
     from pymmcore_plus.experimental.unicore import SimpleCameraDevice
 
@@ -85,7 +92,28 @@ def _core(size: int) -> Any:
             self.n += 1
             return {}
 
-    return simulated_core(camera=FreeRunningCamera())
+    core = simulated_core(camera=FreeRunningCamera())
+    if waits == "serial":
+        _wait_serially(core)
+    return core
+
+
+def _wait_serially(core: Any) -> None:
+    """Make ``core`` wait for its Python devices one after the other on the calling thread, as a
+    C++ core waits for its adapters, instead of UniMMCore's default: a new thread pool, and a
+    thread per device, for every wait (several per event).  The devices here are never busy, so
+    what is left of the runner is its own Python."""
+    import types
+
+    from pymmcore_plus import CMMCorePlus
+
+    devices = core._pydevices
+
+    def wait_for_device_type(self: Any, dev_type: int) -> None:
+        CMMCorePlus.waitForDeviceType(self, dev_type)  # the C++ devices (none loaded here)
+        devices.wait_for_device_type(dev_type, self.getTimeoutMs(), parallel=False)
+
+    core.waitForDeviceType = types.MethodType(wait_for_device_type, core)
 
 
 def _sequence(timepoints: int, z: int) -> Any:
@@ -163,13 +191,13 @@ def _process_cpu(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def child(writer: str, size: int, timepoints: int, z: int, workdir: Path) -> dict[str, Any]:
+def child(writer: str, size: int, timepoints: int, z: int, workdir: Path, waits: str) -> dict[str, Any]:
     """One writer in this process: time ``core.mda.run``, the process CPU it used, and per thread."""
     sys.path.insert(0, str(HERE))
     from measure import ThreadCPU
 
     threads = ThreadCPU()
-    core = _core(size)
+    core = _core(size, waits)
     sequence = _sequence(timepoints, z)
     frames = len(list(sequence))
     out = _output(writer, workdir, core)
@@ -215,6 +243,7 @@ def _run_writer(writer: str, args: argparse.Namespace, src: Path | None) -> dict
         time.sleep(args.pause)
         cmd = [sys.executable, __file__, "--child", writer, "--workdir", tmp]
         cmd += ["--size", str(args.size), "--timepoints", str(args.timepoints), "--z", str(args.z)]
+        cmd += ["--waits", args.waits]
         env = dict(os.environ)
         if src is not None:
             env["PYTHONPATH"] = str(src)
@@ -253,6 +282,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--timepoints", type=int, default=200)
     parser.add_argument("--z", type=int, default=1, help="z planes per stack (1: no z plan)")
+    parser.add_argument(
+        "--waits",
+        choices=("parallel", "serial"),
+        default="parallel",
+        help="how the core waits for its devices: UniMMCore's thread per device and wait (parallel), "
+        "or one after the other on the runner's thread, as a C++ core does (serial)",
+    )
     parser.add_argument("--pause", type=float, default=5.0, help="seconds after sync before each writer")
     parser.add_argument("--writer", action="append", choices=WRITERS, help="default: all")
     parser.add_argument("--runs", type=int, default=3, help="every writer this many times, interleaved")
@@ -264,7 +300,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.size, args.timepoints, args.z, args.workdir)))
+        print(json.dumps(child(args.child, args.size, args.timepoints, args.z, args.workdir, args.waits)))
         return
     with contextlib.ExitStack() as stack:
         old = None
@@ -313,6 +349,7 @@ def main() -> None:
             "channels": 2,
             "positions": 2,
             "z": args.z,
+            "waits": args.waits,
         },
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "machine": platform.machine()},
         "versions": {"pymmcore-plus": pymmcore_plus.__version__, "ome-writers": ome_writers.__version__},
