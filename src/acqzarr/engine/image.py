@@ -122,7 +122,7 @@ class Image:
             counts=self.counts,
         )
         self.publisher = ImagePublisher(
-            self.documents, layouts, halved_append=halved_axis(layouts[0]) == 0, pacer=pacer, start=start
+            self.documents, layouts, halved_append=halved_axis(settings) == 0, pacer=pacer, start=start
         )
         # The image exists from the start (empty, or as the resumed store shows it, its record now
         # saying that a new segment runs).

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ..settings import ArraySettings
 from ..writers.bands import FILLED, SKIPPED, Band
 from ..writers.layout import ArrayLayout, Index
 from ..writers.level import BandSource, Checkpoint, LevelWriter
@@ -38,10 +39,13 @@ __all__ = ["PyramidLevel"]
 Source = Index | np.ndarray[Any, Any] | None
 
 
-def halved_axis(layout: ArrayLayout) -> int | None:
+def halved_axis(settings: ArraySettings) -> int | None:
     """The index axis each level halves besides the frame's own: the first space axis among the
-    index axes (a z stack's z), or None.  At most one: a frame holds two space axes."""
-    spaces = [i for i, k in enumerate(layout.kinds[: layout.index_ndim]) if k == "space"]
+    index axes (a z stack's z), or None.  At most one: a frame holds two space axes.  0 when the
+    append axis itself halves (z appended): the publisher then shows fewer planes per level, and
+    resuming refuses it."""
+    index = settings.dimensions[: len(settings.dimensions) - len(settings.frame_names)]
+    spaces = [i for i, d in enumerate(index) if d.kind == "space"]
     return spaces[0] if spaces else None
 
 
@@ -59,7 +63,7 @@ class PyramidLevel:
         self.target = target
         self.method = method
         self.pipeline = pipeline
-        self.halved = halved_axis(source)
+        self.halved = halved_axis(source.settings)
         # Planes waiting for their partner: target index -> (plane, source plane index).
         self._held: dict[Index, tuple[np.ndarray[Any, Any] | None, int]] = {}
         # Planes the pool threads read source frames into, and target planes they reduce into;

@@ -39,6 +39,7 @@ from ..settings import StreamSettings
 from ..settings.locations import join_key
 from ..stores import Store
 from .frame_columns import GROUP
+from .pyramid import halved_axis
 from .session_record import SESSION_KEY
 
 __all__ = ["ResumePoint", "discard_past", "resume_points", "stored_dimensions"]
@@ -102,9 +103,7 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
                 problems.append(problem)
         windows = _windows(groups[image.key], image.dtype)
         points[image.key] = ResumePoint(extent, record, _columns(store, spec, image.key), windows)
-    halving = [
-        a.key or "(root)" for a in settings.images if level_count(a) > 1 and a.dimensions[0].kind == "space"
-    ]
+    halving = [a.key or "(root)" for a in settings.images if level_count(a) > 1 and halved_axis(a) == 0]
     if halving and not problems:
         raise ResumeRefused(
             f"{where}: cannot resume {', '.join(halving)}: its pyramid halves the append axis "
