@@ -300,25 +300,77 @@ def test_every_mismatch_is_named_at_once(tmp_path: Path) -> None:
         assert text in str(caught.value)
 
 
-def test_a_foreign_store_and_a_pyramid_halving_the_append_axis_are_refused(
-    tmp_path: Path,
-) -> None:
+def test_a_foreign_store_is_refused(tmp_path: Path) -> None:
     foreign = tmp_path / "foreign.zarr"
     foreign.mkdir()
     (foreign / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
     with pytest.raises(ConfigError, match="not a store acqzarr wrote"):
         az.open_stream(settings_for(foreign, 3, None, existing="resume"))
     assert [p.name for p in foreign.iterdir()] == ["zarr.json"]
-    pyramid = tmp_path / "pyramid.zarr"  # z appended, and halved: level 1's plane j is planes 2j, 2j+1
-    settings = stream_settings(
-        pyramid, 3, (0, 20, 24), (2, 16, 16), names="zyx", multiscale={"levels": 2, "method": "mean"}
+
+
+# -- a pyramid that halves the append axis (z appended) ---------------------------------------------
+Z_CASES = {
+    # name: (version, axis names, shape, chunks, shards, levels, where each run ends); OME-NGFF
+    # orders the axes time, channel, space, so an image appended along z has no other index axis
+    "v2-zyx-3-levels": (2, "zyx", (0, 20, 24), (2, 16, 16), None, 3, [5, 11, 12, 19]),
+    "v3-zyx-3-levels": (3, "zyx", (0, 20, 24), (2, 16, 16), (2, 1, 2), 3, [5, 11, 12, 19]),
+    "v3-zyx-odd-chunks": (3, "zyx", (0, 20, 24), (3, 8, 16), (2, 2, 1), 3, [1, 7, 14]),
+    "v2-zyx-2-levels": (2, "zyx", (0, 20, 24), (1, 16, 16), None, 2, [7, 9, 17]),
+    "v3-zyx-bounded": (3, "zyx", (13, 20, 24), (4, 16, 16), (1, 2, 2), 3, [9, 10, 13]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(Z_CASES))
+def test_a_pyramid_halving_the_append_axis_resumed_equals_one_run(tmp_path: Path, case: str) -> None:
+    """Each run closes cleanly, with an odd or even count of planes: a plane of a lower level that
+    its close made of one plane (its partner still to come) is made again of two by the next run,
+    and every level equals one run that left the same holes."""
+    version, names, shape, chunks, shards, levels, ends = Z_CASES[case]
+    skips = {3}
+
+    def settings(path: Path, **fields: Any) -> az.StreamSettings:
+        return stream_settings(
+            path,
+            version,
+            shape,
+            chunks,
+            shards=shards,
+            names=names,
+            multiscale={"levels": levels, "method": "mean"},
+            **fields,
+        )
+
+    def feed(stream: az.Stream, seqs: range) -> None:
+        for seq in seqs:
+            if seq in skips:
+                stream.skip()
+            else:
+                stream.append(frame(seq), metadata={"frame_id": seq})
+
+    runs = [range(start, end) for start, end in zip([0, *ends[:-1]], ends, strict=True)]  # a frame a z
+    resumed, reference = tmp_path / "resumed.zarr", tmp_path / "one.zarr"
+    for seqs in runs:
+        with az.open_stream(settings(resumed, existing="resume")) as stream:
+            feed(stream, seqs)
+    with az.open_stream(settings(reference)) as one:
+        for seqs in runs:
+            one.skip(seqs[0] - one.stats().frames_appended - one.stats().frames_skipped)
+            feed(one, seqs)
+    for level in range(levels):
+        expected = read_zarr(reference / "cam0" / str(level))
+        for got in (
+            read_zarr(resumed / "cam0" / str(level)),
+            read_tensorstore(resumed / "cam0" / str(level), version),
+        ):
+            assert got.shape == expected.shape, f"level {level}"
+            np.testing.assert_array_equal(got, expected, err_msg=f"level {level}")
+    np.testing.assert_array_equal(
+        read_zarr(resumed / "cam0" / "acqzarr_frames" / "frame_id"),
+        read_zarr(reference / "cam0" / "acqzarr_frames" / "frame_id"),
     )
-    with az.open_stream(settings) as stream:
-        stream.append(frame(0))
-    before = hashes(pyramid)
-    with pytest.raises(ConfigError, match=r"cannot resume cam0: its pyramid halves the append axis \(z\)"):
-        az.open_stream(settings.model_copy(update={"existing": "resume"}))
-    assert hashes(pyramid) == before
+    assert_valid(resumed)
+    assert [s["ended"] for s in session(resumed)["segments"]] == ["completed"] * len(runs)
 
 
 # -- reading little -----------------------------------------------------------------------------------
@@ -490,6 +542,63 @@ def test_a_killed_run_resumed_holds_every_flushed_frame_then_the_new_ones(
     assert [s["ended"] for s in record["segments"]] == ends
     assert record["frames_on_disk"] == new[-1] + 1 - len(holes)
     assert record["completed"] is True
+
+
+@pytest.mark.slow  # writer processes killed
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_killed_pyramid_halving_the_append_axis_resumed_equals_one_run(
+    tmp_path: Path, version: int
+) -> None:
+    """z appended with a 3-level pyramid: writers killed after they flushed, then resumed, leave every
+    level as one run of the same frames writes it.  A kill leaves an extent whose planes pair up
+    whole on every level (a multiple of 8 here: levels show complete rows), so what each level goes
+    on from, and what is removed past it, is per level (a quarter of level 0's on level 2)."""
+    random.seed(f"z{version}")
+
+    def settings(path: Path, **fields: Any) -> az.StreamSettings:
+        return stream_settings(
+            path,
+            version,
+            (0, 20, 24),
+            (2, 16, 16),
+            shards=(2, 1, 2) if version == 3 else None,
+            names="zyx",
+            multiscale={"levels": 3, "method": "mean"},
+            **fields,
+        )
+
+    path, reference = tmp_path / "killed.zarr", tmp_path / "one.zarr"
+    extents = []
+    for existing in ("error", "resume"):
+        start = read_zarr(path / "cam0" / "0").shape[0] if path.exists() else 0
+        _kill_after_flushes(settings(path, existing=existing), start, random.randint(2, 6))
+        extents.append(read_zarr(path / "cam0" / "0").shape[0])
+    final = extents[-1] + 23
+    with az.open_stream(settings(reference)) as one:
+        for seq in range(final):
+            if seq == SKIP:
+                one.skip()
+            else:
+                one.append(frame(seq), metadata=meta(seq))
+    with az.open_stream(settings(path, existing="resume")) as stream:
+        for seq in range(extents[-1], final):
+            stream.append(frame(seq), metadata=meta(seq))
+            if seq == extents[-1] + 12:
+                stream.flush()  # what a live reader sees: every level shows only planes it stored
+                for level in range(3):
+                    shown = read_zarr(path / "cam0" / str(level))
+                    expected = read_zarr(reference / "cam0" / str(level))[: shown.shape[0]]
+                    np.testing.assert_array_equal(shown, expected, err_msg=f"level {level} mid-run")
+    for level in range(3):
+        expected = read_zarr(reference / "cam0" / str(level))
+        for got in (
+            read_zarr(path / "cam0" / str(level)),
+            read_tensorstore(path / "cam0" / str(level), version),
+        ):
+            assert got.shape == expected.shape, (level, extents)
+            np.testing.assert_array_equal(got, expected, err_msg=f"level {level}, killed at {extents}")
+    assert_valid(path)
+    assert [s["ended"] for s in session(path)["segments"]] == ["killed", "killed", "completed"]
 
 
 # -- acqzarr record --resume ---------------------------------------------------------------------------
@@ -677,6 +786,43 @@ def test_what_lies_past_the_extent_is_removed_before_anything_is_written(
     data = read_zarr(array)
     assert data.shape[0] == 7
     np.testing.assert_array_equal(data[6, 0, 0], frame(36))
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_what_lies_past_each_level_of_a_pyramid_halving_the_append_axis_is_removed(
+    tmp_path: Path, version: int
+) -> None:
+    """z appended: level k shows a 2**k-th of level 0's planes, so what a killed writer left past
+    each level's own extent goes, and what lies below it stays."""
+    path = tmp_path / "z.zarr"
+    settings = stream_settings(
+        path,
+        version,
+        (0, 20, 24),
+        (2, 16, 16),
+        shards=(1, 1, 2) if version == 3 else None,
+        names="zyx",
+        multiscale={"levels": 3, "method": "mean"},
+    )
+    with az.open_stream(settings) as stream:
+        for seq in range(16):  # level 2 shows 4 planes: objects 0 and 1 along z
+            stream.append(frame(seq))
+    level2 = path / "cam0" / "2"
+    if version == 3:
+        below, past = level2 / "c" / "1" / "0" / "0", level2 / "c" / "2" / "0" / "0"
+        past.parent.mkdir(parents=True)
+    else:
+        below, past = level2 / "1.0.0", level2 / "2.0.0"
+    assert below.exists()
+    kept = below.read_bytes()
+    past.write_bytes(below.read_bytes())  # planes 4-5 of level 2: past its extent, below level 0's
+    with az.open_stream(settings.model_copy(update={"existing": "resume"})) as stream:
+        assert not past.exists()
+        assert below.read_bytes() == kept
+        for seq in range(16, 24):
+            stream.append(frame(seq))
+    assert_valid(path)
+    assert read_zarr(level2).shape == (6, 5, 6)
 
 
 def test_each_position_resumes_at_its_own_extent(tmp_path: Path) -> None:

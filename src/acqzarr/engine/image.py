@@ -128,6 +128,7 @@ class Image:
         # saying that a new segment runs).
         self.documents.publish([self.publisher.level_extent(k, start) for k in range(len(layouts))], 0)
         self.levels: list[LevelWriter] = []
+        sinks: dict[int, PyramidLevel] = {}  # the level each one makes (k >= 1), made from level k - 1
         sink: BandSink | None = None
         for level in reversed(range(len(layouts))):
             writer = LevelWriter(
@@ -147,11 +148,16 @@ class Image:
             )
             self.levels.insert(0, writer)
             if level > 0 and settings.multiscale is not None:
-                sink = PyramidLevel(layouts[level - 1], writer, settings.multiscale.method, pipeline)
+                sink = sinks[level] = PyramidLevel(
+                    layouts[level - 1], writer, settings.multiscale.method, pipeline
+                )
         self._top = self.levels[0]
         if start:
-            for k, writer in enumerate(self.levels):  # the append axis does not halve (resume.py)
-                writer.resume(self.publisher.level_extent(k, start))
+            for k, writer in enumerate(self.levels):
+                extent = self.publisher.resume_extent(k, start)
+                writer.resume(extent)
+                if k + 1 in sinks:
+                    sinks[k + 1].resume(extent, writer)
         self.lock = self._top.lock  # one appender at a time
         self._closed = False
         self.checkpoints = 0

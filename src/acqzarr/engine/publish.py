@@ -49,7 +49,7 @@ from typing import Protocol
 from ..writers.layout import ArrayLayout
 from ..writers.level import Checkpoint
 from ..writers.objects import StoredBand
-from .pyramid import level_extent
+from .pyramid import level_extent, resume_extent
 
 __all__ = [
     "PUBLISH_INTERVAL",
@@ -134,10 +134,10 @@ class ImagePublisher:
         """``start``: the extent a resumed stream's store already shows (every row below it stored)."""
         self._documents = documents
         self._pacer = pacer
-        self._rows = [_Rows(layout) for layout in layouts]
-        for rows in self._rows:
-            rows.done = start // rows.layout.index_chunks[0]
         self.halves_append = halved_append
+        self._rows = [_Rows(layout) for layout in layouts]
+        for k, rows in enumerate(self._rows):
+            rows.done = self.resume_extent(k, start) // rows.layout.index_chunks[0]
         self._row_frames: dict[int, int] = {}  # level 0's stored frames per row, until published
         self._chunk = layouts[0].index_chunks[0]
         # Rows below this one are complete, published and counted in ``_counted`` for good.
@@ -153,6 +153,10 @@ class ImagePublisher:
     def level_extent(self, level: int, extent: int) -> int:
         """Level ``level``'s extent along the append axis when level 0 has ``extent``."""
         return level_extent(extent, level, self.halves_append)
+
+    def resume_extent(self, level: int, extent: int) -> int:
+        """Where level ``level`` goes on when a resumed stream's level 0 goes on at ``extent``."""
+        return resume_extent(extent, level, self.halves_append)
 
     def set_final(self, extent: int) -> None:
         """Level 0's final extent (at close); every level's follows from it."""

@@ -55,6 +55,13 @@ def level_extent(extent: int, level: int, halves_append: bool) -> int:
     return -(-extent // 2**level) if halves_append else extent
 
 
+def resume_extent(extent: int, level: int, halves_append: bool) -> int:
+    """Where level ``level`` goes on when level 0 resumes at ``extent``: after its planes made of
+    whole pairs.  When the append axis halves, a plane an earlier run made of one plane at its
+    close (``extent // 2**level`` on) is made again once the partner comes."""
+    return extent // 2**level if halves_append else extent
+
+
 class PyramidLevel:
     """Level k+1 of an image, made from level k's complete bands (a ``BandSink`` of level k)."""
 
@@ -75,6 +82,17 @@ class PyramidLevel:
         # Even chunks along the frame: no pair of samples straddles two tiles, so a plane halves
         # tile by tile in the band buffer, without first being copied out of it.
         self._tiled = all(c % 2 == 0 for c in source.frame_chunks)
+
+    def resume(self, extent: int, source: LevelWriter) -> None:
+        """Continue after ``extent`` planes of the source level (a resumed stream, its
+        ``resume_extent``): when the append axis halves and ``extent`` is odd, the last of them
+        waits again for its partner, read back from ``source``'s store, one for every place along
+        the other index axes."""
+        if self.halved != 0 or extent % 2 == 0:
+            return
+        for rest in np.ndindex(*self.source.index_shape[1:]):
+            index = (extent - 1, *rest)
+            self._held[(index[0] // 2, *rest)] = (source.read_frame(index), index[0])
 
     def target_extent(self, extent: int) -> int:
         """The target level's extent along the append axis when the source level has ``extent``."""

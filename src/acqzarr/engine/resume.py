@@ -17,9 +17,12 @@ columns and the session record each take their part).
 
 A pyramid resumes level by level: every level's extent is ``E`` (the publisher
 shows all levels over one extent) and each reads back its own partial row.  A
-pyramid that halves the append axis itself (z appended) is refused: level k's
-last plane may pair level 0's planes ``E - 1`` and ``E``, and the first of
-them is only on disk.
+pyramid that halves the append axis itself (z appended) shows ``ceil(E / 2**k)``
+planes on level k, and the last may be made of one plane (the earlier run
+closed with an odd count): level k then goes on after its ``E // 2**k`` planes
+made of whole pairs (``pyramid.resume_extent``), and when that count is odd the
+plane before it, read back from the store, waits again for its partner
+(``PyramidLevel.resume``), so the planes made of one are made again of two.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from ..settings import StreamSettings
 from ..settings.locations import join_key
 from ..stores import Store
 from .frame_columns import GROUP
-from .pyramid import halved_axis
+from .pyramid import halved_axis, level_extent
 from .session_record import SESSION_KEY
 
 __all__ = ["ResumePoint", "discard_past", "resume_points", "stored_dimensions"]
@@ -103,13 +106,6 @@ def resume_points(settings: StreamSettings, store: Store, spec: ZarrSpec) -> dic
                 problems.append(problem)
         windows = _windows(groups[image.key], image.dtype)
         points[image.key] = ResumePoint(extent, record, _columns(store, spec, image.key), windows)
-    halving = [a.key or "(root)" for a in settings.images if level_count(a) > 1 and halved_axis(a) == 0]
-    if halving and not problems:
-        raise ResumeRefused(
-            f"{where}: cannot resume {', '.join(halving)}: its pyramid halves the append axis "
-            f"({settings.images[0].dimensions[0].name}), which resuming does not support; a pyramid "
-            "over a time or other append axis resumes"
-        )
     if problems:
         raise _refusal(where, problems)
     return points
@@ -147,9 +143,11 @@ def discard_past(
     the chunk names of a flat Zarr v2 array), never at every chunk below it."""
     for image in settings.images:
         extent = points[image.key].extent
+        halves = halved_axis(image) == 0
         for k, level in enumerate(level_settings(image, level_count(image))):
             depth = level.dimensions[0].chunk * (level.dimensions[0].shard if spec.sharded else 1)
-            _discard(store, spec, join_key(image.key, str(k)), depth, extent)  # every level shows E
+            shown = level_extent(extent, k, halves)  # what level k shows of E
+            _discard(store, spec, join_key(image.key, str(k)), depth, shown)
         group = join_key(image.key, GROUP)
         published = points[image.key].columns
         for name in store.children(group):

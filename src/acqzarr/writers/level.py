@@ -146,12 +146,27 @@ class LevelWriter:
         whole, and a shard deeper than one band takes over its stored bands (``ObjectWriter.adopt``).
         Reads the objects of that one row, nothing else."""
         self.objects.adopt(extent)
+        for band, buffer in self.assembler.resume(extent):
+            self._read_band(band.coords, buffer)
+
+    def read_frame(self, index: Index) -> np.ndarray[Any, Any]:
+        """The frame stored at ``index`` (zeros where nothing is stored): a resumed pyramid's last
+        plane of a pair whose partner is still to come (``PyramidLevel.resume``)."""
+        coords, within = self.layout.band_of(index)
+        buffer = np.zeros(self.layout.band_shape, self.layout.dtype)
+        self._read_band(coords, buffer)
+        out = np.empty(self.layout.frame_shape, self.layout.dtype)
+        self.layout.read_frame(buffer, within, out)
+        return out
+
+    def _read_band(self, coords: Index, buffer: np.ndarray[Any, Any]) -> None:
+        """Decode the stored chunks of band ``coords`` into ``buffer`` (chunks never stored are left
+        as they are)."""
         decoder = None if self.codec is None else numcodecs.Blosc()
         dtype = self.layout.dtype.newbyteorder("<")
-        for band, buffer in self.assembler.resume(extent):
-            for coord, data in self.objects.read_band(band.coords):
-                raw = data if decoder is None else decoder.decode(data)
-                buffer[coord] = np.frombuffer(raw, dtype).reshape(self.layout.chunks)
+        for coord, data in self.objects.read_band(coords):
+            raw = data if decoder is None else decoder.decode(data)
+            buffer[coord] = np.frombuffer(raw, dtype).reshape(self.layout.chunks)
 
     # -- appending thread ------------------------------------------------
     def locate(self, positions: Sequence[Index]) -> list[Slot]:
