@@ -405,3 +405,62 @@ def test_a_checkpoint_copy_that_fails_to_encode_returns_its_memory(tmp_path: Pat
         with pytest.raises(az.WriterError):
             stream.close()
     assert stream.memory().used == 0
+
+
+@pytest.mark.parametrize("names", ["zyx", "tyx"], ids=["z-halved", "t"])
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_band_completed_while_a_checkpoint_copies_keeps_its_lower_levels(
+    tmp_path: Path, version: int, names: str
+) -> None:
+    """A checkpoint takes copies of the open bands under the lock and copies their frames after it,
+    while the appender goes on.  A frame that completes one of those bands meanwhile is reduced into
+    the lower levels before the checkpoint's copies are, so its planes there are final: the
+    checkpoint's stale copy of them (made from the band as it was) must not be written over them.
+    It was, and a pyramid level then kept one plane made of one frame and a hole (seen killing
+    writers with a deadline: a lower level wrong below the published extent)."""
+    from acqzarr.writers.bands import BandAssembler
+
+    def settings(path: Path) -> az.StreamSettings:
+        return stream_settings(
+            path,
+            version,
+            (0, 20, 24),
+            (2, 16, 16),
+            shards=(2, 1, 2) if version == 3 else None,
+            names=names,
+            multiscale=az.Multiscale(levels=3, method="mean"),
+        )
+
+    def image(seq: int) -> np.ndarray[Any, Any]:
+        yy, xx = np.mgrid[0:20, 0:24]
+        return ((40000 - seq * 37 - yy * 3 - xx) % 60000 + 1).astype(np.uint16)
+
+    path, reference = tmp_path / "s.zarr", tmp_path / "one.zarr"
+    with az.open_stream(settings(reference)) as one:
+        for seq in range(24):
+            one.append(image(seq))
+    copy_frames = BandAssembler.copy_frames
+    with az.open_stream(settings(path)) as stream:
+        for seq in range(15):  # the band of frames 14 and 15 holds 14
+            stream.append(image(seq))
+        completed = []
+
+        def copy_then_complete(self: BandAssembler, band: Any, copy: Any) -> None:
+            copy_frames(self, band, copy)
+            if not completed:  # the appender, while the checkpoint copies: the band completes
+                completed.append(15)
+                stream.append(image(15))
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(BandAssembler, "copy_frames", copy_then_complete)
+            assert stream._images["cam0"].checkpoint()
+        assert completed == [15]
+        for seq in range(16, 24):
+            stream.append(image(seq))
+    for level in range(3):
+        expected = read_zarr(reference / "cam0" / str(level))
+        for got in (
+            read_zarr(path / "cam0" / str(level)),
+            read_tensorstore(path / "cam0" / str(level), version),
+        ):
+            np.testing.assert_array_equal(got, expected, err_msg=f"level {level}")

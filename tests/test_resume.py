@@ -546,14 +546,16 @@ def test_a_killed_run_resumed_holds_every_flushed_frame_then_the_new_ones(
 
 @pytest.mark.slow  # writer processes killed
 @pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("deadline", [None, 0.01], ids=["flushes", "deadline"])
 def test_a_killed_pyramid_halving_the_append_axis_resumed_equals_one_run(
-    tmp_path: Path, version: int
+    tmp_path: Path, version: int, deadline: float | None
 ) -> None:
     """z appended with a 3-level pyramid: writers killed after they flushed, then resumed, leave every
     level as one run of the same frames writes it.  A kill leaves an extent whose planes pair up
-    whole on every level (a multiple of 8 here: levels show complete rows), so what each level goes
-    on from, and what is removed past it, is per level (a quarter of level 0's on level 2)."""
-    random.seed(f"z{version}")
+    whole on every level (complete rows, or with a durability deadline a checkpoint's extent, a
+    multiple of 4), so what each level goes on from, and what is removed past it, is per level (a
+    quarter of level 0's on level 2), with the row it ends inside read back on every level."""
+    random.seed(f"z{version}{deadline}")
 
     def settings(path: Path, **fields: Any) -> az.StreamSettings:
         return stream_settings(
@@ -564,6 +566,7 @@ def test_a_killed_pyramid_halving_the_append_axis_resumed_equals_one_run(
             shards=(2, 1, 2) if version == 3 else None,
             names="zyx",
             multiscale={"levels": 3, "method": "mean"},
+            max_unflushed_seconds=deadline,
             **fields,
         )
 

@@ -222,7 +222,9 @@ class PyramidLevel:
     def checkpoint(self, copies: Sequence[Band], checkpoint: Checkpoint, source: BandSource) -> None:
         """The source level took part in ``checkpoint`` with ``copies`` of its open bands: after the
         bands queued before them, make the target level's own copies (its open bands, plus the
-        copies' frames reduced into them) and let it take part too."""
+        copies' frames reduced into them) and let it take part too.  Bands queued before may have
+        completed after the copies were taken (the appender goes on while their frames are copied):
+        their planes are then made for good already, and no copy takes them back."""
         self.pipeline.submit_side(lambda failed: self._checkpoint(copies, checkpoint, source, failed))
 
     def _checkpoint(
@@ -236,8 +238,13 @@ class PyramidLevel:
                 assembler = target.assembler
                 made: dict[Index, Band] = {}
                 for band, index, sources in self._provisional_pairs(copies):
-                    plane = self._reduce(band, sources)
                     coords, within = target.layout.band_of(index)
+                    if assembler.is_closed(coords) or _filled(assembler.open.get(coords), within):
+                        # Made for good since the copies were taken: their band completed meanwhile
+                        # and came through here first.  A provisional plane would overwrite it (in a
+                        # copy written after the band itself, when the band is complete).
+                        continue
+                    plane = self._reduce(band, sources)
                     if coords not in made:
                         made[coords] = assembler.provisional(coords)
                     copy = made[coords]
@@ -315,6 +322,10 @@ class PyramidLevel:
         self._held.clear()
         with self.target.lock:
             self.target.finish(self.target_extent(extent))
+
+
+def _filled(band: Band | None, within: Index) -> bool:
+    return band is not None and bool(band.state[within] == FILLED)
 
 
 def _halve_in_tiles(
