@@ -106,6 +106,23 @@ def stream_settings(
     )
 
 
+def pyramid_settings(
+    store: Path | str, version: int, names: str = "zyx", *, shards: Sequence[int] = (2, 1, 2), **fields: Any
+) -> az.StreamSettings:
+    """A 3-level mean pyramid of 20x24 frames appended along ``names[0]`` (zyx: the pyramid halves
+    the append axis too; tyx: it does not), 2 planes a chunk, a Zarr v3 shard 2 chunks deep."""
+    return stream_settings(
+        store,
+        version,
+        (0, 20, 24),
+        (2, 16, 16),
+        shards=shards,
+        names=names,
+        multiscale=az.Multiscale(levels=3, method="mean"),
+        **fields,
+    )
+
+
 def array_document(
     version: int,
     shape: Sequence[int] = SHAPE,

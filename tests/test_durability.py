@@ -20,7 +20,7 @@ import acqzarr as az
 from acqzarr.errors import ConfigError
 from acqzarr.read.validate import validate
 from acqzarr.stores import LocalStore
-from builders import stream_settings
+from builders import pyramid_settings, stream_settings
 from child_writer import start_writer
 from readback import read_tensorstore, read_zarr
 from test_multiscale import reference_pyramid
@@ -420,27 +420,16 @@ def test_a_band_completed_while_a_checkpoint_copies_keeps_its_lower_levels(
     writers with a deadline: a lower level wrong below the published extent)."""
     from acqzarr.writers.bands import BandAssembler
 
-    def settings(path: Path) -> az.StreamSettings:
-        return stream_settings(
-            path,
-            version,
-            (0, 20, 24),
-            (2, 16, 16),
-            shards=(2, 1, 2) if version == 3 else None,
-            names=names,
-            multiscale=az.Multiscale(levels=3, method="mean"),
-        )
-
     def image(seq: int) -> np.ndarray[Any, Any]:
         yy, xx = np.mgrid[0:20, 0:24]
         return ((40000 - seq * 37 - yy * 3 - xx) % 60000 + 1).astype(np.uint16)
 
     path, reference = tmp_path / "s.zarr", tmp_path / "one.zarr"
-    with az.open_stream(settings(reference)) as one:
+    with az.open_stream(pyramid_settings(reference, version, names)) as one:
         for seq in range(24):
             one.append(image(seq))
     copy_frames = BandAssembler.copy_frames
-    with az.open_stream(settings(path)) as stream:
+    with az.open_stream(pyramid_settings(path, version, names)) as stream:
         for seq in range(15):  # the band of frames 14 and 15 holds 14
             stream.append(image(seq))
         completed = []

@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from acqzarr.engine.device import ZarrStorage
 from acqzarr.errors import ConfigError
 from acqzarr.read.validate import validate
 from acqzarr.stores import LocalStore
-from builders import stream_settings
+from builders import pyramid_settings, stream_settings
 from child_writer import start_writer
 from readback import read_tensorstore, read_zarr
 
@@ -309,6 +309,52 @@ def test_a_foreign_store_is_refused(tmp_path: Path) -> None:
     assert [p.name for p in foreign.iterdir()] == ["zarr.json"]
 
 
+def _resumed_and_one_run(
+    settings: Callable[..., az.StreamSettings],
+    tmp_path: Path,
+    runs: Sequence[range],
+    skips: set[int],
+    image: Callable[[int], np.ndarray[Any, Any]],
+) -> tuple[Path, Path]:
+    """The frames of ``runs`` (``skips`` skipped) written into one store, each run resumed from the
+    last one's clean close, and the same frames in one run that leaves the same holes (the rest of
+    each run's last step): (resumed, one run)."""
+
+    def feed(stream: az.Stream, seqs: range) -> None:
+        for q in seqs:
+            if q in skips:
+                stream.skip()
+            else:
+                stream.append(image(q), metadata={"frame_id": q})
+
+    resumed, reference = tmp_path / "resumed.zarr", tmp_path / "one.zarr"
+    for seqs in runs:
+        with az.open_stream(settings(resumed, existing="resume")) as stream:
+            feed(stream, seqs)
+    with az.open_stream(settings(reference)) as one:
+        for seqs in runs:
+            one.skip(seqs[0] - one.stats().frames_appended - one.stats().frames_skipped)
+            feed(one, seqs)
+    return resumed, reference
+
+
+def _assert_same_image(got: Path, want: Path, version: int, levels: int = 1) -> None:
+    """Every level of image cam0 (read with zarr-python and tensorstore) and its frame_id column
+    equal the other store's."""
+    for level in range(levels):
+        expected = read_zarr(want / "cam0" / str(level))
+        for data in (
+            read_zarr(got / "cam0" / str(level)),
+            read_tensorstore(got / "cam0" / str(level), version),
+        ):
+            assert data.shape == expected.shape, f"level {level}"
+            np.testing.assert_array_equal(data, expected, err_msg=f"level {level}")
+    np.testing.assert_array_equal(
+        read_zarr(got / "cam0" / "acqzarr_frames" / "frame_id"),
+        read_zarr(want / "cam0" / "acqzarr_frames" / "frame_id"),
+    )
+
+
 # -- a pyramid that halves the append axis (z appended) ---------------------------------------------
 Z_CASES = {
     # name: (version, axis names, shape, chunks, shards, levels, where each run ends); OME-NGFF
@@ -327,7 +373,6 @@ def test_a_pyramid_halving_the_append_axis_resumed_equals_one_run(tmp_path: Path
     its close made of one plane (its partner still to come) is made again of two by the next run,
     and every level equals one run that left the same holes."""
     version, names, shape, chunks, shards, levels, ends = Z_CASES[case]
-    skips = {3}
 
     def settings(path: Path, **fields: Any) -> az.StreamSettings:
         return stream_settings(
@@ -341,34 +386,9 @@ def test_a_pyramid_halving_the_append_axis_resumed_equals_one_run(tmp_path: Path
             **fields,
         )
 
-    def feed(stream: az.Stream, seqs: range) -> None:
-        for seq in seqs:
-            if seq in skips:
-                stream.skip()
-            else:
-                stream.append(frame(seq), metadata={"frame_id": seq})
-
     runs = [range(start, end) for start, end in zip([0, *ends[:-1]], ends, strict=True)]  # a frame a z
-    resumed, reference = tmp_path / "resumed.zarr", tmp_path / "one.zarr"
-    for seqs in runs:
-        with az.open_stream(settings(resumed, existing="resume")) as stream:
-            feed(stream, seqs)
-    with az.open_stream(settings(reference)) as one:
-        for seqs in runs:
-            one.skip(seqs[0] - one.stats().frames_appended - one.stats().frames_skipped)
-            feed(one, seqs)
-    for level in range(levels):
-        expected = read_zarr(reference / "cam0" / str(level))
-        for got in (
-            read_zarr(resumed / "cam0" / str(level)),
-            read_tensorstore(resumed / "cam0" / str(level), version),
-        ):
-            assert got.shape == expected.shape, f"level {level}"
-            np.testing.assert_array_equal(got, expected, err_msg=f"level {level}")
-    np.testing.assert_array_equal(
-        read_zarr(resumed / "cam0" / "acqzarr_frames" / "frame_id"),
-        read_zarr(reference / "cam0" / "acqzarr_frames" / "frame_id"),
-    )
+    resumed, reference = _resumed_and_one_run(settings, tmp_path, runs, {3}, frame)
+    _assert_same_image(resumed, reference, version, levels)
     assert_valid(resumed)
     assert [s["ended"] for s in session(resumed)["segments"]] == ["completed"] * len(runs)
 
@@ -558,17 +578,7 @@ def test_a_killed_pyramid_halving_the_append_axis_resumed_equals_one_run(
     random.seed(f"z{version}{deadline}")
 
     def settings(path: Path, **fields: Any) -> az.StreamSettings:
-        return stream_settings(
-            path,
-            version,
-            (0, 20, 24),
-            (2, 16, 16),
-            shards=(2, 1, 2) if version == 3 else None,
-            names="zyx",
-            multiscale={"levels": 3, "method": "mean"},
-            max_unflushed_seconds=deadline,
-            **fields,
-        )
+        return pyramid_settings(path, version, max_unflushed_seconds=deadline, **fields)
 
     path, reference = tmp_path / "killed.zarr", tmp_path / "one.zarr"
     extents = []
@@ -592,14 +602,7 @@ def test_a_killed_pyramid_halving_the_append_axis_resumed_equals_one_run(
                     shown = read_zarr(path / "cam0" / str(level))
                     expected = read_zarr(reference / "cam0" / str(level))[: shown.shape[0]]
                     np.testing.assert_array_equal(shown, expected, err_msg=f"level {level} mid-run")
-    for level in range(3):
-        expected = read_zarr(reference / "cam0" / str(level))
-        for got in (
-            read_zarr(path / "cam0" / str(level)),
-            read_tensorstore(path / "cam0" / str(level), version),
-        ):
-            assert got.shape == expected.shape, (level, extents)
-            np.testing.assert_array_equal(got, expected, err_msg=f"level {level}, killed at {extents}")
+    _assert_same_image(path, reference, version, levels=3)
     assert_valid(path)
     assert [s["ended"] for s in session(path)["segments"]] == ["killed", "killed", "completed"]
 
@@ -798,15 +801,7 @@ def test_what_lies_past_each_level_of_a_pyramid_halving_the_append_axis_is_remov
     """z appended: level k shows a 2**k-th of level 0's planes, so what a killed writer left past
     each level's own extent goes, and what lies below it stays."""
     path = tmp_path / "z.zarr"
-    settings = stream_settings(
-        path,
-        version,
-        (0, 20, 24),
-        (2, 16, 16),
-        shards=(1, 1, 2) if version == 3 else None,
-        names="zyx",
-        multiscale={"levels": 3, "method": "mean"},
-    )
+    settings = pyramid_settings(path, version, shards=(1, 1, 2))
     with az.open_stream(settings) as stream:
         for seq in range(16):  # level 2 shows 4 planes: objects 0 and 1 along z
             stream.append(frame(seq))
@@ -915,28 +910,7 @@ def test_random_layouts_resumed_segment_by_segment_equal_one_run(tmp_path: Path,
             path, version, sizes, chunks, shards=shards, names=names, acquisition_order=order, **fields
         )
 
-    def feed(stream: az.Stream, seqs: range) -> None:
-        for q in seqs:
-            if q in skips:
-                stream.skip()
-            else:
-                stream.append(image(q), metadata={"frame_id": q})
-
-    resumed, reference = tmp_path / "resumed.zarr", tmp_path / "one.zarr"
-    for seqs in runs:
-        with az.open_stream(settings(resumed, existing="resume")) as stream:
-            feed(stream, seqs)
-    with az.open_stream(settings(reference)) as one:
-        for seqs in runs:
-            one.skip(seqs[0] - one.stats().frames_appended - one.stats().frames_skipped)
-            feed(one, seqs)
-    expected = read_zarr(reference / "cam0" / "0")
-    for got in (read_zarr(resumed / "cam0" / "0"), read_tensorstore(resumed / "cam0" / "0", version)):
-        assert got.shape == expected.shape
-        np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(
-        read_zarr(resumed / "cam0" / "acqzarr_frames" / "frame_id"),
-        read_zarr(reference / "cam0" / "acqzarr_frames" / "frame_id"),
-    )
+    resumed, reference = _resumed_and_one_run(settings, tmp_path, runs, skips, image)
+    _assert_same_image(resumed, reference, version)
     assert_valid(resumed)
     assert [s["ended"] for s in session(resumed)["segments"]] == ["completed"] * len(runs)
