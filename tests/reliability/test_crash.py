@@ -1,6 +1,7 @@
 """SIGKILL at many random moments: the store always opens, validates and holds every flushed frame
-with its per-frame metadata, no pyramid is ragged (every level covers the extent level 0 publishes),
-and the session record and the contrast window describe the frames a reader finds."""
+with its per-frame metadata, no pyramid is ragged (every level covers the extent level 0 publishes)
+and every level is level 0 reduced, and the session record and the contrast window describe the
+frames a reader finds."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from ome_zarr_models.v05.image import Image as Image05
 from acqzarr.read.validate import validate
 from acqzarr.stores import LocalStore
 from builders import stream_settings
+from test_multiscale import reference_pyramid
 
 from .sizes import scale
 
@@ -41,6 +43,12 @@ CHANNELS = 3  # channels per timepoint in the "pyramid-c" configuration
 # 3 levels of (t, c, y, x), the frames filling c then t.  The last two index frames by two axes, so
 # their metadata columns are 2-D ((t, z) and (t, c)).
 CONFIGS = ("plain", "pyramid", "pyramid-z", "pyramid-c")
+KINDS = {  # the axes' kinds of each configuration (what its pyramid halves: every space axis)
+    "plain": ["time", "space", "space"],
+    "pyramid": ["time", "space", "space"],
+    "pyramid-z": ["time", "space", "space", "space"],
+    "pyramid-c": ["time", "channel", "space", "space"],
+}
 COLUMNS = {"frame_id": "int64", "laser_mw": "float64", "json": "string"}  # laser_mw is declared
 
 
@@ -119,9 +127,10 @@ def _calibrate(path: Path, version: int, config: str, frames: int = 300) -> floa
     return (time.monotonic() - start) / frames
 
 
-def _check_store(path: Path, version: int, reported: int, levels: int, appended: int, phase: str) -> int:
+def _check_store(path: Path, version: int, reported: int, config: str, appended: int, phase: str) -> int:
     """Open with three independent readers; every reported frame (and only whole layers) must be there,
-    with its metadata, and the image group must describe them (``_check_image_group``).
+    with its metadata, every pyramid level must be level 0 reduced (holes included), and the image
+    group must describe them (``_check_image_group``).
 
     ``appended`` is how many frames the writer was to append: the planes of a final partial timepoint
     past it read as fill.  ``phase`` is how far the writer got ("appending", "closing", "closed").
@@ -143,9 +152,13 @@ def _check_store(path: Path, version: int, reported: int, levels: int, appended:
         "kvstore": {"driver": "file", "path": str(path / "cam" / "0")},
     }
     np.testing.assert_array_equal(ts.open(spec, read=True).result().read().result(), expected)
+    levels = 1 if config == "plain" else 3
+    reference = reference_pyramid(level0, KINDS[config], levels, "mean")
     for level in range(1, levels):
-        arr = zarr.open_array(str(path / "cam" / str(level)), mode="r")
+        arr = np.asarray(zarr.open_array(str(path / "cam" / str(level)), mode="r")[:])
         assert arr.shape[0] <= n  # a level never claims frames level 0 does not have
+        if arr.shape == reference[level].shape:  # a ragged one is validate's to report, below
+            np.testing.assert_array_equal(arr, reference[level], err_msg=f"level {level}")
     _check_frame_columns(path, level0.shape[:-2], appended)
     _check_image_group(dict(group.attrs), version, slots, appended, reported, phase)
     # ... nor lacks any: every level's shape is the extent level 0 implies (no ragged pyramid), and
@@ -248,8 +261,7 @@ def test_random_kill_points(tmp_path: Path, version: int, record_figures: dict[s
         configs[config] += 1
         if not path.exists() or not any(path.iterdir()):
             continue  # killed before the store was created: nothing to check
-        levels = 1 if config == "plain" else 3
-        frames_checked += _check_store(path, version, reported, levels, stop_after, phase)
+        frames_checked += _check_store(path, version, reported, config, stop_after, phase)
     record_figures.update(
         version=version,
         kill_points=kills,
@@ -327,5 +339,5 @@ def test_kills_inside_pyramid_publishing_leave_no_ragged_pyramid(
             inside_open += 1
             continue
         reported = max([int(ln.split()[1]) for ln in lines if ln.startswith("flushed")], default=0)
-        _check_store(path, version, reported, 3, frames, "appending")
+        _check_store(path, version, reported, config, frames, "appending")
     record_figures.update(version=version, aimed_kills=kills, inside_open=inside_open)
