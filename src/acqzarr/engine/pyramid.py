@@ -42,8 +42,8 @@ Source = Index | np.ndarray[Any, Any] | None
 def halved_axis(settings: ArraySettings) -> int | None:
     """The index axis each level halves besides the frame's own: the first space axis among the
     index axes (a z stack's z), or None.  At most one: a frame holds two space axes.  0 when the
-    append axis itself halves (z appended): the publisher then shows fewer planes per level, and
-    resuming refuses it."""
+    append axis itself halves (z appended): each level then shows half the planes of the one above
+    (``level_extent``), and a resumed level goes on from its whole pairs (``resume_extent``)."""
     index = settings.dimensions[: len(settings.dimensions) - len(settings.frame_names)]
     spaces = [i for i, d in enumerate(index) if d.kind == "space"]
     return spaces[0] if spaces else None
