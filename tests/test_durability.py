@@ -449,32 +449,28 @@ def test_a_band_completed_while_a_checkpoint_copies_keeps_its_lower_levels(
     writers with a deadline: a lower level wrong below the published extent)."""
     from acqzarr.writers.bands import BandAssembler
 
-    def image(seq: int) -> np.ndarray[Any, Any]:
-        yy, xx = np.mgrid[0:20, 0:24]
-        return ((40000 - seq * 37 - yy * 3 - xx) % 60000 + 1).astype(np.uint16)
-
     path, reference = tmp_path / "s.zarr", tmp_path / "one.zarr"
     with az.open_stream(pyramid_settings(reference, version, names)) as one:
         for seq in range(24):
-            one.append(image(seq))
+            one.append(frame(seq, (20, 24)))
     copy_frames = BandAssembler.copy_frames
     with az.open_stream(pyramid_settings(path, version, names)) as stream:
         for seq in range(15):  # the band of frames 14 and 15 holds 14
-            stream.append(image(seq))
+            stream.append(frame(seq, (20, 24)))
         completed = []
 
         def copy_then_complete(self: BandAssembler, band: Any, copy: Any) -> None:
             copy_frames(self, band, copy)
             if not completed:  # the appender, while the checkpoint copies: the band completes
                 completed.append(15)
-                stream.append(image(15))
+                stream.append(frame(15, (20, 24)))
 
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(BandAssembler, "copy_frames", copy_then_complete)
             assert stream._images["cam0"].checkpoint()
         assert completed == [15]
         for seq in range(16, 24):
-            stream.append(image(seq))
+            stream.append(frame(seq, (20, 24)))
     for level in range(3):
         expected = read_zarr(reference / "cam0" / str(level))
         for got in (
