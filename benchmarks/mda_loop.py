@@ -19,8 +19,15 @@ work no writer of these frames can skip: each frame copied into its image's
 band (a ring of four per position and channel; the caller reuses its frame once
 ``frameReady`` returns) and every band of 8 planes (a z stack of up to 8 with
 ``--z``: the chunks acqzarr's MDA defaults write) compressed as it fills, on a
-pool of 2 threads, fresh from memory.  ``x_blosc`` and ``x_necessary`` divide a
-row's CPU per frame by theirs.  Every row runs in a fresh process; runs are
+pool of 2 threads, fresh from memory.  ``copy-compress-write`` adds what no
+writer of a Zarr store can skip either: each compressed band written as its own
+object at its chunk key (``p0/0/c/<t>/<c>/0/0``, directories made as keys need
+them), staged in a file created with O_DIRECT from a page-aligned buffer,
+truncated to its size and renamed into place, on one writer thread, as acqzarr
+writes its objects; no metadata; free-running and at each ``--fps``, beside the
+acqzarr row of that rate.  ``x_blosc`` and ``x_necessary`` divide a row's CPU
+per frame by theirs; ``x_necessary_write`` by ``copy-compress-write``'s at the
+same rate.  Every row runs in a fresh process; runs are
 interleaved and medians reported.
 """
 
@@ -34,7 +41,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -85,8 +91,9 @@ def child(row: str, fps: float, size: int, timepoints: int, z: int, workdir: Pat
             "threads": {"blosc": {"cpu": cpu, "faults": 0, "threads": 1}},
         }
 
-    if row == "copy-compress":
-        return _copy_compress(pool, events, z, counter, before)
+    if row in ("copy-compress", "copy-compress-write"):
+        write_to = workdir / "objects" if row == "copy-compress-write" else None
+        return _copy_compress(pool, events, z, counter, before, write_to, fps)
 
     from acqzarr.mda import MDAWriter
 
@@ -133,9 +140,18 @@ def child(row: str, fps: float, size: int, timepoints: int, z: int, workdir: Pat
 
 
 def _copy_compress(
-    pool: list[Any], events: list[Any], z: int, counter: ThreadCPU, before: Snapshot
+    pool: list[Any],
+    events: list[Any],
+    z: int,
+    counter: ThreadCPU,
+    before: Snapshot,
+    write_to: Path | None = None,
+    fps: float = 0.0,
 ) -> dict[str, Any]:
-    """The necessary work per frame (see the module's docstring), free-running."""
+    """The necessary work per frame (see the module's docstring), free-running or fed at ``fps``;
+    with ``write_to``, every compressed band is also written there as its own object."""
+    import mmap
+    import queue
     from concurrent.futures import Future, ThreadPoolExecutor
 
     import numpy as np
@@ -145,12 +161,51 @@ def _copy_compress(
 
     codec = BloscCodec(Blosc(), np.dtype("uint16"))
     planes = 8 if z == 1 else min(z, 8)
-    local = threading.local()
+    band_nbytes = planes * pool[0].nbytes
+    # Page-aligned, pre-faulted output buffers (O_DIRECT writes from them), handed back once
+    # written: 8 in flight at most, as acqzarr's writer keeps its outputs bounded.
+    page = mmap.PAGESIZE
+    out_nbytes = -(-(band_nbytes + 4096) // page) * page
+    flags = mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | getattr(mmap, "MAP_POPULATE", 0)
+    free: queue.Queue[Any] = queue.Queue()
+    for _ in range(8):
+        free.put(np.frombuffer(mmap.mmap(-1, out_nbytes, flags=flags), np.uint8))
+    made: set[str] = set()
+    staging = None if write_to is None else write_to / ".staging"
+    if staging is not None:
+        staging.mkdir(parents=True)
+    direct = getattr(os, "O_DIRECT", 0)
 
-    def compress(band: Any) -> int:
-        if not hasattr(local, "out"):
-            local.out = np.empty(band.nbytes + 16, np.uint8)
-        return codec.encode_into(band, local.out, 0)
+    def write(key: str, out: Any, n: int, serial: int) -> None:
+        assert write_to is not None
+        assert staging is not None
+        path = os.path.join(write_to, key)
+        directory = os.path.dirname(path)
+        if directory not in made:
+            os.makedirs(directory, exist_ok=True)
+            made.add(directory)
+        tmp = os.path.join(staging, f".{serial}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | direct, 0o644)
+        try:
+            padded = -(-n // 4096) * 4096
+            os.pwrite(fd, memoryview(out)[:padded], 0)
+            os.ftruncate(fd, n)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        free.put(out)
+
+    writes: list[Future[None]] = []
+    writer = ThreadPoolExecutor(1, thread_name_prefix="copy-write") if write_to is not None else None
+
+    def compress(band: Any, key: str, serial: int) -> int:
+        out = free.get()
+        n = codec.encode_into(band, out, 0)
+        if writer is None:
+            free.put(out)
+        else:
+            writes.append(writer.submit(write, key, out, n, serial))
+        return n
 
     rings: dict[tuple[int, int], list[Any]] = {}
     busy: dict[int, Future[int]] = {}  # id(band) -> its compression, until it is free again
@@ -159,6 +214,10 @@ def _copy_compress(
     t0 = time.perf_counter()
     with ThreadPoolExecutor(2, thread_name_prefix="copy-compress") as ex:
         for i, event in enumerate(events):
+            if fps:
+                due = t0 + i / fps
+                while (wait := due - time.perf_counter()) > 0:
+                    time.sleep(wait)
             c0 = time.thread_time()
             index = event.index
             key = (index.get("p", 0), index.get("c", 0))
@@ -172,13 +231,18 @@ def _copy_compress(
             band[k % planes] = pool[i % len(pool)]
             filled[key] = k + 1
             if (k + 1) % planes == 0:
-                busy[id(band)] = ex.submit(compress, band)
+                object_key = f"p{key[0]}/0/c/{k // planes}/{key[1]}/0/0"
+                busy[id(band)] = ex.submit(compress, band, object_key, i)
             copy += time.thread_time() - c0
         for f in busy.values():
             f.result()
+    if writer is not None:
+        writer.shutdown(wait=True)
+        for w in writes:
+            w.result()
     return {
-        "row": "copy-compress",
-        "fps_asked": 0,
+        "row": "copy-compress" if write_to is None else "copy-compress-write",
+        "fps_asked": fps,
         "frames": len(events),
         "wall": time.perf_counter() - t0,
         "threads": {
@@ -245,20 +309,25 @@ def main() -> None:
         print(json.dumps(child(args.child, fps, args.size, args.timepoints, args.z, args.workdir)))
         return
     rows = [("blosc-alone", 0.0), ("copy-compress", 0.0)]
-    rows += [("acqzarr", f) for f in (args.fps or [0.0, 600.0])]
+    for f in args.fps or [0.0, 600.0]:  # each acqzarr row beside the necessary work at its rate
+        rows += [("copy-compress-write", f), ("acqzarr", f)]
     runs: dict[str, list[dict[str, Any]]] = {}
     for k in range(args.runs):
         print(f"-- run {k + 1} of {args.runs}")
-        blosc = necessary = None
+        blosc = necessary = necessary_write = None
         for row, fps in rows:
             figures = _per_frame(_run(row, fps, args))
-            name = row if row != "acqzarr" else f"acqzarr @ {'free' if not fps else f'{fps:g}/s'}"
+            rate = "free" if not fps else f"{fps:g}/s"
+            name = row if row in ("blosc-alone", "copy-compress") else f"{row} @ {rate}"
             if row == "blosc-alone":
                 blosc = figures["cpu_ms"]
             if row == "copy-compress":
                 necessary = figures["cpu_ms"]
+            if row == "copy-compress-write":
+                necessary_write = figures["cpu_ms"]
             figures["x_blosc"] = figures["cpu_ms"] / blosc if blosc else None
             figures["x_necessary"] = figures["cpu_ms"] / necessary if necessary else None
+            figures["x_necessary_write"] = figures["cpu_ms"] / necessary_write if necessary_write else None
             runs.setdefault(name, []).append(figures)
             by = ", ".join(
                 f"{t}={v['cpu_ms']:.3f} ({v['faults']:.0f} faults)" for t, v in figures["threads"].items()
@@ -266,7 +335,10 @@ def main() -> None:
             rate, cpu = f"{figures['fps']:7.0f} frames/s", f"writer CPU {figures['cpu_ms']:.3f} ms/frame"
             print(f"{name:22s} {rate}  {cpu}  [{by}]")
     summary: dict[str, Any] = {}
-    print("-- medians over the runs (x_blosc, x_necessary: writer CPU over blosc-alone's, copy-compress's)")
+    print(
+        "-- medians over the runs (x_blosc, x_necessary, x_necessary_write: writer CPU over "
+        "blosc-alone's, copy-compress's, copy-compress-write's)"
+    )
     for name, figs in runs.items():
         threads = {
             t: round(statistics.median(f["threads"][t]["cpu_ms"] for f in figs if t in f["threads"]), 3)
@@ -277,6 +349,7 @@ def main() -> None:
             "cpu_ms": round(statistics.median(f["cpu_ms"] for f in figs), 3),
             "x_blosc": round(statistics.median(f["x_blosc"] for f in figs), 2),
             "x_necessary": _median_or_none([f["x_necessary"] for f in figs]),
+            "x_necessary_write": _median_or_none([f["x_necessary_write"] for f in figs]),
             "threads_cpu_ms": threads,
         }
         print(f"{name:22s} {summary[name]}")
