@@ -75,8 +75,10 @@ def test_record_refuses_an_existing_store_before_building_its_camera(
     monkeypatch.setattr(session, "_make_camera", _no_work)
     args = ["record", str(CONFIGS / "simulated-noise.yaml"), "--set", "overwrite=false"]
     assert cli.main(args) == 1
-    assert capsys.readouterr().err.strip().endswith(
-        "already exists; pass --set overwrite=true to replace it, or --resume to continue it"
+    assert (
+        capsys.readouterr()
+        .err.strip()
+        .endswith("already exists; pass --set overwrite=true to replace it, or --resume to continue it")
     )
 
 

@@ -196,7 +196,6 @@ def test_copy_frame_puts_every_sample_where_the_chunk_major_layout_says(
     np.testing.assert_array_equal(band, reference_band(lay, written, SENTINEL))
 
 
-
 @pytest.mark.parametrize(("shape", "chunks"), CASES)
 def test_copy_frames_puts_a_run_of_frames_where_one_copy_each_would(
     shape: tuple[int, ...], chunks: tuple[int, ...]
@@ -214,6 +213,7 @@ def test_copy_frames_puts_a_run_of_frames_where_one_copy_each_would(
             lay.copy_frames(band, (*head, start), frames)
             written = {(*head, start + k): frames[k] for k in range(n)}
             np.testing.assert_array_equal(band, reference_band(lay, written, SENTINEL))
+
 
 @pytest.mark.parametrize(("shape", "chunks"), CASES)
 def test_a_full_band_holds_each_chunk_contiguous_and_zero_padded(

@@ -904,4 +904,3 @@ def test_every_reason_a_detector_rejects_with_is_documented() -> None:
     used = {m for f in sources for rx in (_REJECTING, _PASSED_REASON) for m in rx.findall(f.read_text())}
     assert {"start_while_open", "bad_image", "bad_compression", "malformed", "shutdown"} <= used
     assert not used - set(REASONS), f"add to protocol.REASONS: {sorted(used - set(REASONS))}"
-

@@ -122,7 +122,6 @@ class TestLocalStore(StoreContract):
         assert store.get("k") == blob
         assert store.direct_io is False
 
-
     def test_writes_stage_outside_the_hierarchy_and_settle_removes_the_staging_dir(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
