@@ -62,7 +62,8 @@ def _soak(
                 now = time.perf_counter()
                 quarter_times.append(now - last)
                 last = now
-        peak = stream.memory().peak  # after the last append: the most ever reserved
+        usage = stream.memory()  # after the last append: the most ever reserved
+    checkpoints = stream.stats("cam").checkpoints  # after close: every checkpoint that ran, counted
     elapsed = time.perf_counter() - t0
     fds_after = _fds()
     array = zarr.open_array(str(path / "cam" / "0"), mode="r")
@@ -81,7 +82,9 @@ def _soak(
         "rss_first_half_max_mib": round(max(samples[:half]) / 2**20, 1),
         "rss_second_half_max_mib": round(max(samples[half:]) / 2**20, 1),
         "inflight_cap_mib": round(cap / 2**20, 1),
-        "inflight_peak_mib": round(peak / 2**20, 1),
+        "inflight_peak_mib": round(usage.peak / 2**20, 1),
+        "inflight_required_mib": round(usage.required / 2**20, 1),
+        "checkpoints": checkpoints,
         "pools_first_half_max_mib": round(max(pooled[:half]) / 2**20, 1),
         "pools_max_mib": round(max(pooled) / 2**20, 1),
         "fds_before": fds_before,
@@ -110,7 +113,11 @@ def test_memory_and_descriptors_stay_flat(
     figures = _soak(tmp_path / "s.zarr", frame, count, chunk, shard, pyramid)
     record_figures.update(name=name, **figures)
     assert figures["fds_after"] == figures["fds_before"], "file descriptors leaked"
-    assert figures["inflight_peak_mib"] <= figures["inflight_cap_mib"]
+    # What append reserves stays within the cap.  A durability checkpoint (the deadline passed: a
+    # stalled disk, a slow machine) takes a copy of the open bands beside the cap, neither waiting
+    # nor making append wait: at most ``required`` more (every level's open bands), and only then.
+    beside = figures["inflight_required_mib"] if figures["checkpoints"] else 0
+    assert figures["inflight_peak_mib"] <= figures["inflight_cap_mib"] + beside
     # Flat: the second half needs no more than the first, beyond what the buffer pools grew by and
     # 64 MiB of allocator slack.  The pools map a buffer when the most in flight at once first needs
     # it, which can be late in a run (timing decides when a third band is out at once), within the cap.
