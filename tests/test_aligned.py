@@ -33,7 +33,7 @@ def _resident(memory: mmap.mmap) -> int:
     view = ctypes.c_char.from_buffer(memory)
     address = ctypes.addressof(view)
     del view
-    pages = -(-len(memory) // PAGE)
+    pages = _pages(memory)
     vec = ctypes.create_string_buffer(pages)
     assert libc.mincore(address, len(memory), vec) == 0, ctypes.get_errno()
     return sum(b & 1 for b in vec.raw[:pages])
